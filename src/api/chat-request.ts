@@ -1,0 +1,143 @@
+import { Type, type Static, type TSchema } from "@sinclair/typebox";
+import { errors } from "../server/errors.js";
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+
+/**
+ * The body of POST /v1/chat/completions and POST /v1/tokens/count (the count accepts the same body, so the
+ * same body counts the same prompt). Unknown fields that change nothing are accepted; `messages` is checked
+ * in code, so that each error names the exact message and field.
+ */
+export const ChatBodySchema = Type.Object(
+  {
+    model: Type.String({ minLength: 1 }),
+    messages: Type.Array(Type.Unknown(), { minItems: 1 }),
+    stream: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+    stream_options: Type.Optional(
+      Type.Union([Type.Object({ include_usage: Type.Optional(Type.Boolean()) }), Type.Null()]),
+    ),
+    max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+    top_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
+    top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+    stop: Type.Optional(
+      Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }), Type.Null()]),
+    ),
+    seed: Type.Optional(Nullable(Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 32 - 1 }))),
+    presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+    frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+    n: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    shape: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Null()])),
+  },
+  { additionalProperties: true },
+);
+
+export type ChatBody = Static<typeof ChatBodySchema>;
+
+export type Role = "system" | "user" | "assistant";
+
+export interface ChatMessage {
+  role: Role;
+  content: string;
+}
+
+export interface SamplingRequest {
+  maxTokens: number | null;
+  temperature: number | null;
+  topP: number | null;
+  topK: number | null;
+  stop: string[];
+  seed: number | null;
+  presencePenalty: number;
+  frequencyPenalty: number;
+}
+
+const ROLES = new Set(["system", "user", "assistant", "developer"]);
+
+/**
+ * Fields that would change the answer and are not supported: rejected by name, never silently ignored.
+ * A field is rejected only when set to something other than its neutral value.
+ */
+const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
+  tools: (v) => Array.isArray(v) && v.length > 0,
+  tool_choice: (v) => v !== "none" && v !== "auto",
+  functions: (v) => Array.isArray(v) && v.length > 0,
+  function_call: (v) => v !== "none" && v !== "auto",
+  response_format: (v) => !(typeof v === "object" && v !== null && (v as { type?: unknown }).type === "text"),
+  logprobs: (v) => v === true,
+  top_logprobs: (v) => typeof v === "number" && v > 0,
+  logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length > 0,
+  audio: () => true,
+  modalities: (v) => !(Array.isArray(v) && v.every((m) => m === "text")),
+  prediction: () => true,
+};
+
+/** Checks what the schema cannot express; throws a 400 naming the parameter. */
+export function checkUnsupported(body: Record<string, unknown>): void {
+  for (const [field, isSet] of Object.entries(UNSUPPORTED)) {
+    if (body[field] !== undefined && body[field] !== null && isSet(body[field])) {
+      throw errors.invalidRequest(`The parameter '${field}' is not supported by this server.`, field);
+    }
+  }
+  if (typeof body.n === "number" && body.n !== 1) {
+    throw errors.invalidRequest("Only n=1 is supported.", "n");
+  }
+}
+
+/** Validates `messages` and flattens text parts; `developer` is the OpenAI name for a system message. */
+export function parseMessages(raw: unknown[]): ChatMessage[] {
+  return raw.map((m, i) => {
+    const at = `messages[${i}]`;
+    if (typeof m !== "object" || m === null || Array.isArray(m)) {
+      throw errors.invalidRequest(`${at} must be an object with 'role' and 'content'.`, at);
+    }
+    const msg = m as Record<string, unknown>;
+    if (typeof msg.role !== "string" || !ROLES.has(msg.role)) {
+      throw errors.invalidRequest(
+        `${at}.role must be one of 'system', 'user' or 'assistant'` +
+          (typeof msg.role === "string" ? `; '${msg.role.slice(0, 40)}' is not supported.` : "."),
+        `${at}.role`,
+      );
+    }
+    if (msg.tool_calls !== undefined || msg.function_call !== undefined) {
+      throw errors.invalidRequest(`${at}: tool calls are not supported by this server.`, `${at}.tool_calls`);
+    }
+    const role: Role = msg.role === "developer" ? "system" : (msg.role as Role);
+    return { role, content: parseContent(msg.content, `${at}.content`) };
+  });
+}
+
+function parseContent(content: unknown, at: string): string {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) {
+    throw errors.invalidRequest(`${at} must be a string or an array of text parts.`, at);
+  }
+  if (content.length === 0) throw errors.invalidRequest(`${at} must not be an empty array.`, at);
+  const texts = content.map((part, j) => {
+    const p = part as Record<string, unknown> | null;
+    if (typeof p !== "object" || p === null) throw errors.invalidRequest(`${at}[${j}] must be a content part object.`, `${at}[${j}]`);
+    if (p.type !== "text") {
+      const type = typeof p.type === "string" ? `'${p.type.slice(0, 40)}' ` : "";
+      throw errors.invalidRequest(`${at}[${j}]: content parts of type ${type}are not supported; only 'text' is.`, `${at}[${j}].type`);
+    }
+    if (typeof p.text !== "string") throw errors.invalidRequest(`${at}[${j}].text must be a string.`, `${at}[${j}].text`);
+    return p.text;
+  });
+  // Parts are one message split in pieces: joined as they are, with nothing added between them.
+  return texts.join("");
+}
+
+export function parseSampling(body: ChatBody): SamplingRequest {
+  const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+  return {
+    maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    temperature: body.temperature ?? null,
+    topP: body.top_p ?? null,
+    topK: body.top_k ?? null,
+    stop,
+    seed: body.seed ?? null,
+    presencePenalty: body.presence_penalty ?? 0,
+    frequencyPenalty: body.frequency_penalty ?? 0,
+  };
+}

@@ -1,0 +1,118 @@
+import { randomBytes } from "node:crypto";
+import type { ModelConfig } from "../config/schema.js";
+import type { SystemPromptSource } from "../prompt/build.js";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export type WireFinishReason = "stop" | "length";
+
+export function usage(promptTokens: number, completionTokens: number): Usage {
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+}
+
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/** Random base62 text with `n` characters (rejection sampling keeps every character equally likely). */
+export function base62(n: number): string {
+  let out = "";
+  while (out.length < n) {
+    for (const b of randomBytes(n * 2)) {
+      if (b < 248) out += BASE62[b % 62];
+      if (out.length === n) break;
+    }
+  }
+  return out;
+}
+
+export function completionId(): string {
+  return `chatcmpl-${base62(24)}`;
+}
+
+/** One entry of GET /v1/models, with the reference's fields in the reference's order. */
+export function modelObject(m: ModelConfig, description: string) {
+  return {
+    id: m.id,
+    object: "model",
+    created: m.created,
+    owned_by: m.owned_by,
+    description,
+    name: m.name,
+    max_input_tokens: m.max_input_tokens,
+    max_output_tokens: m.max_output_tokens,
+    context_window: m.context_window,
+    default_shape: m.default_shape,
+    available_shapes: Object.keys(m.shapes),
+  };
+}
+
+/**
+ * Builds the chunks of one streamed completion. Every chunk carries the same id, object, created and model;
+ * content chunks, sent once per token, are a precomputed prefix plus the JSON-escaped text.
+ */
+export class ChunkWriter {
+  private readonly head: string;
+  private readonly contentPrefix: string;
+
+  constructor(readonly id: string, readonly created: number, readonly model: string) {
+    this.head = `{"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)}`;
+    this.contentPrefix = `${this.head},"choices":[{"index":0,"delta":{"content":`;
+  }
+
+  role(): string {
+    return `${this.head},"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}`;
+  }
+  content(text: string): string {
+    return `${this.contentPrefix}${JSON.stringify(text)}},"finish_reason":null}]}`;
+  }
+  usage(u: Usage): string {
+    return `${this.head},"choices":[],"usage":${JSON.stringify(u)}}`;
+  }
+  finish(reason: WireFinishReason): string {
+    return `${this.head},"choices":[{"index":0,"delta":{},"finish_reason":"${reason}"}]}`;
+  }
+}
+
+/** The non-streamed `chat.completion` object (OpenAI's shape). */
+export function completionObject(id: string, created: number, model: string, content: string, finish: WireFinishReason, u: Usage) {
+  return {
+    id,
+    object: "chat.completion",
+    created,
+    model,
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finish }],
+    usage: u,
+  };
+}
+
+export interface TokenCountInput {
+  model: string;
+  promptTokens: number;
+  limits: { trimLimit: number; contextSize: number; contextLimit: number; outputLimit: number };
+  systemPromptSource: SystemPromptSource;
+  keptMessages: number;
+  shapeId: string | null;
+}
+
+/** The body of POST /v1/tokens/count, in the reference's order. */
+export function tokenCountObject(t: TokenCountInput) {
+  return {
+    object: "token_count",
+    model: t.model,
+    usage: usage(t.promptTokens, 0),
+    limits: {
+      trim_limit: t.limits.trimLimit,
+      context_size: t.limits.contextSize,
+      context_limit: t.limits.contextLimit,
+      output_limit: t.limits.outputLimit,
+    },
+    _lucena: {
+      system_prompt_source: t.systemPromptSource,
+      trimmed_messages: t.keptMessages,
+      shape_id: t.shapeId,
+    },
+  };
+}

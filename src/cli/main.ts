@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from "commander";
+import { makeModelCommand } from "./make-model.js";
+import { serveCommand } from "./serve.js";
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("a port is an integer from 0 to 65535");
+  return n;
+}
+
+const program = new Command()
+  .name("lucena")
+  .description("Lucena One: a self-hosted, OpenAI-style LLM API server with an embedded llama.cpp engine")
+  .showHelpAfterError();
+
+program
+  .command("serve")
+  .description("serve the Lucena One API")
+  .option("--port <n>", "port to listen on (default 8080)", port)
+  .option("--host <host>", "address to listen on (default 127.0.0.1)")
+  .option("--model <path|uri>", "GGUF file or hub URI for the default model (default: the demo model)")
+  .option("--config <file>", "JSON configuration file")
+  .option("--data-dir <dir>", "where models, keys and usage live (default ./data)")
+  .action(serveCommand);
+
+program
+  .command("make-model")
+  .description("write a llama-architecture GGUF model with random weights, for tests, benchmarks and demos")
+  .requiredOption("--out <file>", "where to write the model")
+  .option("--vocab <file>", "copy the tokenizer of this GGUF (a vocabulary-only file is enough)")
+  .addOption(new Option("--size <size>", "tiny: loads in milliseconds; bench: ~0.43B parameters, Q8_0").choices(["tiny", "bench"]).default("tiny"))
+  .option("--seed <n>", "seed for the weights", (v) => Number.parseInt(v, 10), 1234)
+  .action(makeModelCommand);
+
+await program.parseAsync();

@@ -1,0 +1,39 @@
+import type { Config, ModelConfig } from "./schema.js";
+
+/** The reference's one model, with its limits. */
+export const DEFAULT_MODEL: ModelConfig = {
+  id: "lucena-coder-latest",
+  name: "Lucena Coder",
+  description: "Lucena Coder: advanced code generation and understanding.",
+  owned_by: "lucena",
+  created: 1700000000,
+  max_input_tokens: 100000,
+  max_output_tokens: 16000,
+  context_window: 101000,
+  system_prompt:
+    "You are Lucena Coder, an expert programming assistant. Answer with correct, idiomatic code and short, precise explanations.",
+  shapes: {},
+  default_shape: null,
+  context_size: 8192,
+  parallel: 4,
+  queue_size: 64,
+  threads: 0,
+  temperature: 0.7,
+};
+
+export const DEFAULT_CONFIG: Config = {
+  host: "127.0.0.1",
+  port: 8080,
+  data_dir: "./data",
+  api_keys: [],
+  always_stream: false,
+  keepalive_seconds: 15,
+  body_limit_bytes: 4 * 1024 * 1024,
+  log_level: "info",
+  models: [DEFAULT_MODEL],
+};
+
+/** Said at start and in /v1/models when the server makes and serves its own demo model. */
+export const DEMO_NOTICE =
+  "Demo model with random weights: its answers are random text. Serve a real GGUF model with " +
+  "`lucena serve --model /path/to/model.gguf` (or a hub URI such as hf:user/repo/file.gguf), or set `source` in the config file.";

@@ -1,0 +1,98 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { Value } from "@sinclair/typebox/value";
+import { DEFAULT_CONFIG, DEFAULT_MODEL } from "./defaults.js";
+import { ConfigSchema, type Config, type ModelConfig } from "./schema.js";
+
+/** What the command line says; each field, when given, wins over the environment and the file. */
+export interface CliOverrides {
+  config?: string;
+  host?: string;
+  port?: number;
+  model?: string;
+  dataDir?: string;
+}
+
+export class ConfigError extends Error {}
+
+type PartialModel = Partial<ModelConfig>;
+type FileConfig = Partial<Omit<Config, "models">> & { models?: PartialModel[] };
+
+function readFileConfig(path: string): FileConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not a JSON object");
+    return parsed as FileConfig;
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n)) throw new ConfigError(`${name} must be an integer, got "${raw}"`);
+  return n;
+}
+
+/**
+ * Builds the configuration once at start: defaults ← config file ← environment ← command line, then
+ * validates it against the schema and freezes it. Nothing reads `process.env` after this.
+ */
+export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const configPath = cli.config ?? env.LUCENA_CONFIG;
+  const file: FileConfig = configPath ? readFileConfig(configPath) : {};
+  const models = (file.models ?? [{}]).map((m) => ({ ...DEFAULT_MODEL, ...m }));
+  const envKeys = (env.LUCENA_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean);
+
+  const merged: Config = {
+    ...DEFAULT_CONFIG,
+    ...file,
+    models,
+    api_keys: [...(file.api_keys ?? []), ...envKeys],
+  };
+  if (env.LUCENA_HOST) merged.host = env.LUCENA_HOST;
+  merged.port = envInt(env, "LUCENA_PORT") ?? merged.port;
+  if (env.LUCENA_DATA_DIR) merged.data_dir = env.LUCENA_DATA_DIR;
+  if (env.LUCENA_LOG_LEVEL) merged.log_level = env.LUCENA_LOG_LEVEL as Config["log_level"];
+  const modelSource = cli.model ?? env.LUCENA_MODEL;
+  if (modelSource) merged.models[0] = { ...merged.models[0], source: modelSource };
+  if (cli.host !== undefined) merged.host = cli.host;
+  if (cli.port !== undefined) merged.port = cli.port;
+  if (cli.dataDir !== undefined) merged.data_dir = cli.dataDir;
+
+  const errors = [...Value.Errors(ConfigSchema, merged)];
+  if (errors.length > 0) {
+    const lines = errors.slice(0, 5).map((e) => `  ${e.path || "/"}: ${e.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  checkModels(merged.models);
+  merged.data_dir = resolve(merged.data_dir);
+  return deepFreeze(merged);
+}
+
+function checkModels(models: ModelConfig[]): void {
+  const seen = new Set<string>();
+  for (const m of models) {
+    if (seen.has(m.id)) throw new ConfigError(`model id "${m.id}" is configured twice`);
+    seen.add(m.id);
+    if (m.default_shape !== null && !(m.default_shape in m.shapes)) {
+      throw new ConfigError(`model "${m.id}": default_shape "${m.default_shape}" is not one of its shapes`);
+    }
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,63 @@
+import { Type, type Static } from "@sinclair/typebox";
+
+/** A named preset: a system prompt and optional sampling defaults, picked with the request field `shape`. */
+export const ShapeSchema = Type.Object(
+  {
+    system_prompt: Type.Optional(Type.String()),
+    temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
+    top_p: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+    max_tokens: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+);
+
+export const ModelSchema = Type.Object(
+  {
+    id: Type.String({ minLength: 1, pattern: "^[A-Za-z0-9._:/-]+$" }),
+    name: Type.String(),
+    description: Type.String(),
+    owned_by: Type.String(),
+    created: Type.Integer({ minimum: 0 }),
+    max_input_tokens: Type.Integer({ minimum: 1 }),
+    max_output_tokens: Type.Integer({ minimum: 1 }),
+    context_window: Type.Integer({ minimum: 1 }),
+    /** The default system prompt, used when neither the request nor a shape gives one. */
+    system_prompt: Type.Union([Type.String(), Type.Null()]),
+    shapes: Type.Record(Type.String({ minLength: 1 }), ShapeSchema),
+    default_shape: Type.Union([Type.String(), Type.Null()]),
+    /** A GGUF file path, or a hub URI / URL downloaded once into `<data-dir>/models`. Absent: the demo model. */
+    source: Type.Optional(Type.String({ minLength: 1 })),
+    /** Tokens of context allocated per sequence by the engine (limits.context_size). */
+    context_size: Type.Integer({ minimum: 64 }),
+    /** Sequences decoded in parallel. */
+    parallel: Type.Integer({ minimum: 1, maximum: 256 }),
+    /** Requests that may wait for a free sequence before new ones get 503. */
+    queue_size: Type.Integer({ minimum: 0 }),
+    /** CPU threads for the engine; 0: all cores but one, which stays with Node's event loop. */
+    threads: Type.Integer({ minimum: 0 }),
+    temperature: Type.Number({ minimum: 0, maximum: 2 }),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    host: Type.String(),
+    port: Type.Integer({ minimum: 0, maximum: 65535 }),
+    data_dir: Type.String({ minLength: 1 }),
+    /** Keys accepted besides the key store; compared by SHA-256 hash, never logged. */
+    api_keys: Type.Array(Type.String({ pattern: "^sk-lucena-[A-Za-z0-9_-]{8,}$" })),
+    /** SSE for every chat completion, as the hosted deployment does (decisions.md). */
+    always_stream: Type.Boolean(),
+    /** Seconds of silence on an SSE stream before a `: keepalive` comment is written. */
+    keepalive_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    body_limit_bytes: Type.Integer({ minimum: 1024 }),
+    log_level: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
+    models: Type.Array(ModelSchema, { minItems: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+export type ShapeConfig = Static<typeof ShapeSchema>;
+export type ModelConfig = Static<typeof ModelSchema>;
+export type Config = Static<typeof ConfigSchema>;

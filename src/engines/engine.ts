@@ -1,0 +1,49 @@
+import type { PromptEncoder } from "../prompt/build.js";
+
+/** llama.cpp's server defaults, which suit local models better than sampling the whole distribution. */
+export const SAMPLING_DEFAULTS = { topK: 40, topP: 0.95, minP: 0.05 } as const;
+
+/** Why a generation ended. `cancelled`: the client went away (never sent on the wire). */
+export type FinishReason = "stop" | "length" | "cancelled";
+
+export interface GenerateOptions {
+  /** Prompt tokens from the prompt builder. */
+  prompt: number[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number | null;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  stop: string[];
+  /** Aborted when the client disconnects: generation stops within one decode step. */
+  signal: AbortSignal;
+}
+
+/** Internal generation events; only the wire formatter knows the JSON and SSE shapes. */
+export type EngineEvent =
+  | { type: "text"; text: string }
+  | { type: "done"; finishReason: FinishReason; completionTokens: number };
+
+export type EngineStatus = "loading" | "ready" | "failed";
+
+/**
+ * One served model. Concurrency contract: `generate` may be called any number of times at once; the engine
+ * queues what it cannot run yet (throwing a queue-full ApiError when its queue is full) and never blocks the
+ * event loop. `encoder`, `contextSize` and `generate` are usable only once `status` is `ready`.
+ */
+export interface Engine {
+  readonly modelId: string;
+  readonly status: EngineStatus;
+  /** Tokens of context allocated per sequence (limits.context_size). */
+  readonly contextSize: number;
+  readonly encoder: PromptEncoder;
+  load(): Promise<void>;
+  /**
+   * Admits the request synchronously (throws a 503 ApiError when the model's queue is full), then yields events
+   * as the caller iterates. The caller aborts `opts.signal` when it is done, whatever happened.
+   */
+  generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,46 @@
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { resolveModelFile } from "node-llama-cpp";
+import { makeModel } from "../../gguf/model-maker.js";
+import type { Logger } from "../../observability/log.js";
+
+export const DEMO_MODEL_FILE = "lucena-demo-tiny.gguf";
+
+/** A hub URI (`hf:user/repo/file.gguf`, `hf:user/repo:quant`) or a URL; anything else is a local path. */
+export function isRemoteSource(source: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(source) || /^hf:/i.test(source);
+}
+
+/**
+ * Resolves a model source to a local GGUF file: the demo model (made on first use) when there is no source,
+ * a local path as it is, or a remote source downloaded once into `<dataDir>/models` with a progress display.
+ */
+export async function resolveModelPath(source: string | undefined, dataDir: string, log: Logger, signal?: AbortSignal): Promise<string> {
+  const models = join(dataDir, "models");
+  if (source === undefined) {
+    const path = join(models, DEMO_MODEL_FILE);
+    if (!existsSync(path)) {
+      const made = makeModel({ out: path, size: "tiny" });
+      log.info({ path, bytes: made.bytes }, "made the demo model");
+    }
+    return path;
+  }
+  if (!isRemoteSource(source)) {
+    const path = resolve(source);
+    if (!existsSync(path)) throw new Error(`model file not found: ${path}`);
+    return path;
+  }
+  let lastTenth = -1;
+  return resolveModelFile(source, {
+    directory: models,
+    cli: Boolean(process.stderr.isTTY),
+    signal,
+    onProgress: ({ totalSize, downloadedSize }) => {
+      const tenth = totalSize > 0 ? Math.floor((downloadedSize / totalSize) * 10) : 0;
+      if (tenth !== lastTenth) {
+        lastTenth = tenth;
+        log.info({ source, downloadedSize, totalSize }, `downloading model: ${tenth * 10}%`);
+      }
+    },
+  });
+}

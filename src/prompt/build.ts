@@ -1,0 +1,131 @@
+import type { ChatMessage } from "../api/chat-request.js";
+import type { ModelConfig, ShapeConfig } from "../config/schema.js";
+import { errors } from "../server/errors.js";
+
+/** Applies a model's chat template (ending with the assistant's turn) and tokenizes the result. */
+export interface PromptEncoder {
+  encode(messages: readonly ChatMessage[]): number[];
+}
+
+export type SystemPromptSource = "request" | "shape" | "default" | "none";
+
+export interface PromptRequest {
+  messages: readonly ChatMessage[];
+  /** The request's `shape`, if any. */
+  shape: string | null;
+  /** The request's max_tokens (or max_completion_tokens), if any. */
+  maxTokens: number | null;
+}
+
+export interface BuiltPrompt {
+  tokens: number[];
+  /** How many of the request's own messages remain in the prompt after trimming. */
+  keptMessages: number;
+  systemPromptSource: SystemPromptSource;
+  shapeId: string | null;
+  shape: ShapeConfig | null;
+  /** The most tokens the completion may generate. */
+  maxOutputTokens: number;
+}
+
+/**
+ * The tokens reserved for the answer when deciding how much prompt fits: the request's max_tokens, or
+ * else a quarter of the allocated context, capped by the model's output limit.
+ */
+export function outputReserve(model: ModelConfig, contextSize: number, requested: number | null): number {
+  return requested ?? Math.max(1, Math.min(model.max_output_tokens, Math.floor(contextSize / 4)));
+}
+
+/**
+ * The one prompt builder behind both /v1/chat/completions and /v1/tokens/count: resolve the system prompt
+ * (request → shape → model default), trim the oldest whole messages to the budget, template, tokenize.
+ *
+ * Budget: prompt tokens ≤ min(max_input_tokens, context_size − reserve), with `reserve` as in
+ * {@link outputReserve}. The system prompt and the last user message (and what follows it) are never dropped.
+ */
+export function buildPrompt(model: ModelConfig, contextSize: number, encoder: PromptEncoder, req: PromptRequest): BuiltPrompt {
+  const shapeId = req.shape ?? model.default_shape;
+  let shape: ShapeConfig | null = null;
+  if (shapeId !== null) {
+    shape = model.shapes[shapeId] ?? null;
+    if (!shape) {
+      const known = Object.keys(model.shapes);
+      throw errors.invalidRequest(
+        `Unknown shape '${shapeId}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
+        "shape",
+      );
+    }
+  }
+
+  const requested = req.maxTokens ?? shape?.max_tokens ?? null;
+  if (requested !== null && requested > model.max_output_tokens) {
+    throw errors.invalidRequest(
+      `max_tokens is ${requested}, above this model's output limit of ${model.max_output_tokens}.`,
+      "max_tokens",
+    );
+  }
+  const reserve = outputReserve(model, contextSize, requested);
+  const budget = Math.min(model.max_input_tokens, contextSize - reserve);
+  if (budget <= 0) {
+    throw errors.invalidRequest(
+      `max_tokens ${requested} leaves no room for a prompt in this model's context of ${contextSize} tokens.`,
+      "max_tokens",
+    );
+  }
+
+  let systemPromptSource: SystemPromptSource = "none";
+  let preamble: ChatMessage[] = [];
+  if (req.messages.some((m) => m.role === "system")) systemPromptSource = "request";
+  else if (shape?.system_prompt !== undefined) {
+    systemPromptSource = "shape";
+    preamble = [{ role: "system", content: shape.system_prompt }];
+  } else if (model.system_prompt !== null) {
+    systemPromptSource = "default";
+    preamble = [{ role: "system", content: model.system_prompt }];
+  }
+
+  // Droppable: non-system messages before the last user message, oldest first.
+  let lastUser = -1;
+  req.messages.forEach((m, i) => { if (m.role === "user") lastUser = i; });
+  if (lastUser === -1) lastUser = req.messages.length - 1;
+  const droppable: number[] = [];
+  req.messages.forEach((m, i) => { if (i < lastUser && m.role !== "system") droppable.push(i); });
+
+  const encodeDropping = (k: number): number[] => {
+    const dropped = new Set(droppable.slice(0, k));
+    return encoder.encode([...preamble, ...req.messages.filter((_, i) => !dropped.has(i))]);
+  };
+
+  let dropped = 0;
+  let tokens = encodeDropping(0);
+  if (tokens.length > budget) {
+    const minimal = encodeDropping(droppable.length);
+    if (minimal.length > budget) {
+      throw errors.invalidRequest(
+        `The prompt needs ${minimal.length} tokens even after trimming older messages, but at most ${budget} fit ` +
+          `(input limit ${model.max_input_tokens}, context ${contextSize}, ${reserve} reserved for the answer).`,
+        "messages",
+      );
+    }
+    // Fewest messages dropped that fit: dropping more never makes the prompt longer.
+    let lo = 1;
+    let hi = droppable.length;
+    tokens = minimal;
+    dropped = droppable.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const t = encodeDropping(mid);
+      if (t.length <= budget) { hi = mid; tokens = t; dropped = mid; } else lo = mid + 1;
+    }
+    if (dropped !== lo) { tokens = encodeDropping(lo); dropped = lo; }
+  }
+
+  return {
+    tokens,
+    keptMessages: req.messages.length - dropped,
+    systemPromptSource,
+    shapeId,
+    shape,
+    maxOutputTokens: requested ?? Math.min(model.max_output_tokens, contextSize - tokens.length),
+  };
+}

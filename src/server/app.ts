@@ -1,0 +1,123 @@
+import { isUtf8 } from "node:buffer";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import sjson from "secure-json-parse";
+import { base62 } from "../api/responses.js";
+import type { Logger } from "../observability/log.js";
+import { authenticate, type KeyVerifier } from "./auth.js";
+import { ApiError, errors } from "./errors.js";
+import type { ModelRegistry } from "./registry.js";
+import { chatRoute } from "./routes/chat.js";
+import { modelsRoute } from "./routes/models.js";
+import { statsRoute } from "./routes/stats.js";
+import { tokensRoute } from "./routes/tokens.js";
+
+export interface AppOptions {
+  registry: ModelRegistry;
+  keys: KeyVerifier;
+  log: Logger;
+  bodyLimit: number;
+  alwaysStream: boolean;
+  keepaliveMs: number;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Ajv's first error → a 400 naming the parameter (`messages[0].role`, `temperature`, …). */
+function validationError(err: FastifyError): ApiError {
+  const v = err.validation?.[0];
+  if (!v) return errors.invalidRequest("Invalid request body.");
+  const path = v.instancePath
+    .split("/")
+    .filter(Boolean)
+    .map((p, i) => (/^\d+$/.test(p) ? `[${p}]` : i === 0 ? p : `.${p}`))
+    .join("");
+  const missing = (v.params as { missingProperty?: string }).missingProperty;
+  if (v.keyword === "required" && missing) {
+    const param = path ? `${path}.${missing}` : missing;
+    return errors.invalidRequest(`Missing required parameter: '${param}'.`, param);
+  }
+  if (!path) return errors.invalidRequest(`The request body ${v.message ?? "is invalid"}.`);
+  return errors.invalidRequest(`Invalid value for '${path}': ${v.message ?? "invalid"}.`, path);
+}
+
+/** Builds the HTTP application: parsing, auth, routes, and the one error handler. */
+export function buildApp(opts: AppOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    // One line per request, written by the onRequest hook below, instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.bodyLimit,
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : `req_${base62(20)}`;
+    },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    return503OnClosing: true,
+  });
+
+  // JSON only, and only valid UTF-8: a body with broken bytes is refused, not silently repaired.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req, body: Buffer, done) => {
+    if (body.length === 0) return done(errors.invalidRequest("The request body is empty; send a JSON object."), undefined);
+    if (!isUtf8(body)) return done(errors.invalidRequest("The request body is not valid UTF-8."), undefined);
+    try {
+      done(null, sjson.parse(body.toString("utf8"), undefined, { protoAction: "error", constructorAction: "error" }));
+    } catch (err) {
+      done(errors.invalidRequest(`The request body is not valid JSON: ${(err as Error).message}`), undefined);
+    }
+  });
+
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("x-request-id", req.id);
+    const started = performance.now();
+    reply.raw.once("close", () => {
+      const c = req.completion;
+      req.log.info(
+        {
+          method: req.method,
+          path: req.routeOptions.url ?? "(unmatched)",
+          status: reply.raw.statusCode,
+          ms: Math.round((performance.now() - started) * 10) / 10,
+          key: req.principal?.keyId,
+          ...(c ? { model: c.model, stream: c.stream, promptTokens: c.promptTokens, completionTokens: c.completionTokens, finish: c.finishReason, ttftMs: c.ttftMs === null ? null : Math.round(c.ttftMs) } : {}),
+          aborted: !reply.raw.writableFinished,
+        },
+        "request",
+      );
+    });
+    if (req.url === "/v1" || req.url.startsWith("/v1/") || req.url.startsWith("/v1?")) {
+      req.principal = authenticate(req.headers.authorization, opts.keys);
+    }
+  });
+
+  app.decorateRequest("principal", null);
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    let apiErr: ApiError;
+    if (err instanceof ApiError) apiErr = err;
+    else if (err.validation) apiErr = validationError(err);
+    else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = errors.bodyTooLarge(opts.bodyLimit);
+    else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") apiErr = errors.unsupportedMediaType(String(req.headers["content-type"] ?? ""));
+    else if (typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
+      apiErr = new ApiError(err.statusCode, "invalid_request_error", "The request could not be read.");
+    } else {
+      req.log.error({ err }, "request failed");
+      apiErr = errors.internal();
+    }
+    reply.code(apiErr.status).headers(apiErr.headers).send(apiErr.body());
+  });
+  app.setNotFoundHandler(async () => {
+    throw errors.routeNotFound();
+  });
+
+  modelsRoute(app, opts.registry);
+  chatRoute(app, { registry: opts.registry, alwaysStream: opts.alwaysStream, keepaliveMs: opts.keepaliveMs });
+  tokensRoute(app, opts.registry);
+  statsRoute(app);
+  return app;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: import("./auth.js").Principal | null;
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Every error the API returns, in one catalogue. Handlers throw these; only the error handler formats them.
+ * Bodies follow decisions.md: `{"error":{"message","type","code"[,"param"]}}`, except the gateway's
+ * missing-key body, which is `{"error":"Missing API Key"}` exactly.
+ */
+export type ErrorType =
+  | "invalid_request_error"
+  | "gateway_auth_error"
+  | "not_found"
+  | "rate_limit_error"
+  | "server_error";
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: ErrorType,
+    message: string,
+    readonly param: string | null = null,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+
+  /** The wire body. */
+  body(): unknown {
+    const error: Record<string, unknown> = { message: this.message, type: this.type, code: this.status };
+    if (this.type === "invalid_request_error") error.param = this.param;
+    return { error };
+  }
+}
+
+/** The gateway's shape for a request without a bearer key. */
+export class MissingKeyError extends ApiError {
+  constructor() {
+    super(401, "gateway_auth_error", "Missing API Key");
+  }
+  override body(): unknown {
+    return { error: "Missing API Key" };
+  }
+}
+
+export const errors = {
+  missingKey: () => new MissingKeyError(),
+  invalidKey: () => new ApiError(401, "gateway_auth_error", "Invalid API Key"),
+  invalidRequest: (message: string, param: string | null = null) => new ApiError(400, "invalid_request_error", message, param),
+  bodyTooLarge: (limit: number) =>
+    new ApiError(413, "invalid_request_error", `Request body is larger than the limit of ${limit} bytes.`),
+  unsupportedMediaType: (type: string) =>
+    new ApiError(415, "invalid_request_error", `Unsupported Content-Type "${type}": send application/json.`),
+  routeNotFound: () => new ApiError(404, "not_found", "Not found."),
+  modelNotFound: (id: string, available: string[]) =>
+    new ApiError(
+      404,
+      "not_found",
+      `The model '${id}' does not exist. Available models: ${available.map((m) => `'${m}'`).join(", ") || "none"}.`,
+    ),
+  methodNotAllowed: () => new ApiError(404, "not_found", "Not found."),
+  modelLoading: (id: string, retryAfter: number) =>
+    new ApiError(503, "server_error", `The model '${id}' is loading. Retry shortly.`, null, { "retry-after": String(retryAfter) }),
+  modelUnavailable: (id: string, retryAfter: number) =>
+    new ApiError(503, "server_error", `The model '${id}' is temporarily unavailable.`, null, { "retry-after": String(retryAfter) }),
+  queueFull: (id: string, retryAfter: number) =>
+    new ApiError(503, "server_error", `The model '${id}' is busy: too many requests are waiting. Retry shortly.`, null, {
+      "retry-after": String(retryAfter),
+    }),
+  shuttingDown: () => new ApiError(503, "server_error", "The server is shutting down.", null, { "retry-after": "5" }),
+  internal: () => new ApiError(500, "server_error", "Inference failed due to an internal error."),
+};

@@ -1,0 +1,158 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { checkUnsupported, ChatBodySchema, parseMessages, parseSampling, type ChatBody } from "../../api/chat-request.js";
+import { ChunkWriter, completionId, completionObject, usage, type WireFinishReason } from "../../api/responses.js";
+import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../engines/engine.js";
+import { buildPrompt } from "../../prompt/build.js";
+import { ApiError, errors } from "../errors.js";
+import type { ModelRegistry } from "../registry.js";
+import { SseStream } from "../sse.js";
+
+export interface ChatRouteOptions {
+  registry: ModelRegistry;
+  alwaysStream: boolean;
+  keepaliveMs: number;
+}
+
+/** What one completion did, for the request log line (no text: never prompts or completions). */
+export interface CompletionOutcome {
+  model: string;
+  stream: boolean;
+  promptTokens: number;
+  completionTokens: number;
+  finishReason: string | null;
+  ttftMs: number | null;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    completion: CompletionOutcome | null;
+  }
+}
+
+/** decisions.md: `stream` true → SSE; false → JSON; omitted → JSON unless Accept names text/event-stream. */
+function wantsStream(body: ChatBody, accept: string | undefined, alwaysStream: boolean): boolean {
+  if (alwaysStream || body.stream === true) return true;
+  if (body.stream === false) return false;
+  return accept !== undefined && /text\/event-stream/i.test(accept);
+}
+
+export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
+  app.decorateRequest("completion", null);
+  app.post<{ Body: ChatBody }>("/v1/chat/completions", { schema: { body: ChatBodySchema } }, async (req, reply) => {
+    const body = req.body;
+    checkUnsupported(body as Record<string, unknown>);
+    const { config, engine } = opts.registry.ready(body.model);
+    const sampling = parseSampling(body);
+    const built = buildPrompt(config, engine.contextSize, engine.encoder, {
+      messages: parseMessages(body.messages),
+      shape: body.shape ?? null,
+      maxTokens: sampling.maxTokens,
+    });
+    const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
+    const outcome: CompletionOutcome = {
+      model: config.id, stream, promptTokens: built.tokens.length, completionTokens: 0, finishReason: null, ttftMs: null,
+    };
+    req.completion = outcome;
+
+    // The socket's close is the one source of cancellation; the controller is aborted in `finally` whatever
+    // happened, which is what releases a sequence that was reserved but never used.
+    const abort = new AbortController();
+    const onClose = () => { if (!reply.raw.writableFinished) abort.abort(new Error("client disconnected")); };
+    reply.raw.on("close", onClose);
+
+    const genOpts: GenerateOptions = {
+      prompt: built.tokens,
+      maxTokens: built.maxOutputTokens,
+      temperature: sampling.temperature ?? built.shape?.temperature ?? config.temperature,
+      topP: sampling.topP ?? built.shape?.top_p ?? SAMPLING_DEFAULTS.topP,
+      topK: sampling.topK ?? SAMPLING_DEFAULTS.topK,
+      seed: sampling.seed,
+      presencePenalty: sampling.presencePenalty,
+      frequencyPenalty: sampling.frequencyPenalty,
+      stop: sampling.stop,
+      signal: abort.signal,
+    };
+    const started = performance.now();
+    try {
+      const events = engine.generate(genOpts); // throws 503 here, before any header, when the queue is full
+      const id = completionId();
+      const created = Math.floor(Date.now() / 1000);
+      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body);
+      else await jsonCompletion(reply, id, created, events, outcome, started);
+    } finally {
+      reply.raw.off("close", onClose);
+      abort.abort();
+    }
+    return reply;
+  });
+}
+
+function track(outcome: CompletionOutcome, ev: EngineEvent, started: number): void {
+  if (ev.type === "text" && outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
+  if (ev.type === "done") {
+    outcome.completionTokens = ev.completionTokens;
+    outcome.finishReason = ev.finishReason;
+  }
+}
+
+async function streamCompletion(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  keepaliveMs: number,
+  chunks: ChunkWriter,
+  events: AsyncGenerator<EngineEvent>,
+  outcome: CompletionOutcome,
+  started: number,
+  body: ChatBody,
+): Promise<void> {
+  reply.hijack();
+  const sse = new SseStream(reply.raw, keepaliveMs);
+  sse.open(reply.getHeaders());
+  try {
+    await sse.send(chunks.role());
+    let finish: WireFinishReason | null = null;
+    for await (const ev of events) {
+      track(outcome, ev, started);
+      if (ev.type === "text") await sse.send(chunks.content(ev.text));
+      else if (ev.finishReason !== "cancelled") finish = ev.finishReason;
+    }
+    if (finish === null) return; // the client is gone: nothing more to say
+    if (body.stream_options?.include_usage !== false) {
+      await sse.send(chunks.usage(usage(outcome.promptTokens, outcome.completionTokens)));
+    }
+    await sse.send(chunks.finish(finish));
+    await sse.send("[DONE]");
+  } catch (err) {
+    // Headers are out: the error goes in the stream, then [DONE]; never a silently truncated stream.
+    const apiErr = err instanceof ApiError ? err : errors.internal();
+    if (!(err instanceof ApiError)) req.log.error({ err }, "generation failed mid-stream");
+    outcome.finishReason = "error";
+    await sse.send(JSON.stringify(apiErr.body()));
+    await sse.send("[DONE]");
+  } finally {
+    sse.close();
+  }
+}
+
+async function jsonCompletion(
+  reply: FastifyReply,
+  id: string,
+  created: number,
+  events: AsyncGenerator<EngineEvent>,
+  outcome: CompletionOutcome,
+  started: number,
+): Promise<void> {
+  let text = "";
+  let finish: WireFinishReason | null = null;
+  for await (const ev of events) {
+    track(outcome, ev, started);
+    if (ev.type === "text") text += ev.text;
+    else if (ev.finishReason !== "cancelled") finish = ev.finishReason;
+  }
+  if (finish === null) {
+    reply.hijack(); // the client is gone
+    reply.raw.destroy();
+    return;
+  }
+  reply.send(completionObject(id, created, outcome.model, text, finish, usage(outcome.promptTokens, outcome.completionTokens)));
+}

@@ -1,0 +1,66 @@
+import type { ServerResponse } from "node:http";
+
+/**
+ * One Server-Sent Events response. Writes `: connected` as soon as it opens, a `: keepalive` comment after
+ * `keepaliveMs` of silence, and waits for the socket to drain when the client reads slowly. Each event is
+ * written whole (ending in a blank line) in a single write. The owner calls `close()` in `finally`.
+ */
+export class SseStream {
+  private timer?: NodeJS.Timeout;
+  private ended = false;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly keepaliveMs: number,
+  ) {}
+
+  open(headers: Record<string, string | number | string[] | undefined>): void {
+    this.res.writeHead(200, {
+      ...headers,
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      connection: "keep-alive",
+      "x-accel-buffering": "no", // tell nginx-style proxies not to buffer the stream
+    });
+    this.res.write(": connected\n\n");
+    this.timer = setTimeout(() => this.keepalive(), this.keepaliveMs);
+    this.timer.unref();
+  }
+
+  /** False once the client has gone or the stream is closed. */
+  get writable(): boolean {
+    return !this.ended && !this.res.destroyed && this.res.writable;
+  }
+
+  /** Sends `data: <payload>`; resolves when the socket can take more. */
+  async send(payload: string): Promise<void> {
+    if (!this.writable) return;
+    this.timer?.refresh();
+    if (!this.res.write(`data: ${payload}\n\n`)) await this.drained();
+  }
+
+  private keepalive(): void {
+    if (!this.writable) return;
+    this.res.write(": keepalive\n\n");
+    this.timer?.refresh();
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.res.off("drain", done);
+        this.res.off("close", done);
+        resolve();
+      };
+      this.res.on("drain", done);
+      this.res.on("close", done);
+    });
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.ended) return;
+    this.ended = true;
+    if (!this.res.destroyed) this.res.end();
+  }
+}
