@@ -22,6 +22,18 @@ export interface AppOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** Whether a URL's path, percent-decoded, is /v1 or below it; an undecodable path counts as one. */
+function isApiPath(url: string): boolean {
+  const raw = url.split("?", 1)[0];
+  let path: string;
+  try {
+    path = decodeURIComponent(raw);
+  } catch {
+    return true;
+  }
+  return path === "/v1" || path.startsWith("/v1/");
+}
+
 /** Ajv's first error → a 400 naming the parameter (`messages[0].role`, `temperature`, …). */
 function validationError(err: FastifyError): ApiError {
   const v = err.validation?.[0];
@@ -67,10 +79,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
   });
 
+  let inFlight = 0;
+  app.decorate("inFlight", () => inFlight);
   app.addHook("onRequest", async (req, reply) => {
     reply.header("x-request-id", req.id);
     const started = performance.now();
-    reply.raw.once("close", () => {
+    inFlight++;
+    reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => inFlight--));
+    // One line per request, once the response is closed and any generation has ended.
+    reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => {
       const c = req.completion;
       req.log.info(
         {
@@ -84,8 +101,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         },
         "request",
       );
-    });
-    if (req.url === "/v1" || req.url.startsWith("/v1/") || req.url.startsWith("/v1?")) {
+    }));
+    // Every route this app serves is API; an unmatched path needs a key when, decoded as the router decodes
+    // it, it lies under /v1. (Checking the raw URL would let /%76%31/… reach a route without a key.)
+    if (!req.is404 || isApiPath(req.url)) {
       req.principal = authenticate(req.headers.authorization, opts.keys);
     }
   });
@@ -97,7 +116,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     else if (err.validation) apiErr = validationError(err);
     else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = errors.bodyTooLarge(opts.bodyLimit);
     else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") apiErr = errors.unsupportedMediaType(String(req.headers["content-type"] ?? ""));
-    else if (typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
+    // Only Fastify's own errors speak for the client's request; any other error's statusCode is not ours.
+    else if (err.code?.startsWith("FST_") && typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
       apiErr = new ApiError(err.statusCode, "invalid_request_error", "The request could not be read.");
     } else {
       req.log.error({ err }, "request failed");
@@ -120,4 +140,20 @@ declare module "fastify" {
   interface FastifyRequest {
     principal: import("./auth.js").Principal | null;
   }
+  interface FastifyInstance {
+    /** Requests received and not yet finished (their generation included). */
+    inFlight(): number;
+  }
+}
+
+/**
+ * Closes the HTTP side: stops accepting, lets requests in flight finish for up to `graceMs`, then closes every
+ * connection still open. A client's open connection with no request on it never delays the exit.
+ */
+export async function closeApp(app: FastifyInstance, graceMs: number): Promise<void> {
+  const closing = app.close();
+  const deadline = Date.now() + graceMs;
+  while (app.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  app.server.closeAllConnections();
+  await closing;
 }
