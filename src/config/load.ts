@@ -49,6 +49,9 @@ function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
 export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const configPath = cli.config ?? env.LUCENA_CONFIG;
   const file: FileConfig = configPath ? readFileConfig(configPath) : {};
+  if (file.models !== undefined && (!Array.isArray(file.models) || file.models.some((m) => typeof m !== "object" || m === null || Array.isArray(m)))) {
+    throw new ConfigError("invalid configuration:\n  /models: must be a list of model objects");
+  }
   const models = (file.models ?? [{}]).map((m) => ({ ...DEFAULT_MODEL, ...m }));
   const envKeys = (env.LUCENA_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean);
 
