@@ -2,9 +2,12 @@ import { ConfigError, loadConfig, type CliOverrides } from "../config/load.js";
 import { base62 } from "../api/responses.js";
 import { LlamaEngine } from "../engines/llama/llama-engine.js";
 import { createLogger } from "../observability/log.js";
-import { buildApp } from "../server/app.js";
+import { buildApp, closeApp } from "../server/app.js";
 import { StaticKeys } from "../server/auth.js";
 import { ModelRegistry } from "../server/registry.js";
+
+/** How long requests in flight may go on after SIGTERM before their connections are closed. */
+const SHUTDOWN_GRACE_MS = 30_000;
 
 export async function serveCommand(cli: CliOverrides): Promise<void> {
   let config;
@@ -40,8 +43,9 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     if (closing) return;
     closing = true;
     log.info({ signal }, "shutting down");
-    await app.close();
+    await closeApp(app, SHUTDOWN_GRACE_MS);
     await registry.close();
+    log.info("stopped");
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));

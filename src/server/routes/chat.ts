@@ -21,6 +21,8 @@ export interface CompletionOutcome {
   completionTokens: number;
   finishReason: string | null;
   ttftMs: number | null;
+  /** Settles when the handler has finished with the engine (the outcome is final then). */
+  settled: Promise<void>;
 }
 
 declare module "fastify" {
@@ -49,8 +51,10 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       maxTokens: sampling.maxTokens,
     });
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
+    let settle!: () => void;
     const outcome: CompletionOutcome = {
       model: config.id, stream, promptTokens: built.tokens.length, completionTokens: 0, finishReason: null, ttftMs: null,
+      settled: new Promise<void>((resolve) => (settle = resolve)),
     };
     req.completion = outcome;
 
@@ -82,6 +86,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     } finally {
       reply.raw.off("close", onClose);
       abort.abort();
+      settle();
     }
     return reply;
   });
