@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { cliPath } from "./paths.js";
+
+export const TEST_KEY = "sk-lucena-test0000000000000000000000000000";
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  key: string;
+  proc: ChildProcess;
+  /** Every line the process wrote to stdout (JSON logs) and stderr. */
+  logs: string[];
+  dataDir: string;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** GGUF path for the default model (`--model`). */
+  model?: string;
+  /** A config object, written to a file and passed with `--config`. */
+  config?: Record<string, unknown>;
+  env?: Record<string, string>;
+  args?: string[];
+  /** Wait until the model is loaded (default true). */
+  waitReady?: boolean;
+}
+
+/** Starts the real server process (`lucena serve`) on a free loopback port. */
+export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), "lucena-test-"));
+  const args = [cliPath, "serve", "--port", "0", "--host", "127.0.0.1", "--data-dir", dataDir];
+  if (opts.model) args.push("--model", opts.model);
+  if (opts.config) {
+    const file = join(dataDir, "config.json");
+    writeFileSync(file, JSON.stringify(opts.config));
+    args.push("--config", file);
+  }
+  args.push(...(opts.args ?? []));
+  const proc = spawn(process.execPath, args, {
+    env: { ...process.env, LUCENA_API_KEYS: TEST_KEY, LUCENA_LOG_LEVEL: "info", ...opts.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+
+  const ready = new Promise<number>((resolve, reject) => {
+    let port = 0;
+    const want = opts.waitReady ?? true;
+    const onLine = (line: string) => {
+      logs.push(line);
+      if (!line.startsWith("{")) return;
+      try {
+        const entry = JSON.parse(line) as { msg?: string; port?: number };
+        if (entry.msg === "listening") {
+          port = entry.port!;
+          if (!want) resolve(port);
+        }
+        if (entry.msg === "model loaded" && want) resolve(port);
+        if (entry.msg === "model failed to load") reject(new Error(`model failed to load: ${line}`));
+      } catch {
+        /* not a log line */
+      }
+    };
+    createInterface({ input: proc.stdout! }).on("line", onLine);
+    createInterface({ input: proc.stderr! }).on("line", (l) => logs.push(l));
+    void exited.then((code) => reject(new Error(`server exited with ${code} before it was ready:\n${logs.join("\n")}`)));
+  });
+  const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`server not ready in 60 s:\n${logs.join("\n")}`)), 60_000).unref());
+  const port = await Promise.race([ready, timeout]);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    key: TEST_KEY,
+    proc,
+    logs,
+    dataDir,
+    stop: async (signal = "SIGTERM") => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}

@@ -1,0 +1,246 @@
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { isAbsolute, join, resolve } from "node:path";
+import { ConfigError, loadConfig } from "../../src/config/load.js";
+
+const dir = mkdtempSync(join(tmpdir(), "lucena-config-test-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let n = 0;
+/** Writes a config file (an object as JSON, or raw text) and returns its path. */
+function file(content: unknown): string {
+  const path = join(dir, `config-${n++}.json`);
+  writeFileSync(path, typeof content === "string" ? content : JSON.stringify(content));
+  return path;
+}
+
+const KEY_A = "sk-lucena-AAAAAAAAAAAA";
+const KEY_B = "sk-lucena-bbbbbbbb_-12";
+
+function assertConfigError(fn: () => unknown, ...mentions: (string | RegExp)[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+    for (const m of mentions) {
+      if (typeof m === "string") assert.ok(err.message.includes(m), `message should mention ${JSON.stringify(m)}: ${err.message}`);
+      else assert.match(err.message, m);
+    }
+    return true;
+  });
+}
+
+describe("loadConfig: defaults", () => {
+  test("with no file, env or CLI: the reference's model and its limits", () => {
+    const c = loadConfig({}, {});
+    assert.equal(c.models.length, 1);
+    const m = c.models[0];
+    assert.equal(m.id, "lucena-coder-latest");
+    assert.equal(m.name, "Lucena Coder");
+    assert.equal(m.max_input_tokens, 100000);
+    assert.equal(m.max_output_tokens, 16000);
+    assert.equal(m.context_window, 101000);
+    assert.equal(m.source, undefined);
+    assert.deepEqual(c.api_keys, []);
+    assert.equal(c.always_stream, false);
+    assert.equal(c.port, 8080);
+    assert.equal(c.host, "127.0.0.1");
+  });
+
+  test("data_dir is made absolute", () => {
+    const c = loadConfig({ dataDir: "rel/data" }, {});
+    assert.ok(isAbsolute(c.data_dir));
+    assert.equal(c.data_dir, resolve("rel/data"));
+  });
+
+  test("process.env is not read when an env object is given", () => {
+    const saved = process.env.LUCENA_PORT;
+    process.env.LUCENA_PORT = "1234";
+    try {
+      assert.equal(loadConfig({}, {}).port, 8080);
+    } finally {
+      if (saved === undefined) delete process.env.LUCENA_PORT;
+      else process.env.LUCENA_PORT = saved;
+    }
+  });
+});
+
+describe("loadConfig: precedence file < env < CLI", () => {
+  const path = file({ host: "10.0.0.1", port: 1111, data_dir: "/tmp/from-file", log_level: "warn" });
+
+  test("the file overrides the defaults", () => {
+    const c = loadConfig({ config: path }, {});
+    assert.equal(c.host, "10.0.0.1");
+    assert.equal(c.port, 1111);
+    assert.equal(c.data_dir, "/tmp/from-file");
+    assert.equal(c.log_level, "warn");
+  });
+
+  test("LUCENA_CONFIG names the file when the CLI does not", () => {
+    assert.equal(loadConfig({}, { LUCENA_CONFIG: path }).port, 1111);
+    const other = file({ port: 4444 });
+    assert.equal(loadConfig({ config: other }, { LUCENA_CONFIG: path }).port, 4444);
+  });
+
+  test("the environment overrides the file", () => {
+    const c = loadConfig(
+      { config: path },
+      { LUCENA_HOST: "10.0.0.2", LUCENA_PORT: "2222", LUCENA_DATA_DIR: "/tmp/from-env", LUCENA_LOG_LEVEL: "debug" },
+    );
+    assert.equal(c.host, "10.0.0.2");
+    assert.equal(c.port, 2222);
+    assert.equal(c.data_dir, "/tmp/from-env");
+    assert.equal(c.log_level, "debug");
+  });
+
+  test("the command line overrides the environment and the file", () => {
+    const c = loadConfig(
+      { config: path, host: "10.0.0.3", port: 3333, dataDir: "/tmp/from-cli" },
+      { LUCENA_HOST: "10.0.0.2", LUCENA_PORT: "2222", LUCENA_DATA_DIR: "/tmp/from-env" },
+    );
+    assert.equal(c.host, "10.0.0.3");
+    assert.equal(c.port, 3333);
+    assert.equal(c.data_dir, "/tmp/from-cli");
+  });
+
+  test("CLI port 0 (any free port) wins over the environment", () => {
+    assert.equal(loadConfig({ port: 0 }, { LUCENA_PORT: "2222" }).port, 0);
+  });
+
+  test("the model source: file < LUCENA_MODEL < --model", () => {
+    const p = file({ models: [{ id: "m1", source: "/models/file.gguf" }] });
+    assert.equal(loadConfig({ config: p }, {}).models[0].source, "/models/file.gguf");
+    assert.equal(loadConfig({ config: p }, { LUCENA_MODEL: "/models/env.gguf" }).models[0].source, "/models/env.gguf");
+    assert.equal(
+      loadConfig({ config: p, model: "/models/cli.gguf" }, { LUCENA_MODEL: "/models/env.gguf" }).models[0].source,
+      "/models/cli.gguf",
+    );
+  });
+
+  test("a model given in the file keeps the defaults for the fields it leaves out", () => {
+    const p = file({ models: [{ id: "small", name: "Small", max_output_tokens: 512 }] });
+    const m = loadConfig({ config: p }, {}).models[0];
+    assert.equal(m.id, "small");
+    assert.equal(m.name, "Small");
+    assert.equal(m.max_output_tokens, 512);
+    assert.equal(m.max_input_tokens, 100000);
+    assert.equal(m.context_window, 101000);
+  });
+});
+
+describe("loadConfig: API keys", () => {
+  test("LUCENA_API_KEYS is a comma-separated list; blanks and spaces are ignored", () => {
+    const c = loadConfig({}, { LUCENA_API_KEYS: ` ${KEY_A} ,, ${KEY_B},` });
+    assert.deepEqual(c.api_keys, [KEY_A, KEY_B]);
+  });
+
+  test("keys from the file and the environment are both accepted", () => {
+    const c = loadConfig({ config: file({ api_keys: [KEY_A] }) }, { LUCENA_API_KEYS: KEY_B });
+    assert.deepEqual([...c.api_keys].sort(), [KEY_A, KEY_B].sort());
+  });
+
+  test("a malformed key is a ConfigError", () => {
+    assertConfigError(() => loadConfig({}, { LUCENA_API_KEYS: `${KEY_A},sk-other-12345678` }), "api_keys");
+    assertConfigError(() => loadConfig({}, { LUCENA_API_KEYS: "sk-lucena-short" }), "api_keys");
+    assertConfigError(() => loadConfig({ config: file({ api_keys: ["lucena-sk-AAAAAAAAAAAA"] }) }, {}), "api_keys");
+  });
+});
+
+describe("loadConfig: invalid configurations are ConfigErrors with a useful message", () => {
+  test("a port out of range", () => {
+    assertConfigError(() => loadConfig({ port: 70000 }, {}), "port");
+    assertConfigError(() => loadConfig({ config: file({ port: -1 }) }, {}), "port");
+  });
+
+  test("a port that is not an integer", () => {
+    assertConfigError(() => loadConfig({}, { LUCENA_PORT: "eighty" }), "LUCENA_PORT", "eighty");
+    assertConfigError(() => loadConfig({}, { LUCENA_PORT: "80.5" }), "LUCENA_PORT");
+    assertConfigError(() => loadConfig({ config: file({ port: "8080" }) }, {}), "port");
+  });
+
+  test("an unknown top-level field", () => {
+    assertConfigError(() => loadConfig({ config: file({ colour: "blue" }) }, {}), "colour");
+  });
+
+  test("an unknown model field", () => {
+    assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", max_tokenz: 5 }] }) }, {}), "max_tokenz");
+  });
+
+  test("an unknown log level", () => {
+    assertConfigError(() => loadConfig({}, { LUCENA_LOG_LEVEL: "verbose" }), "log_level");
+  });
+
+  test("a default_shape that is not one of the model's shapes", () => {
+    const p = file({ models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "verbose" }] });
+    assertConfigError(() => loadConfig({ config: p }, {}), "verbose", '"m"');
+  });
+
+  test("a default_shape among the shapes is accepted", () => {
+    const p = file({ models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "concise" }] });
+    const m = loadConfig({ config: p }, {}).models[0];
+    assert.equal(m.default_shape, "concise");
+    assert.deepEqual(m.shapes, { concise: { system_prompt: "Be brief." } });
+  });
+
+  test("two models with the same id", () => {
+    const p = file({ models: [{ id: "twin" }, { id: "twin", name: "other" }] });
+    assertConfigError(() => loadConfig({ config: p }, {}), "twin");
+  });
+
+  test("two models with different ids are accepted", () => {
+    const p = file({ models: [{ id: "one" }, { id: "two" }] });
+    assert.deepEqual(loadConfig({ config: p }, {}).models.map((m) => m.id), ["one", "two"]);
+  });
+
+  test("no models at all", () => {
+    assertConfigError(() => loadConfig({ config: file({ models: [] }) }, {}), "models");
+  });
+
+  test("a file that is not JSON", () => {
+    const p = file("{ port: 8080, }");
+    assertConfigError(() => loadConfig({ config: p }, {}), p, /JSON/);
+  });
+
+  test("a file that is JSON but not an object", () => {
+    assertConfigError(() => loadConfig({ config: file("[1, 2]") }, {}), /JSON/);
+    assertConfigError(() => loadConfig({ config: file("null") }, {}), /JSON/);
+  });
+
+  test("a file that does not exist", () => {
+    const p = join(dir, "missing.json");
+    assertConfigError(() => loadConfig({ config: p }, {}), p);
+  });
+
+  test("models that is not a list", () => {
+    assertConfigError(() => loadConfig({ config: file({ models: { id: "m" } }) }, {}), "models");
+  });
+});
+
+describe("loadConfig: the result", () => {
+  test("is frozen, deeply", () => {
+    const p = file({ api_keys: [KEY_A], models: [{ id: "m", shapes: { s: { system_prompt: "x" } } }] });
+    const c = loadConfig({ config: p }, {});
+    assert.ok(Object.isFrozen(c));
+    assert.ok(Object.isFrozen(c.models));
+    assert.ok(Object.isFrozen(c.models[0]));
+    assert.ok(Object.isFrozen(c.models[0].shapes));
+    assert.ok(Object.isFrozen(c.models[0].shapes.s));
+    assert.ok(Object.isFrozen(c.api_keys));
+    assert.throws(() => {
+      (c as { port: number }).port = 1;
+    }, TypeError);
+    assert.throws(() => {
+      (c.models[0] as { max_output_tokens: number }).max_output_tokens = 1;
+    }, TypeError);
+    assert.throws(() => (c.api_keys as string[]).push(KEY_B), TypeError);
+    assert.equal(c.port, 8080);
+  });
+
+  test("two loads do not share state", () => {
+    const a = loadConfig({ port: 1 }, { LUCENA_API_KEYS: KEY_A });
+    const b = loadConfig({}, {});
+    assert.equal(b.port, 8080);
+    assert.deepEqual(b.api_keys, []);
+    assert.equal(a.port, 1);
+  });
+});
