@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { promisify } from "node:util";
+import OpenAI from "openai";
+import { readGgufMetadata } from "../../src/gguf/reader.js";
+import { testModel } from "../helpers/models.js";
+import { cliPath, NO_SHARED, vocabDir } from "../helpers/paths.js";
+import { startServer } from "../helpers/server.js";
+
+const MODEL = "lucena-coder-latest";
+const run = promisify(execFile);
+
+function authed(key: string, body?: unknown): RequestInit {
+  return {
+    method: body === undefined ? "GET" : "POST",
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  };
+}
+
+describe("lucena serve", () => {
+  test("with no model configured, it makes the demo model, serves it and says its answers are random", async () => {
+    const server = await startServer();
+    try {
+      assert.ok(existsSync(join(server.dataDir, "models", "lucena-demo-tiny.gguf")), "the demo model is made in the data directory");
+      const models = (await fetch(`${server.url}/v1/models`, authed(server.key)).then((r) => r.json())) as { data: Array<{ description: string }> };
+      assert.match(models.data[0].description, /random/);
+      assert.match(models.data[0].description, /--model/);
+      assert.ok(server.logs.some((l) => l.includes("random text") && l.includes('"level":40')), "a warning at start says so too");
+      const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
+      const res = await client.chat.completions.create({ model: MODEL, max_tokens: 5, messages: [{ role: "user", content: "hi" }] });
+      assert.equal(res.usage?.completion_tokens, 5);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("it listens at once: a model that cannot be fetched answers 503 with Retry-After, the rest of the API serves", async () => {
+    const server = await startServer({ model: "hf:lucena-test/unreachable/model.gguf", waitReady: false });
+    try {
+      const models = await fetch(`${server.url}/v1/models`, authed(server.key));
+      assert.equal(models.status, 200, "the model list needs no loaded model");
+      const body = { model: MODEL, messages: [{ role: "user", content: "hi" }] };
+      for (const path of ["/v1/chat/completions", "/v1/tokens/count"]) {
+        const res = await fetch(`${server.url}${path}`, authed(server.key, body));
+        assert.equal(res.status, 503, path);
+        assert.ok(Number(res.headers.get("retry-after")) > 0, `${path}: Retry-After`);
+        const err = (await res.json()) as { error: { type: string; code: number } };
+        assert.deepEqual([err.error.type, err.error.code], ["server_error", 503]);
+      }
+      const stats = await fetch(`${server.url}/v1/stats`, authed(server.key)).then((r) => r.json());
+      assert.deepEqual(Object.keys(stats as object), ["heap_used_mb", "heap_total_mb", "rss_mb"]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a config file sets the model's identity, limits and shapes; count and completion honour them", async () => {
+    const server = await startServer({
+      model: testModel(),
+      config: {
+        models: [{
+          id: "house-model", name: "House", max_output_tokens: 64, context_size: 512,
+          system_prompt: null, default_shape: "terse",
+          shapes: { terse: { system_prompt: "Be terse.", temperature: 0 }, chatty: { system_prompt: "Talk a lot, and then some more." } },
+        }],
+      },
+    });
+    try {
+      const models = (await fetch(`${server.url}/v1/models`, authed(server.key)).then((r) => r.json())) as { data: Array<Record<string, unknown>> };
+      assert.equal(models.data[0].id, "house-model");
+      assert.equal(models.data[0].default_shape, "terse");
+      assert.deepEqual(models.data[0].available_shapes, ["terse", "chatty"]);
+
+      const messages = [{ role: "user", content: "hello" }];
+      type Count = { usage: { prompt_tokens: number }; limits: Record<string, number>; _lucena: Record<string, unknown> };
+      const terse = (await fetch(`${server.url}/v1/tokens/count`, authed(server.key, { model: "house-model", messages })).then((r) => r.json())) as Count;
+      assert.deepEqual(terse._lucena, { system_prompt_source: "shape", trimmed_messages: 1, shape_id: "terse" });
+      assert.equal(terse.limits.output_limit, 64);
+      assert.ok(terse.limits.context_size >= 512, "context_size is what the engine allocated");
+      const chatty = (await fetch(`${server.url}/v1/tokens/count`, authed(server.key, { model: "house-model", shape: "chatty", messages })).then((r) => r.json())) as Count;
+      assert.equal(chatty._lucena.shape_id, "chatty");
+      assert.ok(chatty.usage.prompt_tokens > terse.usage.prompt_tokens, "the longer shape prompt counts more tokens");
+
+      const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
+      const res = await client.chat.completions.create({ model: "house-model", messages: [{ role: "user", content: "hello" }], shape: "chatty" } as never) as OpenAI.Chat.Completions.ChatCompletion;
+      assert.equal(res.usage?.prompt_tokens, chatty.usage.prompt_tokens);
+      assert.ok((res.usage?.completion_tokens ?? 0) <= 64, "without max_tokens the answer stays within the output limit");
+      await assert.rejects(client.chat.completions.create({ model: "house-model", max_tokens: 65, messages: [{ role: "user", content: "x" }] }), /output limit/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a model with a real tokenizer and Jinja chat template (phi-3) serves completions and counts", { skip: vocabDir ? false : NO_SHARED }, async () => {
+    const server = await startServer({ model: testModel({ vocab: "phi-3" }) });
+    try {
+      const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
+      const messages = [
+        { role: "system" as const, content: "You are terse." },
+        { role: "user" as const, content: "Hello there, how are you?" },
+      ];
+      const count = (await fetch(`${server.url}/v1/tokens/count`, authed(server.key, { model: MODEL, messages, max_tokens: 6 })).then((r) => r.json())) as { usage: { prompt_tokens: number }; _lucena: { system_prompt_source: string } };
+      assert.equal(count._lucena.system_prompt_source, "request");
+      const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 6, stream: true });
+      let usage: OpenAI.Completions.CompletionUsage | undefined;
+      let text = "";
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content || "";
+        usage = chunk.usage ?? usage;
+      }
+      assert.ok(text.length > 0);
+      assert.equal(usage?.prompt_tokens, count.usage.prompt_tokens);
+      assert.equal(usage?.completion_tokens, 6);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a bad config file stops start-up with a clear message and exit code 2", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lucena-cfg-"));
+    const file = join(dir, "bad.json");
+    await import("node:fs").then((fs) => fs.writeFileSync(file, JSON.stringify({ port: "eighty" })));
+    const res = await run(process.execPath, [cliPath, "serve", "--config", file]).catch((e: { code: number; stderr: string }) => e);
+    assert.equal((res as { code: number }).code, 2);
+    assert.match((res as { stderr: string }).stderr, /invalid configuration[\s\S]*\/port/);
+  });
+});
+
+describe("lucena make-model", () => {
+  test("writes a tiny model with its own tokenizer, and one with a given vocabulary", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lucena-make-"));
+    const own = join(dir, "own.gguf");
+    const { stdout } = await run(process.execPath, [cliPath, "make-model", "--out", own, "--size", "tiny", "--seed", "7"]);
+    assert.match(stdout, /wrote .*own\.gguf: tiny, .*M parameters, vocabulary 2048/);
+    const meta = readGgufMetadata(own);
+    assert.deepEqual(meta.get("tokenizer.ggml.model"), { type: 8, value: "gpt2" }, "the project's own byte-level BPE tokenizer");
+    assert.deepEqual(meta.get("general.architecture"), { type: 8, value: "llama" });
+    assert.ok(statSync(own).size > 100_000);
+    if (!vocabDir) return;
+    const withVocab = join(dir, "deepseek.gguf");
+    const out = await run(process.execPath, [cliPath, "make-model", "--out", withVocab, "--vocab", join(vocabDir, "ggml-vocab-deepseek-coder.gguf")]);
+    assert.match(out.stdout, /vocabulary 32256/);
+  });
+
+  test("rejects an unknown size", async () => {
+    const res = await run(process.execPath, [cliPath, "make-model", "--out", "/tmp/x.gguf", "--size", "huge"]).catch((e: { code: number; stderr: string }) => e);
+    assert.notEqual((res as { code: number }).code, 0);
+    assert.match((res as { stderr: string }).stderr, /huge/);
+  });
+});
