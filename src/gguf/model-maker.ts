@@ -33,6 +33,11 @@ export interface MakeModelOptions {
   /** A GGUF whose `tokenizer.*` metadata is copied (a vocabulary-only file is enough). */
   vocabPath?: string;
   seed?: number;
+  /**
+   * Make the end-of-turn token the likeliest after every token instead of never chosen, so the model ends its
+   * turn at once: tests use it to prove the end-of-generation path (finish_reason "stop").
+   */
+  endsTurn?: boolean;
 }
 
 export interface MadeModel {
@@ -53,7 +58,14 @@ function uniformSource(seed: number): () => number {
   };
 }
 
-function tokenizerFromFile(path: string): { meta: Map<string, GgufValue>; vocabSize: number; specialIds: number[] } {
+interface TokenizerPart {
+  meta: Map<string, GgufValue>;
+  vocabSize: number;
+  specialIds: number[];
+  eosId: number;
+}
+
+function tokenizerFromFile(path: string): TokenizerPart {
   const all = readGgufMetadata(path);
   const meta = new Map<string, GgufValue>();
   for (const [key, value] of all) if (key.startsWith("tokenizer.")) meta.set(key, value);
@@ -70,7 +82,8 @@ function tokenizerFromFile(path: string): { meta: Map<string, GgufValue>; vocabS
     const v = meta.get(`tokenizer.ggml.${key}_token_id`);
     if (v && v.type !== GgufType.ARRAY) special.add(Number(v.value));
   }
-  return { meta, vocabSize: tokens.items.length, specialIds: [...special] };
+  const eos = meta.get("tokenizer.ggml.eos_token_id");
+  return { meta, vocabSize: tokens.items.length, specialIds: [...special], eosId: eos && eos.type !== GgufType.ARRAY ? Number(eos.value) : -1 };
 }
 
 /**
@@ -82,11 +95,14 @@ function tokenizerFromFile(path: string): { meta: Map<string, GgufValue>; vocabS
 export function makeModel(opts: MakeModelOptions): MadeModel {
   const shape = MODEL_SHAPES[opts.size];
   const rand = uniformSource(opts.seed ?? 1234);
-  const tok = opts.vocabPath
+  const tok: TokenizerPart = opts.vocabPath
     ? tokenizerFromFile(opts.vocabPath)
     : (() => {
         const v = buildByteBpeVocab(shape.vocab);
-        return { meta: ownTokenizerMetadata(v), vocabSize: v.tokens.length, specialIds: [...v.specialIds, ...v.rawByteIds] };
+        return {
+          meta: ownTokenizerMetadata(v), vocabSize: v.tokens.length, specialIds: [...v.specialIds, ...v.rawByteIds],
+          eosId: v.tokens.indexOf("<|im_end|>"),
+        };
       })();
   const { embd, layers, heads, kvHeads, ff } = shape;
   const headDim = embd / heads;
@@ -128,6 +144,7 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
     {
       name: "output.weight", shape: [embd, vocab], type: GgmlType.Q8_0,
       fillRow: (row, out) => {
+        if (opts.endsTurn && row === tok.eosId) { out[0] = 2 * reward; return; }
         if (special.has(row)) return; // stays zero: never the likeliest, never sampled in practice
         random(1.5 / Math.sqrt(embd))(row, out);
         out[0] = reward;

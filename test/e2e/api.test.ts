@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { request } from "node:http";
+import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
 import { testModel } from "../helpers/models.js";
@@ -21,6 +22,31 @@ function rawPost(url: string, key: string, body: string | Buffer, headers: Recor
     });
     req.on("error", reject);
     req.end(body);
+  });
+}
+
+/**
+ * Sends a body the server will refuse before reading it (413 on Content-Length). The server answers and
+ * closes while the client is still writing, so writes may fail with EPIPE: a raw socket ignores that and
+ * reads whatever the server said.
+ */
+function oversizedPost(port: number, key: string, body: Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    const parts: Buffer[] = [];
+    socket.on("data", (d: Buffer) => parts.push(d));
+    socket.on("error", () => {}); // EPIPE / ECONNRESET once the server has answered and closed
+    socket.on("close", () => {
+      const raw = Buffer.concat(parts).toString("utf8");
+      const status = /^HTTP\/1\.1 (\d{3})/.exec(raw);
+      if (!status) return reject(new Error(`no HTTP response: ${JSON.stringify(raw.slice(0, 200))}`));
+      resolve({ status: Number(status[1]), text: raw.slice(raw.indexOf("\r\n\r\n") + 4) });
+    });
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+    );
+    socket.end(body);
   });
 }
 
@@ -230,6 +256,19 @@ describe("the API over a real socket, real engine, made model", () => {
     assert.notEqual(a, c);
   });
 
+  test("penalties change a greedy answer; a vanishing top_p samples like greedy", async () => {
+    const base = { model: MODEL, max_tokens: 48, messages: [{ role: "user" as const, content: "Repeat yourself." }] };
+    const greedy = (await client.chat.completions.create({ ...base, temperature: 0 })).choices[0].message.content;
+    const presence = (await client.chat.completions.create({ ...base, temperature: 0, presence_penalty: 2 })).choices[0].message.content;
+    const frequency = (await client.chat.completions.create({ ...base, temperature: 0, frequency_penalty: 2 })).choices[0].message.content;
+    assert.notEqual(presence, greedy, "presence_penalty reaches the sampler");
+    assert.notEqual(frequency, greedy, "frequency_penalty reaches the sampler");
+    const nucleus = (await client.chat.completions.create({ ...base, temperature: 1.5, top_p: 1e-6, seed: 9 })).choices[0].message.content;
+    assert.equal(nucleus, greedy, "top_p keeping only the likeliest token is greedy, whatever the temperature");
+    const hot = (await client.chat.completions.create({ ...base, temperature: 1.5, seed: 9 })).choices[0].message.content;
+    assert.notEqual(hot, greedy);
+  });
+
   test("bad input gets the decided status and body, and the server keeps serving", async () => {
     const url = `${server.url}/v1/chat/completions`;
     const cases: Array<{ body: string | Buffer; status: number; type: string }> = [
@@ -241,7 +280,6 @@ describe("the API over a real socket, real engine, made model", () => {
       { body: JSON.stringify({ model: MODEL, max_tokens: 0, messages: [{ role: "user", content: "x" }] }), status: 400, type: "invalid_request_error" },
       { body: JSON.stringify({ model: MODEL, max_tokens: 16001, messages: [{ role: "user", content: "x" }] }), status: 400, type: "invalid_request_error" },
       { body: JSON.stringify({ model: "no-such-model", messages: [{ role: "user", content: "x" }] }), status: 404, type: "not_found" },
-      { body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "x".repeat(10 * 1024 * 1024) }] }), status: 413, type: "invalid_request_error" },
     ];
     for (const c of cases) {
       const res = await rawPost(url, server.key, c.body);
@@ -251,6 +289,12 @@ describe("the API over a real socket, real engine, made model", () => {
       assert.equal(body.error.code, c.status);
       assert.ok(res.headers["x-request-id"]);
     }
+    const big = await oversizedPost(server.port, server.key, Buffer.from(JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "x".repeat(10 * 1024 * 1024) }] })));
+    assert.equal(big.status, 413);
+    assert.deepEqual(
+      (JSON.parse(big.text) as { error: { type: string; code: number } }).error,
+      { message: "Request body is larger than the limit of 4194304 bytes.", type: "invalid_request_error", code: 413, param: null },
+    );
     const ok = await client.chat.completions.create({ model: MODEL, max_tokens: 2, messages: [{ role: "user", content: "still there?" }] });
     assert.equal(ok.usage?.completion_tokens, 2);
   });

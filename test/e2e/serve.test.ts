@@ -121,6 +121,23 @@ describe("lucena serve", () => {
     }
   });
 
+  test("a model that ends its turn finishes with finish_reason stop, streamed and not", async () => {
+    const server = await startServer({ model: testModel({ endsTurn: true }) });
+    try {
+      const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
+      const res = await client.chat.completions.create({ model: MODEL, max_tokens: 50, messages: [{ role: "user", content: "hi" }] });
+      assert.equal(res.choices[0].finish_reason, "stop");
+      assert.equal(res.choices[0].message.content, "", "the end-of-turn token is not text");
+      assert.equal(res.usage?.completion_tokens, 1);
+      const stream = await client.chat.completions.create({ model: MODEL, max_tokens: 50, stream: true, messages: [{ role: "user", content: "hi" }] });
+      const finishes: Array<string | null> = [];
+      for await (const chunk of stream) if (chunk.choices[0]) finishes.push(chunk.choices[0].finish_reason);
+      assert.equal(finishes.at(-1), "stop");
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("a bad config file stops start-up with a clear message and exit code 2", async () => {
     const dir = mkdtempSync(join(tmpdir(), "lucena-cfg-"));
     const file = join(dir, "bad.json");
