@@ -28,6 +28,12 @@ export type EngineEvent =
 
 export type EngineStatus = "loading" | "ready" | "failed";
 
+export interface EngineStats {
+  busy: number;
+  waiting: number;
+  sequences: number;
+}
+
 /**
  * One served model. Concurrency contract: `generate` may be called any number of times at once; the engine
  * queues what it cannot run yet (throwing a queue-full ApiError when its queue is full) and never blocks the
@@ -40,6 +46,8 @@ export interface Engine {
   readonly contextSize: number;
   readonly encoder: PromptEncoder;
   load(): Promise<void>;
+  /** Sequences in use, requests waiting for one, and the pool's size (all 0 before loading). */
+  stats(): EngineStats;
   /**
    * Admits the request synchronously (throws a 503 ApiError when the model's queue is full), then yields events
    * as the caller iterates. The caller aborts `opts.signal` when it is done, whatever happened.

@@ -11,8 +11,35 @@ import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
 
+/** What one request did: no text, never a key, prompt or completion. */
+export interface RequestRecord {
+  requestId: string;
+  method: string;
+  /** The matched route pattern, or null for a 404. */
+  route: string | null;
+  status: number;
+  durationMs: number;
+  keyId: string | null;
+  /** The client went away before the response was complete. */
+  aborted: boolean;
+  /** Set when the request reached a model for a completion. */
+  completion: {
+    model: string;
+    stream: boolean;
+    promptTokens: number;
+    completionTokens: number;
+    /** stop, length, cancelled (client disconnected), error, or null when generation never began. */
+    finishReason: string | null;
+    ttftMs: number | null;
+  } | null;
+}
+
+export type RequestObserver = (record: RequestRecord) => void;
+
 export interface AppOptions {
   registry: ModelRegistry;
+  /** Called once per request when it is over; each must be fast and must not throw (errors are logged). */
+  observers?: RequestObserver[];
   keys: KeyVerifier;
   log: Logger;
   bodyLimit: number;
@@ -86,21 +113,38 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const started = performance.now();
     inFlight++;
     reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => inFlight--));
-    // One line per request, once the response is closed and any generation has ended.
+    // One record per request, once the response is closed and any generation has ended: logged, then given
+    // to every observer (usage ledger, metrics).
     reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => {
       const c = req.completion;
+      const record: RequestRecord = {
+        requestId: req.id,
+        method: req.method,
+        route: req.routeOptions.url ?? null,
+        status: reply.raw.statusCode,
+        durationMs: Math.round((performance.now() - started) * 10) / 10,
+        keyId: req.principal?.keyId ?? null,
+        aborted: !reply.raw.writableFinished,
+        completion: c
+          ? { model: c.model, stream: c.stream, promptTokens: c.promptTokens, completionTokens: c.completionTokens, finishReason: c.finishReason, ttftMs: c.ttftMs === null ? null : Math.round(c.ttftMs * 10) / 10 }
+          : null,
+      };
       req.log.info(
         {
-          method: req.method,
-          path: req.routeOptions.url ?? "(unmatched)",
-          status: reply.raw.statusCode,
-          ms: Math.round((performance.now() - started) * 10) / 10,
-          key: req.principal?.keyId,
-          ...(c ? { model: c.model, stream: c.stream, promptTokens: c.promptTokens, completionTokens: c.completionTokens, finish: c.finishReason, ttftMs: c.ttftMs === null ? null : Math.round(c.ttftMs) } : {}),
-          aborted: !reply.raw.writableFinished,
+          method: record.method, path: record.route ?? "(unmatched)", status: record.status, ms: record.durationMs,
+          key: record.keyId ?? undefined,
+          ...(record.completion ? { model: record.completion.model, stream: record.completion.stream, promptTokens: record.completion.promptTokens, completionTokens: record.completion.completionTokens, finish: record.completion.finishReason, ttftMs: record.completion.ttftMs === null ? null : Math.round(record.completion.ttftMs) } : {}),
+          aborted: record.aborted,
         },
         "request",
       );
+      for (const observe of opts.observers ?? []) {
+        try {
+          observe(record);
+        } catch (err) {
+          req.log.error({ err }, "request observer failed");
+        }
+      }
     }));
     // Every route this app serves is API; an unmatched path needs a key when, decoded as the router decodes
     // it, it lies under /v1. (Checking the raw URL would let /%76%31/… reach a route without a key.)

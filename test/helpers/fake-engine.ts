@@ -8,7 +8,7 @@ import type { ModelConfig } from "../../src/config/schema.js";
 import { buildApp } from "../../src/server/app.js";
 import { StaticKeys } from "../../src/server/auth.js";
 import { ModelRegistry } from "../../src/server/registry.js";
-import type { Engine, EngineEvent, EngineStatus, GenerateOptions } from "../../src/engines/engine.js";
+import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions } from "../../src/engines/engine.js";
 import type { PromptEncoder } from "../../src/prompt/build.js";
 import { errors } from "../../src/server/errors.js";
 
@@ -105,6 +105,13 @@ export class FakeEngine implements Engine {
     this.closeCalls++;
   }
 
+  /** Generations under way (started and not yet done). */
+  active = 0;
+
+  stats(): EngineStats {
+    return { busy: this.active, waiting: 0, sequences: 1 };
+  }
+
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     if (this.status !== "ready") throw new Error(`FakeEngine.generate called while ${this.status}`);
     if (this.queueFull) throw errors.queueFull(this.modelId, 2);
@@ -113,7 +120,16 @@ export class FakeEngine implements Engine {
     return this.run(opts, [...this.script], this.delayMs, this.failWith, this.failAfter);
   }
 
-  private async *run(
+  private async *run(...args: [GenerateOptions, string[], number, Error | null, number]): AsyncGenerator<EngineEvent, void, undefined> {
+    this.active++;
+    try {
+      yield* this.script_(...args);
+    } finally {
+      this.active--;
+    }
+  }
+
+  private async *script_(
     opts: GenerateOptions,
     script: string[],
     delayMs: number,

@@ -15,7 +15,7 @@ import type { ChatMessage } from "../../api/chat-request.js";
 import type { ModelConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptEncoder } from "../../prompt/build.js";
-import { SAMPLING_DEFAULTS, type Engine, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions } from "../engine.js";
+import { SAMPLING_DEFAULTS, type Engine, type EngineStats, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions } from "../engine.js";
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { resolveModelPath } from "./model-source.js";
@@ -119,8 +119,7 @@ export class LlamaEngine implements Engine {
     },
   };
 
-  /** Counters for /v1/stats and tests. */
-  stats(): { busy: number; waiting: number; sequences: number } {
+  stats(): EngineStats {
     return { busy: this.pool?.busy ?? 0, waiting: this.pool?.waiting ?? 0, sequences: this.config.parallel };
   }
 
