@@ -22,6 +22,10 @@ program
   .option("--model <path|uri>", "GGUF file or hub URI for the default model (default: the demo model)")
   .option("--config <file>", "JSON configuration file")
   .option("--data-dir <dir>", "where models, keys and usage live (default ./data)")
+  .option("--tls-cert <file>", "PEM certificate: serve HTTPS (with --tls-key)")
+  .option("--tls-key <file>", "PEM private key for --tls-cert")
+  .option("--http-port <n>", "with TLS, a plain-HTTP port that redirects to HTTPS", port)
+  .option("--ops-port <n>", "port of the loopback operations listener (health, metrics; default 9464)", port)
   .action(serveCommand);
 
 program

@@ -31,6 +31,15 @@ export const DEFAULT_CONFIG: Config = {
   body_limit_bytes: 4 * 1024 * 1024,
   log_level: "info",
   models: [DEFAULT_MODEL],
+  tls_cert: null,
+  tls_key: null,
+  http_port: null,
+  hsts_max_age_seconds: 31536000,
+  cors_origins: [],
+  max_header_bytes: 16 * 1024,
+  ops_host: "127.0.0.1",
+  ops_port: 9464,
+  admin_token: null,
 };
 
 /** Said at start and in /v1/models when the server makes and serves its own demo model. */

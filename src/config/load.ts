@@ -11,6 +11,10 @@ export interface CliOverrides {
   port?: number;
   model?: string;
   dataDir?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  httpPort?: number;
+  opsPort?: number;
 }
 
 export class ConfigError extends Error {}
@@ -67,7 +71,15 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (env.LUCENA_LOG_LEVEL) merged.log_level = env.LUCENA_LOG_LEVEL as Config["log_level"];
   const modelSource = cli.model ?? env.LUCENA_MODEL;
   if (modelSource) merged.models[0] = { ...merged.models[0], source: modelSource };
+  if (env.LUCENA_TLS_CERT) merged.tls_cert = env.LUCENA_TLS_CERT;
+  if (env.LUCENA_TLS_KEY) merged.tls_key = env.LUCENA_TLS_KEY;
+  if (env.LUCENA_ADMIN_TOKEN) merged.admin_token = env.LUCENA_ADMIN_TOKEN;
+  merged.ops_port = envInt(env, "LUCENA_OPS_PORT") ?? merged.ops_port;
   if (cli.host !== undefined) merged.host = cli.host;
+  if (cli.tlsCert !== undefined) merged.tls_cert = cli.tlsCert;
+  if (cli.tlsKey !== undefined) merged.tls_key = cli.tlsKey;
+  if (cli.httpPort !== undefined) merged.http_port = cli.httpPort;
+  if (cli.opsPort !== undefined) merged.ops_port = cli.opsPort;
   if (cli.port !== undefined) merged.port = cli.port;
   if (cli.dataDir !== undefined) merged.data_dir = cli.dataDir;
 
@@ -77,6 +89,12 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
     throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
   checkModels(merged.models);
+  if ((merged.tls_cert === null) !== (merged.tls_key === null)) {
+    throw new ConfigError("invalid configuration:\n  TLS needs both a certificate (tls_cert) and a key (tls_key)");
+  }
+  if (merged.http_port !== null && merged.tls_cert === null) {
+    throw new ConfigError("invalid configuration:\n  http_port (the redirect listener) needs TLS: set tls_cert and tls_key");
+  }
   merged.data_dir = resolve(merged.data_dir);
   return deepFreeze(merged);
 }

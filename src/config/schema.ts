@@ -54,6 +54,22 @@ export const ConfigSchema = Type.Object(
     body_limit_bytes: Type.Integer({ minimum: 1024 }),
     log_level: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
     models: Type.Array(ModelSchema, { minItems: 1 }),
+    /** PEM certificate and key files: with both, the API is served over HTTPS. */
+    tls_cert: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
+    tls_key: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
+    /** With TLS, a plain-HTTP port whose every request is redirected to HTTPS (null: none). */
+    http_port: Type.Union([Type.Integer({ minimum: 0, maximum: 65535 }), Type.Null()]),
+    /** Strict-Transport-Security max-age on HTTPS responses. */
+    hsts_max_age_seconds: Type.Integer({ minimum: 0 }),
+    /** Browser origins allowed by CORS; empty: CORS off (no CORS headers at all). "*" allows any. */
+    cors_origins: Type.Array(Type.String({ minLength: 1 })),
+    /** Largest request head (request line and headers) accepted; larger gets 431. */
+    max_header_bytes: Type.Integer({ minimum: 1024 }),
+    /** The operations listener (health, Prometheus metrics); loopback by default, null port: off. */
+    ops_host: Type.String(),
+    ops_port: Type.Union([Type.Integer({ minimum: 0, maximum: 65535 }), Type.Null()]),
+    /** Bearer token for the admin API (/admin/…); null: the admin API is off. Never an ordinary key. */
+    admin_token: Type.Union([Type.String({ minLength: 16 }), Type.Null()]),
   },
   { additionalProperties: false },
 );
