@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from "commander";
+import { keysCommand } from "./keys.js";
 import { makeModelCommand } from "./make-model.js";
 import { serveCommand } from "./serve.js";
 
@@ -27,6 +28,8 @@ program
   .option("--http-port <n>", "with TLS, a plain-HTTP port that redirects to HTTPS", port)
   .option("--ops-port <n>", "port of the loopback operations listener (health, metrics; default 9464)", port)
   .action(serveCommand);
+
+program.addCommand(keysCommand());
 
 program
   .command("make-model")

@@ -1,9 +1,12 @@
 import { ConfigError, loadConfig, type CliOverrides } from "../config/load.js";
-import { base62 } from "../api/responses.js";
 import { LlamaEngine } from "../engines/llama/llama-engine.js";
 import { createLogger } from "../observability/log.js";
 import { buildApp, closeApp } from "../server/app.js";
-import { StaticKeys } from "../server/auth.js";
+import { announceFirstKey } from "../keys/first-key.js";
+import { usageLedger } from "../keys/ledger.js";
+import { RateLimiter } from "../keys/limiter.js";
+import { KeyStore } from "../keys/store.js";
+import { KeyChain, StaticKeys } from "../server/auth.js";
 import { ModelRegistry } from "../server/registry.js";
 
 /** How long requests in flight may go on after SIGTERM before their connections are closed. */
@@ -25,13 +28,15 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     config.models.map((m) => ({ config: m, engine: new LlamaEngine(m, config.data_dir, log), demo: m.source === undefined })),
   );
 
-  // No key configured: make one for this run, shown once on the terminal (stderr), never logged.
-  const runKey = config.api_keys.length === 0 ? `sk-lucena-${base62(43)}` : null;
-  const keys = runKey ? [runKey] : [...config.api_keys];
+  const store = new KeyStore(config.data_dir);
+  const firstKey = store.createFirstKey();
 
   const app = buildApp({
     registry,
-    keys: new StaticKeys(keys),
+    keys: new KeyChain([new StaticKeys(config.api_keys), store]),
+    limiter: new RateLimiter(),
+    ...(config.admin_token ? { admin: { token: config.admin_token, store } } : {}),
+    observers: [usageLedger(store, log)],
     log,
     bodyLimit: config.body_limit_bytes,
     alwaysStream: config.always_stream,
@@ -45,6 +50,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     log.info({ signal }, "shutting down");
     await closeApp(app, SHUTDOWN_GRACE_MS);
     await registry.close();
+    store.close();
     log.info("stopped");
     process.exit(0);
   };
@@ -55,11 +61,6 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   log.info({ url: `http://${config.host}:${port}`, port, models: registry.ids() }, "listening");
-  if (runKey) {
-    process.stderr.write(
-      `\nNo API key is configured (LUCENA_API_KEYS or api_keys in the config file), so this run accepts this key:\n\n` +
-        `  ${runKey}\n\n  curl http://${config.host}:${port}/v1/models -H "Authorization: Bearer ${runKey}"\n\n`,
-    );
-  }
+  if (firstKey) announceFirstKey(firstKey.key, `http://${config.host}:${port}`, config.data_dir, log);
   await registry.loadAll(log);
 }

@@ -2,6 +2,9 @@ import { isUtf8 } from "node:buffer";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
 import sjson from "secure-json-parse";
 import { base62 } from "../api/responses.js";
+import { RateLimiter } from "../keys/limiter.js";
+import type { KeyStore } from "../keys/store.js";
+import { adminGuard, adminRoutes } from "./routes/admin.js";
 import type { Logger } from "../observability/log.js";
 import { authenticate, type KeyVerifier } from "./auth.js";
 import { ApiError, errors } from "./errors.js";
@@ -38,6 +41,10 @@ export type RequestObserver = (record: RequestRecord) => void;
 
 export interface AppOptions {
   registry: ModelRegistry;
+  /** The admin API (/admin/v1), when an admin token is configured. */
+  admin?: { token: string; store: KeyStore };
+  /** Per-key limits (a fresh limiter when absent). */
+  limiter?: RateLimiter;
   /** Called once per request when it is over; each must be fast and must not throw (errors are logged). */
   observers?: RequestObserver[];
   keys: KeyVerifier;
@@ -106,6 +113,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
   });
 
+  const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   app.addHook("onRequest", async (req, reply) => {
@@ -148,7 +156,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }));
     // Every route this app serves is API; an unmatched path needs a key when, decoded as the router decodes
     // it, it lies under /v1. (Checking the raw URL would let /%76%31/… reach a route without a key.)
-    if (!req.is404 || isApiPath(req.url)) {
+    if (req.routeOptions.config.admin) {
+      checkAdmin!(req.headers.authorization);
+    } else if (!req.is404 || isApiPath(req.url)) {
       req.principal = authenticate(req.headers.authorization, opts.keys);
     }
   });
@@ -174,9 +184,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   modelsRoute(app, opts.registry);
-  chatRoute(app, { registry: opts.registry, alwaysStream: opts.alwaysStream, keepaliveMs: opts.keepaliveMs });
+  chatRoute(app, { registry: opts.registry, limiter: opts.limiter ?? new RateLimiter(), alwaysStream: opts.alwaysStream, keepaliveMs: opts.keepaliveMs });
   tokensRoute(app, opts.registry);
   statsRoute(app);
+  if (opts.admin) adminRoutes(app, opts.admin.store);
   return app;
 }
 

@@ -1,10 +1,16 @@
 import { createHash } from "node:crypto";
 import { errors } from "./errors.js";
 
-/** Who a request is from; never the key itself. */
+/** Who a request is from, and what it may do; never the key itself. */
 export interface Principal {
   keyId: string;
+  /** Per-key limits; null fields are unlimited. */
+  limits: { rpm: number | null; tpm: number | null; concurrency: number | null };
+  /** The models this key may use; null: all. */
+  models: readonly string[] | null;
 }
+
+const UNLIMITED: Principal["limits"] = { rpm: null, tpm: null, concurrency: null };
 
 /**
  * Checks a presented key. Implementations compare SHA-256 hashes through a map lookup, so the time taken
@@ -23,11 +29,23 @@ export class StaticKeys implements KeyVerifier {
   private readonly byHash = new Map<string, Principal>();
 
   constructor(keys: readonly string[]) {
-    keys.forEach((k, i) => this.byHash.set(sha256Hex(k), { keyId: `config-${i + 1}` }));
+    keys.forEach((k, i) => this.byHash.set(sha256Hex(k), { keyId: `config-${i + 1}`, limits: UNLIMITED, models: null }));
   }
 
   verify(presentedKey: string): Principal | null {
     return this.byHash.get(sha256Hex(presentedKey)) ?? null;
+  }
+}
+
+/** Tries each verifier in turn (configured keys, then the key store). */
+export class KeyChain implements KeyVerifier {
+  constructor(private readonly verifiers: readonly KeyVerifier[]) {}
+  verify(presentedKey: string): Principal | null {
+    for (const v of this.verifiers) {
+      const p = v.verify(presentedKey);
+      if (p) return p;
+    }
+    return null;
   }
 }
 

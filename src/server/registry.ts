@@ -2,6 +2,7 @@ import { DEMO_NOTICE } from "../config/defaults.js";
 import type { ModelConfig } from "../config/schema.js";
 import type { Engine } from "../engines/engine.js";
 import type { Logger } from "../observability/log.js";
+import type { Principal } from "./auth.js";
 import { errors } from "./errors.js";
 
 export interface ServedModel {
@@ -27,10 +28,20 @@ export class ModelRegistry {
     return m.demo ? `${m.config.description} ${DEMO_NOTICE}` : m.config.description;
   }
 
-  /** The model, ready to serve; 404 for an unknown id, 503 with Retry-After while it loads. */
-  ready(id: string): ServedModel {
+  /** The models a key may see (all, for a key without a model list). */
+  visible(principal: Principal | null): ServedModel[] {
+    const allowed = principal?.models;
+    return allowed ? this.models.filter((m) => allowed.includes(m.config.id)) : [...this.models];
+  }
+
+  /**
+   * The model, ready to serve; 404 for an unknown id or one the key may not use (it must not learn that it
+   * exists), 503 with Retry-After while it loads.
+   */
+  ready(id: string, principal: Principal | null = null): ServedModel {
     const m = this.byId.get(id);
-    if (!m) throw errors.modelNotFound(id, this.ids());
+    const allowed = principal?.models;
+    if (!m || (allowed && !allowed.includes(id))) throw errors.modelNotFound(id, this.visible(principal).map((v) => v.config.id));
     if (m.engine.status === "loading") throw errors.modelLoading(id, 5);
     if (m.engine.status === "failed") throw errors.modelUnavailable(id, 30);
     return m;

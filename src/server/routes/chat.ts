@@ -4,11 +4,13 @@ import { ChunkWriter, completionId, completionObject, usage, type WireFinishReas
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../engines/engine.js";
 import { buildPrompt } from "../../prompt/build.js";
 import { ApiError, errors } from "../errors.js";
+import type { RateLimiter } from "../../keys/limiter.js";
 import type { ModelRegistry } from "../registry.js";
 import { SseStream } from "../sse.js";
 
 export interface ChatRouteOptions {
   registry: ModelRegistry;
+  limiter: RateLimiter;
   alwaysStream: boolean;
   keepaliveMs: number;
 }
@@ -43,7 +45,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
   app.post<{ Body: ChatBody }>("/v1/chat/completions", { schema: { body: ChatBodySchema } }, async (req, reply) => {
     const body = req.body;
     checkUnsupported(body as Record<string, unknown>);
-    const { config, engine } = opts.registry.ready(body.model);
+    const { config, engine } = opts.registry.ready(body.model, req.principal);
     const sampling = parseSampling(body);
     const built = buildPrompt(config, engine.contextSize, engine.encoder, {
       messages: parseMessages(body.messages),
@@ -56,7 +58,6 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       model: config.id, stream, promptTokens: built.tokens.length, completionTokens: 0, finishReason: null, ttftMs: null,
       settled: new Promise<void>((resolve) => (settle = resolve)),
     };
-    req.completion = outcome;
 
     // The socket's close is the one source of cancellation; the controller is aborted in `finally` whatever
     // happened, which is what releases a sequence that was reserved but never used.
@@ -77,8 +78,19 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       signal: abort.signal,
     };
     const started = performance.now();
+    // Admission: the key's limits first (429), then the engine's queue (503); both before any header.
+    const admission = opts.limiter.admit(req.principal!, built.tokens.length + built.maxOutputTokens);
+    reply.headers(admission.headers);
+    let events: AsyncGenerator<EngineEvent>;
     try {
-      const events = engine.generate(genOpts); // throws 503 here, before any header, when the queue is full
+      events = engine.generate(genOpts);
+    } catch (err) {
+      admission.cancel();
+      reply.raw.off("close", onClose);
+      throw err;
+    }
+    req.completion = outcome; // from here on the request has reached the model: it is in the ledger
+    try {
       const id = completionId();
       const created = Math.floor(Date.now() / 1000);
       if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body);
@@ -86,6 +98,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     } finally {
       reply.raw.off("close", onClose);
       abort.abort();
+      admission.settle(outcome.promptTokens + outcome.completionTokens);
       settle();
     }
     return reply;

@@ -1,13 +1,15 @@
 import type { FastifyInstance } from "fastify";
 import { modelObject } from "../../api/responses.js";
-import type { ModelRegistry } from "../registry.js";
+import type { ModelRegistry, ServedModel } from "../registry.js";
 
 export function modelsRoute(app: FastifyInstance, registry: ModelRegistry): void {
-  const list = () => ({
-    object: "list",
-    data: registry.models.map((m) => modelObject(m.config, registry.description(m))),
+  const list = (models: readonly ServedModel[]) =>
+    JSON.stringify({ object: "list", data: models.map((m) => modelObject(m.config, registry.description(m))) });
+  // Models and descriptions are fixed after start: the full list is serialised once; a key restricted to some
+  // models sees only those.
+  const all = list(registry.models);
+  app.get("/v1/models", async (req, reply) => {
+    const body = req.principal?.models ? list(registry.visible(req.principal)) : all;
+    return reply.type("application/json; charset=utf-8").send(body);
   });
-  // Models and descriptions are fixed after start: serialise once.
-  const body = JSON.stringify(list());
-  app.get("/v1/models", async (_req, reply) => reply.type("application/json; charset=utf-8").send(body));
 }

@@ -7,7 +7,7 @@ import type { ModelRegistry } from "../registry.js";
 export function tokensRoute(app: FastifyInstance, registry: ModelRegistry): void {
   app.post<{ Body: ChatBody }>("/v1/tokens/count", { schema: { body: ChatBodySchema } }, async (req) => {
     const body = req.body;
-    const { config, engine } = registry.ready(body.model);
+    const { config, engine } = registry.ready(body.model, req.principal);
     const built = buildPrompt(config, engine.contextSize, engine.encoder, {
       messages: parseMessages(body.messages),
       shape: body.shape ?? null,

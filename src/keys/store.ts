@@ -1,0 +1,265 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { base62 } from "../api/responses.js";
+import { sha256Hex, type KeyVerifier, type Principal } from "../server/auth.js";
+
+export const KEY_PREFIX = "sk-lucena-";
+/** 43 base62 characters carry 256 bits: 32 random bytes. */
+const KEY_RANDOM_CHARS = 43;
+const DISPLAY_CHARS = 4;
+
+export interface KeyLimits {
+  rpm: number | null;
+  tpm: number | null;
+  concurrency: number | null;
+}
+
+export interface KeyInfo extends KeyLimits {
+  id: string;
+  name: string;
+  /** `sk-lucena-` and the first characters: enough to recognise a key, useless to use it. */
+  prefix: string;
+  createdAt: number;
+  expiresAt: number | null;
+  revokedAt: number | null;
+  /** The models this key may use; null: all. */
+  models: string[] | null;
+}
+
+export interface NewKey {
+  name: string;
+  rpm?: number | null;
+  tpm?: number | null;
+  concurrency?: number | null;
+  /** Milliseconds from now. */
+  expiresInMs?: number | null;
+  models?: string[] | null;
+}
+
+interface KeyRow {
+  id: string;
+  name: string;
+  prefix: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+  rpm: number | null;
+  tpm: number | null;
+  concurrency: number | null;
+  models: string | null;
+}
+
+export interface UsageRow {
+  requestId: string;
+  keyId: string | null;
+  model: string;
+  promptTokens: number;
+  completionTokens: number;
+  status: number;
+  finishReason: string | null;
+  ttftMs: number | null;
+  durationMs: number;
+  stream: boolean;
+}
+
+export interface UsageSummary {
+  keyId: string | null;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS keys (
+  id          TEXT PRIMARY KEY,
+  name        TEXT NOT NULL,
+  hash        TEXT NOT NULL UNIQUE,
+  prefix      TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,
+  expires_at  INTEGER,
+  revoked_at  INTEGER,
+  rpm         INTEGER,
+  tpm         INTEGER,
+  concurrency INTEGER,
+  models      TEXT
+);
+CREATE TABLE IF NOT EXISTS usage (
+  id                INTEGER PRIMARY KEY,
+  request_id        TEXT NOT NULL,
+  key_id            TEXT,
+  model             TEXT NOT NULL,
+  prompt_tokens     INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  status            INTEGER NOT NULL,
+  finish_reason     TEXT,
+  ttft_ms           REAL,
+  duration_ms       REAL NOT NULL,
+  stream            INTEGER NOT NULL,
+  created_at        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_key ON usage (key_id, created_at);
+`;
+
+function toInfo(r: KeyRow): KeyInfo {
+  return {
+    id: r.id,
+    name: r.name,
+    prefix: r.prefix,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    revokedAt: r.revoked_at,
+    rpm: r.rpm,
+    tpm: r.tpm,
+    concurrency: r.concurrency,
+    models: r.models === null ? null : (JSON.parse(r.models) as string[]),
+  };
+}
+
+/**
+ * Keys and the usage ledger, in one SQLite file in the data directory (WAL, so several server processes and
+ * the CLI can share it; every write is a `BEGIN IMMEDIATE` transaction). Keys are stored only as a SHA-256
+ * hash and a short display prefix. Verification is a map lookup by hash in an in-memory cache that is
+ * dropped whenever another connection has committed (SQLite's `data_version`), so a key revoked by the CLI
+ * or another process stops working on the next request here.
+ *
+ * Durability: `synchronous = NORMAL` in WAL mode: a committed row survives a crash of the process; only a
+ * power loss or OS crash may lose the last transactions.
+ */
+export class KeyStore implements KeyVerifier {
+  private readonly db: Database.Database;
+  private readonly cache = new Map<string, KeyInfo | null>();
+  private dataVersion = -1;
+  private readonly stmts;
+
+  constructor(dataDir: string) {
+    mkdirSync(dataDir, { recursive: true });
+    this.db = new Database(join(dataDir, "lucena.db"));
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.exec(SCHEMA);
+    this.stmts = {
+      dataVersion: this.db.prepare("PRAGMA data_version").pluck(),
+      byHash: this.db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE hash = ?"),
+      byId: this.db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE id = ?"),
+      all: this.db.prepare<[], KeyRow>("SELECT * FROM keys ORDER BY created_at, id"),
+      count: this.db.prepare("SELECT COUNT(*) FROM keys").pluck(),
+      insert: this.db.prepare(
+        `INSERT INTO keys (id, name, hash, prefix, created_at, expires_at, rpm, tpm, concurrency, models)
+         VALUES (@id, @name, @hash, @prefix, @created_at, @expires_at, @rpm, @tpm, @concurrency, @models)`,
+      ),
+      revoke: this.db.prepare("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
+      usage: this.db.prepare(
+        `INSERT INTO usage (request_id, key_id, model, prompt_tokens, completion_tokens, status, finish_reason,
+                            ttft_ms, duration_ms, stream, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      usageAll: this.db.prepare(
+        `SELECT key_id AS keyId, COUNT(*) AS requests, SUM(prompt_tokens) AS promptTokens,
+                SUM(completion_tokens) AS completionTokens
+         FROM usage GROUP BY key_id ORDER BY key_id`,
+      ),
+      usageOne: this.db.prepare(
+        `SELECT key_id AS keyId, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS promptTokens,
+                COALESCE(SUM(completion_tokens), 0) AS completionTokens
+         FROM usage WHERE key_id = ?`,
+      ),
+      usageRows: this.db.prepare(
+        `SELECT request_id AS requestId, key_id AS keyId, model, prompt_tokens AS promptTokens,
+                completion_tokens AS completionTokens, status, finish_reason AS finishReason, ttft_ms AS ttftMs,
+                duration_ms AS durationMs, stream FROM usage ORDER BY id`,
+      ),
+    };
+  }
+
+  /** Creates a key; the full key is returned here once and never stored. */
+  create(k: NewKey): { key: string; info: KeyInfo } {
+    const key = `${KEY_PREFIX}${base62(KEY_RANDOM_CHARS)}`;
+    const now = Date.now();
+    const row = {
+      id: `key_${base62(16)}`,
+      name: k.name,
+      hash: sha256Hex(key),
+      prefix: key.slice(0, KEY_PREFIX.length + DISPLAY_CHARS),
+      created_at: now,
+      expires_at: k.expiresInMs == null ? null : now + k.expiresInMs,
+      rpm: k.rpm ?? null,
+      tpm: k.tpm ?? null,
+      concurrency: k.concurrency ?? null,
+      models: k.models == null ? null : JSON.stringify(k.models),
+    };
+    this.db.transaction(() => this.stmts.insert.run(row)).immediate();
+    return { key, info: toInfo(this.stmts.byId.get(row.id)!) };
+  }
+
+  /** Creates the first key when the store has none (atomically, should two processes start at once). */
+  createFirstKey(): { key: string; info: KeyInfo } | null {
+    return this.db
+      .transaction(() => ((this.stmts.count.get() as number) === 0 ? this.create({ name: "default" }) : null))
+      .immediate();
+  }
+
+  list(): KeyInfo[] {
+    return this.stmts.all.all().map(toInfo);
+  }
+
+  get(id: string): KeyInfo | null {
+    const row = this.stmts.byId.get(id);
+    return row ? toInfo(row) : null;
+  }
+
+  /** Revokes a key; false when there is no such key or it was already revoked. */
+  revoke(id: string): boolean {
+    const changed = this.db.transaction(() => this.stmts.revoke.run(Date.now(), id).changes).immediate();
+    this.cache.clear();
+    return changed > 0;
+  }
+
+  verify(presentedKey: string): Principal | null {
+    if (!presentedKey.startsWith(KEY_PREFIX)) return null;
+    const version = this.stmts.dataVersion.get() as number;
+    if (version !== this.dataVersion) {
+      this.cache.clear();
+      this.dataVersion = version;
+    }
+    const hash = sha256Hex(presentedKey);
+    let info = this.cache.get(hash);
+    if (info === undefined) {
+      const row = this.stmts.byHash.get(hash);
+      info = row ? toInfo(row) : null;
+      if (info) this.cache.set(hash, info);
+    }
+    if (!info || info.revokedAt !== null) return null;
+    if (info.expiresAt !== null && info.expiresAt <= Date.now()) return null;
+    return { keyId: info.id, limits: { rpm: info.rpm, tpm: info.tpm, concurrency: info.concurrency }, models: info.models };
+  }
+
+  /** One row per request that reached a model. */
+  recordUsage(u: UsageRow): void {
+    this.db
+      .transaction(() =>
+        this.stmts.usage.run(
+          u.requestId, u.keyId, u.model, u.promptTokens, u.completionTokens, u.status, u.finishReason,
+          u.ttftMs, u.durationMs, u.stream ? 1 : 0, Date.now(),
+        ),
+      )
+      .immediate();
+  }
+
+  usage(keyId?: string): UsageSummary[] {
+    const rows = (keyId === undefined ? this.stmts.usageAll.all() : [this.stmts.usageOne.get(keyId)]) as Array<
+      Omit<UsageSummary, "totalTokens">
+    >;
+    return rows.map((r) => ({ ...r, keyId: keyId ?? r.keyId, totalTokens: r.promptTokens + r.completionTokens }));
+  }
+
+  usageRows(): UsageRow[] {
+    return (this.stmts.usageRows.all() as Array<Omit<UsageRow, "stream"> & { stream: number }>).map((r) => ({ ...r, stream: r.stream === 1 }));
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

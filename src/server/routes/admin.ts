@@ -1,0 +1,53 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { createKey, KeyRequestError, keyJson, usageJson, type KeyRequest } from "../../keys/admin-ops.js";
+import type { KeyStore } from "../../keys/store.js";
+import { ApiError, errors } from "../errors.js";
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** Checks the admin bearer token in constant time; an ordinary API key never passes. */
+export function adminGuard(token: string): (header: string | undefined) => void {
+  const expected = digest(token);
+  return (header) => {
+    const presented = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "")?.[1] ?? "";
+    if (!timingSafeEqual(digest(presented), expected)) {
+      throw new ApiError(401, "gateway_auth_error", "Invalid admin token");
+    }
+  };
+}
+
+/**
+ * The key operations of `lucena keys` over HTTP, under /admin/v1. Registered only when an admin token is
+ * configured; every route is marked `admin`, which makes the auth hook ask for the admin token instead of a key.
+ */
+export function adminRoutes(app: FastifyInstance, store: KeyStore): void {
+  const config = { admin: true };
+  app.post<{ Body: KeyRequest }>("/admin/v1/keys", { config }, async (req, reply) => {
+    if (typeof req.body !== "object" || req.body === null) throw errors.invalidRequest("Send a JSON object.");
+    try {
+      return reply.code(201).send(createKey(store, req.body));
+    } catch (err) {
+      if (err instanceof KeyRequestError) throw errors.invalidRequest(err.message, err.param);
+      throw err;
+    }
+  });
+  app.get("/admin/v1/keys", { config }, async () => ({ object: "list", data: store.list().map(keyJson) }));
+  app.delete<{ Params: { id: string } }>("/admin/v1/keys/:id", { config }, async (req) => {
+    const key = store.get(req.params.id);
+    if (!key) throw new ApiError(404, "not_found", `No key with id '${req.params.id.slice(0, 64)}'.`);
+    store.revoke(key.id);
+    return keyJson(store.get(key.id)!);
+  });
+  app.get<{ Querystring: { key_id?: string } }>("/admin/v1/usage", { config }, async (req) => ({
+    object: "list",
+    data: store.usage(req.query.key_id).map(usageJson),
+  }));
+}
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** The route is part of the admin API: it needs the admin token, not an API key. */
+    admin?: boolean;
+  }
+}
