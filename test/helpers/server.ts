@@ -28,11 +28,15 @@ export interface StartOptions {
   args?: string[];
   /** Wait until the model is loaded (default true). */
   waitReady?: boolean;
+  /** Share this data directory (key store, ledger) instead of a fresh one. */
+  dataDir?: string;
+  /** Leave LUCENA_API_KEYS unset, so only the key store's keys work. */
+  noConfigKey?: boolean;
 }
 
 /** Starts the real server process (`lucena serve`) on a free loopback port. */
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
-  const dataDir = mkdtempSync(join(tmpdir(), "lucena-test-"));
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "lucena-test-"));
   const args = [cliPath, "serve", "--port", "0", "--host", "127.0.0.1", "--data-dir", dataDir];
   if (opts.model) args.push("--model", opts.model);
   if (opts.config) {
@@ -42,7 +46,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   }
   args.push(...(opts.args ?? []));
   const proc = spawn(process.execPath, args, {
-    env: { ...process.env, LUCENA_API_KEYS: TEST_KEY, LUCENA_LOG_LEVEL: "info", ...opts.env },
+    env: { ...process.env, LUCENA_API_KEYS: opts.noConfigKey ? "" : TEST_KEY, LUCENA_LOG_LEVEL: "info", ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: string[] = [];
