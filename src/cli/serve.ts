@@ -1,3 +1,5 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { ConfigError, loadConfig, type CliOverrides } from "../config/load.js";
 import { LlamaEngine } from "../engines/llama/llama-engine.js";
 import { createLogger } from "../observability/log.js";
@@ -8,6 +10,10 @@ import { RateLimiter } from "../keys/limiter.js";
 import { KeyStore } from "../keys/store.js";
 import { KeyChain, StaticKeys } from "../server/auth.js";
 import { ModelRegistry } from "../server/registry.js";
+import { Metrics } from "../observability/metrics.js";
+import { buildOpsApp } from "../server/ops.js";
+import { openStreamCount } from "../server/sse.js";
+import { closeRedirectServer, createRedirectServer, readTlsFiles, TlsFileError, type TlsFiles } from "../server/transport.js";
 
 /** How long requests in flight may go on after SIGTERM before their connections are closed. */
 const SHUTDOWN_GRACE_MS = 30_000;
@@ -24,9 +30,21 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     throw err;
   }
   const log = createLogger(config.log_level);
+  // The certificate and key are read once, now; one that cannot be used stops start-up as a bad config does.
+  let tls: TlsFiles | null = null;
+  if (config.tls_cert !== null && config.tls_key !== null) {
+    try {
+      tls = readTlsFiles(config.tls_cert, config.tls_key);
+    } catch (err) {
+      if (!(err instanceof TlsFileError)) throw err;
+      process.stderr.write(`lucena: ${err.message}\n`);
+      process.exit(2);
+    }
+  }
   const registry = new ModelRegistry(
     config.models.map((m) => ({ config: m, engine: new LlamaEngine(m, config.data_dir, log), demo: m.source === undefined })),
   );
+  const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });
 
   const store = new KeyStore(config.data_dir);
   const firstKey = store.createFirstKey();
@@ -36,31 +54,48 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     keys: new KeyChain([new StaticKeys(config.api_keys), store]),
     limiter: new RateLimiter(),
     ...(config.admin_token ? { admin: { token: config.admin_token, store } } : {}),
-    observers: [usageLedger(store, log)],
+    observers: [usageLedger(store, log), metrics.observe],
     log,
     bodyLimit: config.body_limit_bytes,
     alwaysStream: config.always_stream,
     keepaliveMs: config.keepalive_seconds * 1000,
+    transport: { tls, hstsMaxAgeSeconds: config.hsts_max_age_seconds, corsOrigins: config.cors_origins, maxHeaderBytes: config.max_header_bytes },
   });
+  const ops = config.ops_port === null ? null : buildOpsApp({ registry, metrics, log });
+  let redirect: Server | null = null;
 
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) return;
     closing = true;
     log.info({ signal }, "shutting down");
-    await closeApp(app, SHUTDOWN_GRACE_MS);
+    // The redirect listener closes with the API; the operations listener last, so health and metrics answer
+    // until the API has stopped.
+    await Promise.all([closeApp(app, SHUTDOWN_GRACE_MS), redirect && closeRedirectServer(redirect)]);
     await registry.close();
     store.close();
+    await ops?.close();
     log.info("stopped");
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
 
+  if (ops) {
+    await ops.listen({ host: config.ops_host, port: config.ops_port! });
+    const opsPort = (ops.server.address() as AddressInfo).port;
+    log.info({ url: `http://${config.ops_host}:${opsPort}`, port: opsPort }, "ops listening");
+  }
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
-  log.info({ url: `http://${config.host}:${port}`, port, models: registry.ids() }, "listening");
-  if (firstKey) announceFirstKey(firstKey.key, `http://${config.host}:${port}`, config.data_dir, log);
+  if (config.http_port !== null) {
+    redirect = createRedirectServer({ httpsPort: port, maxHeaderBytes: config.max_header_bytes, log });
+    await new Promise<void>((resolve, reject) => redirect!.once("error", reject).listen(config.http_port!, config.host, resolve));
+    log.info({ port: (redirect.address() as AddressInfo).port, httpsPort: port }, "redirect listening");
+  }
+  const url = `${tls ? "https" : "http"}://${config.host}:${port}`;
+  log.info({ url, port, models: registry.ids() }, "listening");
+  if (firstKey) announceFirstKey(firstKey.key, url, config.data_dir, log);
   await registry.loadAll(log);
 }

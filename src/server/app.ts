@@ -13,6 +13,7 @@ import { chatRoute } from "./routes/chat.js";
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
+import { applyTransport, isCorsPreflight, serverOptions, type TransportOptions } from "./transport.js";
 
 /** What one request did: no text, never a key, prompt or completion. */
 export interface RequestRecord {
@@ -52,6 +53,8 @@ export interface AppOptions {
   bodyLimit: number;
   alwaysStream: boolean;
   keepaliveMs: number;
+  /** HTTPS, HSTS, CORS and the header limit (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
+  transport?: TransportOptions;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -89,6 +92,7 @@ function validationError(err: FastifyError): ApiError {
 /** Builds the HTTP application: parsing, auth, routes, and the one error handler. */
 export function buildApp(opts: AppOptions): FastifyInstance {
   const app = Fastify({
+    ...serverOptions(opts.transport),
     loggerInstance: opts.log as FastifyBaseLogger,
     // One line per request, written by the onRequest hook below, instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
@@ -114,6 +118,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
+  // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
+  applyTransport(app, opts.transport);
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   app.addHook("onRequest", async (req, reply) => {
@@ -154,6 +160,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         }
       }
     }));
+    // A CORS preflight never carries Authorization (browsers send it without credentials), so with CORS on it
+    // needs no key: it is answered with the CORS headers only, by the CORS plugin's OPTIONS route.
+    if (isCorsPreflight(req, opts.transport)) return;
     // Every route this app serves is API; an unmatched path needs a key when, decoded as the router decodes
     // it, it lies under /v1. (Checking the raw URL would let /%76%31/… reach a route without a key.)
     if (req.routeOptions.config.admin) {

@@ -1,5 +1,12 @@
 import type { ServerResponse } from "node:http";
 
+let openStreams = 0;
+
+/** SSE responses open right now in this process (the active-streams gauge). */
+export function openStreamCount(): number {
+  return openStreams;
+}
+
 /**
  * One Server-Sent Events response. Writes `: connected` as soon as it opens, a `: keepalive` comment after
  * `keepaliveMs` of silence, and waits for the socket to drain when the client reads slowly. Each event is
@@ -8,6 +15,7 @@ import type { ServerResponse } from "node:http";
 export class SseStream {
   private timer?: NodeJS.Timeout;
   private ended = false;
+  private counted = false;
 
   constructor(
     private readonly res: ServerResponse,
@@ -23,6 +31,8 @@ export class SseStream {
       "x-accel-buffering": "no", // tell nginx-style proxies not to buffer the stream
     });
     this.res.write(": connected\n\n");
+    openStreams++;
+    this.counted = true;
     this.timer = setTimeout(() => this.keepalive(), this.keepaliveMs);
     this.timer.unref();
   }
@@ -59,6 +69,10 @@ export class SseStream {
 
   close(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.counted) {
+      this.counted = false;
+      openStreams--;
+    }
     if (this.ended) return;
     this.ended = true;
     if (!this.res.destroyed) this.res.end();

@@ -11,6 +11,8 @@ export interface RunningServer {
   url: string;
   port: number;
   key: string;
+  /** The operations listener (health, metrics), from its "ops listening" log line; null when it is off. */
+  opsUrl: string | null;
   proc: ChildProcess;
   /** Every line the process wrote to stdout (JSON logs) and stderr. */
   logs: string[];
@@ -44,12 +46,15 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     writeFileSync(file, JSON.stringify(opts.config));
     args.push("--config", file);
   }
+  // The operations listener on a free port (several servers may run at once); a caller's --ops-port wins.
+  args.push("--ops-port", "0");
   args.push(...(opts.args ?? []));
   const proc = spawn(process.execPath, args, {
     env: { ...process.env, LUCENA_API_KEYS: opts.noConfigKey ? "" : TEST_KEY, LUCENA_LOG_LEVEL: "info", ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: string[] = [];
+  let opsUrl: string | null = null;
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
 
   const ready = new Promise<number>((resolve, reject) => {
@@ -60,6 +65,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
       if (!line.startsWith("{")) return;
       try {
         const entry = JSON.parse(line) as { msg?: string; port?: number };
+        if (entry.msg === "ops listening") opsUrl = `http://127.0.0.1:${entry.port}`;
         if (entry.msg === "listening") {
           port = entry.port!;
           if (!want) resolve(port);
@@ -80,6 +86,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     url: `http://127.0.0.1:${port}`,
     port,
     key: TEST_KEY,
+    opsUrl,
     proc,
     logs,
     dataDir,

@@ -1,0 +1,51 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import type { EngineStatus } from "../engines/engine.js";
+import type { Logger } from "../observability/log.js";
+import type { Metrics } from "../observability/metrics.js";
+import { errors } from "./errors.js";
+import type { ModelRegistry } from "./registry.js";
+
+export interface OpsOptions {
+  registry: ModelRegistry;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export interface Health {
+  /** ok: every model is ready; degraded: at least one is loading or failed. */
+  status: "ok" | "degraded";
+  models: Record<string, EngineStatus>;
+}
+
+/** Every model's state; ok only when all of them can serve. */
+export function health(registry: ModelRegistry): Health {
+  const models: Record<string, EngineStatus> = {};
+  for (const m of registry.models) models[m.config.id] = m.engine.status;
+  return { status: Object.values(models).every((s) => s === "ready") ? "ok" : "degraded", models };
+}
+
+/**
+ * The operations listener: health and Prometheus metrics, no keys. It is not public API (decisions.md): it
+ * listens on its own address, loopback by default. `/health` answers 200 when every model is ready and 503
+ * (same body, status "degraded") while any is loading or failed, so it serves as a readiness check; any
+ * answer at all means the process is alive. Scrapes are not logged (one line every few seconds is noise).
+ */
+export function buildOpsApp(opts: OpsOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+  app.get("/health", async (_req, reply) => {
+    const h = health(opts.registry);
+    return reply.code(h.status === "ok" ? 200 : 503).header("cache-control", "no-store").send(h);
+  });
+  app.get("/metrics", async (_req, reply) => {
+    const { contentType, body } = await opts.metrics.scrape();
+    return reply.type(contentType).header("cache-control", "no-store").send(body);
+  });
+  app.setNotFoundHandler(async (_req, reply) => {
+    const err = errors.routeNotFound();
+    return reply.code(err.status).send(err.body());
+  });
+  return app;
+}

@@ -1,0 +1,192 @@
+import { readFileSync } from "node:fs";
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { createSecureContext } from "node:tls";
+import cors from "@fastify/cors";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { base62 } from "../api/responses.js";
+import type { Logger } from "../observability/log.js";
+import { ApiError } from "./errors.js";
+
+/** A PEM certificate (chain) and its private key, read once at start. */
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** How the API is served on the wire (decisions.md, "Transport"). */
+export interface TransportOptions {
+  /** HTTPS with this certificate; null: plain HTTP (local use, or behind a proxy). */
+  tls: TlsFiles | null;
+  /** `Strict-Transport-Security: max-age=…` on every HTTPS response (never over plain HTTP). */
+  hstsMaxAgeSeconds: number;
+  /** Browser origins allowed by CORS ("*": any); empty: CORS off, no Access-Control-* header at all. */
+  corsOrigins: readonly string[];
+  /** Largest request head accepted; a larger one gets 431. */
+  maxHeaderBytes: number;
+}
+
+/** A certificate or key that cannot be used: reported at start, before anything listens. */
+export class TlsFileError extends Error {}
+
+/** Reads the PEM files once and checks that they make a usable TLS context (a key that matches the certificate). */
+export function readTlsFiles(certPath: string, keyPath: string): TlsFiles {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new TlsFileError(`cannot read the TLS ${what} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const files = { cert: read("certificate", certPath), key: read("key", keyPath) };
+  try {
+    createSecureContext(files);
+  } catch (err) {
+    throw new TlsFileError(`the TLS certificate ${certPath} and key ${keyPath} cannot be used: ${(err as Error).message}`);
+  }
+  return files;
+}
+
+/** Same rule as the API's request ids: a caller's well-formed id is kept. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+function requestIdOf(req: IncomingMessage): string {
+  const given = req.headers["x-request-id"];
+  return typeof given === "string" && REQUEST_ID.test(given) ? given : `req_${base62(20)}`;
+}
+
+/**
+ * Answers a request Node could not parse (a head over `maxHeaderSize`: 431; a timeout: 408; anything else:
+ * 400) in the API's error shape, with an x-request-id, instead of Fastify's own body. As Node and Fastify do,
+ * nothing is written on a socket that is no longer writable, and the connection is then closed.
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, message] =
+    err.code === "HPE_HEADER_OVERFLOW" ? [431, "The request's headers are larger than the server accepts."]
+    : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "The request was not received in time."]
+    : [400, "The request could not be read."];
+  if (socket.writable) {
+    const body = JSON.stringify(new ApiError(status, "invalid_request_error", message).body());
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: req_${base62(20)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+/**
+ * The Fastify factory options for the listening socket: TLS or not, the header limit, and the client-error
+ * answer. With TLS this is Fastify's `https` option (node's https.createServer, which takes the http server
+ * options such as `maxHeaderSize` too); without, its `http` option.
+ *
+ * Typed as the plain-HTTP options on purpose: an https.Server hands Fastify the same IncomingMessage /
+ * ServerResponse pairs, so the app keeps the one `FastifyInstance` type the rest of the code uses.
+ */
+export function serverOptions(t: TransportOptions | undefined): { http?: ServerOptions; clientErrorHandler?: typeof clientErrorHandler } {
+  if (!t) return {};
+  const socket: ServerOptions = { maxHeaderSize: t.maxHeaderBytes };
+  if (t.tls) return { https: { ...socket, cert: t.tls.cert, key: t.tls.key }, clientErrorHandler } as { http?: ServerOptions };
+  return { http: socket, clientErrorHandler };
+}
+
+/**
+ * HSTS and CORS. Call before the app's own onRequest hook: hooks run in the order they are added, and these
+ * must have set their headers before the auth check can end a request with 401 (a browser reads a 401 body
+ * only when it carries Access-Control-Allow-Origin).
+ */
+export function applyTransport(app: FastifyInstance, t: TransportOptions | undefined): void {
+  if (!t) return;
+  if (t.tls) {
+    const hsts = `max-age=${t.hstsMaxAgeSeconds}`;
+    app.addHook("onRequest", async (_req, reply) => {
+      reply.header("strict-transport-security", hsts);
+    });
+  }
+  if (t.corsOrigins.length > 0) {
+    void app.register(cors, {
+      origin: t.corsOrigins.includes("*") ? "*" : [...t.corsOrigins],
+      methods: ["GET", "POST", "OPTIONS"],
+      allowedHeaders: ["Authorization", "Content-Type", "X-Request-Id"],
+      exposedHeaders: [
+        "X-Request-Id", "Retry-After",
+        "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests", "X-RateLimit-Reset-Requests",
+        "X-RateLimit-Limit-Tokens", "X-RateLimit-Remaining-Tokens", "X-RateLimit-Reset-Tokens",
+      ],
+      maxAge: 600,
+      // The plugin only adds headers; the preflight then goes through the app's own hook (request id, log
+      // line) and is answered, empty, by the plugin's OPTIONS route. Every OPTIONS counts as a preflight
+      // for the plugin; the app lets only real ones (isCorsPreflight) through without a key.
+      preflightContinue: true,
+      strictPreflight: false,
+    });
+  }
+}
+
+/**
+ * A CORS preflight, with CORS on: OPTIONS with Origin and Access-Control-Request-Method. Browsers never
+ * send credentials on one, so it cannot carry an API key.
+ */
+export function isCorsPreflight(req: FastifyRequest, t: TransportOptions | undefined): boolean {
+  return (
+    (t?.corsOrigins.length ?? 0) > 0 &&
+    req.method === "OPTIONS" &&
+    typeof req.headers.origin === "string" &&
+    typeof req.headers["access-control-request-method"] === "string"
+  );
+}
+
+/** Where a plain-HTTP request goes on HTTPS: the same hostname and path; null when the Host header is unusable. */
+export function redirectLocation(req: IncomingMessage, httpsPort: number): string | null {
+  let host: URL;
+  try {
+    host = new URL(`http://${req.headers.host ?? ""}`);
+  } catch {
+    return null;
+  }
+  if (!host.hostname || host.username || host.password || host.pathname !== "/" || host.search || host.hash) return null;
+  const raw = req.url ?? "/";
+  let target = "/";
+  if (raw.startsWith("/")) target = raw;
+  else if (/^https?:\/\//i.test(raw)) {
+    // absolute-form request target (as sent to a proxy): keep its path and query only
+    try {
+      const u = new URL(raw);
+      target = u.pathname + u.search;
+    } catch {
+      return null;
+    }
+  }
+  return `https://${host.hostname}${httpsPort === 443 ? "" : `:${httpsPort}`}${target}`;
+}
+
+/**
+ * The plain-HTTP listener next to HTTPS: every request gets 301 (GET, HEAD) or 308 (any other method, so a
+ * POST is repeated with its body) to the same hostname and path on HTTPS, with an empty body. Every hostname
+ * is served alike: no allow-list.
+ */
+export function createRedirectServer(opts: { httpsPort: number; maxHeaderBytes: number; log: Logger }): Server {
+  const server = createServer({ maxHeaderSize: opts.maxHeaderBytes }, (req: IncomingMessage, res: ServerResponse) => {
+    const id = requestIdOf(req);
+    const location = redirectLocation(req, opts.httpsPort);
+    if (location === null) {
+      const body = JSON.stringify(new ApiError(400, "invalid_request_error", "The Host header is missing or invalid.").body());
+      res.writeHead(400, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), "x-request-id": id });
+      res.end(body);
+    } else {
+      const status = req.method === "GET" || req.method === "HEAD" ? 301 : 308;
+      res.writeHead(status, { location, "content-length": 0, "x-request-id": id });
+      res.end();
+    }
+    opts.log.info({ reqId: id, method: req.method, status: res.statusCode }, "redirect");
+  });
+  server.on("clientError", clientErrorHandler);
+  return server;
+}
+
+/** Stops the redirect listener and closes its open connections (kept-alive ones would hold the close). */
+export async function closeRedirectServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeAllConnections();
+  await closed;
+}
