@@ -9,7 +9,7 @@ import type { Logger } from "../observability/log.js";
 import { authenticate, type KeyVerifier } from "./auth.js";
 import { ApiError, errors } from "./errors.js";
 import type { ModelRegistry } from "./registry.js";
-import { chatRoute } from "./routes/chat.js";
+import { chatRoute, type CompletionOutcome, type CompletionSummary } from "./routes/chat.js";
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
@@ -27,15 +27,7 @@ export interface RequestRecord {
   /** The client went away before the response was complete. */
   aborted: boolean;
   /** Set when the request reached a model for a completion. */
-  completion: {
-    model: string;
-    stream: boolean;
-    promptTokens: number;
-    completionTokens: number;
-    /** stop, length, cancelled (client disconnected), error, or null when generation never began. */
-    finishReason: string | null;
-    ttftMs: number | null;
-  } | null;
+  completion: CompletionSummary | null;
 }
 
 export type RequestObserver = (record: RequestRecord) => void;
@@ -89,6 +81,10 @@ function validationError(err: FastifyError): ApiError {
   return errors.invalidRequest(`Invalid value for '${path}': ${v.message ?? "invalid"}.`, path);
 }
 
+function summary({ settled: _settled, ...c }: CompletionOutcome): CompletionSummary {
+  return { ...c, ttftMs: c.ttftMs === null ? null : Math.round(c.ttftMs * 10) / 10 };
+}
+
 /** Builds the HTTP application: parsing, auth, routes, and the one error handler. */
 export function buildApp(opts: AppOptions): FastifyInstance {
   const app = Fastify({
@@ -139,9 +135,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
         durationMs: Math.round((performance.now() - started) * 10) / 10,
         keyId: req.principal?.keyId ?? null,
         aborted: !reply.raw.writableFinished,
-        completion: c
-          ? { model: c.model, stream: c.stream, promptTokens: c.promptTokens, completionTokens: c.completionTokens, finishReason: c.finishReason, ttftMs: c.ttftMs === null ? null : Math.round(c.ttftMs * 10) / 10 }
-          : null,
+        completion: c ? summary(c) : null,
       };
       req.log.info(
         {

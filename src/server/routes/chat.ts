@@ -15,14 +15,18 @@ export interface ChatRouteOptions {
   keepaliveMs: number;
 }
 
-/** What one completion did, for the request log line (no text: never prompts or completions). */
-export interface CompletionOutcome {
+/** What one completion did, for the request record (no text: never prompts or completions). */
+export interface CompletionSummary {
   model: string;
   stream: boolean;
   promptTokens: number;
   completionTokens: number;
+  /** stop, length, cancelled (client disconnected), error, or null when generation never began. */
   finishReason: string | null;
   ttftMs: number | null;
+}
+
+export interface CompletionOutcome extends CompletionSummary {
   /** Settles when the handler has finished with the engine (the outcome is final then). */
   settled: Promise<void>;
 }
