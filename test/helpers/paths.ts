@@ -19,3 +19,9 @@ export const vocabDir: string | null = (() => {
 })();
 
 export const NO_SHARED = "../shared/fixtures/vocab is absent beside the repository: tests that need the real vocabularies are skipped";
+
+/**
+ * Every line that a server started by the tests writes (stdout and stderr) is also kept here, one file per
+ * server process, so a whole-suite check can read them all. `npm test` empties it before each run.
+ */
+export const testLogDir = join(repoRoot, "dist", "test-logs");

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { cliPath } from "./paths.js";
+import { cliPath, testLogDir } from "./paths.js";
 
 export const TEST_KEY = "sk-lucena-test0000000000000000000000000000";
 
@@ -54,6 +54,13 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: string[] = [];
+  mkdirSync(testLogDir, { recursive: true });
+  const logFile = createWriteStream(join(testLogDir, `server-${proc.pid}.log`));
+  const keep = (line: string) => {
+    logs.push(line);
+    logFile.write(`${line}\n`);
+  };
+  proc.once("exit", () => logFile.end());
   let opsUrl: string | null = null;
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
 
@@ -61,7 +68,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     let port = 0;
     const want = opts.waitReady ?? true;
     const onLine = (line: string) => {
-      logs.push(line);
+      keep(line);
       if (!line.startsWith("{")) return;
       try {
         const entry = JSON.parse(line) as { msg?: string; port?: number };
@@ -77,7 +84,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
       }
     };
     createInterface({ input: proc.stdout! }).on("line", onLine);
-    createInterface({ input: proc.stderr! }).on("line", (l) => logs.push(l));
+    createInterface({ input: proc.stderr! }).on("line", keep);
     void exited.then((code) => reject(new Error(`server exited with ${code} before it was ready:\n${logs.join("\n")}`)));
   });
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`server not ready in 60 s:\n${logs.join("\n")}`)), 60_000).unref());
