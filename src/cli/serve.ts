@@ -15,9 +15,6 @@ import { buildOpsApp } from "../server/ops.js";
 import { openStreamCount } from "../server/sse.js";
 import { closeRedirectServer, createRedirectServer, readTlsFiles, TlsFileError, type TlsFiles } from "../server/transport.js";
 
-/** How long requests in flight may go on after SIGTERM before their connections are closed. */
-const SHUTDOWN_GRACE_MS = 30_000;
-
 export async function serveCommand(cli: CliOverrides): Promise<void> {
   let config;
   try {
@@ -71,7 +68,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     log.info({ signal }, "shutting down");
     // The redirect listener closes with the API; the operations listener last, so health and metrics answer
     // until the API has stopped.
-    await Promise.all([closeApp(app, SHUTDOWN_GRACE_MS), redirect && closeRedirectServer(redirect)]);
+    await Promise.all([closeApp(app, config.shutdown_grace_seconds * 1000), redirect && closeRedirectServer(redirect)]);
     await registry.close();
     store.close();
     await ops?.close();

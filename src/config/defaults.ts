@@ -40,6 +40,7 @@ export const DEFAULT_CONFIG: Config = {
   ops_host: "127.0.0.1",
   ops_port: 9464,
   admin_token: null,
+  shutdown_grace_seconds: 30,
 };
 
 /** Said at start and in /v1/models when the server makes and serves its own demo model. */

@@ -68,6 +68,8 @@ export const ConfigSchema = Type.Object(
     /** The operations listener (health, Prometheus metrics); loopback by default, null port: off. */
     ops_host: Type.String(),
     ops_port: Type.Union([Type.Integer({ minimum: 0, maximum: 65535 }), Type.Null()]),
+    /** After SIGTERM: how long requests in flight may go on before streams are ended with an error event. */
+    shutdown_grace_seconds: Type.Number({ minimum: 0 }),
     /** Bearer token for the admin API (/admin/…); null: the admin API is off. Never an ordinary key. */
     admin_token: Type.Union([Type.String({ minLength: 16 }), Type.Null()]),
   },

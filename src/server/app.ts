@@ -98,7 +98,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       return typeof given === "string" && REQUEST_ID.test(given) ? given : `req_${base62(20)}`;
     },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
-    return503OnClosing: true,
+    // While closing, the onRequest hook answers with the API's own 503 body instead.
+    return503OnClosing: false,
   });
 
   // JSON only, and only valid UTF-8: a body with broken bytes is refused, not silently repaired.
@@ -118,8 +119,11 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   applyTransport(app, opts.transport);
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
+  const lifecycle = { closing: false, stop: new AbortController() };
+  app.decorate("lifecycle", lifecycle);
   app.addHook("onRequest", async (req, reply) => {
     reply.header("x-request-id", req.id);
+    if (lifecycle.closing) throw errors.shuttingDown();
     const started = performance.now();
     inFlight++;
     reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => inFlight--));
@@ -187,7 +191,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   modelsRoute(app, opts.registry);
-  chatRoute(app, { registry: opts.registry, limiter: opts.limiter ?? new RateLimiter(), alwaysStream: opts.alwaysStream, keepaliveMs: opts.keepaliveMs });
+  chatRoute(app, {
+    registry: opts.registry,
+    limiter: opts.limiter ?? new RateLimiter(),
+    alwaysStream: opts.alwaysStream,
+    keepaliveMs: opts.keepaliveMs,
+    stopping: lifecycle.stop.signal,
+  });
   tokensRoute(app, opts.registry);
   statsRoute(app);
   if (opts.admin) adminRoutes(app, opts.admin.store);
@@ -201,17 +211,30 @@ declare module "fastify" {
   interface FastifyInstance {
     /** Requests received and not yet finished (their generation included). */
     inFlight(): number;
+    /** `closing`: new requests get 503; `stop`: aborted at the shutdown deadline, ending every generation. */
+    lifecycle: { closing: boolean; stop: AbortController };
   }
 }
 
+const waitFor = async (done: () => boolean, ms: number) => {
+  const deadline = Date.now() + ms;
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+};
+
 /**
- * Closes the HTTP side: stops accepting, lets requests in flight finish for up to `graceMs`, then closes every
- * connection still open. A client's open connection with no request on it never delays the exit.
+ * Closes the HTTP side: stops accepting (new requests on open connections get 503), lets requests in flight
+ * finish for up to `graceMs`, then ends the generations still running (a stream gets an error event and
+ * [DONE], a JSON request a 503), and finally closes every connection still open. A client's open connection
+ * with no request on it never delays the exit.
  */
 export async function closeApp(app: FastifyInstance, graceMs: number): Promise<void> {
+  app.lifecycle.closing = true;
   const closing = app.close();
-  const deadline = Date.now() + graceMs;
-  while (app.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => app.inFlight() === 0, graceMs);
+  if (app.inFlight() > 0) {
+    app.lifecycle.stop.abort();
+    await waitFor(() => app.inFlight() === 0, 5000);
+  }
   app.server.closeAllConnections();
   await closing;
 }

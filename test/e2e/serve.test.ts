@@ -138,6 +138,32 @@ describe("lucena serve", () => {
     }
   });
 
+  test("SIGTERM: a stream that ends within the grace period ends normally, the rest get an error event and [DONE]; exit 0", async () => {
+    const server = await startServer({ model: testModel(), config: { shutdown_grace_seconds: 2 } });
+    // Resolves once the response has started (the request was accepted), with a promise of its whole body.
+    const open = async (maxTokens: number) => {
+      const res = await fetch(`${server.url}/v1/chat/completions`, authed(server.key, { model: MODEL, stream: true, max_tokens: maxTokens, messages: [{ role: "user", content: "go" }] }));
+      assert.equal(res.status, 200);
+      return { text: res.text() };
+    };
+    const long = await Promise.all([open(7000), open(7000)]).then((l) => l.map((x) => x.text));
+    await new Promise((r) => setTimeout(r, 300)); // both are generating
+    const short = (await open(300)).text; // well within the grace period
+    const exit = server.stop("SIGTERM");
+    const started = Date.now();
+    for (const text of await Promise.all(long)) {
+      const events = text.trimEnd().split("\n\n");
+      assert.equal(events.at(-1), "data: [DONE]");
+      assert.deepEqual(JSON.parse(events.at(-2)!.slice(6)), { error: { message: "The server is shutting down.", type: "server_error", code: 503 } });
+      assert.ok(events.some((e) => e.includes('"content"')), "it had been streaming");
+    }
+    const shortEvents = (await short).trimEnd().split("\n\n");
+    assert.equal(shortEvents.at(-1), "data: [DONE]");
+    assert.match(shortEvents.at(-2)!, /"finish_reason":"length"/, "a stream that could finish in time finished");
+    assert.equal(await exit, 0);
+    assert.ok(Date.now() - started < 5000, "the grace period bounds the exit");
+  });
+
   test("a bad config file stops start-up with a clear message and exit code 2", async () => {
     const dir = mkdtempSync(join(tmpdir(), "lucena-cfg-"));
     const file = join(dir, "bad.json");

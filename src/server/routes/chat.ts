@@ -13,6 +13,8 @@ export interface ChatRouteOptions {
   limiter: RateLimiter;
   alwaysStream: boolean;
   keepaliveMs: number;
+  /** Aborted when the server, shutting down, ends the generations still running. */
+  stopping: AbortSignal;
 }
 
 /** What one completion did, for the request record (no text: never prompts or completions). */
@@ -21,7 +23,7 @@ export interface CompletionSummary {
   stream: boolean;
   promptTokens: number;
   completionTokens: number;
-  /** stop, length, cancelled (client disconnected), error, or null when generation never began. */
+  /** stop, length, cancelled (client disconnected), error, shutdown, or null when generation never began. */
   finishReason: string | null;
   ttftMs: number | null;
 }
@@ -68,6 +70,9 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     const abort = new AbortController();
     const onClose = () => { if (!reply.raw.writableFinished) abort.abort(new Error("client disconnected")); };
     reply.raw.on("close", onClose);
+    const onStop = () => abort.abort(new Error("server shutting down"));
+    opts.stopping.addEventListener("abort", onStop, { once: true });
+    const stopped = () => opts.stopping.aborted && !reply.raw.destroyed;
 
     const genOpts: GenerateOptions = {
       prompt: built.tokens,
@@ -91,16 +96,18 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     } catch (err) {
       admission.cancel();
       reply.raw.off("close", onClose);
+      opts.stopping.removeEventListener("abort", onStop);
       throw err;
     }
     req.completion = outcome; // from here on the request has reached the model: it is in the ledger
     try {
       const id = completionId();
       const created = Math.floor(Date.now() / 1000);
-      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body);
-      else await jsonCompletion(reply, id, created, events, outcome, started);
+      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body, stopped);
+      else await jsonCompletion(reply, id, created, events, outcome, started, stopped);
     } finally {
       reply.raw.off("close", onClose);
+      opts.stopping.removeEventListener("abort", onStop);
       abort.abort();
       admission.settle(outcome.promptTokens + outcome.completionTokens);
       settle();
@@ -126,6 +133,7 @@ async function streamCompletion(
   outcome: CompletionOutcome,
   started: number,
   body: ChatBody,
+  stopped: () => boolean,
 ): Promise<void> {
   reply.hijack();
   const sse = new SseStream(reply.raw, keepaliveMs);
@@ -138,7 +146,15 @@ async function streamCompletion(
       if (ev.type === "text") await sse.send(chunks.content(ev.text));
       else if (ev.finishReason !== "cancelled") finish = ev.finishReason;
     }
-    if (finish === null) return; // the client is gone: nothing more to say
+    if (finish === null) {
+      // Cancelled: either the client is gone (nothing more to say) or the server is shutting down.
+      if (stopped()) {
+        outcome.finishReason = "shutdown";
+        await sse.send(JSON.stringify(errors.shuttingDown().body()));
+        await sse.send("[DONE]");
+      }
+      return;
+    }
     if (body.stream_options?.include_usage !== false) {
       await sse.send(chunks.usage(usage(outcome.promptTokens, outcome.completionTokens)));
     }
@@ -163,6 +179,7 @@ async function jsonCompletion(
   events: AsyncGenerator<EngineEvent>,
   outcome: CompletionOutcome,
   started: number,
+  stopped: () => boolean,
 ): Promise<void> {
   let text = "";
   let finish: WireFinishReason | null = null;
@@ -170,6 +187,10 @@ async function jsonCompletion(
     track(outcome, ev, started);
     if (ev.type === "text") text += ev.text;
     else if (ev.finishReason !== "cancelled") finish = ev.finishReason;
+  }
+  if (finish === null && stopped()) {
+    outcome.finishReason = "shutdown";
+    throw errors.shuttingDown();
   }
   if (finish === null) {
     reply.hijack(); // the client is gone
