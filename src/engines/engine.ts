@@ -32,6 +32,9 @@ export interface EngineStats {
   busy: number;
   waiting: number;
   sequences: number;
+  /** Prompt tokens evaluated since start, and prompt tokens served from a sequence's cache instead. */
+  promptTokensEvaluated: number;
+  promptTokensReused: number;
 }
 
 /**

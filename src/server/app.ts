@@ -199,7 +199,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     stopping: lifecycle.stop.signal,
   });
   tokensRoute(app, opts.registry);
-  statsRoute(app);
+  statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);
   return app;
 }

@@ -109,7 +109,7 @@ export class FakeEngine implements Engine {
   active = 0;
 
   stats(): EngineStats {
-    return { busy: this.active, waiting: 0, sequences: 1 };
+    return { busy: this.active, waiting: 0, sequences: 1, promptTokensEvaluated: 0, promptTokensReused: 0 };
   }
 
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {

@@ -53,9 +53,9 @@ const completion = (over: Partial<NonNullable<RequestRecord["completion"]>> = {}
 describe("metrics", () => {
   test("the observer counts requests, latency, tokens, finishes and TTFT; the gauges read the sources when scraped", async () => {
     let streams = 3;
-    const stats = { busy: 2, waiting: 5, sequences: 4 };
+    const stats = { busy: 2, waiting: 5, sequences: 4, promptTokensEvaluated: 0, promptTokensReused: 0 };
     const metrics = new Metrics({
-      models: { models: [{ config: { id: "m1" }, engine: { stats: () => stats } }, { config: { id: "m2" }, engine: { stats: () => ({ busy: 0, waiting: 0, sequences: 0 }) } }] },
+      models: { models: [{ config: { id: "m1" }, engine: { stats: () => stats } }, { config: { id: "m2" }, engine: { stats: () => ({ busy: 0, waiting: 0, sequences: 0, promptTokensEvaluated: 0, promptTokensReused: 0 }) } }] },
       activeStreams: () => streams,
     });
     metrics.observe(record({ completion: completion() }));

@@ -119,8 +119,17 @@ export class LlamaEngine implements Engine {
     },
   };
 
+  private promptTokensEvaluated = 0;
+  private promptTokensReused = 0;
+
   stats(): EngineStats {
-    return { busy: this.pool?.busy ?? 0, waiting: this.pool?.waiting ?? 0, sequences: this.config.parallel };
+    return {
+      busy: this.pool?.busy ?? 0,
+      waiting: this.pool?.waiting ?? 0,
+      sequences: this.config.parallel,
+      promptTokensEvaluated: this.promptTokensEvaluated,
+      promptTokensReused: this.promptTokensReused,
+    };
   }
 
   /** Admits the request at once (or throws a 503 when the queue is full); the wait happens while iterating. */
@@ -142,6 +151,8 @@ export class LlamaEngine implements Engine {
       // since its logits are what the first generated token is sampled from.
       const reuse = Math.min(seq.compareContextTokens(prompt).firstDifferentIndex, prompt.length - 1);
       if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
+      this.promptTokensReused += reuse;
+      this.promptTokensEvaluated += prompt.length - reuse;
 
       const detok = new IncrementalDetokenizer(model);
       const stopper = new StopMatcher(opts.stop);

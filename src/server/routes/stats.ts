@@ -1,14 +1,32 @@
 import type { FastifyInstance } from "fastify";
+import type { ModelRegistry } from "../registry.js";
 
 const MiB = 1024 * 1024;
 
-export function statsRoute(app: FastifyInstance): void {
-  app.get("/v1/stats", async () => {
+/**
+ * The reference's three memory figures, then (decisions.md allows more fields) each model's engine counters:
+ * sequences busy and waiting, and prompt tokens evaluated or served from a sequence's cache (prefix reuse).
+ */
+export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void {
+  app.get("/v1/stats", async (req) => {
     const m = process.memoryUsage();
+    const models: Record<string, unknown> = {};
+    for (const served of registry.visible(req.principal)) {
+      const s = served.engine.stats();
+      models[served.config.id] = {
+        status: served.engine.status,
+        sequences: s.sequences,
+        busy: s.busy,
+        waiting: s.waiting,
+        prompt_tokens_evaluated: s.promptTokensEvaluated,
+        prompt_tokens_reused: s.promptTokensReused,
+      };
+    }
     return {
       heap_used_mb: Math.round(m.heapUsed / MiB),
       heap_total_mb: Math.round(m.heapTotal / MiB),
       rss_mb: Math.round(m.rss / MiB),
+      models,
     };
   });
 }
