@@ -1,0 +1,60 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import type { ModelConfig } from "../src/config/schema.js";
+import { SAMPLING_DEFAULTS } from "../src/engines/engine.js";
+import { LlamaEngine } from "../src/engines/llama/llama-engine.js";
+import type { ChatMessageBody, Generation } from "./sse-client.js";
+
+export interface InProcessEngine {
+  /** The "model loaded" log entry (contextSize, sequences, threads, ms). */
+  loaded: Record<string, unknown>;
+  encode(messages: ChatMessageBody[]): number[];
+  generate(prompt: number[], maxTokens: number, temperature: number): Promise<Generation>;
+  close(): Promise<void>;
+}
+
+/**
+ * The server's own embedded engine class, loaded in this process with the same model config: what the HTTP
+ * path costs is the difference between this and the same generation over HTTP/SSE.
+ */
+export async function loadInProcess(config: ModelConfig): Promise<InProcessEngine> {
+  const entries: Record<string, unknown>[] = [];
+  const log = pino({ level: "info" }, { write: (line: string) => { entries.push(JSON.parse(line) as Record<string, unknown>); } });
+  const dataDir = mkdtempSync(join(tmpdir(), "lucena-bench-inproc-"));
+  const engine = new LlamaEngine(config, dataDir, log);
+  await engine.load();
+  const loaded = entries.find((e) => e.msg === "model loaded") ?? {};
+  return {
+    loaded,
+    encode: (messages) => engine.encoder.encode(messages),
+    generate: async (prompt, maxTokens, temperature) => {
+      const abort = new AbortController();
+      const start = performance.now();
+      const g: Generation = { start, chunkTimes: [], promptTokens: prompt.length, completionTokens: 0, finishReason: null, text: "" };
+      try {
+        for await (const ev of engine.generate({
+          prompt, maxTokens, temperature, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK, seed: null,
+          presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: abort.signal,
+        })) {
+          if (ev.type === "text") {
+            g.chunkTimes.push(performance.now());
+            g.text += ev.text;
+          } else {
+            g.completionTokens = ev.completionTokens;
+            g.finishReason = ev.finishReason;
+          }
+        }
+      } finally {
+        abort.abort();
+      }
+      if (g.chunkTimes.length < 2) throw new Error(`in-process generation yielded ${g.chunkTimes.length} text events`);
+      return g;
+    },
+    close: async () => {
+      await engine.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,222 @@
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
+import type { LoadResult } from "./load.js";
+import type { Machine } from "./machine.js";
+import type { ConcurrencyResult, PrefixResult, SingleStreamResult } from "./scenarios.js";
+import type { GenerationSummary } from "./sse-client.js";
+
+export interface InProcessResult {
+  loaded: Record<string, unknown>;
+  single512?: { prompt_tokens: number; runs: GenerationSummary[]; median: Record<string, number> };
+  single2k?: { prompt_tokens: number; runs: GenerationSummary[]; median: Record<string, number> };
+}
+
+export interface BenchResults {
+  mode: "quick" | "full";
+  machine: Machine;
+  settings: Record<string, unknown> & { runs: number; maxTokens: number; threads: number };
+  model: { file: string; bytes: number; mb: number };
+  rss: {
+    idle_mb: number | null;
+    /** From /proc: anonymous (heap, KV cache, repacked weights) vs file-backed (the mmapped model) pages. */
+    idle_detail: { rss_mb: number; anon_mb: number; file_mb: number } | null;
+    under_load_max_mb: number | null;
+  };
+  server: { loaded: Record<string, unknown>; warnings?: string[] } | null;
+  http: { single512: SingleStreamResult; single2k: SingleStreamResult } | null;
+  prefix: PrefixResult | null;
+  concurrency: ConcurrencyResult[] | null;
+  load: LoadResult[] | null;
+  count100k: { model: string; prompt_tokens: number; body_bytes: number; runs_ms: number[]; median_ms: number } | null;
+  inproc: InProcessResult | null;
+  duration_s: number;
+}
+
+/** Reference figures: constants, not measurements of this harness. */
+export const LLAMA_CPP = {
+  source: "llama.cpp llama-bench / batched-bench on this machine, from the project's issue",
+  /** llama-bench tg128, tok/s, by thread count (2 threads: 74.8–77.2 over runs; the midpoint is used). */
+  tg128: { 1: { low: 59.7, high: 59.7 }, 2: { low: 74.8, high: 77.2 } } as Record<number, { low: number; high: number }>,
+  /** batched-bench, 128-token prompts, 64 generated per sequence: aggregate tok/s by sequences. */
+  batched: { 1: 79.1, 2: 58.1, 4: 77.9, 8: 146.9 } as Record<number, number>,
+};
+
+type Row = [metric: string, measured: string, goal: string, result: string];
+
+const f0 = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "n/a");
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : "n/a");
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "n/a");
+const verdict = (ok: boolean) => (ok ? "pass" : "**miss**");
+
+function singleRows(r: BenchResults, threads: number): Row[] {
+  if (!r.http) return [];
+  const rows: Row[] = [];
+  const tokens = r.settings.maxTokens;
+  const m512 = r.http.single512.median;
+  const m2k = r.http.single2k.median;
+  const ref = LLAMA_CPP.tg128[threads];
+  const refMid = ref ? (ref.low + ref.high) / 2 : NaN;
+  const refText = ref ? `${ref.low === ref.high ? ref.low : `${ref.low}–${ref.high}`} tok/s at ${threads} thread${threads > 1 ? "s" : ""}` : "";
+  rows.push(ref
+    ? [`Decode, 1 stream, HTTP/SSE, ${m512.prompt_tokens}-token prompt`, `${f1(m512.decode_tok_s)} tok/s (${f2(m512.decode_tok_s / refMid)}× llama.cpp)`,
+      `≥ 0.95× llama.cpp tg128 (${refText}) = ${f1(0.95 * refMid)}`, verdict(m512.decode_tok_s >= 0.95 * refMid)]
+    : [`Decode, 1 stream, HTTP/SSE, ${m512.prompt_tokens}-token prompt`, `${f1(m512.decode_tok_s)} tok/s`, `no llama.cpp figure for ${threads} threads`, "info"]);
+  if (threads !== 2) {
+    const best = (LLAMA_CPP.tg128[2].low + LLAMA_CPP.tg128[2].high) / 2;
+    rows.push(["… against llama.cpp's 2-thread tg128", `${f2(m512.decode_tok_s / best)}× (${best} tok/s)`, "—", "info"]);
+  }
+  rows.push([`Decode, 1 stream, HTTP/SSE, ${m2k.prompt_tokens}-token prompt`, `${f1(m2k.decode_tok_s)} tok/s`, "—", "info"]);
+  rows.push([`Time to first token, ${m512.prompt_tokens}-token prompt`, `${f0(m512.ttft_ms)} ms (${f0(m512.prompt_tokens / (m512.ttft_ms / 1000))} prompt tok/s)`, "—", "info"]);
+  rows.push([`Time to first token, ${m2k.prompt_tokens}-token prompt`, `${f0(m2k.ttft_ms)} ms (${f0(m2k.prompt_tokens / (m2k.ttft_ms / 1000))} prompt tok/s)`, "—", "info"]);
+  const in512 = r.inproc?.single512?.median;
+  const in2k = r.inproc?.single2k?.median;
+  if (in512 && in2k) {
+    for (const [http, inp] of [[m512, in512], [m2k, in2k]] as const) {
+      const ratio = http.decode_tok_s / inp.decode_tok_s;
+      rows.push([`HTTP / in-process decode, ${http.prompt_tokens}-token prompt`, `${f1(http.decode_tok_s)} / ${f1(inp.decode_tok_s)} tok/s = ${f2(ratio)}`, "≥ 0.97", verdict(ratio >= 0.97)]);
+    }
+    for (const [http, inp] of [[m512, in512], [m2k, in2k]] as const) {
+      rows.push([`Time to first token HTTP / in-process, ${http.prompt_tokens}-token prompt`, `${f0(http.ttft_ms)} / ${f0(inp.ttft_ms)} ms`, "—", "info"]);
+    }
+  }
+  if (r.prefix) {
+    const p = r.prefix.median;
+    rows.push([`Second-turn time to first token, ${m2k.prompt_tokens}-token shared prefix`,
+      `${f0(p.second_ttft_ms)} ms vs ${f0(p.cold_ttft_ms)} ms cold = ${f2(p.ratio)}×`, "≤ 0.2× cold", verdict(p.ratio <= 0.2)]);
+  }
+  return rows.map(([a, b, c, d]) => [a.replace("1 stream", `1 stream, ${tokens} tokens`), b, c, d]);
+}
+
+function concurrencyRows(r: BenchResults): Row[] {
+  const rows: Row[] = [];
+  for (const level of r.concurrency ?? []) {
+    const m = level.median;
+    const ref = LLAMA_CPP.batched[level.streams];
+    const judged = level.streams > 1 && ref !== undefined;
+    const overlapped = level.runs.every((x) => x.overlapped === 1);
+    // Judged on the window where every stream decodes; without one, on the whole decode span (and said so).
+    const decode = overlapped ? m.decode_aggregate_tok_s : m.decode_span_tok_s;
+    const how = overlapped ? "while all decode" : "over the decode span (**streams did not all overlap**)";
+    rows.push([
+      `Aggregate decode, ${level.streams} stream${level.streams > 1 ? "s" : ""} (${level.prompt_tokens}-token prompts, ${level.max_tokens} tokens each)`,
+      `${f1(decode)} tok/s ${how}; ${f1(m.aggregate_tok_s)} end to end; time to first token median ${f0(m.ttft_median_ms)} / max ${f0(m.ttft_max_ms)} ms`,
+      ref !== undefined ? `${judged ? "≥ 0.9× " : ""}batched-bench ${ref} tok/s${judged ? ` = ${f1(0.9 * ref)}` : ""}` : "—",
+      judged ? verdict(decode >= 0.9 * ref) : "info",
+    ]);
+    rows.push([
+      `Inter-token time, ${level.streams} stream${level.streams > 1 ? "s" : ""}: p50 / p99 (worst stream's p99 ÷ its median)`,
+      `${f1(m.itl_p50_ms)} / ${f1(m.itl_p99_ms)} ms (${f2(m.worst_p99_over_p50)}×)`, "p99 ≤ 2× median", verdict(m.worst_p99_over_p50 <= 2),
+    ]);
+  }
+  return rows;
+}
+
+function loadRows(r: BenchResults): Row[] {
+  return (r.load ?? []).map((l) => {
+    const measured = `${f0(l.req_s)} req/s, p50 ${f2(l.p50_ms)} ms, p99 ${f2(l.p99_ms)} ms${l.non_2xx || l.errors ? `, ${l.non_2xx} non-2xx, ${l.errors} errors` : ""}`;
+    const judged = l.route === "GET /v1/models" && l.connections === 64;
+    return [
+      `\`${l.route}\`, authenticated, ${l.connections} connection${l.connections > 1 ? "s" : ""}`, measured,
+      judged ? "≥ 10,000 req/s, p99 < 5 ms" : "—",
+      judged ? verdict(l.req_s >= 10_000 && l.p99_ms < 5 && l.non_2xx === 0) : "info",
+    ];
+  });
+}
+
+/** KV cache the context allocates (f16 K and V, every layer, every sequence), for reading the RSS figures. */
+function kvCacheMb(r: BenchResults): number {
+  const s = MODEL_SHAPES.bench;
+  const cells = Number(r.server?.loaded.contextSize ?? 0) * Number(r.server?.loaded.sequences ?? 0);
+  return (cells * s.layers * (s.embd / s.heads) * s.kvHeads * 2 * 2) / 2 ** 20;
+}
+
+function otherRows(r: BenchResults): Row[] {
+  const rows: Row[] = [];
+  if (r.count100k) {
+    rows.push([`Count a ${f0(r.count100k.prompt_tokens)}-token prompt (\`/v1/tokens/count\`, tiny model)`, `${f0(r.count100k.median_ms)} ms`, "< 300 ms", verdict(r.count100k.median_ms < 300)]);
+  }
+  if (r.rss.idle_mb !== null) {
+    const limit = r.model.mb + 200;
+    const d = r.rss.idle_detail;
+    const split = d ? `: ${f0(d.anon_mb)} anonymous, ${f0(d.file_mb)} file-backed` : "";
+    rows.push(["RSS at idle (after load, before traffic)", `${f0(r.rss.idle_mb)} MB${split} (model file ${f0(r.model.mb)} MB, KV cache ${f0(kvCacheMb(r))} MB)`,
+      `≤ model + 200 MB = ${f0(limit)} MB`, verdict(r.rss.idle_mb <= limit)]);
+  }
+  if (r.rss.under_load_max_mb !== null) rows.push(["RSS under load (max during 8 streams)", `${f0(r.rss.under_load_max_mb)} MB`, "—", "info"]);
+  return rows;
+}
+
+function machineLine(r: BenchResults): string {
+  const m = r.machine;
+  const threads = r.server?.loaded.threads ?? "?";
+  return [
+    `Measured ${m.date.slice(0, 16).replace("T", " ")} UTC on ${m.cpu}, ${m.cores} cores${m.avx512 ? " (AVX-512)" : ""}, ${m.ram_gb} GB RAM,`,
+    `${m.os}, no GPU; Node ${m.node}, node-llama-cpp ${m.node_llama_cpp}${m.commit ? `, commit ${m.commit}` : ""}.`,
+    `Bench model: ${r.model.mb} MiB Q8_0, llama-shaped (made by the project); engine threads ${String(threads)}` +
+      `${r.settings.threads === 0 ? " (the default)" : ""}, context ${String(r.server?.loaded.contextSize ?? "?")} × ${String(r.server?.loaded.sequences ?? "?")} sequences.`,
+    `${r.mode === "quick" ? "Quick run" : "Full run"}: median of ${r.settings.runs} run${r.settings.runs > 1 ? "s" : ""} per item, temperature 0.7; took ${Math.round(r.duration_s)} s.`,
+  ].join("\n");
+}
+
+/** The markdown report: the machine, then one row per measured item with its goal and pass/miss. */
+export function buildReport(r: BenchResults): string {
+  const threads = Number(r.server?.loaded.threads ?? r.settings.threads);
+  const rows: Row[] = [...singleRows(r, threads), ...concurrencyRows(r), ...loadRows(r), ...otherRows(r)];
+  const table = [
+    "| item | measured | goal | result |",
+    "| --- | --- | --- | --- |",
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ];
+  const notes = [
+    `llama.cpp figures are constants: ${LLAMA_CPP.source}.`,
+    "Decode tok/s = (completion tokens − 1) ÷ (last content chunk − first); time to first token from the request's start, as the client sees it.",
+    "Aggregate decode is judged on the window where every stream is decoding (batched-bench's S_TG), or on the whole decode span when a run had no such window; \"end to end\" includes prefill and queueing.",
+    "autocannon runs in the harness's own process, on the same cores as the server.",
+    "Counting runs on a second server with the tiny made model (110,000-token context): counting costs the tokenizer and template, not the weights.",
+  ];
+  const warnings = r.server?.warnings ?? [];
+  if (warnings.length) notes.push(`Server warnings: ${[...new Set(warnings)].slice(0, 5).join("; ")}.`);
+  return [machineLine(r), "", ...table, "", ...notes.map((n) => `- ${n}`)].join("\n");
+}
+
+/** Writes the JSON (never the prompts' text) and, when asked, the table into README.md between the markers. */
+export function writeResults(r: BenchResults, report: string, opts: { outDir: string; readme: string | null; latest: boolean }): string[] {
+  const slim = {
+    ...r,
+    http: r.http && Object.fromEntries(Object.entries(r.http).map(([k, v]) => [k, { ...v, prompts: undefined }])),
+  };
+  const json = `${JSON.stringify(slim, null, 1)}\n`;
+  mkdirSync(opts.outDir, { recursive: true });
+  const stamp = r.machine.date.replace(/[:.]/g, "-");
+  const written = [join(opts.outDir, `${stamp}${r.mode === "quick" ? "-quick" : ""}.json`)];
+  if (opts.latest) written.push(join(opts.outDir, "latest.json"));
+  for (const file of written) writeFileSync(file, json);
+  if (opts.readme) {
+    updateReadme(opts.readme, report);
+    written.push(opts.readme);
+  }
+  return written;
+}
+
+const START = "<!-- bench:start -->";
+const END = "<!-- bench:end -->";
+
+function updateReadme(path: string, report: string): void {
+  let text = readFileSync(path, "utf8");
+  if (!text.includes(START)) {
+    const section =
+      "## Performance\n\n" +
+      "`npm run bench` makes the bench model if needed (`data/bench/`), starts the real server and measures decode speed\n" +
+      "and time to first token over HTTP/SSE and in-process, concurrent streams, prefix reuse, API throughput (autocannon)\n" +
+      "and memory; it prints this table and writes JSON to `bench/results/`. A full run takes a few minutes;\n" +
+      "`npm run bench -- --quick` is a smoke check of about a minute (`npm run bench -- --help` for the options).\n" +
+      "The latest full run:\n\n" +
+      `${START}\n${END}\n\n`;
+    const at = text.indexOf("## Layout");
+    text = at === -1 ? `${text.trimEnd()}\n\n${section}` : text.slice(0, at) + section + text.slice(at);
+  }
+  const a = text.indexOf(START) + START.length;
+  const b = text.indexOf(END);
+  writeFileSync(path, `${text.slice(0, a)}\n${report}\n${text.slice(b)}`);
+}
