@@ -51,11 +51,16 @@ export class KeyChain implements KeyVerifier {
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
+/** The token of an `Authorization: Bearer <token>` header, or null when there is none. */
+export function bearerToken(header: string | undefined): string | null {
+  return header === undefined ? null : (BEARER.exec(header)?.[1] ?? null);
+}
+
 /** The key of an `Authorization: Bearer` header; throws the 401 bodies of decisions.md. */
 export function authenticate(header: string | undefined, verifier: KeyVerifier): Principal {
-  const match = header === undefined ? null : BEARER.exec(header);
-  if (!match) throw errors.missingKey();
-  const principal = verifier.verify(match[1]);
+  const key = bearerToken(header);
+  if (key === null) throw errors.missingKey();
+  const principal = verifier.verify(key);
   if (!principal) throw errors.invalidKey();
   return principal;
 }

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { createKey, KeyRequestError, keyJson, usageJson, type KeyRequest } from "../../keys/admin-ops.js";
 import type { KeyStore } from "../../keys/store.js";
+import { bearerToken } from "../auth.js";
 import { ApiError, errors } from "../errors.js";
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
@@ -10,7 +11,7 @@ const digest = (s: string) => createHash("sha256").update(s).digest();
 export function adminGuard(token: string): (header: string | undefined) => void {
   const expected = digest(token);
   return (header) => {
-    const presented = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "")?.[1] ?? "";
+    const presented = bearerToken(header) ?? "";
     if (!timingSafeEqual(digest(presented), expected)) {
       throw new ApiError(401, "gateway_auth_error", "Invalid admin token");
     }
