@@ -1,5 +1,5 @@
 import { isUtf8 } from "node:buffer";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import sjson from "secure-json-parse";
 import { base62 } from "../api/responses.js";
 import { RateLimiter } from "../keys/limiter.js";
@@ -85,6 +85,38 @@ function summary({ settled: _settled, ...c }: CompletionOutcome): CompletionSumm
   return { ...c, ttftMs: c.ttftMs === null ? null : Math.round(c.ttftMs * 10) / 10 };
 }
 
+/** Logs one line for a finished request (no key, prompt or completion) and gives its record to every observer. */
+function reportRequest(req: FastifyRequest, status: number, aborted: boolean, started: number, observers: readonly RequestObserver[]): void {
+  const c = req.completion;
+  const record: RequestRecord = {
+    requestId: req.id,
+    method: req.method,
+    route: req.routeOptions.url ?? null,
+    status,
+    durationMs: Math.round((performance.now() - started) * 10) / 10,
+    keyId: req.principal?.keyId ?? null,
+    aborted,
+    completion: c ? summary(c) : null,
+  };
+  const done = record.completion;
+  req.log.info(
+    {
+      method: record.method, path: record.route ?? "(unmatched)", status: record.status, ms: record.durationMs,
+      key: record.keyId ?? undefined,
+      ...(done ? { model: done.model, stream: done.stream, promptTokens: done.promptTokens, completionTokens: done.completionTokens, finish: done.finishReason, ttftMs: done.ttftMs === null ? null : Math.round(done.ttftMs) } : {}),
+      aborted: record.aborted,
+    },
+    "request",
+  );
+  for (const observe of observers) {
+    try {
+      observe(record);
+    } catch (err) {
+      req.log.error({ err }, "request observer failed");
+    }
+  }
+}
+
 /** Builds the HTTP application: parsing, auth, routes, and the one error handler. */
 export function buildApp(opts: AppOptions): FastifyInstance {
   const app = Fastify({
@@ -126,36 +158,13 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     if (lifecycle.closing) throw errors.shuttingDown();
     const started = performance.now();
     inFlight++;
-    reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => inFlight--));
     // One record per request, once the response is closed and any generation has ended: logged, then given
-    // to every observer (usage ledger, metrics).
+    // to every observer (usage ledger, metrics); only then is the request no longer in flight.
     reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => {
-      const c = req.completion;
-      const record: RequestRecord = {
-        requestId: req.id,
-        method: req.method,
-        route: req.routeOptions.url ?? null,
-        status: reply.raw.statusCode,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-        keyId: req.principal?.keyId ?? null,
-        aborted: !reply.raw.writableFinished,
-        completion: c ? summary(c) : null,
-      };
-      req.log.info(
-        {
-          method: record.method, path: record.route ?? "(unmatched)", status: record.status, ms: record.durationMs,
-          key: record.keyId ?? undefined,
-          ...(record.completion ? { model: record.completion.model, stream: record.completion.stream, promptTokens: record.completion.promptTokens, completionTokens: record.completion.completionTokens, finish: record.completion.finishReason, ttftMs: record.completion.ttftMs === null ? null : Math.round(record.completion.ttftMs) } : {}),
-          aborted: record.aborted,
-        },
-        "request",
-      );
-      for (const observe of opts.observers ?? []) {
-        try {
-          observe(record);
-        } catch (err) {
-          req.log.error({ err }, "request observer failed");
-        }
+      try {
+        reportRequest(req, reply.raw.statusCode, !reply.raw.writableFinished, started, opts.observers ?? []);
+      } finally {
+        inFlight--;
       }
     }));
     // A CORS preflight never carries Authorization (browsers send it without credentials), so with CORS on it
