@@ -166,11 +166,6 @@ export class KeyStore implements KeyVerifier {
                 COALESCE(SUM(completion_tokens), 0) AS completionTokens
          FROM usage WHERE key_id = ?`,
       ),
-      usageRows: this.db.prepare(
-        `SELECT request_id AS requestId, key_id AS keyId, model, prompt_tokens AS promptTokens,
-                completion_tokens AS completionTokens, status, finish_reason AS finishReason, ttft_ms AS ttftMs,
-                duration_ms AS durationMs, stream FROM usage ORDER BY id`,
-      ),
     };
   }
 
@@ -253,10 +248,6 @@ export class KeyStore implements KeyVerifier {
       Omit<UsageSummary, "totalTokens">
     >;
     return rows.map((r) => ({ ...r, keyId: keyId ?? r.keyId, totalTokens: r.promptTokens + r.completionTokens }));
-  }
-
-  usageRows(): UsageRow[] {
-    return (this.stmts.usageRows.all() as Array<Omit<UsageRow, "stream"> & { stream: number }>).map((r) => ({ ...r, stream: r.stream === 1 }));
   }
 
   close(): void {

@@ -55,7 +55,6 @@ export const errors = {
       "not_found",
       `The model '${id}' does not exist. Available models: ${available.map((m) => `'${m}'`).join(", ") || "none"}.`,
     ),
-  methodNotAllowed: () => new ApiError(404, "not_found", "Not found."),
   modelLoading: (id: string, retryAfter: number) =>
     new ApiError(503, "server_error", `The model '${id}' is loading. Retry shortly.`, null, { "retry-after": String(retryAfter) }),
   modelUnavailable: (id: string, retryAfter: number) =>
