@@ -1,4 +1,5 @@
-import type { PromptEncoder } from "../prompt/build.js";
+import type { ChatMessage } from "../api/chat-request.js";
+import type { PromptCounter, PromptEncoder } from "../prompt/build.js";
 
 /** llama.cpp's server defaults, which suit local models better than sampling the whole distribution. */
 export const SAMPLING_DEFAULTS = { topK: 40, topP: 0.95, minP: 0.05 } as const;
@@ -7,8 +8,12 @@ export const SAMPLING_DEFAULTS = { topK: 40, topP: 0.95, minP: 0.05 } as const;
 export type FinishReason = "stop" | "length" | "cancelled";
 
 export interface GenerateOptions {
-  /** Prompt tokens from the prompt builder. */
-  prompt: number[];
+  /** Prompt tokens from the prompt builder, for an engine that tokenizes here (a PromptEncoder); else null. */
+  prompt: number[] | null;
+  /** The conversation the prompt was built from (system prompt resolved, trimmed): what a remote model is sent. */
+  messages: readonly ChatMessage[];
+  /** The prompt's length in tokens, as counted by the engine's encoder or counter. */
+  promptTokens: number;
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -24,7 +29,13 @@ export interface GenerateOptions {
 /** Internal generation events; only the wire formatter knows the JSON and SSE shapes. */
 export type EngineEvent =
   | { type: "text"; text: string }
-  | { type: "done"; finishReason: FinishReason; completionTokens: number };
+  | {
+      type: "done";
+      finishReason: FinishReason;
+      completionTokens: number;
+      /** The prompt's length as the model itself reported it, when that may differ from the count beforehand. */
+      promptTokens?: number;
+    };
 
 export type EngineStatus = "loading" | "ready" | "failed";
 
@@ -47,7 +58,8 @@ export interface Engine {
   readonly status: EngineStatus;
   /** Tokens of context allocated per sequence (limits.context_size). */
   readonly contextSize: number;
-  readonly encoder: PromptEncoder;
+  /** Tokenizes prompts here (embedded models), or counts them where the model runs (upstream models). */
+  readonly encoder: PromptEncoder | PromptCounter;
   load(): Promise<void>;
   /** Sequences in use, requests waiting for one, and the pool's size (all 0 before loading). */
   stats(): EngineStats;

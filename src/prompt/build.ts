@@ -7,6 +7,14 @@ export interface PromptEncoder {
   encode(messages: readonly ChatMessage[]): number[];
 }
 
+/**
+ * Counts the tokens the templated conversation (ending with the assistant's turn) takes, where the model runs
+ * elsewhere and only the count is needed here (an upstream's tokenize endpoint, or a local vocabulary file).
+ */
+export interface PromptCounter {
+  count(messages: readonly ChatMessage[]): Promise<number>;
+}
+
 export type SystemPromptSource = "request" | "shape" | "default" | "none";
 
 export interface PromptRequest {
@@ -17,8 +25,11 @@ export interface PromptRequest {
   maxTokens: number | null;
 }
 
-export interface BuiltPrompt {
-  tokens: number[];
+export interface CountedPrompt {
+  /** The prompt's length in tokens. */
+  promptTokens: number;
+  /** The conversation as sent to the model: the resolved system prompt, then the messages kept after trimming. */
+  messages: ChatMessage[];
   /** How many of the request's own messages remain in the prompt after trimming. */
   keptMessages: number;
   systemPromptSource: SystemPromptSource;
@@ -26,6 +37,10 @@ export interface BuiltPrompt {
   shape: ShapeConfig | null;
   /** The most tokens the completion may generate. */
   maxOutputTokens: number;
+}
+
+export interface BuiltPrompt extends CountedPrompt {
+  tokens: number[];
 }
 
 /**
@@ -44,6 +59,43 @@ export function outputReserve(model: ModelConfig, contextSize: number, requested
  * {@link outputReserve}. The system prompt and the last user message (and what follows it) are never dropped.
  */
 export function buildPrompt(model: ModelConfig, contextSize: number, encoder: PromptEncoder, req: PromptRequest): BuiltPrompt {
+  const plan = planPrompt<number[]>(model, contextSize, req, (t) => t.length);
+  let step = plan.next();
+  while (!step.done) step = plan.next(encoder.encode(step.value));
+  const { encoded, ...built } = step.value;
+  return { ...built, tokens: encoded };
+}
+
+/** {@link buildPrompt} for a model whose tokens are counted elsewhere: the same rules, one count per step. */
+export async function countPrompt(model: ModelConfig, contextSize: number, counter: PromptCounter, req: PromptRequest): Promise<CountedPrompt> {
+  const plan = planPrompt<number>(model, contextSize, req, (n) => n);
+  let step = plan.next();
+  while (!step.done) step = plan.next(await counter.count(step.value));
+  const { encoded: _count, ...built } = step.value;
+  return built;
+}
+
+/** The prompt for an engine, whichever way it measures prompts: tokens when it tokenizes here, else null. */
+export async function preparePrompt(
+  model: ModelConfig,
+  contextSize: number,
+  encoder: PromptEncoder | PromptCounter,
+  req: PromptRequest,
+): Promise<CountedPrompt & { tokens: number[] | null }> {
+  if ("encode" in encoder) return buildPrompt(model, contextSize, encoder, req);
+  return { ...(await countPrompt(model, contextSize, encoder, req)), tokens: null };
+}
+
+/**
+ * The rules, written once for both builders: yields each message list to encode and takes back its
+ * encoding (`length` tells its size in tokens), returning the prompt that fits.
+ */
+function* planPrompt<E>(
+  model: ModelConfig,
+  contextSize: number,
+  req: PromptRequest,
+  length: (encoded: E) => number,
+): Generator<ChatMessage[], CountedPrompt & { encoded: E }, E> {
   const shapeId = req.shape ?? model.default_shape;
   let shape: ShapeConfig | null = null;
   if (shapeId !== null) {
@@ -91,18 +143,20 @@ export function buildPrompt(model: ModelConfig, contextSize: number, encoder: Pr
   const droppable: number[] = [];
   req.messages.forEach((m, i) => { if (i < lastUser && m.role !== "system") droppable.push(i); });
 
-  const encodeDropping = (k: number): number[] => {
+  const keeping = (k: number): ChatMessage[] => {
     const dropped = new Set(droppable.slice(0, k));
-    return encoder.encode([...preamble, ...req.messages.filter((_, i) => !dropped.has(i))]);
+    return [...preamble, ...req.messages.filter((_, i) => !dropped.has(i))];
   };
 
   let dropped = 0;
-  let tokens = encodeDropping(0);
-  if (tokens.length > budget) {
-    const minimal = encodeDropping(droppable.length);
-    if (minimal.length > budget) {
+  let messages = keeping(0);
+  let encoded = yield messages;
+  if (length(encoded) > budget) {
+    const minimalMessages = keeping(droppable.length);
+    const minimal = yield minimalMessages;
+    if (length(minimal) > budget) {
       throw errors.invalidRequest(
-        `The prompt needs ${minimal.length} tokens even after trimming older messages, but at most ${budget} fit ` +
+        `The prompt needs ${length(minimal)} tokens even after trimming older messages, but at most ${budget} fit ` +
           `(input limit ${model.max_input_tokens}, context ${contextSize}, ${reserve} reserved for the answer).`,
         "messages",
       );
@@ -110,22 +164,25 @@ export function buildPrompt(model: ModelConfig, contextSize: number, encoder: Pr
     // Fewest messages dropped that fit: dropping more never makes the prompt longer.
     let lo = 1;
     let hi = droppable.length;
-    tokens = minimal;
-    dropped = droppable.length;
+    [messages, encoded, dropped] = [minimalMessages, minimal, droppable.length];
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      const t = encodeDropping(mid);
-      if (t.length <= budget) { hi = mid; tokens = t; dropped = mid; } else lo = mid + 1;
+      const m = keeping(mid);
+      const e = yield m;
+      if (length(e) <= budget) { hi = mid; [messages, encoded, dropped] = [m, e, mid]; } else lo = mid + 1;
     }
-    if (dropped !== lo) { tokens = encodeDropping(lo); dropped = lo; }
+    if (dropped !== lo) { messages = keeping(lo); encoded = yield messages; dropped = lo; }
   }
 
+  const promptTokens = length(encoded);
   return {
-    tokens,
+    encoded,
+    promptTokens,
+    messages,
     keptMessages: req.messages.length - dropped,
     systemPromptSource,
     shapeId,
     shape,
-    maxOutputTokens: requested ?? Math.min(model.max_output_tokens, contextSize - tokens.length),
+    maxOutputTokens: requested ?? Math.min(model.max_output_tokens, contextSize - promptTokens),
   };
 }

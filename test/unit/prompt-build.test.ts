@@ -1,9 +1,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
-import { buildPrompt, outputReserve, type PromptEncoder, type PromptRequest } from "../../src/prompt/build.js";
+import { buildPrompt, countPrompt, outputReserve, preparePrompt, type PromptCounter, type PromptEncoder, type PromptRequest } from "../../src/prompt/build.js";
 import { ApiError } from "../../src/server/errors.js";
 
 /**
@@ -59,6 +60,14 @@ const req = (messages: ChatMessage[], over: Partial<PromptRequest> = {}): Prompt
 const user = (content: string): ChatMessage => ({ role: "user", content });
 const assistant = (content: string): ChatMessage => ({ role: "assistant", content });
 const system = (content: string): ChatMessage => ({ role: "system", content });
+/** u0 a0 u1 a1 … u(n-1) a(n-1) then the final user message; each message has `w` words. */
+function turns(n: number, w = 2): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  const text = (tag: string) => Array.from({ length: w }, (_, i) => `${tag}w${i}`).join(" ");
+  for (let i = 0; i < n; i++) out.push(user(text(`u${i}`)), assistant(text(`a${i}`)));
+  out.push(user(text("last")));
+  return out;
+}
 
 function assertApiError(fn: () => unknown, status: number, param: string | null, check?: (e: ApiError) => void): void {
   assert.throws(fn, (err: unknown) => {
@@ -311,14 +320,6 @@ describe("buildPrompt: the budget, at its exact boundary", () => {
 
 describe("buildPrompt: trimming", () => {
   const base = model({ system_prompt: null });
-  /** u0 a0 u1 a1 … u(n-1) a(n-1) then the final user message; each message has `w` words. */
-  function turns(n: number, w = 2): ChatMessage[] {
-    const out: ChatMessage[] = [];
-    const text = (tag: string) => Array.from({ length: w }, (_, i) => `${tag}w${i}`).join(" ");
-    for (let i = 0; i < n; i++) out.push(user(text(`u${i}`)), assistant(text(`a${i}`)));
-    out.push(user(text("last")));
-    return out;
-  }
 
   test("drops the fewest oldest messages that make the prompt fit, for every budget", () => {
     const messages = turns(5); // 11 messages of 6 tokens each
@@ -436,5 +437,62 @@ describe("buildPrompt: trimming", () => {
     const a = buildPrompt(m, 8192, new FakeEncoder(), req(messages, { shape: "concise" }));
     const b = buildPrompt(m, 8192, new FakeEncoder(), req(messages, { shape: "concise" }));
     assert.deepEqual(a, b);
+  });
+});
+
+describe("countPrompt: the same rules for a model counted elsewhere", () => {
+  const base = model({ system_prompt: "be brief", max_input_tokens: 10_000 });
+
+  /** Counts like FakeEncoder, asynchronously, and records the lists it was asked about. */
+  class FakeCounter implements PromptCounter {
+    readonly calls: ChatMessage[][] = [];
+    async count(messages: readonly ChatMessage[]): Promise<number> {
+      this.calls.push([...messages]);
+      await new Promise((r) => setImmediate(r));
+      return costOf(messages);
+    }
+  }
+
+  test("for every budget it keeps the same messages, with the same count, as buildPrompt", async () => {
+    const messages = turns(5);
+    for (let budget = costOf(messages.slice(-1)) + PER_MESSAGE + 2; budget <= costOf(messages) + 10; budget++) {
+      const m = { ...base, max_input_tokens: budget };
+      const built = buildPrompt(m, 8192, new FakeEncoder(), req(messages));
+      const counted = await countPrompt(m, 8192, new FakeCounter(), req(messages));
+      assert.equal(counted.promptTokens, built.tokens.length, `budget ${budget}`);
+      assert.equal(counted.keptMessages, built.keptMessages, `budget ${budget}`);
+      assert.deepEqual(counted.messages, built.messages, `budget ${budget}`);
+      assert.equal(counted.maxOutputTokens, built.maxOutputTokens, `budget ${budget}`);
+      assert.equal("tokens" in counted, false);
+    }
+  });
+
+  test("messages is the conversation sent: the resolved system prompt first, then what was kept", async () => {
+    const messages = turns(3);
+    const counter = new FakeCounter();
+    const counted = await countPrompt({ ...base, max_input_tokens: costOf([system("be brief"), ...messages.slice(2)]) }, 8192, counter, req(messages));
+    assert.deepEqual(counted.messages, [system("be brief"), ...messages.slice(2)]);
+    assert.equal(counted.keptMessages, messages.length - 2);
+    assert.ok(counter.calls.some((c) => isDeepStrictEqual(c, counted.messages)), "the count given is of the list returned");
+  });
+
+  test("a prompt that cannot fit is the same 400, and a counter's failure is passed on", async () => {
+    const messages = [user("one two three four five six seven eight nine ten")];
+    await assert.rejects(countPrompt({ ...base, max_input_tokens: 5 }, 8192, new FakeCounter(), req(messages)), (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 400);
+      return true;
+    });
+    const failing: PromptCounter = { count: async () => { throw new Error("tokenizer unreachable"); } };
+    await assert.rejects(countPrompt(base, 8192, failing, req(messages)), /tokenizer unreachable/);
+  });
+
+  test("preparePrompt gives tokens for an encoder and null for a counter", async () => {
+    const messages = [user("hi there")];
+    const a = await preparePrompt(base, 8192, new FakeEncoder(), req(messages));
+    const b = await preparePrompt(base, 8192, new FakeCounter(), req(messages));
+    assert.equal(a.tokens?.length, a.promptTokens);
+    assert.equal(b.tokens, null);
+    assert.equal(b.promptTokens, a.promptTokens);
   });
 });

@@ -152,7 +152,7 @@ describe("sampling options reach the engine", () => {
     const { app, engine } = setup(t);
     const res = await chat(app, GOOD);
     const body = JSON.parse(res.body) as { usage: { prompt_tokens: number } };
-    assert.equal(engine.lastCall.prompt.length, body.usage.prompt_tokens);
+    assert.equal(engine.lastCall.prompt!.length, body.usage.prompt_tokens);
     assert.equal(body.usage.prompt_tokens, GOOD_PROMPT);
     assert.deepEqual(engine.encoder.calls.at(-1), [{ role: "system", content: TEST_MODEL.system_prompt }, ...USER_HELLO]);
     assert.deepEqual(engine.lastCall.prompt, engine.encoder.encode([{ role: "system", content: TEST_MODEL.system_prompt! }, { role: "user", content: "Hello world" }]));

@@ -110,7 +110,7 @@ describe("the count equals the completion's prompt_tokens for the same body", ()
       const json = await chat(app, b);
       assert.equal(json.statusCode, 200, json.body);
       assert.equal((JSON.parse(json.body) as { usage: { prompt_tokens: number } }).usage.prompt_tokens, c.usage.prompt_tokens);
-      assert.equal(engine.lastCall.prompt.length, c.usage.prompt_tokens);
+      assert.equal(engine.lastCall.prompt!.length, c.usage.prompt_tokens);
       const sse = await chat(app, { ...b, stream: true });
       const usage = sseData(sse.payload).find((ch) => ch.usage)?.usage;
       assert.equal(usage?.prompt_tokens, c.usage.prompt_tokens);

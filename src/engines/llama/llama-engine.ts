@@ -134,6 +134,7 @@ export class LlamaEngine implements Engine {
 
   /** Admits the request at once (or throws a 503 when the queue is full); the wait happens while iterating. */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
+    if (!opts.prompt) throw new Error("the embedded engine needs prompt tokens"); // a caller's bug, never a client's
     const prompt = opts.prompt as Token[];
     const lease = this.pool!.acquire(opts.signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
     return this.run(lease, prompt, opts);

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { checkUnsupported, ChatBodySchema, parseMessages, parseSampling, type ChatBody } from "../../api/chat-request.js";
 import { ChunkWriter, completionId, completionObject, usage, type WireFinishReason } from "../../api/responses.js";
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../engines/engine.js";
-import { buildPrompt } from "../../prompt/build.js";
+import { preparePrompt } from "../../prompt/build.js";
 import { ApiError, errors } from "../errors.js";
 import type { RateLimiter } from "../../keys/limiter.js";
 import type { ModelRegistry } from "../registry.js";
@@ -53,7 +53,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     checkUnsupported(body as Record<string, unknown>);
     const { config, engine } = opts.registry.ready(body.model, req.principal);
     const sampling = parseSampling(body);
-    const built = buildPrompt(config, engine.contextSize, engine.encoder, {
+    const built = await preparePrompt(config, engine.contextSize, engine.encoder, {
       messages: parseMessages(body.messages),
       shape: body.shape ?? null,
       maxTokens: sampling.maxTokens,
@@ -61,7 +61,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
     let settle!: () => void;
     const outcome: CompletionOutcome = {
-      model: config.id, stream, promptTokens: built.tokens.length, completionTokens: 0, finishReason: null, ttftMs: null,
+      model: config.id, stream, promptTokens: built.promptTokens, completionTokens: 0, finishReason: null, ttftMs: null,
       settled: new Promise<void>((resolve) => (settle = resolve)),
     };
 
@@ -76,6 +76,8 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
 
     const genOpts: GenerateOptions = {
       prompt: built.tokens,
+      messages: built.messages,
+      promptTokens: built.promptTokens,
       maxTokens: built.maxOutputTokens,
       temperature: sampling.temperature ?? built.shape?.temperature ?? config.temperature,
       topP: sampling.topP ?? built.shape?.top_p ?? SAMPLING_DEFAULTS.topP,
@@ -88,7 +90,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     };
     const started = performance.now();
     // Admission: the key's limits first (429), then the engine's queue (503); both before any header.
-    const admission = opts.limiter.admit(req.principal!, built.tokens.length + built.maxOutputTokens);
+    const admission = opts.limiter.admit(req.principal!, built.promptTokens + built.maxOutputTokens);
     reply.headers(admission.headers);
     let events: AsyncGenerator<EngineEvent>;
     try {
@@ -119,6 +121,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
 function track(outcome: CompletionOutcome, ev: EngineEvent, started: number): void {
   if (ev.type === "text" && outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
   if (ev.type === "done") {
+    if (ev.promptTokens !== undefined) outcome.promptTokens = ev.promptTokens;
     outcome.completionTokens = ev.completionTokens;
     outcome.finishReason = ev.finishReason;
   }

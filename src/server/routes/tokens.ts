@@ -1,21 +1,21 @@
 import type { FastifyInstance } from "fastify";
 import { ChatBodySchema, parseMessages, parseSampling, type ChatBody } from "../../api/chat-request.js";
 import { tokenCountObject } from "../../api/responses.js";
-import { buildPrompt } from "../../prompt/build.js";
+import { preparePrompt } from "../../prompt/build.js";
 import type { ModelRegistry } from "../registry.js";
 
 export function tokensRoute(app: FastifyInstance, registry: ModelRegistry): void {
   app.post<{ Body: ChatBody }>("/v1/tokens/count", { schema: { body: ChatBodySchema } }, async (req) => {
     const body = req.body;
     const { config, engine } = registry.ready(body.model, req.principal);
-    const built = buildPrompt(config, engine.contextSize, engine.encoder, {
+    const built = await preparePrompt(config, engine.contextSize, engine.encoder, {
       messages: parseMessages(body.messages),
       shape: body.shape ?? null,
       maxTokens: parseSampling(body).maxTokens,
     });
     return tokenCountObject({
       model: config.id,
-      promptTokens: built.tokens.length,
+      promptTokens: built.promptTokens,
       limits: {
         trimLimit: config.max_input_tokens,
         contextSize: engine.contextSize,
