@@ -1,0 +1,276 @@
+import { Pool, type Dispatcher } from "undici";
+
+export interface ReplicaConfig {
+  /** Base URL as configured, e.g. "http://10.0.0.5:8000/v1" or "http://host:8080" (an OpenAI base URL; a trailing "/v1" is allowed and kept as the path prefix). */
+  url: string;
+  apiKey: string | null;
+}
+
+export interface ReplicaPoolOptions {
+  /** Path probed by the active health check, relative to the origin, e.g. "/health" or "/v1/models". A 2xx answer is healthy. */
+  healthPath: string;
+  healthIntervalMs: number;
+  /** Whole-probe deadline: connect, headers and body. */
+  healthTimeoutMs: number;
+  /** Consecutive request failures (5xx answers, timeouts) before passive ejection. A connection error ejects at once. */
+  failuresToEject: number;
+  /** Consecutive successful probes needed to re-admit an ejected replica. */
+  probesToReadmit: number;
+  connectTimeoutMs: number;
+  log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
+}
+
+export type ReplicaState = "healthy" | "ejected";
+
+/** Outcome of a request for passive health: see ReplicaPool.report. */
+export type ReplicaOutcome = "ok" | "connect" | "server";
+
+/** One OpenAI-compatible server with its own connection pool. */
+export class Replica {
+  /** The configured URL, minus any user:password, so it is safe in logs. */
+  readonly url: string;
+  /** Origin and base path without credentials: a metrics label. */
+  readonly label: string;
+  readonly apiKey: string | null;
+  readonly dispatcher: Dispatcher;
+  /**
+   * Replicas start healthy: a configured replica gets traffic at once rather than waiting for its first probe,
+   * and a replica that is in fact down is ejected by that probe or by the first request that cannot connect.
+   */
+  state: ReplicaState = "healthy";
+  outstanding = 0;
+  readonly counters = { requests: 0, failures: 0, ejections: 0 };
+  /** The base URL's path without trailing slashes: "/v1", or "" for a bare origin. */
+  private readonly basePath: string;
+
+  constructor(config: ReplicaConfig, connectTimeoutMs: number) {
+    let u: URL;
+    try {
+      u = new URL(config.url);
+    } catch {
+      // The text itself is not echoed: it may hold credentials.
+      throw new Error("upstream replica URL is not a valid URL");
+    }
+    const hadCredentials = u.username !== "" || u.password !== "";
+    u.username = "";
+    u.password = "";
+    if (u.protocol !== "http:" && u.protocol !== "https:") {
+      throw new Error(`upstream replica URL must be http or https: ${u.href}`);
+    }
+    this.url = hadCredentials ? u.href : config.url;
+    this.basePath = u.pathname.replace(/\/+$/, "");
+    this.label = u.origin + this.basePath;
+    this.apiKey = config.apiKey;
+    this.dispatcher = new Pool(u.origin, {
+      // Requests hold a connection for a whole generation and the server batches them, so this is a ceiling on
+      // concurrency per replica rather than a tuning knob; 256 matches vLLM's default max_num_seqs.
+      connections: 256,
+      // No pipelining: a request queued behind a long generation on the same socket would wait for all of it.
+      pipelining: 1,
+      // Idle sockets are reused, and closed before the server's own idle timeout (5 s for uvicorn, Node and
+      // cpp-httplib) so that a request is not written to a socket the server is closing, which would read as a
+      // connection error and eject a healthy replica. Keep-Alive hints from the server take precedence.
+      keepAliveTimeout: 4_000,
+      connect: { timeout: connectTimeoutMs },
+      // headersTimeout/bodyTimeout stay at undici's defaults (300 s); the engine passes its own per request.
+    });
+  }
+
+  /** Full path for a path relative to the OpenAI base: with base "/v1", "/chat/completions" → "/v1/chat/completions". */
+  path(apiPath: string): string {
+    return this.basePath + leadingSlash(apiPath);
+  }
+
+  /** Path relative to the origin, ignoring the base path (for /health, /tokenize and other non-/v1 endpoints). */
+  originPath(path: string): string {
+    return leadingSlash(path);
+  }
+
+  headers(): Record<string, string> {
+    const h: Record<string, string> = { "content-type": "application/json" };
+    if (this.apiKey !== null) h.authorization = `Bearer ${this.apiKey}`;
+    return h;
+  }
+}
+
+function leadingSlash(p: string): string {
+  return p.startsWith("/") ? p : `/${p}`;
+}
+
+/** Health bookkeeping the pool keeps for each replica. */
+interface Health {
+  /** Consecutive "server" outcomes while healthy. */
+  failures: number;
+  /** Consecutive successful probes while ejected. */
+  probeSuccesses: number;
+  /** Bumped on every ejection, so a probe that started before one does not count toward re-admission. */
+  epoch: number;
+  timer: NodeJS.Timeout | null;
+}
+
+export class ReplicaPool {
+  readonly replicas: readonly Replica[];
+  private readonly health = new Map<Replica, Health>();
+  private readonly opts: ReplicaPoolOptions;
+  /** Where the next tie-breaking scan starts, so equally loaded replicas take turns. */
+  private cursor = 0;
+  private started = false;
+  private closed = false;
+  private firstRound: Promise<void>;
+  private firstRoundDone!: () => void;
+
+  constructor(configs: ReplicaConfig[], opts: ReplicaPoolOptions) {
+    if (configs.length === 0) throw new Error("an upstream model needs at least one replica");
+    this.opts = {
+      ...opts,
+      failuresToEject: Math.max(1, opts.failuresToEject),
+      probesToReadmit: Math.max(1, opts.probesToReadmit),
+    };
+    this.replicas = configs.map((c) => new Replica(c, opts.connectTimeoutMs));
+    for (const r of this.replicas) this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, timer: null });
+    this.firstRound = new Promise((resolve) => (this.firstRoundDone = resolve));
+  }
+
+  start(): void {
+    if (this.started || this.closed) return;
+    this.started = true;
+    let pending = this.replicas.length;
+    for (const r of this.replicas) {
+      void this.probeLoop(r, () => {
+        if (--pending === 0) this.firstRoundDone();
+      });
+    }
+  }
+
+  pick(exclude?: ReadonlySet<Replica>): Replica | null {
+    const n = this.replicas.length;
+    let best: Replica | null = null;
+    let bestIndex = 0;
+    for (let k = 0; k < n; k++) {
+      const i = (this.cursor + k) % n;
+      const r = this.replicas[i];
+      if (r.state !== "healthy" || exclude?.has(r)) continue;
+      if (best === null || r.outstanding < best.outstanding) {
+        best = r;
+        bestIndex = i;
+      }
+    }
+    if (best !== null) this.cursor = (bestIndex + 1) % n;
+    return best;
+  }
+
+  begin(r: Replica): () => void {
+    r.outstanding++;
+    r.counters.requests++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      r.outstanding--;
+    };
+  }
+
+  /**
+   * Passive health. "ok" (including 4xx answers) clears the failure streak; "connect" ejects at once; "server"
+   * ejects after failuresToEject in a row. Outcomes of requests still in flight on an ejected replica are counted
+   * but change nothing: only probes re-admit.
+   */
+  report(r: Replica, kind: ReplicaOutcome): void {
+    const h = this.healthOf(r);
+    if (kind === "ok") {
+      h.failures = 0;
+      return;
+    }
+    r.counters.failures++;
+    if (r.state !== "healthy") return;
+    if (kind === "connect") {
+      this.eject(r, "connection error");
+    } else if (++h.failures >= this.opts.failuresToEject) {
+      this.eject(r, `${h.failures} consecutive server errors`);
+    }
+  }
+
+  get anyHealthy(): boolean {
+    return this.replicas.some((r) => r.state === "healthy");
+  }
+
+  firstProbes(): Promise<void> {
+    return this.firstRound;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const h of this.health.values()) {
+      if (h.timer) clearTimeout(h.timer);
+      h.timer = null;
+    }
+    this.firstRoundDone();
+    await Promise.all(this.replicas.map((r) => r.dispatcher.destroy().catch(() => {})));
+  }
+
+  private healthOf(r: Replica): Health {
+    const h = this.health.get(r);
+    if (!h) throw new Error(`replica ${r.label} is not in this pool`);
+    return h;
+  }
+
+  private eject(r: Replica, reason: string): void {
+    const h = this.healthOf(r);
+    r.state = "ejected";
+    r.counters.ejections++;
+    h.failures = 0;
+    h.probeSuccesses = 0;
+    h.epoch++;
+    this.opts.log.warn({ replica: r.label, reason }, "replica ejected");
+  }
+
+  /** Probes, then schedules the next probe an interval after this one ends, so probes never overlap. */
+  private async probeLoop(r: Replica, onFirst?: () => void): Promise<void> {
+    const h = this.healthOf(r);
+    const epoch = h.epoch;
+    const failure = await this.probe(r);
+    if (this.closed) return;
+    if (h.epoch === epoch) this.onProbe(r, h, failure);
+    onFirst?.();
+    h.timer = setTimeout(() => void this.probeLoop(r), this.opts.healthIntervalMs);
+    h.timer.unref();
+  }
+
+  private onProbe(r: Replica, h: Health, failure: string | null): void {
+    if (r.state === "healthy") {
+      if (failure !== null) this.eject(r, `health probe failed: ${failure}`);
+      return;
+    }
+    if (failure !== null) {
+      h.probeSuccesses = 0;
+    } else if (++h.probeSuccesses >= this.opts.probesToReadmit) {
+      r.state = "healthy";
+      h.failures = 0;
+      h.probeSuccesses = 0;
+      this.opts.log.info({ replica: r.label }, "replica re-admitted");
+    }
+  }
+
+  /** One GET of the health path: null when it answered 2xx, otherwise a short reason without secrets. */
+  private async probe(r: Replica): Promise<string | null> {
+    const timeout = this.opts.healthTimeoutMs;
+    try {
+      const { statusCode, body } = await r.dispatcher.request({
+        method: "GET",
+        path: r.originPath(this.opts.healthPath),
+        headers: r.headers(),
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        signal: AbortSignal.timeout(timeout),
+      });
+      // Reading the body to its end lets the connection go back to the pool.
+      await body.dump();
+      return statusCode >= 200 && statusCode < 300 ? null : `HTTP ${statusCode}`;
+    } catch (err) {
+      // An error's code or name (ECONNREFUSED, UND_ERR_CONNECT_TIMEOUT, TimeoutError…): never headers or keys.
+      const e = err as { code?: unknown; name?: unknown };
+      return typeof e.code === "string" ? e.code : typeof e.name === "string" ? e.name : "error";
+    }
+  }
+}

@@ -1,0 +1,359 @@
+import assert from "node:assert/strict";
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, test, type TestContext } from "node:test";
+import { Replica, ReplicaPool, type ReplicaConfig, type ReplicaPoolOptions } from "../../src/engines/upstream/replicas.js";
+
+interface LogLine {
+  level: "warn" | "info";
+  obj: object;
+  msg: string;
+}
+
+/** A fake upstream: answers `status` to everything and records the headers of each request. */
+interface FakeReplica {
+  url: string;
+  port: number;
+  status: number;
+  seen: IncomingHttpHeaders[];
+  paths: string[];
+  /** When set, requests to this path get no answer. */
+  hangPath: string | null;
+  /** TCP connections accepted. */
+  connections: number;
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+async function listen(server: Server, port: number): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+async function fakeReplica(t: TestContext, basePath = "/v1"): Promise<FakeReplica> {
+  let server: Server;
+  const fake: FakeReplica = {
+    url: "",
+    port: 0,
+    status: 200,
+    seen: [],
+    paths: [],
+    hangPath: null,
+    connections: 0,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    async restart() {
+      server = make();
+      await listen(server, fake.port);
+    },
+  };
+  const make = () =>
+    createServer((req, res) => {
+      if (req.url === fake.hangPath) return;
+      fake.seen.push(req.headers);
+      fake.paths.push(req.url ?? "");
+      res.writeHead(fake.status, { "content-type": "application/json" });
+      res.end(JSON.stringify({ object: "list", data: [] }));
+    }).on("connection", () => fake.connections++);
+  server = make();
+  fake.port = await listen(server, 0);
+  fake.url = `http://127.0.0.1:${fake.port}${basePath}`;
+  t.after(() => (server.listening ? fake.stop() : undefined));
+  return fake;
+}
+
+function options(overrides: Partial<ReplicaPoolOptions> = {}): ReplicaPoolOptions & { lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  return {
+    healthPath: "/v1/models",
+    healthIntervalMs: 50,
+    healthTimeoutMs: 500,
+    failuresToEject: 3,
+    probesToReadmit: 2,
+    connectTimeoutMs: 500,
+    log: {
+      warn: (obj, msg) => lines.push({ level: "warn", obj, msg }),
+      info: (obj, msg) => lines.push({ level: "info", obj, msg }),
+    },
+    lines,
+    ...overrides,
+  };
+}
+
+/** A pool whose replicas are never contacted (no start()), for selection and bookkeeping tests. */
+function offlinePool(t: TestContext, n: number, overrides: Partial<ReplicaPoolOptions> = {}) {
+  const configs: ReplicaConfig[] = Array.from({ length: n }, (_, i) => ({ url: `http://127.0.0.1:${9000 + i}/v1`, apiKey: null }));
+  const opts = options(overrides);
+  const pool = new ReplicaPool(configs, opts);
+  t.after(() => pool.close());
+  return { pool, lines: opts.lines };
+}
+
+async function until(what: string, cond: () => boolean, ms = 3_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe("Replica", () => {
+  test("path() prefixes the base path, originPath() ignores it, with or without trailing slashes", () => {
+    const cases: [string, string][] = [
+      ["http://h:8000/v1", "/v1/chat/completions"],
+      ["http://h:8000/v1/", "/v1/chat/completions"],
+      ["http://h:8000/v1//", "/v1/chat/completions"],
+      ["http://h:8000", "/chat/completions"],
+      ["http://h:8000/", "/chat/completions"],
+      ["https://h/openai/v1", "/openai/v1/chat/completions"],
+    ];
+    for (const [url, full] of cases) {
+      const r = new Replica({ url, apiKey: null }, 1000);
+      assert.equal(r.path("/chat/completions"), full, url);
+      assert.equal(r.path("chat/completions"), full, `${url} without a leading slash`);
+      assert.equal(r.originPath("/tokenize"), "/tokenize", url);
+      assert.equal(r.originPath("health"), "/health", url);
+      void r.dispatcher.destroy();
+    }
+  });
+
+  test("label is origin and base path; neither label nor url carries credentials", () => {
+    const r = new Replica({ url: "http://user:s3cret@10.0.0.5:8000/v1/", apiKey: "sk-key" }, 1000);
+    assert.equal(r.label, "http://10.0.0.5:8000/v1");
+    assert.ok(!r.url.includes("s3cret") && !r.url.includes("user"), r.url);
+    assert.ok(!r.label.includes("sk-key") && !r.url.includes("sk-key"));
+    const plain = new Replica({ url: "http://host:8080", apiKey: null }, 1000);
+    assert.equal(plain.label, "http://host:8080");
+    assert.equal(plain.url, "http://host:8080", "kept as configured");
+    void r.dispatcher.destroy();
+    void plain.dispatcher.destroy();
+  });
+
+  test("headers carry the bearer key only when there is one", () => {
+    const keyed = new Replica({ url: "http://h:1/v1", apiKey: "sk-a" }, 1000);
+    const open = new Replica({ url: "http://h:1/v1", apiKey: null }, 1000);
+    assert.deepEqual(keyed.headers(), { "content-type": "application/json", authorization: "Bearer sk-a" });
+    assert.deepEqual(open.headers(), { "content-type": "application/json" });
+    void keyed.dispatcher.destroy();
+    void open.dispatcher.destroy();
+  });
+
+  test("a bad URL is refused without echoing it", () => {
+    assert.throws(() => new Replica({ url: "not a url sk-secret", apiKey: null }, 1000), (err: Error) => !err.message.includes("sk-secret"));
+    assert.throws(() => new Replica({ url: "ftp://u:pw@h/v1", apiKey: null }, 1000), (err: Error) => !err.message.includes("pw"));
+  });
+});
+
+describe("ReplicaPool selection", () => {
+  test("equally loaded replicas share requests round-robin", (t) => {
+    const { pool } = offlinePool(t, 3);
+    const counts = new Map<Replica, number>();
+    for (let i = 0; i < 300; i++) {
+      const r = pool.pick();
+      assert.ok(r);
+      const release = pool.begin(r);
+      counts.set(r, (counts.get(r) ?? 0) + 1);
+      release();
+    }
+    assert.deepEqual([...counts.values()], [100, 100, 100]);
+    assert.deepEqual(
+      pool.replicas.map((r) => r.counters.requests),
+      [100, 100, 100],
+    );
+  });
+
+  test("the least loaded replica is picked, and concurrent picks spread", (t) => {
+    const { pool } = offlinePool(t, 3);
+    const [a, b, c] = pool.replicas;
+    const held = [pool.begin(a), pool.begin(a)];
+    for (let i = 0; i < 20; i++) {
+      const r = pool.pick();
+      assert.ok(r === b || r === c, "the busy replica is passed over");
+    }
+    // Holding every pick: the load stays within one request across replicas.
+    const holds: (() => void)[] = [];
+    for (let i = 0; i < 10; i++) holds.push(pool.begin(pool.pick()!));
+    assert.deepEqual(
+      pool.replicas.map((r) => r.outstanding),
+      [4, 4, 4],
+    );
+    for (const release of [...held, ...holds]) release();
+    assert.deepEqual(
+      pool.replicas.map((r) => r.outstanding),
+      [0, 0, 0],
+    );
+  });
+
+  test("release is idempotent", (t) => {
+    const { pool } = offlinePool(t, 1);
+    const r = pool.replicas[0];
+    const release = pool.begin(r);
+    release();
+    release();
+    assert.equal(r.outstanding, 0);
+    assert.equal(r.counters.requests, 1);
+  });
+
+  test("exclude skips replicas; null when nothing is left", (t) => {
+    const { pool } = offlinePool(t, 2);
+    const [a, b] = pool.replicas;
+    for (let i = 0; i < 5; i++) assert.equal(pool.pick(new Set([a])), b);
+    assert.equal(pool.pick(new Set([a, b])), null);
+  });
+});
+
+describe("ReplicaPool passive health", () => {
+  test("a connection error ejects at once; ejected replicas get no traffic", (t) => {
+    const { pool, lines } = offlinePool(t, 2);
+    const [a, b] = pool.replicas;
+    pool.report(a, "connect");
+    assert.equal(a.state, "ejected");
+    assert.equal(a.counters.ejections, 1);
+    for (let i = 0; i < 5; i++) assert.equal(pool.pick(), b);
+    assert.ok(pool.anyHealthy);
+    pool.report(b, "connect");
+    assert.equal(pool.pick(), null);
+    assert.equal(pool.anyHealthy, false);
+    const warns = lines.filter((l) => l.level === "warn");
+    assert.deepEqual(
+      warns.map((l) => l.msg),
+      ["replica ejected", "replica ejected"],
+    );
+    assert.deepEqual(warns[0].obj, { replica: a.label, reason: "connection error" });
+  });
+
+  test("server errors eject after failuresToEject in a row; an ok answer resets the streak", (t) => {
+    const { pool } = offlinePool(t, 1, { failuresToEject: 3 });
+    const r = pool.replicas[0];
+    pool.report(r, "server");
+    pool.report(r, "server");
+    pool.report(r, "ok");
+    pool.report(r, "server");
+    pool.report(r, "server");
+    assert.equal(r.state, "healthy");
+    pool.report(r, "server");
+    assert.equal(r.state, "ejected");
+    assert.equal(r.counters.failures, 5);
+    assert.equal(r.counters.ejections, 1);
+    pool.report(r, "ok");
+    assert.equal(r.state, "ejected", "only probes re-admit");
+  });
+});
+
+describe("ReplicaPool active health", () => {
+  test("a probe ejects a replica whose server is gone, and re-admits it once the server is back", async (t) => {
+    const up = await fakeReplica(t);
+    const down = await fakeReplica(t);
+    const opts = options({ probesToReadmit: 2 });
+    const pool = new ReplicaPool(
+      [
+        { url: up.url, apiKey: null },
+        { url: down.url, apiKey: null },
+      ],
+      opts,
+    );
+    t.after(() => pool.close());
+    const [a, b] = pool.replicas;
+    pool.start();
+    await pool.firstProbes();
+    assert.equal(a.state, "healthy");
+    assert.equal(b.state, "healthy");
+
+    await down.stop();
+    await until("the stopped replica is ejected", () => b.state === "ejected");
+    const ejected = opts.lines.find((l) => l.msg === "replica ejected");
+    assert.ok(ejected);
+    assert.equal((ejected.obj as { replica: string }).replica, b.label);
+    assert.match((ejected.obj as { reason: string }).reason, /health probe failed/);
+    assert.equal(a.state, "healthy");
+    assert.equal(pool.pick(), a);
+
+    await down.restart();
+    await until("the restarted replica is re-admitted", () => b.state === "healthy");
+    assert.ok(opts.lines.some((l) => l.level === "info" && l.msg === "replica re-admitted"));
+    assert.equal(b.counters.ejections, 1);
+  });
+
+  test("a non-2xx probe ejects; the first round resolves even when a replica is down", async (t) => {
+    const sick = await fakeReplica(t);
+    sick.status = 503;
+    const opts = options();
+    const pool = new ReplicaPool(
+      [
+        { url: sick.url, apiKey: null },
+        { url: "http://127.0.0.1:1/v1", apiKey: null },
+      ],
+      opts,
+    );
+    t.after(() => pool.close());
+    pool.start();
+    await pool.firstProbes();
+    assert.deepEqual(
+      pool.replicas.map((r) => r.state),
+      ["ejected", "ejected"],
+    );
+    assert.equal(pool.anyHealthy, false);
+    const reasons = opts.lines.map((l) => (l.obj as { reason: string }).reason);
+    assert.ok(reasons.includes("health probe failed: HTTP 503"), reasons.join(", "));
+  });
+
+  test("the probe GETs the health path with the replica's key, and no authorization without one", async (t) => {
+    const keyed = await fakeReplica(t);
+    const open = await fakeReplica(t, "");
+    const pool = new ReplicaPool(
+      [
+        { url: keyed.url, apiKey: "sk-upstream-1" },
+        { url: open.url, apiKey: null },
+      ],
+      options({ healthPath: "/health" }),
+    );
+    t.after(() => pool.close());
+    pool.start();
+    await pool.firstProbes();
+    assert.equal(keyed.seen[0].authorization, "Bearer sk-upstream-1");
+    assert.equal(open.seen[0].authorization, undefined);
+    assert.deepEqual([keyed.paths[0], open.paths[0]], ["/health", "/health"], "relative to the origin, not the base path");
+  });
+
+  test("probes and requests reuse one kept-alive connection", async (t) => {
+    const fake = await fakeReplica(t);
+    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ healthIntervalMs: 10 }));
+    t.after(() => pool.close());
+    const r = pool.replicas[0];
+    pool.start();
+    await until("several probes", () => fake.seen.length >= 5);
+    const res = await r.dispatcher.request({ method: "GET", path: r.path("/models"), headers: r.headers() });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(await res.body.json(), { object: "list", data: [] });
+    // Probes never overlap, so with this one request at most two were ever in flight at once.
+    assert.ok(fake.seen.length >= 6);
+    assert.ok(fake.connections <= 2, `${fake.connections} connections for ${fake.seen.length} requests`);
+  });
+
+  test("close() stops probing and destroys in-flight requests", async (t) => {
+    const fake = await fakeReplica(t);
+    fake.hangPath = "/v1/chat/completions";
+    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ healthIntervalMs: 10 }));
+    const r = pool.replicas[0];
+    pool.start();
+    await until("probing", () => fake.seen.length >= 2);
+    const pending = r.dispatcher.request({ method: "POST", path: r.path("/chat/completions"), headers: r.headers(), body: "{}" });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await pool.close();
+    await assert.rejects(pending);
+    const seen = fake.seen.length;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    // A probe already on the wire at close may still land; nothing after it.
+    assert.ok(fake.seen.length <= seen + 1, "no probes after close");
+    await pool.firstProbes(); // already settled
+    await pool.close(); // idempotent
+  });
+});
