@@ -27,6 +27,8 @@ program
   .option("--tls-key <file>", "PEM private key for --tls-cert")
   .option("--http-port <n>", "with TLS, a plain-HTTP port that redirects to HTTPS", port)
   .option("--ops-port <n>", "port of the loopback operations listener (health, metrics; default 9464)", port)
+  .option("--upstream <urls>", "serve the default model from these OpenAI-compatible servers (comma-separated base URLs)")
+  .option("--upstream-key <key>", "the upstream servers' API key (or set LUCENA_UPSTREAM_KEY, which stays out of the process list)")
   .action(serveCommand);
 
 program.addCommand(keysCommand());

@@ -2,6 +2,7 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ConfigError, loadConfig, type CliOverrides } from "../config/load.js";
 import { LlamaEngine } from "../engines/llama/llama-engine.js";
+import { UpstreamEngine } from "../engines/upstream/upstream-engine.js";
 import { createLogger } from "../observability/log.js";
 import { buildApp, closeApp } from "../server/app.js";
 import { announceFirstKey } from "../keys/first-key.js";
@@ -39,7 +40,11 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     }
   }
   const registry = new ModelRegistry(
-    config.models.map((m) => ({ config: m, engine: new LlamaEngine(m, config.data_dir, log), demo: m.source === undefined })),
+    config.models.map((m) => ({
+      config: m,
+      engine: m.upstream ? new UpstreamEngine(m, log) : new LlamaEngine(m, config.data_dir, log),
+      demo: m.source === undefined && !m.upstream,
+    })),
   );
   const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });
 

@@ -1,4 +1,4 @@
-import type { Config, ModelConfig } from "./schema.js";
+import type { Config, ModelConfig, UpstreamConfig } from "./schema.js";
 
 /** The reference's one model, with its limits. */
 export const DEFAULT_MODEL: ModelConfig = {
@@ -19,6 +19,19 @@ export const DEFAULT_MODEL: ModelConfig = {
   queue_size: 64,
   threads: 0,
   temperature: 0.7,
+};
+
+/** An upstream model's settings where its configuration gives none (its replicas are always given). */
+export const DEFAULT_UPSTREAM: Omit<UpstreamConfig, "replicas"> = {
+  model: null,
+  tokenizer: "auto",
+  health_path: "/v1/models",
+  health_interval_seconds: 2,
+  failures_to_eject: 3,
+  probes_to_readmit: 2,
+  retries: 2,
+  first_byte_timeout_seconds: 300,
+  idle_timeout_seconds: 120,
 };
 
 export const DEFAULT_CONFIG: Config = {

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Value } from "@sinclair/typebox/value";
-import { DEFAULT_CONFIG, DEFAULT_MODEL } from "./defaults.js";
+import { DEFAULT_CONFIG, DEFAULT_MODEL, DEFAULT_UPSTREAM } from "./defaults.js";
 import { ConfigSchema, type Config, type ModelConfig } from "./schema.js";
 
 /** What the command line says; each field, when given, wins over the environment and the file. */
@@ -15,6 +15,10 @@ export interface CliOverrides {
   tlsKey?: string;
   httpPort?: number;
   opsPort?: number;
+  /** Serve the default model from these replicas (comma-separated base URLs). */
+  upstream?: string;
+  /** The replicas' key for `upstream`. */
+  upstreamKey?: string;
 }
 
 export class ConfigError extends Error {}
@@ -56,7 +60,7 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (file.models !== undefined && (!Array.isArray(file.models) || file.models.some((m) => typeof m !== "object" || m === null || Array.isArray(m)))) {
     throw new ConfigError("invalid configuration:\n  /models: must be a list of model objects");
   }
-  const models = (file.models ?? [{}]).map((m) => ({ ...DEFAULT_MODEL, ...m }));
+  const models = (file.models ?? [{}]).map((m) => withUpstreamDefaults({ ...DEFAULT_MODEL, ...m }));
   const envKeys = (env.LUCENA_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean);
 
   const merged: Config = {
@@ -71,6 +75,13 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (env.LUCENA_LOG_LEVEL) merged.log_level = env.LUCENA_LOG_LEVEL as Config["log_level"];
   const modelSource = cli.model ?? env.LUCENA_MODEL;
   if (modelSource) merged.models[0] = { ...merged.models[0], source: modelSource };
+  const upstream = cli.upstream ?? env.LUCENA_UPSTREAM;
+  if (upstream) {
+    if (modelSource) throw new ConfigError("invalid configuration:\n  --model and --upstream both name where the default model runs: give one");
+    const apiKey = cli.upstreamKey ?? env.LUCENA_UPSTREAM_KEY ?? null;
+    const replicas = upstream.split(",").map((url) => url.trim()).filter(Boolean).map((url) => ({ url, api_key: apiKey }));
+    merged.models[0] = { ...merged.models[0], upstream: { ...DEFAULT_UPSTREAM, ...merged.models[0].upstream, replicas } };
+  }
   if (env.LUCENA_TLS_CERT) merged.tls_cert = env.LUCENA_TLS_CERT;
   if (env.LUCENA_TLS_KEY) merged.tls_key = env.LUCENA_TLS_KEY;
   if (env.LUCENA_ADMIN_TOKEN) merged.admin_token = env.LUCENA_ADMIN_TOKEN;
@@ -99,11 +110,22 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   return deepFreeze(merged);
 }
 
+/** An upstream block from the file, with the settings it leaves out filled in (replicas without a key get none). */
+function withUpstreamDefaults(m: ModelConfig): ModelConfig {
+  const u = m.upstream as Record<string, unknown> | undefined;
+  if (u === undefined || typeof u !== "object" || u === null) return m;
+  const replicas = Array.isArray(u.replicas)
+    ? u.replicas.map((r: unknown) => (typeof r === "object" && r !== null ? { api_key: null, ...r } : r))
+    : u.replicas;
+  return { ...m, upstream: { ...DEFAULT_UPSTREAM, ...u, replicas } as ModelConfig["upstream"] };
+}
+
 function checkModels(models: ModelConfig[]): void {
   const seen = new Set<string>();
   for (const m of models) {
     if (seen.has(m.id)) throw new ConfigError(`model id "${m.id}" is configured twice`);
     seen.add(m.id);
+    if (m.upstream && m.source !== undefined) throw new ConfigError(`model "${m.id}": give either source (a GGUF served here) or upstream, not both`);
     if (m.default_shape !== null && !(m.default_shape in m.shapes)) {
       throw new ConfigError(`model "${m.id}": default_shape "${m.default_shape}" is not one of its shapes`);
     }

@@ -11,6 +11,46 @@ export const ShapeSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** A replica of an upstream model: an OpenAI-compatible base URL (vLLM, SGLang, llama.cpp's server, Lucena One). */
+export const ReplicaSchema = Type.Object(
+  {
+    url: Type.String({ pattern: "^https?://" }),
+    /** The replica's own key, sent as a Bearer token; never logged. */
+    api_key: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
+  },
+  { additionalProperties: false },
+);
+
+/** Serve a model from other inference servers instead of the embedded engine. */
+export const UpstreamSchema = Type.Object(
+  {
+    replicas: Type.Array(ReplicaSchema, { minItems: 1 }),
+    /** The model's name on the replicas (vLLM's --served-model-name); null: this model's id. */
+    model: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),
+    /**
+     * How prompts are counted (for trimming, /v1/tokens/count and limits): "auto" tries the replicas' endpoints
+     * (Lucena's /v1/tokens/count, vLLM's /tokenize, llama.cpp's /apply-template + /tokenize); "lucena", "vllm",
+     * "llama.cpp" name one; anything else is a GGUF file whose tokenizer and chat template are used here
+     * (a vocabulary-only GGUF is enough).
+     */
+    tokenizer: Type.String({ minLength: 1 }),
+    /** Probed on each replica with its key; a 2xx answer is healthy. */
+    health_path: Type.String({ pattern: "^/" }),
+    health_interval_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    /** Consecutive failed requests (5xx, broken streams, timeouts) that eject a replica; a refused connection ejects at once. */
+    failures_to_eject: Type.Integer({ minimum: 1 }),
+    /** Consecutive passing probes that re-admit an ejected replica. */
+    probes_to_readmit: Type.Integer({ minimum: 1 }),
+    /** Other replicas tried when one fails before the completion's first text. */
+    retries: Type.Integer({ minimum: 0 }),
+    /** Longest wait for a replica's response headers (a long prompt's prefill happens before them on some servers). */
+    first_byte_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    /** Longest silence inside a streaming response before it counts as failed. */
+    idle_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
+  },
+  { additionalProperties: false },
+);
+
 export const ModelSchema = Type.Object(
   {
     id: Type.String({ minLength: 1, pattern: "^[A-Za-z0-9._:/-]+$" }),
@@ -36,6 +76,8 @@ export const ModelSchema = Type.Object(
     /** CPU threads for the engine; 0: all cores but one, which stays with Node's event loop. */
     threads: Type.Integer({ minimum: 0 }),
     temperature: Type.Number({ minimum: 0, maximum: 2 }),
+    /** Served by these upstream replicas instead of the embedded engine (then `source`, `parallel`, `threads` do not apply). */
+    upstream: Type.Optional(UpstreamSchema),
   },
   { additionalProperties: false },
 );
@@ -78,4 +120,5 @@ export const ConfigSchema = Type.Object(
 
 export type ShapeConfig = Static<typeof ShapeSchema>;
 export type ModelConfig = Static<typeof ModelSchema>;
+export type UpstreamConfig = Static<typeof UpstreamSchema>;
 export type Config = Static<typeof ConfigSchema>;

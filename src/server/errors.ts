@@ -65,4 +65,6 @@ export const errors = {
     }),
   shuttingDown: () => new ApiError(503, "server_error", "The server is shutting down.", null, { "retry-after": "5" }),
   internal: () => new ApiError(500, "server_error", "Inference failed due to an internal error."),
+  /** An upstream replica failed after the answer began: the stream ends with this error event. */
+  upstreamFailed: () => new ApiError(500, "server_error", "The model's server failed while answering; the answer is incomplete."),
 };

@@ -24,7 +24,7 @@ import { SequencePool, type Lease } from "./sequence-pool.js";
 let runtime: Promise<Llama> | undefined;
 
 /** One llama.cpp runtime per process, shared by every embedded model; its log goes to ours. */
-function llamaRuntime(log: Logger): Promise<Llama> {
+export function llamaRuntime(log: Logger): Promise<Llama> {
   runtime ??= getLlama({
     gpu: "auto",
     logLevel: LlamaLogLevel.warn,
@@ -46,6 +46,18 @@ function llamaRuntime(log: Logger): Promise<Llama> {
  */
 export function engineThreads(configured: number): number {
   return configured > 0 ? configured : Math.max(1, availableParallelism() - 1);
+}
+
+/** The conversation in the model's chat template, ending with the assistant's turn to speak, as tokens. */
+export function templateTokens(model: LlamaModel, chatWrapper: ChatWrapper, messages: readonly ChatMessage[]): number[] {
+  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
+    if (m.role === "system") return { type: "system", text: m.content };
+    if (m.role === "user") return { type: "user", text: m.content };
+    return { type: "model", response: [m.content] };
+  });
+  history.push({ type: "model", response: [] }); // the assistant's turn, to be generated
+  const { contextText } = chatWrapper.generateContextState({ chatHistory: history });
+  return contextText.tokenize(model.tokenizer);
 }
 
 /** The embedded engine: a GGUF model served in-process by llama.cpp, with `parallel` sequences. */
@@ -106,17 +118,7 @@ export class LlamaEngine implements Engine {
   }
 
   readonly encoder: PromptEncoder = {
-    encode: (messages: readonly ChatMessage[]): number[] => {
-      const model = this.model!;
-      const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
-        if (m.role === "system") return { type: "system", text: m.content };
-        if (m.role === "user") return { type: "user", text: m.content };
-        return { type: "model", response: [m.content] };
-      });
-      history.push({ type: "model", response: [] }); // the assistant's turn, to be generated
-      const { contextText } = this.chatWrapper!.generateContextState({ chatHistory: history });
-      return contextText.tokenize(model.tokenizer);
-    },
+    encode: (messages: readonly ChatMessage[]): number[] => templateTokens(this.model!, this.chatWrapper!, messages),
   };
 
   private promptTokensEvaluated = 0;

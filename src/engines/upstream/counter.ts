@@ -1,0 +1,176 @@
+import type { ChatWrapper, LlamaModel } from "node-llama-cpp";
+import { resolveChatWrapper } from "node-llama-cpp";
+import type { ChatMessage } from "../../api/chat-request.js";
+import type { Logger } from "../../observability/log.js";
+import type { PromptCounter } from "../../prompt/build.js";
+import { errors } from "../../server/errors.js";
+import { llamaRuntime, templateTokens } from "../llama/llama-engine.js";
+import type { Replica, ReplicaPool } from "./replicas.js";
+
+/** The tokenize endpoints an upstream may have, in the order "auto" tries them. */
+export const COUNTING_DIALECTS = ["lucena", "vllm", "llama.cpp"] as const;
+export type CountingDialect = (typeof COUNTING_DIALECTS)[number];
+
+/** Why a dialect cannot count on this replica (404, or an answer of another shape): try the next one. */
+class NotThisDialect extends Error {}
+
+const COUNT_TIMEOUT_MS = 10_000;
+
+async function postJson(replica: Replica, path: string, body: unknown, signal: AbortSignal): Promise<unknown> {
+  const res = await replica.dispatcher.request({
+    method: "POST",
+    path,
+    headers: replica.headers(),
+    body: JSON.stringify(body),
+    signal,
+    headersTimeout: COUNT_TIMEOUT_MS,
+    bodyTimeout: COUNT_TIMEOUT_MS,
+  });
+  if (res.statusCode === 404 || res.statusCode === 405) {
+    await res.body.dump();
+    throw new NotThisDialect(`${path}: ${res.statusCode}`);
+  }
+  if (res.statusCode >= 400) {
+    const text = await res.body.text();
+    throw new UpstreamCountError(res.statusCode, text.slice(0, 500));
+  }
+  return res.body.json();
+}
+
+/** The replica answered the count with an error (a 400 for a prompt it cannot take, a 5xx, …). */
+export class UpstreamCountError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: string,
+  ) {
+    super(`tokenize request failed with ${status}`);
+  }
+}
+
+const num = (v: unknown): number | null => (typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : null);
+
+/** Counts with one dialect's endpoint(s); throws NotThisDialect when the replica has no such endpoint. */
+async function countWith(dialect: CountingDialect, replica: Replica, model: string, messages: readonly ChatMessage[], signal: AbortSignal): Promise<number> {
+  switch (dialect) {
+    case "lucena": {
+      // Another Lucena One server: its count applies the same template and budget rules as its completions.
+      const body = (await postJson(replica, replica.path("/tokens/count"), { model, messages }, signal)) as { usage?: { prompt_tokens?: unknown } };
+      const n = num(body?.usage?.prompt_tokens);
+      if (n === null) throw new NotThisDialect("no usage.prompt_tokens");
+      return n;
+    }
+    case "vllm": {
+      // vLLM (and SGLang builds that have it): /tokenize takes chat messages and applies the model's template.
+      const body = (await postJson(replica, replica.originPath("/tokenize"), { model, messages, add_generation_prompt: true }, signal)) as { count?: unknown };
+      const n = num(body?.count);
+      if (n === null) throw new NotThisDialect("no count");
+      return n;
+    }
+    case "llama.cpp": {
+      // llama.cpp's server: template first, then tokenize the text as its completion endpoint does.
+      const templated = (await postJson(replica, replica.originPath("/apply-template"), { messages }, signal)) as { prompt?: unknown };
+      if (typeof templated?.prompt !== "string") throw new NotThisDialect("no prompt");
+      const body = (await postJson(replica, replica.originPath("/tokenize"), { content: templated.prompt, add_special: true }, signal)) as { tokens?: unknown };
+      if (!Array.isArray(body?.tokens)) throw new NotThisDialect("no tokens");
+      return body.tokens.length;
+    }
+  }
+}
+
+/**
+ * Counts prompts through the replicas' own tokenize endpoints: the count is the replica's, so trimming and
+ * /v1/tokens/count agree with what the replica will evaluate. With "auto", the first dialect a replica answers
+ * is remembered. A count goes to the least busy healthy replica; when it cannot be had, the request gets 503.
+ */
+export class EndpointCounter implements PromptCounter {
+  private dialect: CountingDialect | null;
+
+  constructor(
+    private readonly modelId: string,
+    private readonly upstreamModel: string,
+    private readonly pool: ReplicaPool,
+    setting: "auto" | CountingDialect,
+    private readonly log: Logger,
+  ) {
+    this.dialect = setting === "auto" ? null : setting;
+  }
+
+  async count(messages: readonly ChatMessage[]): Promise<number> {
+    const tried = new Set<Replica>();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const replica = this.pool.pick(tried);
+      if (!replica) break;
+      tried.add(replica);
+      const release = this.pool.begin(replica);
+      const signal = AbortSignal.timeout(COUNT_TIMEOUT_MS);
+      try {
+        const n = await this.countOn(replica, messages, signal);
+        this.pool.report(replica, "ok");
+        return n;
+      } catch (err) {
+        if (err instanceof UpstreamCountError && err.status < 500) {
+          this.pool.report(replica, "ok");
+          this.log.warn({ model: this.modelId, replica: replica.label, status: err.status }, "upstream refused to count a prompt");
+          throw errors.invalidRequest(`The model's server could not count this prompt (status ${err.status}).`, "messages");
+        }
+        if (err instanceof NoDialect) throw errors.modelUnavailable(this.modelId, 30);
+        this.pool.report(replica, err instanceof UpstreamCountError ? "server" : "connect");
+        this.log.warn({ model: this.modelId, replica: replica.label, err: (err as Error).message }, "counting on a replica failed");
+      } finally {
+        release();
+      }
+    }
+    throw errors.modelUnavailable(this.modelId, 5);
+  }
+
+  private async countOn(replica: Replica, messages: readonly ChatMessage[], signal: AbortSignal): Promise<number> {
+    this.dialect ??= await this.detect(replica, signal);
+    return countWith(this.dialect, replica, this.upstreamModel, messages, signal);
+  }
+
+  /** "auto": the first dialect that counts a fixed short conversation on this replica. */
+  private async detect(replica: Replica, signal: AbortSignal): Promise<CountingDialect> {
+    for (const dialect of COUNTING_DIALECTS) {
+      try {
+        await countWith(dialect, replica, this.upstreamModel, [{ role: "user", content: "Hello" }], signal);
+        this.log.info({ model: this.modelId, replica: replica.label, dialect }, "counting prompts with the upstream's tokenize endpoint");
+        return dialect;
+      } catch (err) {
+        // A missing endpoint, an answer of another shape, or a refusal of the request's form: not this one.
+        if (!(err instanceof NotThisDialect) && !(err instanceof UpstreamCountError && err.status < 500)) throw err;
+      }
+    }
+    this.log.error(
+      { model: this.modelId, replica: replica.label },
+      "the upstream has no tokenize endpoint Lucena One knows: set upstream.tokenizer to a GGUF file with the model's tokenizer",
+    );
+    throw new NoDialect();
+  }
+}
+
+class NoDialect extends Error {}
+
+/**
+ * Counts prompts here with the model's own tokenizer and chat template, read from a GGUF file (a
+ * vocabulary-only file is enough): no round trip to a replica.
+ */
+export class GgufCounter implements PromptCounter {
+  private model?: LlamaModel;
+  private chatWrapper?: ChatWrapper;
+
+  constructor(private readonly path: string) {}
+
+  async load(log: Logger): Promise<void> {
+    const llama = await llamaRuntime(log);
+    this.model = await llama.loadModel({ modelPath: this.path, vocabOnly: true });
+    this.chatWrapper = resolveChatWrapper(this.model);
+  }
+
+  async count(messages: readonly ChatMessage[]): Promise<number> {
+    return templateTokens(this.model!, this.chatWrapper!, messages).length;
+  }
+
+  async close(): Promise<void> {
+    await this.model?.dispose();
+  }
+}

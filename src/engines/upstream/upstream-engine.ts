@@ -1,0 +1,287 @@
+import { errors as undiciErrors, type Dispatcher } from "undici";
+import type { ModelConfig, UpstreamConfig } from "../../config/schema.js";
+import type { Logger } from "../../observability/log.js";
+import type { PromptCounter } from "../../prompt/build.js";
+import { ApiError, errors } from "../../server/errors.js";
+import { SAMPLING_DEFAULTS, type Engine, type EngineEvent, type EngineStats, type EngineStatus, type FinishReason, type GenerateOptions } from "../engine.js";
+import { UpstreamStreamDecoder, type UpstreamEvent } from "./chat-stream.js";
+import { COUNTING_DIALECTS, EndpointCounter, GgufCounter, type CountingDialect } from "./counter.js";
+import { ReplicaPool, type Replica, type ReplicaOutcome } from "./replicas.js";
+
+/** How long start-up waits for the first health probes before serving anyway (the probes go on). */
+const FIRST_PROBES_WAIT_MS = 5_000;
+const CONNECT_TIMEOUT_MS = 5_000;
+
+/**
+ * A failure before the completion's first text: another replica may be tried. `outcome` says what it tells
+ * of the replica's health.
+ */
+class BeforeFirstText extends Error {
+  constructor(
+    message: string,
+    readonly outcome: ReplicaOutcome,
+    /** What the client gets when no replica is left to try. */
+    readonly clientError: ApiError,
+  ) {
+    super(message);
+  }
+}
+
+/** A replica's base URL as an OpenAI base URL: a bare origin means its API is under /v1, as every such server has it. */
+export function openAiBase(url: string): string {
+  const u = new URL(url);
+  return u.pathname === "/" || u.pathname === "" ? `${url.replace(/\/+$/, "")}/v1` : url;
+}
+
+/**
+ * A model served by other OpenAI-compatible servers (vLLM, SGLang, llama.cpp's server, Lucena One workers).
+ * Each completion goes to the healthy replica with the fewest requests in flight, always as a stream with usage
+ * (whatever the client asked: the route assembles JSON answers itself). Failures before the first text are
+ * retried on another replica; after it, the error ends the client's stream. The client's disconnect aborts the
+ * upstream request at once (its signal is the request's).
+ */
+export class UpstreamEngine implements Engine {
+  status: EngineStatus = "loading";
+  readonly contextSize: number;
+  readonly encoder: PromptCounter;
+  readonly pool: ReplicaPool;
+  private readonly upstream: UpstreamConfig;
+  private readonly upstreamModel: string;
+  private readonly gguf: GgufCounter | null;
+
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly log: Logger,
+  ) {
+    if (!config.upstream) throw new Error(`model ${config.id} has no upstream`);
+    this.upstream = config.upstream;
+    this.contextSize = config.context_size;
+    this.upstreamModel = this.upstream.model ?? config.id;
+    this.pool = new ReplicaPool(
+      this.upstream.replicas.map((r) => ({ url: openAiBase(r.url), apiKey: r.api_key })),
+      {
+        healthPath: this.upstream.health_path,
+        healthIntervalMs: this.upstream.health_interval_seconds * 1000,
+        healthTimeoutMs: Math.max(1000, this.upstream.health_interval_seconds * 1000),
+        failuresToEject: this.upstream.failures_to_eject,
+        probesToReadmit: this.upstream.probes_to_readmit,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        log,
+      },
+    );
+    const tokenizer = this.upstream.tokenizer;
+    if (tokenizer === "auto" || (COUNTING_DIALECTS as readonly string[]).includes(tokenizer)) {
+      this.gguf = null;
+      this.encoder = new EndpointCounter(config.id, this.upstreamModel, this.pool, tokenizer as "auto" | CountingDialect, log);
+    } else {
+      this.gguf = new GgufCounter(tokenizer);
+      this.encoder = this.gguf;
+    }
+  }
+
+  get modelId(): string {
+    return this.config.id;
+  }
+
+  async load(): Promise<void> {
+    try {
+      await this.gguf?.load(this.log);
+      this.pool.start();
+      const waited = new Promise<void>((resolve) => setTimeout(resolve, FIRST_PROBES_WAIT_MS).unref());
+      await Promise.race([this.pool.firstProbes(), waited]);
+      this.status = "ready";
+      const healthy = this.pool.replicas.filter((r) => r.state === "healthy").map((r) => r.label);
+      this.log.info(
+        { model: this.config.id, replicas: this.pool.replicas.map((r) => r.label), healthy, upstreamModel: this.upstreamModel },
+        "upstream model ready",
+      );
+      if (healthy.length === 0) this.log.warn({ model: this.config.id }, "no upstream replica answers its health check yet");
+    } catch (err) {
+      this.status = "failed";
+      this.log.error({ model: this.config.id, err: (err as Error).message }, "upstream model failed to start");
+      throw err;
+    }
+  }
+
+  /** `busy`: requests in flight to the replicas; `sequences`: the replicas that take requests now. */
+  stats(): EngineStats {
+    let busy = 0;
+    let healthy = 0;
+    for (const r of this.pool.replicas) {
+      busy += r.outstanding;
+      if (r.state === "healthy") healthy++;
+    }
+    return { busy, waiting: 0, sequences: healthy, promptTokensEvaluated: 0, promptTokensReused: 0 };
+  }
+
+  generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
+    // Admission: with no healthy replica the answer is an immediate 503, before any header goes out.
+    if (!this.pool.anyHealthy) throw errors.modelUnavailable(this.config.id, 5);
+    return this.run(opts);
+  }
+
+  private async *run(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
+    const tried = new Set<Replica>();
+    let lastError: ApiError = errors.modelUnavailable(this.config.id, 5);
+    for (let attempt = 0; attempt <= this.upstream.retries; attempt++) {
+      const replica = this.pool.pick(tried);
+      if (!replica) break;
+      tried.add(replica);
+      const release = this.pool.begin(replica);
+      let gaveText = false;
+      try {
+        for await (const ev of this.stream(replica, opts)) {
+          if (ev.type === "text") gaveText = true;
+          yield ev;
+        }
+        return;
+      } catch (err) {
+        if (opts.signal.aborted) {
+          yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
+          return;
+        }
+        if (err instanceof BeforeFirstText && !gaveText) {
+          this.pool.report(replica, err.outcome);
+          this.log.warn({ model: this.config.id, replica: replica.label, attempt, err: err.message }, "upstream request failed before its first text");
+          lastError = err.clientError;
+          continue;
+        }
+        // After text went out: the failure ends the client's stream (the route writes the error event and [DONE]).
+        this.pool.report(replica, "server");
+        this.log.warn({ model: this.config.id, replica: replica.label, err: (err as Error).message }, "upstream stream failed mid-answer");
+        throw err instanceof ApiError ? err : errors.upstreamFailed();
+      } finally {
+        release();
+      }
+    }
+    throw lastError;
+  }
+
+  /** One attempt on one replica: the request, then its stream decoded into engine events. */
+  private async *stream(replica: Replica, opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
+    const body: Record<string, unknown> = {
+      model: this.upstreamModel,
+      messages: opts.messages,
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: opts.maxTokens,
+      temperature: opts.temperature,
+      top_p: opts.topP,
+    };
+    // Extensions every supported upstream takes; sent only when they differ from what the upstream does anyway.
+    if (opts.topK !== SAMPLING_DEFAULTS.topK) body.top_k = opts.topK;
+    if (opts.seed !== null) body.seed = opts.seed;
+    if (opts.presencePenalty !== 0) body.presence_penalty = opts.presencePenalty;
+    if (opts.frequencyPenalty !== 0) body.frequency_penalty = opts.frequencyPenalty;
+    if (opts.stop.length > 0) body.stop = opts.stop;
+
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await replica.dispatcher.request({
+        method: "POST",
+        path: replica.path("/chat/completions"),
+        headers: { ...replica.headers(), accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        signal: opts.signal,
+        headersTimeout: this.upstream.first_byte_timeout_seconds * 1000,
+        bodyTimeout: this.upstream.idle_timeout_seconds * 1000,
+      });
+    } catch (err) {
+      if (opts.signal.aborted) throw err;
+      const timedOut = err instanceof undiciErrors.HeadersTimeoutError;
+      throw new BeforeFirstText(`request: ${describe(err)}`, timedOut ? "server" : "connect", errors.modelUnavailable(this.config.id, 5));
+    }
+
+    if (res.statusCode !== 200) {
+      const text = (await res.body.text().catch(() => "")).slice(0, 300);
+      throw this.refusal(replica, res.statusCode, text);
+    }
+
+    const decoder = new UpstreamStreamDecoder();
+    let completionTokens = 0;
+    let textEvents = 0;
+    let promptTokens: number | undefined;
+    let finish: FinishReason | null = null;
+    let done = false;
+    const handle = function* (events: UpstreamEvent[]): Generator<EngineEvent> {
+      for (const ev of events) {
+        if (ev.type === "text") {
+          textEvents++;
+          yield { type: "text", text: ev.text };
+        } else if (ev.type === "finish") finish = ev.reason === "length" ? "length" : "stop";
+        else if (ev.type === "usage") {
+          promptTokens = ev.promptTokens;
+          completionTokens = ev.completionTokens;
+        } else if (ev.type === "error") {
+          throw new UpstreamStreamError(ev.message, ev.status);
+        } else done = true;
+      }
+    };
+    try {
+      for await (const chunk of res.body) {
+        yield* handle(decoder.push(chunk as Buffer));
+        if (done) break;
+      }
+      if (!done) yield* handle(decoder.end());
+    } catch (err) {
+      if (opts.signal.aborted) throw err;
+      if (err instanceof UpstreamStreamError && err.status !== null && err.status < 500 && textEvents === 0) {
+        // The replica refused the request in its stream (a prompt too long for it, say): so would any other.
+        this.pool.report(replica, "ok");
+        throw errors.invalidRequest(`The model's server refused the request (status ${err.status}).`);
+      }
+      if (textEvents === 0) {
+        throw new BeforeFirstText(`stream: ${describe(err)}`, "server", errors.modelUnavailable(this.config.id, 5));
+      }
+      throw err;
+    } finally {
+      // Whatever ended the loop, the response body is released (an abort destroys the socket).
+      if (!res.body.destroyed) res.body.destroy();
+    }
+    if (finish === null) {
+      // The stream ended without saying how: a replica that died or a proxy that cut it. Never a silent end.
+      if (textEvents === 0) throw new BeforeFirstText("stream ended before any answer", "server", errors.modelUnavailable(this.config.id, 5));
+      throw errors.upstreamFailed();
+    }
+    this.pool.report(replica, "ok");
+    // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
+    yield { type: "done", finishReason: finish, completionTokens: completionTokens || textEvents, ...(promptTokens !== undefined ? { promptTokens } : {}) };
+  }
+
+  /** A non-200 answer, before any text: what it says of the replica, and what the client would get. */
+  private refusal(replica: Replica, status: number, text: string): Error {
+    const unavailable = errors.modelUnavailable(this.config.id, 5);
+    if (status >= 500 || status === 429 || status === 408) {
+      return new BeforeFirstText(`status ${status}`, status === 429 ? "ok" : "server", unavailable);
+    }
+    if (status === 401 || status === 403) {
+      // The replica refused the gateway's key: an operator's configuration error, not the client's.
+      this.log.error({ model: this.config.id, replica: replica.label, status }, "upstream replica refused its configured key");
+      return new BeforeFirstText(`status ${status}`, "server", errors.internal());
+    }
+    // 400, 404, 413, 422…: the request itself was refused; another replica would say the same.
+    this.pool.report(replica, "ok");
+    this.log.warn({ model: this.config.id, replica: replica.label, status, detail: text }, "upstream refused the request");
+    return errors.invalidRequest(`The model's server refused the request (status ${status}).`);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+    await this.gguf?.close();
+  }
+}
+
+/** An error object inside an upstream's stream. */
+class UpstreamStreamError extends Error {
+  constructor(
+    message: string,
+    readonly status: number | null,
+  ) {
+    super(`upstream error${status ? ` ${status}` : ""}: ${message}`);
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return (err as NodeJS.ErrnoException).code ?? err.name;
+  return String(err);
+}
