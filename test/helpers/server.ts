@@ -77,7 +77,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
           port = entry.port!;
           if (!want) resolve(port);
         }
-        if (entry.msg === "model loaded" && want) resolve(port);
+        if ((entry.msg === "model loaded" || entry.msg === "upstream model ready") && want) resolve(port);
         if (entry.msg === "model failed to load") reject(new Error(`model failed to load: ${line}`));
       } catch {
         /* not a log line */
