@@ -48,6 +48,17 @@ export interface EngineStats {
   promptTokensReused: number;
 }
 
+/** One upstream replica of a model, for metrics. */
+export interface ReplicaStats {
+  /** The replica's base URL without credentials. */
+  replica: string;
+  healthy: boolean;
+  inFlight: number;
+  requests: number;
+  failures: number;
+  ejections: number;
+}
+
 /**
  * One served model. Concurrency contract: `generate` may be called any number of times at once; the engine
  * queues what it cannot run yet (throwing a queue-full ApiError when its queue is full) and never blocks the
@@ -63,6 +74,8 @@ export interface Engine {
   load(): Promise<void>;
   /** Sequences in use, requests waiting for one, and the pool's size (all 0 before loading). */
   stats(): EngineStats;
+  /** The replicas behind an upstream model (absent for embedded models). */
+  replicaStats?(): ReplicaStats[];
   /**
    * Admits the request synchronously (throws a 503 ApiError when the model's queue is full), then yields events
    * as the caller iterates. The caller aborts `opts.signal` when it is done, whatever happened.

@@ -1,10 +1,15 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { EngineStats } from "../engines/engine.js";
+import type { EngineStats, ReplicaStats } from "../engines/engine.js";
 import type { RequestRecord } from "../server/app.js";
 
 /** What the scrape-time gauges read: the served models (a ModelRegistry fits) and the open SSE streams. */
 export interface MetricsSources {
-  models: { readonly models: ReadonlyArray<{ readonly config: { readonly id: string }; readonly engine: { stats(): EngineStats } }> };
+  models: {
+    readonly models: ReadonlyArray<{
+      readonly config: { readonly id: string };
+      readonly engine: { stats(): EngineStats; replicaStats?(): ReplicaStats[] };
+    }>;
+  };
   /** SSE responses open right now. */
   activeStreams: () => number;
 }
@@ -57,6 +62,26 @@ export class Metrics {
       });
     perModel("lucena_queue_depth", "Requests waiting for a free sequence.", (s) => s.waiting);
     perModel("lucena_sequences_busy", "Sequences generating now.", (s) => s.busy);
+    // Upstream models: one series per replica, read from the replica pool when scraped.
+    const perReplica = (name: string, help: string, pick: (r: ReplicaStats) => number, counter = false) => {
+      const collect = function (this: Gauge<"model" | "replica"> | Counter<"model" | "replica">) {
+        this.reset();
+        for (const m of sources.models.models) {
+          for (const r of m.engine.replicaStats?.() ?? []) {
+            const labels = { model: m.config.id, replica: r.replica };
+            if (this instanceof Gauge) this.set(labels, pick(r));
+            else this.inc(labels, pick(r));
+          }
+        }
+      };
+      if (counter) new Counter({ name, help, labelNames: ["model", "replica"], registers, collect });
+      else new Gauge({ name, help, labelNames: ["model", "replica"], registers, collect });
+    };
+    perReplica("lucena_upstream_replica_healthy", "1 while the replica takes requests, 0 while it is ejected.", (r) => (r.healthy ? 1 : 0));
+    perReplica("lucena_upstream_requests_in_flight", "Requests in flight to the replica.", (r) => r.inFlight);
+    perReplica("lucena_upstream_requests_total", "Requests sent to the replica (completions and counts).", (r) => r.requests, true);
+    perReplica("lucena_upstream_failures_total", "Requests to the replica that failed (refused, 5xx, broken streams).", (r) => r.failures, true);
+    perReplica("lucena_upstream_ejections_total", "Times the replica was ejected.", (r) => r.ejections, true);
     new Gauge({
       name: "lucena_active_streams", help: "SSE completion streams open now.", registers,
       collect() {

@@ -105,6 +105,39 @@ describe("metrics", () => {
     assert.equal(valueOf(again, "lucena_queue_depth", { model: "m1" }), 1);
   });
 
+  test("an upstream model has one series per replica, read when scraped; embedded models have none", async () => {
+    const replicas = [
+      { replica: "http://10.0.0.1:8000/v1", healthy: true, inFlight: 3, requests: 40, failures: 1, ejections: 0 },
+      { replica: "http://10.0.0.2:8000/v1", healthy: false, inFlight: 0, requests: 12, failures: 5, ejections: 2 },
+    ];
+    const idle = { busy: 0, waiting: 0, sequences: 0, promptTokensEvaluated: 0, promptTokensReused: 0 };
+    const metrics = new Metrics({
+      models: {
+        models: [
+          { config: { id: "up" }, engine: { stats: () => idle, replicaStats: () => replicas } },
+          { config: { id: "local" }, engine: { stats: () => idle } },
+        ],
+      },
+      activeStreams: () => 0,
+    });
+    const s = parse((await metrics.scrape()).body);
+    const [a, b] = replicas.map((r) => ({ model: "up", replica: r.replica }));
+    assert.equal(valueOf(s, "lucena_upstream_replica_healthy", a), 1);
+    assert.equal(valueOf(s, "lucena_upstream_replica_healthy", b), 0);
+    assert.equal(valueOf(s, "lucena_upstream_requests_in_flight", a), 3);
+    assert.equal(valueOf(s, "lucena_upstream_requests_total", a), 40);
+    assert.equal(valueOf(s, "lucena_upstream_requests_total", b), 12);
+    assert.equal(valueOf(s, "lucena_upstream_failures_total", b), 5);
+    assert.equal(valueOf(s, "lucena_upstream_ejections_total", b), 2);
+    assert.equal(s.filter((x) => x.labels.model === "local" && x.name.startsWith("lucena_upstream_")).length, 0);
+
+    replicas[0].requests = 41;
+    replicas[1].healthy = true;
+    const again = parse((await metrics.scrape()).body);
+    assert.equal(valueOf(again, "lucena_upstream_requests_total", a), 41, "counters follow the pool, not add up scrapes");
+    assert.equal(valueOf(again, "lucena_upstream_replica_healthy", b), 1);
+  });
+
   test("through the app: a stream is counted open while it runs, and its record reaches the metrics once it is over", async (t) => {
     const engine = new FakeEngine({ script: ["a", "b", "c", "d"] });
     engine.delayMs = 40;

@@ -3,7 +3,7 @@ import type { ModelConfig, UpstreamConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
 import { ApiError, errors } from "../../server/errors.js";
-import { SAMPLING_DEFAULTS, type Engine, type EngineEvent, type EngineStats, type EngineStatus, type FinishReason, type GenerateOptions } from "../engine.js";
+import { SAMPLING_DEFAULTS, type Engine, type EngineEvent, type EngineStats, type EngineStatus, type ReplicaStats, type FinishReason, type GenerateOptions } from "../engine.js";
 import { UpstreamStreamDecoder, type UpstreamEvent } from "./chat-stream.js";
 import { COUNTING_DIALECTS, EndpointCounter, GgufCounter, type CountingDialect } from "./counter.js";
 import { ReplicaPool, type Replica, type ReplicaOutcome } from "./replicas.js";
@@ -112,6 +112,12 @@ export class UpstreamEngine implements Engine {
       if (r.state === "healthy") healthy++;
     }
     return { busy, waiting: 0, sequences: healthy, promptTokensEvaluated: 0, promptTokensReused: 0 };
+  }
+
+  replicaStats(): ReplicaStats[] {
+    return this.pool.replicas.map((r) => ({
+      replica: r.label, healthy: r.state === "healthy", inFlight: r.outstanding, ...r.counters,
+    }));
   }
 
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
