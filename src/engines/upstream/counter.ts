@@ -83,7 +83,8 @@ async function countWith(dialect: CountingDialect, replica: Replica, model: stri
  * is remembered. A count goes to the least busy healthy replica; when it cannot be had, the request gets 503.
  */
 export class EndpointCounter implements PromptCounter {
-  private dialect: CountingDialect | null;
+  /** The dialect, or its detection under way (one at a time, however many counts arrive first). */
+  private dialect: Promise<CountingDialect> | null;
 
   constructor(
     private readonly modelId: string,
@@ -92,7 +93,7 @@ export class EndpointCounter implements PromptCounter {
     setting: "auto" | CountingDialect,
     private readonly log: Logger,
   ) {
-    this.dialect = setting === "auto" ? null : setting;
+    this.dialect = setting === "auto" ? null : Promise.resolve(setting);
   }
 
   async count(messages: readonly ChatMessage[]): Promise<number> {
@@ -114,7 +115,7 @@ export class EndpointCounter implements PromptCounter {
           throw errors.invalidRequest(`The model's server could not count this prompt (status ${err.status}).`, "messages");
         }
         if (err instanceof NoDialect) throw errors.modelUnavailable(this.modelId, 30);
-        this.pool.report(replica, err instanceof UpstreamCountError ? "server" : "connect");
+        this.pool.report(replica, isConnectError(err) ? "connect" : "server");
         this.log.warn({ model: this.modelId, replica: replica.label, err: (err as Error).message }, "counting on a replica failed");
       } finally {
         release();
@@ -124,8 +125,11 @@ export class EndpointCounter implements PromptCounter {
   }
 
   private async countOn(replica: Replica, messages: readonly ChatMessage[], signal: AbortSignal): Promise<number> {
-    this.dialect ??= await this.detect(replica, signal);
-    return countWith(this.dialect, replica, this.upstreamModel, messages, signal);
+    if (!this.dialect) {
+      this.dialect = this.detect(replica, signal);
+      this.dialect.catch(() => (this.dialect = null)); // a failed detection is tried again on the next count
+    }
+    return countWith(await this.dialect, replica, this.upstreamModel, messages, signal);
   }
 
   /** "auto": the first dialect that counts a fixed short conversation on this replica. */
@@ -149,6 +153,12 @@ export class EndpointCounter implements PromptCounter {
 }
 
 class NoDialect extends Error {}
+
+/** No answer at all (refused, reset, unreachable): the replica is down. A timeout or a bad answer is not that. */
+function isConnectError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code ?? "";
+  return ["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET"].includes(code);
+}
 
 /**
  * Counts prompts here with the model's own tokenizer and chat template, read from a GGUF file (a

@@ -11,6 +11,8 @@ import { ReplicaPool, type Replica, type ReplicaOutcome } from "./replicas.js";
 /** How long start-up waits for the first health probes before serving anyway (the probes go on). */
 const FIRST_PROBES_WAIT_MS = 5_000;
 const CONNECT_TIMEOUT_MS = 5_000;
+/** How long the rest of a finished stream's body may take to arrive before its connection is dropped. */
+const DRAIN_TIMEOUT_MS = 2_000;
 
 /**
  * A failure before the completion's first text: another replica may be tried. `outcome` says what it tells
@@ -134,19 +136,22 @@ export class UpstreamEngine implements Engine {
       if (!replica) break;
       tried.add(replica);
       const release = this.pool.begin(replica);
-      let gaveText = false;
+      let texts = 0;
       try {
         for await (const ev of this.stream(replica, opts)) {
-          if (ev.type === "text") gaveText = true;
+          if (ev.type === "text") texts++;
           yield ev;
         }
         return;
       } catch (err) {
         if (opts.signal.aborted) {
-          yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
+          // What was streamed is charged, one token per delta, as when a replica sends no usage.
+          yield { type: "done", finishReason: "cancelled", completionTokens: texts };
           return;
         }
-        if (err instanceof BeforeFirstText && !gaveText) {
+        // A request the replica refused (4xx): the client's error, not the replica's; already reported "ok".
+        if (err instanceof ApiError && err.status < 500 && texts === 0) throw err;
+        if (err instanceof BeforeFirstText && texts === 0) {
           this.pool.report(replica, err.outcome);
           this.log.warn({ model: this.config.id, replica: replica.label, attempt, err: err.message }, "upstream request failed before its first text");
           lastError = err.clientError;
@@ -181,6 +186,20 @@ export class UpstreamEngine implements Engine {
     if (opts.frequencyPenalty !== 0) body.frequency_penalty = opts.frequencyPenalty;
     if (opts.stop.length > 0) body.stop = opts.stop;
 
+    // The client's abort reaches the upstream request until the answer is complete; after that, the rest of
+    // the body is read for the connection's sake whatever the client does.
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(opts.signal.reason);
+    if (opts.signal.aborted) abort.abort(opts.signal.reason);
+    else opts.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      yield* this.exchange(replica, body, opts, abort.signal);
+    } finally {
+      opts.signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private async *exchange(replica: Replica, body: Record<string, unknown>, opts: GenerateOptions, signal: AbortSignal): AsyncGenerator<EngineEvent, void, undefined> {
     let res: Dispatcher.ResponseData;
     try {
       res = await replica.dispatcher.request({
@@ -188,7 +207,7 @@ export class UpstreamEngine implements Engine {
         path: replica.path("/chat/completions"),
         headers: { ...replica.headers(), accept: "text/event-stream" },
         body: JSON.stringify(body),
-        signal: opts.signal,
+        signal,
         headersTimeout: this.upstream.first_byte_timeout_seconds * 1000,
         bodyTimeout: this.upstream.idle_timeout_seconds * 1000,
       });
@@ -203,6 +222,8 @@ export class UpstreamEngine implements Engine {
       throw this.refusal(replica, res.statusCode, text);
     }
 
+    // Errors reach the loop below through its iterator; this listener covers a body destroyed after the loop.
+    res.body.on("error", () => undefined);
     const decoder = new UpstreamStreamDecoder();
     let completionTokens = 0;
     let textEvents = 0;
@@ -224,11 +245,16 @@ export class UpstreamEngine implements Engine {
       }
     };
     try {
-      for await (const chunk of res.body) {
+      // Leaving the loop at [DONE] must not destroy the body: its connection is reused once the body is read.
+      for await (const chunk of res.body.iterator({ destroyOnReturn: false })) {
         yield* handle(decoder.push(chunk as Buffer));
         if (done) break;
       }
       if (!done) yield* handle(decoder.end());
+      else {
+        // Read the rest of the body (servers end it right after [DONE]) so the connection goes back to the pool.
+        res.body.dump({ limit: 1 << 20, signal: AbortSignal.timeout(DRAIN_TIMEOUT_MS) }).catch(() => undefined);
+      }
     } catch (err) {
       if (opts.signal.aborted) throw err;
       if (err instanceof UpstreamStreamError && err.status !== null && err.status < 500 && textEvents === 0) {
@@ -241,8 +267,8 @@ export class UpstreamEngine implements Engine {
       }
       throw err;
     } finally {
-      // Whatever ended the loop, the response body is released (an abort destroys the socket).
-      if (!res.body.destroyed) res.body.destroy();
+      // Any other way out (an error, the consumer stopping) releases the body; an abort destroys the socket.
+      if (!done && !res.body.destroyed) res.body.destroy();
     }
     if (finish === null) {
       // The stream ended without saying how: a replica that died or a proxy that cut it. Never a silent end.
