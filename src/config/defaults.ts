@@ -19,6 +19,8 @@ export const DEFAULT_MODEL: ModelConfig = {
   queue_size: 64,
   threads: 0,
   temperature: 0.7,
+  flash_attention: false,
+  mmap: false,
 };
 
 /** An upstream model's settings where its configuration gives none (its replicas are always given). */

@@ -76,6 +76,13 @@ export const ModelSchema = Type.Object(
     /** CPU threads for the engine; 0: all cores but one, which stays with Node's event loop. */
     threads: Type.Integer({ minimum: 0 }),
     temperature: Type.Number({ minimum: 0, maximum: 2 }),
+    /** llama.cpp's flash attention: true, false, or "auto" (llama.cpp decides by model and hardware). */
+    flash_attention: Type.Union([Type.Boolean(), Type.Literal("auto")]),
+    /**
+     * Map the model file into memory instead of reading it. Off by default: where llama.cpp repacks the weights
+     * for the CPU (AMX, and the AVX2 / ARM repacks of some quantizations), a mapped file is held twice.
+     */
+    mmap: Type.Boolean(),
     /** Served by these upstream replicas instead of the embedded engine (then `source`, `parallel`, `threads` do not apply). */
     upstream: Type.Optional(UpstreamSchema),
   },

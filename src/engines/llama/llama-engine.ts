@@ -85,12 +85,13 @@ export class LlamaEngine implements Engine {
     try {
       const modelPath = await resolveModelPath(this.config.source, this.dataDir, this.log, this.loadAbort.signal);
       const llama = await llamaRuntime(this.log);
-      this.model = await llama.loadModel({ modelPath, loadSignal: this.loadAbort.signal });
+      this.model = await llama.loadModel({ modelPath, useMmap: this.config.mmap, loadSignal: this.loadAbort.signal });
       const train = this.model.trainContextSize || Infinity;
       this.context = await this.model.createContext({
         contextSize: Math.min(this.config.context_size, train),
         sequences: this.config.parallel,
         threads: engineThreads(this.config.threads),
+        flashAttention: this.config.flash_attention,
         createSignal: this.loadAbort.signal,
       });
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
@@ -105,6 +106,8 @@ export class LlamaEngine implements Engine {
           contextSize: this.contextSize,
           sequences: this.config.parallel,
           threads: this.context.currentThreads,
+          flashAttention: this.context.flashAttention,
+          mmap: this.model.useMmap,
           chatTemplate: this.chatWrapper.wrapperName,
           ms: Math.round(performance.now() - started),
         },
