@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
+import type { GatewayResult } from "./gateway.js";
 import type { LoadResult } from "./load.js";
 import type { Machine } from "./machine.js";
 import type { ConcurrencyResult, PrefixResult, SingleStreamResult } from "./scenarios.js";
@@ -30,6 +31,8 @@ export interface BenchResults {
   load: LoadResult[] | null;
   count100k: { model: string; prompt_tokens: number; body_bytes: number; runs_ms: number[]; median_ms: number } | null;
   inproc: InProcessResult | null;
+  /** A gateway in front of a tiny-model worker against the worker directly (absent in older results). */
+  gateway?: GatewayResult | null;
   duration_s: number;
 }
 
@@ -124,6 +127,40 @@ function loadRows(r: BenchResults): Row[] {
   });
 }
 
+/** The gateway's added latency: judged at concurrency 1, shown at 64. */
+function gatewayRows(r: BenchResults): Row[] {
+  const rows: Row[] = [];
+  const clients = (n: number, one: string, many: string) => `${n} ${n > 1 ? many : one}`;
+  const ms = (n: number) => `${n >= 0 ? "+" : ""}${f2(n)}`;
+  const us = (n: number) => `${n >= 0 ? "+" : ""}${f0(n)} µs`;
+  for (const q of r.gateway?.request ?? []) {
+    const judged = q.concurrency === 1 && q.counting === "upstream";
+    const how = q.counting === "local" ? ", the gateway counting prompts itself (`upstream.tokenizer`: the GGUF)" : "";
+    rows.push([
+      `Gateway, added per request (chat completion, max_tokens 1), ${clients(q.concurrency, "client", "clients")}${how}: p50 / p99`,
+      `${ms(q.added_p50_ms)} / ${ms(q.added_p99_ms)} ms (direct ${f2(q.direct.p50_ms)} / ${f2(q.direct.p99_ms)} ms, ` +
+        `${f0(q.direct.req_s)} req/s; gateway ${f2(q.gateway.p50_ms)} / ${f2(q.gateway.p99_ms)} ms, ${f0(q.gateway.req_s)} req/s)`,
+      judged ? "p99 added < 1 ms" : "—",
+      judged ? verdict(q.added_p99_ms < 1) : "info",
+    ]);
+  }
+  for (const t of r.gateway?.token ?? []) {
+    const judged = t.streams === 1;
+    rows.push([
+      `Gateway, added per streamed token, ${clients(t.streams, "stream", "streams")} of ${t.tokens} tokens`,
+      (t.streams > 1
+        ? `${us(t.added_per_token_aggregate_us)} aggregate (wall time ÷ all ${f0(t.streams * t.tokens)} tokens); per stream ${us(t.added_per_token_us)} over its decode span`
+        : `${us(t.added_per_token_us)} over the decode span (${us(t.added_per_token_end_to_end_us)} end to end)`) +
+        "; inter-token p50 " +
+        `${f2(t.direct.gap_p50_ms)} → ${f2(t.gateway.gap_p50_ms)} ms, p99 ${f2(t.direct.gap_p99_ms)} → ${f2(t.gateway.gap_p99_ms)} ms` +
+        `${t.streams > 1 ? `; ${f0(t.direct.aggregate_tok_s)} → ${f0(t.gateway.aggregate_tok_s)} tok/s aggregate` : ""}`,
+      judged ? "< 100 µs" : "—",
+      judged ? verdict(t.added_per_token_us < 100) : "info",
+    ]);
+  }
+  return rows;
+}
+
 /** KV cache the context allocates (f16 K and V, every layer, every sequence), for reading the RSS figures. */
 function kvCacheMb(r: BenchResults): number {
   const s = MODEL_SHAPES.bench;
@@ -153,8 +190,10 @@ function machineLine(r: BenchResults): string {
   return [
     `Measured ${m.date.slice(0, 16).replace("T", " ")} UTC on ${m.cpu}, ${m.cores} cores${m.avx512 ? " (AVX-512)" : ""}, ${m.ram_gb} GB RAM,`,
     `${m.os}, no GPU; Node ${m.node}, node-llama-cpp ${m.node_llama_cpp}${m.commit ? `, commit ${m.commit}` : ""}.`,
-    `Bench model: ${r.model.mb} MiB Q8_0, llama-shaped (made by the project); engine threads ${String(threads)}` +
-      `${r.settings.threads === 0 ? " (the default)" : ""}, context ${String(r.server?.loaded.contextSize ?? "?")} × ${String(r.server?.loaded.sequences ?? "?")} sequences.`,
+    r.server
+      ? `Bench model: ${r.model.mb} MiB Q8_0, llama-shaped (made by the project); engine threads ${String(threads)}` +
+        `${r.settings.threads === 0 ? " (the default)" : ""}, context ${String(r.server.loaded.contextSize ?? "?")} × ${String(r.server.loaded.sequences ?? "?")} sequences.`
+      : "Bench model not run (--skip-http).",
     `${r.mode === "quick" ? "Quick run" : "Full run"}: median of ${r.settings.runs} run${r.settings.runs > 1 ? "s" : ""} per item, temperature 0.7; took ${Math.round(r.duration_s)} s.`,
   ].join("\n");
 }
@@ -162,7 +201,7 @@ function machineLine(r: BenchResults): string {
 /** The markdown report: the machine, then one row per measured item with its goal and pass/miss. */
 export function buildReport(r: BenchResults): string {
   const threads = Number(r.server?.loaded.threads ?? r.settings.threads);
-  const rows: Row[] = [...singleRows(r, threads), ...concurrencyRows(r), ...loadRows(r), ...otherRows(r)];
+  const rows: Row[] = [...singleRows(r, threads), ...concurrencyRows(r), ...loadRows(r), ...gatewayRows(r), ...otherRows(r)];
   const table = [
     "| item | measured | goal | result |",
     "| --- | --- | --- | --- |",
@@ -175,7 +214,15 @@ export function buildReport(r: BenchResults): string {
     "autocannon runs in the harness's own process, on the same cores as the server.",
     "Counting runs on a second server with the tiny made model (110,000-token context): counting costs the tokenizer and template, not the weights.",
   ];
-  const warnings = r.server?.warnings ?? [];
+  if (r.gateway) {
+    notes.push(
+      "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings: each prompt counted on the worker), " +
+        "against the worker directly, in alternating blocks on kept-alive connections; added = gateway − direct percentile. " +
+        "Per token (judged at 1 stream): decode-span difference ÷ tokens, median of direct/gateway pairs (same seed both ways); " +
+        "at 64 streams, wall-time difference ÷ all tokens. Worker, gateway and client share the cores.",
+    );
+  }
+  const warnings = [...(r.server?.warnings ?? []), ...(r.gateway?.warnings ?? [])];
   if (warnings.length) notes.push(`Server warnings: ${[...new Set(warnings)].slice(0, 5).join("; ")}.`);
   return [machineLine(r), "", ...table, "", ...notes.map((n) => `- ${n}`)].join("\n");
 }

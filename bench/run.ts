@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
 import { makeModel, type ModelSize } from "../src/gguf/model-maker.js";
+import { measureGateway } from "./gateway.js";
 import { loadInProcess } from "./inproc.js";
 import { runLoad, type LoadResult } from "./load.js";
 import { describeMachine } from "./machine.js";
@@ -27,10 +28,12 @@ interface Options {
   out: string;
   threads: number;
   runs?: number;
+  http: boolean;
   inproc: boolean;
   load: boolean;
   count: boolean;
   concurrency: boolean;
+  gateway: boolean;
   readme?: boolean;
 }
 
@@ -46,6 +49,11 @@ function plan(o: Options) {
     concurrencyTokens: o.quick ? 32 : 64,
     loadSeconds: o.quick ? 2 : 5,
     countRuns: o.quick ? 3 : 7,
+    // Under a minute in full (most of it the 64-stream rounds; 55 s on 2 busy cores), about 30 s quick.
+    gateway: {
+      requests: o.quick ? 100 : 300, block: 25, rounds64: o.quick ? 2 : 4, perClient: o.quick ? 3 : 5,
+      streamTokens: 256, streamRuns: o.quick ? 3 : 7, streamRuns64: o.quick ? 1 : 2,
+    },
   };
 }
 
@@ -188,10 +196,11 @@ async function main(o: Options): Promise<void> {
     settings: { ...p, threads: o.threads, temperature: TEMPERATURE, prompt_lengths: [512, 2048] },
     model: { file: "data/bench/bench.gguf", bytes: bench.bytes, mb: round(bench.bytes / 2 ** 20, 1) },
     rss: { idle_mb: null, idle_detail: null, under_load_max_mb: null },
-    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, inproc: null, duration_s: 0,
+    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, inproc: null, gateway: null, duration_s: 0,
   };
-  await httpPhase(o, p, bench, results);
+  if (o.http) await httpPhase(o, p, bench, results);
   if (o.count) await countPhase(p, tiny, results);
+  if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, threads: o.threads, plan: p.gateway, say });
   if (o.inproc) await inProcessPhase(o, p, bench, results);
   results.duration_s = round((performance.now() - began) / 1000, 1);
 
@@ -213,24 +222,28 @@ const int = (v: string) => {
 };
 
 const program = new Command("bench")
-  .description("Lucena One benchmark: decode speed, time to first token, concurrency, prefix reuse, API load, RSS")
+  .description("Lucena One benchmark: decode speed, time to first token, concurrency, prefix reuse, API load, RSS, gateway overhead")
   .option("--quick", "fewer runs and shorter generations: a smoke check in about a minute", false)
   .option("--out <dir>", "where the JSON results go", join(repoRoot, "bench", "results"))
   .option("--threads <n>", "engine threads, passed to the model config (0: the server's default)", int, 0)
   .option("--runs <n>", "runs per measurement (default 3, quick 1)", int)
+  .option("--skip-http", "skip the bench-model server (single streams, concurrency, load; and so the in-process comparison)")
   .option("--skip-inproc", "skip the in-process engine comparison")
   .option("--skip-load", "skip the autocannon load tests")
   .option("--skip-count", "skip counting a 100,000-token prompt")
   .option("--skip-concurrency", "skip the concurrent-stream tests")
+  .option("--skip-gateway", "skip the gateway's added latency (a gateway in front of a tiny-model worker)")
   .option("--readme", "write the table into README.md (default: full runs only)")
   .option("--no-readme", "leave README.md alone")
-  .addHelpText("after", "\nFull runs write <date>.json and latest.json and update README.md; quick runs write <date>-quick.json only.");
+  .addHelpText("after", "\nFull runs write <date>.json and latest.json and update README.md; quick runs write <date>-quick.json only." +
+    "\nThe gateway phase alone: --quick --skip-http --skip-count --no-readme.");
 
 program.parse();
-const raw = program.opts<{ quick: boolean; out: string; threads: number; runs?: number; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; readme?: boolean }>();
+const raw = program.opts<{ quick: boolean; out: string; threads: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; readme?: boolean }>();
 main({
   quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
-  inproc: !raw.skipInproc, load: !raw.skipLoad, count: !raw.skipCount, concurrency: !raw.skipConcurrency,
+  http: !raw.skipHttp, inproc: !raw.skipInproc, load: !raw.skipLoad, count: !raw.skipCount, concurrency: !raw.skipConcurrency,
+  gateway: !raw.skipGateway,
   ...(raw.readme !== undefined ? { readme: raw.readme } : {}),
 }).catch((err: unknown) => {
   process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);

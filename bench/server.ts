@@ -9,7 +9,7 @@ export interface BenchServer {
   url: string;
   key: string;
   model: string;
-  /** The "model loaded" log entry (contextSize, sequences, threads, ms). */
+  /** The "model loaded" log entry (contextSize, sequences, threads, ms); a gateway's "upstream model ready" (replicas, healthy). */
   loaded: Record<string, unknown>;
   logFile: string;
   pid: number;
@@ -27,8 +27,9 @@ export interface StartServerOptions {
 
 /**
  * Starts the real server process (`lucena serve`) on a free loopback port, with a temp data dir, a config file
- * and a key from LUCENA_API_KEYS, and waits for its "model loaded" line. Its stdout (JSON logs, one line per
- * request at the default level) goes to a file, so the harness spends no CPU reading it.
+ * and a key from LUCENA_API_KEYS, and waits for its "model loaded" line (a gateway, whose model has an `upstream`
+ * block: "upstream model ready"). Its stdout (JSON logs, one line per request at the default level) goes to a
+ * file, so the harness spends no CPU reading it.
  */
 export async function startServer(opts: StartServerOptions): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "lucena-bench-"));
@@ -61,8 +62,8 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     }
     for (const e of entries()) {
       if (e.msg === "listening") port = Number(e.port);
-      if (e.msg === "model loaded") loaded = e;
-      if (e.msg === "model failed to load") {
+      if (e.msg === "model loaded" || e.msg === "upstream model ready") loaded = e;
+      if (e.msg === "model failed to load" || e.msg === "upstream model failed to start") {
         proc.kill("SIGKILL");
         throw new Error(`model failed to load: ${JSON.stringify(e)}`);
       }
