@@ -13,6 +13,11 @@ export interface PromptEncoder {
  */
 export interface PromptCounter {
   count(messages: readonly ChatMessage[]): Promise<number>;
+  /**
+   * A cheap upper bound on `count`, when the counter has one. When the bound already fits the budget, a
+   * completion needs no exact count: nothing would be trimmed, and the model reports the exact figure in its usage.
+   */
+  bound?(messages: readonly ChatMessage[]): number;
 }
 
 export type SystemPromptSource = "request" | "shape" | "default" | "none";
@@ -66,24 +71,54 @@ export function buildPrompt(model: ModelConfig, contextSize: number, encoder: Pr
   return { ...built, tokens: encoded };
 }
 
-/** {@link buildPrompt} for a model whose tokens are counted elsewhere: the same rules, one count per step. */
-export async function countPrompt(model: ModelConfig, contextSize: number, counter: PromptCounter, req: PromptRequest): Promise<CountedPrompt> {
+/**
+ * {@link buildPrompt} for a model whose tokens are counted elsewhere: the same rules, one count per step.
+ * Unless `exact`, a counter's upper bound that fits the budget stands in for the count (`estimated` is then
+ * true) where the output limit does not depend on it: the prompt is the one an exact count would keep,
+ * untrimmed, and the model reports the exact count in its usage.
+ */
+export async function countPrompt(
+  model: ModelConfig,
+  contextSize: number,
+  counter: PromptCounter,
+  req: PromptRequest,
+  exact = true,
+): Promise<CountedPrompt & { estimated: boolean }> {
+  if (!exact && counter.bound) {
+    const quick = planPrompt<number>(model, contextSize, req, (n) => n);
+    const first = quick.next();
+    if (!first.done) {
+      const settled = quick.next(counter.bound(first.value));
+      // Taken only where the output limit does not hang on the exact count: max_tokens is given (by the request
+      // or its shape), or the model's output limit binds even at the bound.
+      const outputKnown = (v: CountedPrompt) =>
+        (req.maxTokens ?? v.shape?.max_tokens ?? null) !== null || v.maxOutputTokens === model.max_output_tokens;
+      if (settled.done && outputKnown(settled.value)) {
+        const { encoded: _bound, ...built } = settled.value;
+        return { ...built, estimated: true };
+      }
+    }
+  }
   const plan = planPrompt<number>(model, contextSize, req, (n) => n);
   let step = plan.next();
   while (!step.done) step = plan.next(await counter.count(step.value));
   const { encoded: _count, ...built } = step.value;
-  return built;
+  return { ...built, estimated: false };
 }
 
-/** The prompt for an engine, whichever way it measures prompts: tokens when it tokenizes here, else null. */
+/**
+ * The prompt for an engine, whichever way it measures prompts: tokens when it tokenizes here, else null.
+ * `exact: false` (completions) lets a counted model skip its count when a bound shows the prompt fits.
+ */
 export async function preparePrompt(
   model: ModelConfig,
   contextSize: number,
   encoder: PromptEncoder | PromptCounter,
   req: PromptRequest,
-): Promise<CountedPrompt & { tokens: number[] | null }> {
-  if ("encode" in encoder) return buildPrompt(model, contextSize, encoder, req);
-  return { ...(await countPrompt(model, contextSize, encoder, req)), tokens: null };
+  exact = true,
+): Promise<CountedPrompt & { tokens: number[] | null; estimated: boolean }> {
+  if ("encode" in encoder) return { ...buildPrompt(model, contextSize, encoder, req), estimated: false };
+  return { ...(await countPrompt(model, contextSize, encoder, req, exact)), tokens: null };
 }
 
 /**

@@ -496,3 +496,69 @@ describe("countPrompt: the same rules for a model counted elsewhere", () => {
     assert.equal(b.promptTokens, a.promptTokens);
   });
 });
+
+describe("countPrompt: a counter's upper bound stands in for the count only where it changes nothing", () => {
+  const base = model({ system_prompt: null, max_input_tokens: 10_000, max_output_tokens: 1000 });
+  /** Counts like FakeEncoder; its bound is the count plus a slack. */
+  class BoundedCounter implements PromptCounter {
+    counts = 0;
+    constructor(private readonly slack: number) {}
+    async count(messages: readonly ChatMessage[]): Promise<number> {
+      this.counts++;
+      return costOf(messages);
+    }
+    bound(messages: readonly ChatMessage[]): number {
+      return costOf(messages) + this.slack;
+    }
+  }
+  const messages = turns(3);
+
+  test("with max_tokens given and the bound inside the budget: no count, the whole conversation, estimated", async () => {
+    const counter = new BoundedCounter(50);
+    const p = await countPrompt(base, 8192, counter, req(messages, { maxTokens: 100 }), false);
+    assert.equal(counter.counts, 0);
+    assert.equal(p.estimated, true);
+    assert.equal(p.promptTokens, costOf(messages) + 50);
+    assert.deepEqual(p.messages, messages);
+    assert.equal(p.maxOutputTokens, 100);
+  });
+
+  test("a bound over the budget falls back to exact counts, and trims exactly as buildPrompt does", async () => {
+    const budget = costOf(messages.slice(2));
+    const m = { ...base, max_input_tokens: budget };
+    const counter = new BoundedCounter(1);
+    const p = await countPrompt(m, 8192, counter, req(messages, { maxTokens: 100 }), false);
+    const built = buildPrompt(m, 8192, new FakeEncoder(), req(messages, { maxTokens: 100 }));
+    assert.ok(counter.counts > 0);
+    assert.equal(p.estimated, false);
+    assert.equal(p.promptTokens, built.tokens.length);
+    assert.deepEqual(p.messages, built.messages);
+    // A bound that fits only thanks to no slack at all: exact, too.
+    const tight = await countPrompt({ ...base, max_input_tokens: costOf(messages) }, 8192, new BoundedCounter(1), req(messages, { maxTokens: 100 }), false);
+    assert.equal(tight.estimated, false);
+    assert.equal(tight.keptMessages, messages.length);
+  });
+
+  test("without max_tokens, the bound is used only when the model's output limit binds anyway", async () => {
+    // Context 8192: the output cap would be 8192 - count, which needs the count.
+    let counter = new BoundedCounter(50);
+    let p = await countPrompt({ ...base, max_output_tokens: 16_000 }, 8192, counter, req(messages), false);
+    assert.equal(p.estimated, false);
+    assert.ok(counter.counts > 0);
+    assert.equal(p.maxOutputTokens, 8192 - costOf(messages));
+    // Output limit 1000 binds whatever the prompt: the bound is enough.
+    counter = new BoundedCounter(50);
+    p = await countPrompt(base, 8192, counter, req(messages), false);
+    assert.equal(p.estimated, true);
+    assert.equal(counter.counts, 0);
+    assert.equal(p.maxOutputTokens, 1000);
+  });
+
+  test("exact (the default, and what /v1/tokens/count uses) always counts", async () => {
+    const counter = new BoundedCounter(50);
+    const p = await countPrompt(base, 8192, counter, req(messages, { maxTokens: 100 }));
+    assert.equal(p.estimated, false);
+    assert.equal(p.promptTokens, costOf(messages));
+    assert.ok(counter.counts > 0);
+  });
+});

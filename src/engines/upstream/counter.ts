@@ -7,6 +7,18 @@ import { errors } from "../../server/errors.js";
 import { llamaRuntime, templateTokens } from "../llama/llama-engine.js";
 import type { Replica, ReplicaPool } from "./replicas.js";
 
+/**
+ * An upper bound on a templated conversation's tokens, with no tokenizer. Every tokenizer in use makes at most
+ * one token per UTF-8 byte of text (byte-level BPE), or per byte plus a word-start marker (SentencePiece with
+ * byte fallback); the chat template adds its markers around each message and may add a preamble of its own.
+ * So: bytes, plus a generous allowance per message and one for the template.
+ */
+export function promptBound(messages: readonly ChatMessage[]): number {
+  let n = TEMPLATE_ALLOWANCE;
+  for (const m of messages) n += Buffer.byteLength(m.content, "utf8") + 1 + MESSAGE_ALLOWANCE;
+  return n;
+}
+
 /** The tokenize endpoints an upstream may have, in the order "auto" tries them. */
 export const COUNTING_DIALECTS = ["lucena", "vllm", "llama.cpp"] as const;
 export type CountingDialect = (typeof COUNTING_DIALECTS)[number];
@@ -15,6 +27,9 @@ export type CountingDialect = (typeof COUNTING_DIALECTS)[number];
 class NotThisDialect extends Error {}
 
 const COUNT_TIMEOUT_MS = 10_000;
+/** Upper bounds on what a chat template adds: per message (role markers), and once (BOS, preamble, turn opener). */
+const MESSAGE_ALLOWANCE = 32;
+const TEMPLATE_ALLOWANCE = 512;
 
 async function postJson(replica: Replica, path: string, body: unknown, signal: AbortSignal): Promise<unknown> {
   const res = await replica.dispatcher.request({
@@ -94,6 +109,10 @@ export class EndpointCounter implements PromptCounter {
     private readonly log: Logger,
   ) {
     this.dialect = setting === "auto" ? null : Promise.resolve(setting);
+  }
+
+  bound(messages: readonly ChatMessage[]): number {
+    return promptBound(messages);
   }
 
   async count(messages: readonly ChatMessage[]): Promise<number> {

@@ -276,6 +276,10 @@ export class UpstreamEngine implements Engine {
       throw errors.upstreamFailed();
     }
     this.pool.report(replica, "ok");
+    if (promptTokens === undefined && opts.promptEstimated) {
+      // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
+      promptTokens = await this.encoder.count(opts.messages).catch(() => undefined);
+    }
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield { type: "done", finishReason: finish, completionTokens: completionTokens || textEvents, ...(promptTokens !== undefined ? { promptTokens } : {}) };
   }

@@ -57,7 +57,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       messages: parseMessages(body.messages),
       shape: body.shape ?? null,
       maxTokens: sampling.maxTokens,
-    });
+    }, false);
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
     let settle!: () => void;
     const outcome: CompletionOutcome = {
@@ -78,6 +78,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       prompt: built.tokens,
       messages: built.messages,
       promptTokens: built.promptTokens,
+      promptEstimated: built.estimated,
       maxTokens: built.maxOutputTokens,
       temperature: sampling.temperature ?? built.shape?.temperature ?? config.temperature,
       topP: sampling.topP ?? built.shape?.top_p ?? SAMPLING_DEFAULTS.topP,
