@@ -212,14 +212,14 @@ export class KeyStore implements KeyVerifier {
     return changed > 0;
   }
 
-  verify(presentedKey: string): Principal | null {
+  verify(presentedKey: string, presentedHash?: string): Principal | null {
     if (!presentedKey.startsWith(KEY_PREFIX)) return null;
     const version = this.stmts.dataVersion.get() as number;
     if (version !== this.dataVersion) {
       this.cache.clear();
       this.dataVersion = version;
     }
-    const hash = sha256Hex(presentedKey);
+    const hash = presentedHash ?? sha256Hex(presentedKey);
     let info = this.cache.get(hash);
     if (info === undefined) {
       const row = this.stmts.byHash.get(hash);

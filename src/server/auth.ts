@@ -17,7 +17,8 @@ const UNLIMITED: Principal["limits"] = { rpm: null, tpm: null, concurrency: null
  * does not depend on how much of a key matched.
  */
 export interface KeyVerifier {
-  verify(presentedKey: string): Principal | null;
+  /** `hash` is the key's SHA-256, when the caller has it already (a chain hashes once for all its verifiers). */
+  verify(presentedKey: string, hash?: string): Principal | null;
 }
 
 export function sha256Hex(text: string): string {
@@ -32,17 +33,17 @@ export class StaticKeys implements KeyVerifier {
     keys.forEach((k, i) => this.byHash.set(sha256Hex(k), { keyId: `config-${i + 1}`, limits: UNLIMITED, models: null }));
   }
 
-  verify(presentedKey: string): Principal | null {
-    return this.byHash.get(sha256Hex(presentedKey)) ?? null;
+  verify(presentedKey: string, hash = sha256Hex(presentedKey)): Principal | null {
+    return this.byHash.get(hash) ?? null;
   }
 }
 
 /** Tries each verifier in turn (configured keys, then the key store). */
 export class KeyChain implements KeyVerifier {
   constructor(private readonly verifiers: readonly KeyVerifier[]) {}
-  verify(presentedKey: string): Principal | null {
+  verify(presentedKey: string, hash = sha256Hex(presentedKey)): Principal | null {
     for (const v of this.verifiers) {
-      const p = v.verify(presentedKey);
+      const p = v.verify(presentedKey, hash);
       if (p) return p;
     }
     return null;
