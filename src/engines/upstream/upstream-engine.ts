@@ -130,7 +130,7 @@ export class UpstreamEngine implements Engine {
 
   private async *run(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     const tried = new Set<Replica>();
-    let lastError: ApiError = errors.modelUnavailable(this.config.id, 5);
+    let lastError: ApiError | null = null;
     for (let attempt = 0; attempt <= this.upstream.retries; attempt++) {
       const replica = this.pool.pick(tried);
       if (!replica) break;
@@ -165,7 +165,7 @@ export class UpstreamEngine implements Engine {
         release();
       }
     }
-    throw lastError;
+    throw lastError ?? errors.modelUnavailable(this.config.id, 5);
   }
 
   /** One attempt on one replica: the request, then its stream decoded into engine events. */
