@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { isUtf8 } from "node:buffer";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import sjson from "secure-json-parse";
@@ -152,6 +153,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   const lifecycle = { closing: false, stop: new AbortController() };
+  // Every completion in flight listens on this one signal: as many listeners as requests is expected, not a leak.
+  setMaxListeners(0, lifecycle.stop.signal);
   app.decorate("lifecycle", lifecycle);
   app.addHook("onRequest", async (req, reply) => {
     reply.header("x-request-id", req.id);

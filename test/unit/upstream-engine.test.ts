@@ -446,22 +446,24 @@ describe("UpstreamEngine: the request a replica receives", () => {
 });
 
 describe("UpstreamEngine: failures before the first text", () => {
-  test("a 503 from replica A: the answer comes from B, and A's failure is counted (not yet ejected)", async (t) => {
-    const a = await fakeUpstream(t, (_req, res) => json(res, 503, { error: { message: "overloaded", code: 503 } }));
-    const b = await fakeUpstream(t, (_req, res) => answer(res, ["from ", "B"]));
-    const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
-    const { events, error } = await collect(engine.generate(options()));
-    assert.equal(error, undefined);
-    assert.deepEqual(events, [
-      { type: "text", text: "from " },
-      { type: "text", text: "B" },
-      { type: "done", finishReason: "stop", completionTokens: 2, promptTokens: 7 },
-    ]);
-    assert.equal(a.chats().length, 1);
-    assert.equal(b.chats().length, 1);
-    assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures: 1, ejections: 0 });
-    assert.deepEqual(replica(engine, 1), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
-  });
+  for (const [status, failures, why] of [[503, 0, "busy or still loading: not a failure"], [429, 0, "busy: not a failure"], [500, 1, "a failure, counted (not yet ejected)"]] as const) {
+    test(`a ${status} from replica A: the answer comes from B; for A, ${why}`, async (t) => {
+      const a = await fakeUpstream(t, (_req, res) => json(res, status, { error: { message: "no", code: status } }));
+      const b = await fakeUpstream(t, (_req, res) => answer(res, ["from ", "B"]));
+      const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
+      const { events, error } = await collect(engine.generate(options()));
+      assert.equal(error, undefined);
+      assert.deepEqual(events, [
+        { type: "text", text: "from " },
+        { type: "text", text: "B" },
+        { type: "done", finishReason: "stop", completionTokens: 2, promptTokens: 7 },
+      ]);
+      assert.equal(a.chats().length, 1);
+      assert.equal(b.chats().length, 1);
+      assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures, ejections: 0 });
+      assert.deepEqual(replica(engine, 1), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
+    });
+  }
 
   test("replica A closes the connection without answering: B answers, A is ejected at once", async (t) => {
     const a = await fakeUpstream(t, (req) => void req.socket.destroy());

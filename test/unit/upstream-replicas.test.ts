@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test, type TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Replica, ReplicaPool, type ReplicaConfig, type ReplicaPoolOptions } from "../../src/engines/upstream/replicas.js";
 
 interface LogLine {
@@ -282,7 +283,7 @@ describe("ReplicaPool active health", () => {
     assert.equal(b.counters.ejections, 1);
   });
 
-  test("a non-2xx probe ejects; the first round resolves even when a replica is down", async (t) => {
+  test("a refused probe ejects at once; non-2xx probes eject after failuresToEject; the first round resolves", async (t) => {
     const sick = await fakeReplica(t);
     sick.status = 503;
     const opts = options();
@@ -296,13 +297,32 @@ describe("ReplicaPool active health", () => {
     t.after(() => pool.close());
     pool.start();
     await pool.firstProbes();
-    assert.deepEqual(
-      pool.replicas.map((r) => r.state),
-      ["ejected", "ejected"],
-    );
+    // Nobody listens on port 1: out at the first probe. A 503 (busy, still loading) is one strike of three.
+    assert.deepEqual(pool.replicas.map((r) => r.state), ["healthy", "ejected"]);
+    await until("the sick replica to be ejected after three failed probes", () => pool.replicas[0].state === "ejected");
     assert.equal(pool.anyHealthy, false);
     const reasons = opts.lines.map((l) => (l.obj as { reason: string }).reason);
     assert.ok(reasons.includes("health probe failed: HTTP 503"), reasons.join(", "));
+    assert.ok(reasons.some((r) => r.startsWith("health probe failed: ECONN")), reasons.join(", "));
+  });
+
+  test("one slow or failed probe among passing ones does not eject", async (t) => {
+    const flaky = await fakeReplica(t);
+    const pool = new ReplicaPool([{ url: flaky.url, apiKey: null }], options());
+    t.after(() => pool.close());
+    pool.start();
+    await pool.firstProbes();
+    let flips = 0;
+    // Failing and passing probes alternate: the failures never come three in a row.
+    for (let i = 0; i < 6; i++) {
+      flaky.status = 503;
+      await sleep(60);
+      flaky.status = 200;
+      await sleep(60);
+      if (pool.replicas[0].state !== "healthy") flips++;
+    }
+    assert.equal(flips, 0);
+    assert.equal(pool.replicas[0].counters.ejections, 0);
   });
 
   test("the probe GETs the health path with the replica's key, and no authorization without one", async (t) => {

@@ -107,6 +107,8 @@ export class EndpointCounter implements PromptCounter {
     private readonly pool: ReplicaPool,
     setting: "auto" | CountingDialect,
     private readonly log: Logger,
+    /** Other replicas tried when one cannot count. */
+    private readonly retries = 2,
   ) {
     this.dialect = setting === "auto" ? null : Promise.resolve(setting);
   }
@@ -117,8 +119,8 @@ export class EndpointCounter implements PromptCounter {
 
   async count(messages: readonly ChatMessage[]): Promise<number> {
     const tried = new Set<Replica>();
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const replica = this.pool.pick(tried);
+    for (let attempt = 0; attempt <= this.retries; attempt++) {
+      const replica = this.pool.pick(tried, false);
       if (!replica) break;
       tried.add(replica);
       const release = this.pool.begin(replica);

@@ -108,6 +108,9 @@ interface Health {
   timer: NodeJS.Timeout | null;
 }
 
+/** Probe failures that mean no server is there at all. */
+const REFUSED = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "UND_ERR_SOCKET"]);
+
 export class ReplicaPool {
   readonly replicas: readonly Replica[];
   private readonly health = new Map<Replica, Health>();
@@ -142,7 +145,11 @@ export class ReplicaPool {
     }
   }
 
-  pick(exclude?: ReadonlySet<Replica>): Replica | null {
+  /**
+   * `rotate: false` leaves the tie-breaking turn where it is: for side requests (prompt counts) that must not
+   * steer which replica the next completion goes to.
+   */
+  pick(exclude?: ReadonlySet<Replica>, rotate = true): Replica | null {
     const n = this.replicas.length;
     let best: Replica | null = null;
     let bestIndex = 0;
@@ -155,7 +162,7 @@ export class ReplicaPool {
         bestIndex = i;
       }
     }
-    if (best !== null) this.cursor = (bestIndex + 1) % n;
+    if (best !== null && rotate) this.cursor = (bestIndex + 1) % n;
     return best;
   }
 
@@ -239,7 +246,14 @@ export class ReplicaPool {
 
   private onProbe(r: Replica, h: Health, failure: string | null): void {
     if (r.state === "healthy") {
-      if (failure !== null) this.eject(r, `health probe failed: ${failure}`);
+      if (failure === null) {
+        h.failures = 0; // failures must come in a row to eject
+        return;
+      }
+      // Nobody listening: down now. A slow or non-2xx answer (a busy or starting server) counts like a failed
+      // request, toward failuresToEject.
+      if (REFUSED.has(failure)) this.eject(r, `health probe failed: ${failure}`);
+      else if (++h.failures >= this.opts.failuresToEject) this.eject(r, `health probe failed: ${failure}`);
       return;
     }
     if (failure !== null) {

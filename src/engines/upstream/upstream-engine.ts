@@ -74,7 +74,7 @@ export class UpstreamEngine implements Engine {
     const tokenizer = this.upstream.tokenizer;
     if (tokenizer === "auto" || (COUNTING_DIALECTS as readonly string[]).includes(tokenizer)) {
       this.gguf = null;
-      this.encoder = new EndpointCounter(config.id, this.upstreamModel, this.pool, tokenizer as "auto" | CountingDialect, log);
+      this.encoder = new EndpointCounter(config.id, this.upstreamModel, this.pool, tokenizer as "auto" | CountingDialect, log, this.upstream.retries);
     } else {
       this.gguf = new GgufCounter(tokenizer);
       this.encoder = this.gguf;
@@ -288,7 +288,9 @@ export class UpstreamEngine implements Engine {
   private refusal(replica: Replica, status: number, text: string): Error {
     const unavailable = errors.modelUnavailable(this.config.id, 5);
     if (status >= 500 || status === 429 || status === 408) {
-      return new BeforeFirstText(`status ${status}`, status === 429 ? "ok" : "server", unavailable);
+      // 429 and 503 say "busy" or "still loading" (with Retry-After): another replica is tried, and the replica
+      // is not counted as failing. Other 5xx answers count toward its ejection.
+      return new BeforeFirstText(`status ${status}`, status === 429 || status === 503 ? "ok" : "server", unavailable);
     }
     if (status === 401 || status === 403) {
       // The replica refused the gateway's key: an operator's configuration error, not the client's.
