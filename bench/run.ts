@@ -27,6 +27,7 @@ interface Options {
   quick: boolean;
   out: string;
   threads: number;
+  batchSize?: number;
   runs?: number;
   http: boolean;
   inproc: boolean;
@@ -68,9 +69,12 @@ function ensureModel(size: ModelSize): { path: string; bytes: number } {
   return { path, bytes: statSync(path).size };
 }
 
-function benchModelConfig(source: string, threads: number): ModelConfig {
+function benchModelConfig(source: string, threads: number, batchSize?: number): ModelConfig {
   // 2,048 prompt tokens + an answer + a second turn fit in 3,072 per sequence, for each of 8 sequences.
-  return { ...DEFAULT_MODEL, id: "bench", name: "Bench model", source, context_size: 3072, parallel: 8, queue_size: 64, threads };
+  return {
+    ...DEFAULT_MODEL, id: "bench", name: "Bench model", source, context_size: 3072, parallel: 8, queue_size: 64, threads,
+    ...(batchSize !== undefined ? { batch_size: batchSize } : {}),
+  };
 }
 
 /** What the engine's "model loaded" line says about how it runs (not the log's own pid, time, level). */
@@ -88,7 +92,7 @@ async function warmUp(server: BenchServer): Promise<void> {
 
 async function httpPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults) {
   say("starting the server on the bench model");
-  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads) });
+  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize) });
   results.server = { loaded: loadedFields(server.loaded) };
   try {
     await sleep(500);
@@ -164,7 +168,7 @@ async function countPhase(p: ReturnType<typeof plan>, tiny: { path: string }, re
 async function inProcessPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults) {
   if (!results.http) return;
   say("loading the same engine in-process (the server is stopped)");
-  const engine = await loadInProcess(benchModelConfig(bench.path, o.threads));
+  const engine = await loadInProcess(benchModelConfig(bench.path, o.threads, o.batchSize));
   const out: InProcessResult = { loaded: loadedFields(engine.loaded) };
   try {
     await engine.generate(engine.encode([{ role: "user", content: "Warm up: say something." }]), 8, TEMPERATURE);
@@ -227,6 +231,7 @@ const program = new Command("bench")
   .option("--out <dir>", "where the JSON results go", join(repoRoot, "bench", "results"))
   .option("--threads <n>", "engine threads, passed to the model config (0: the server's default)", int, 0)
   .option("--runs <n>", "runs per measurement (default 3, quick 1)", int)
+  .option("--batch-size <n>", "the model's batch_size (default: the server's default)", int)
   .option("--skip-http", "skip the bench-model server (single streams, concurrency, load; and so the in-process comparison)")
   .option("--skip-inproc", "skip the in-process engine comparison")
   .option("--skip-load", "skip the autocannon load tests")
@@ -239,9 +244,9 @@ const program = new Command("bench")
     "\nThe gateway phase alone: --quick --skip-http --skip-count --no-readme.");
 
 program.parse();
-const raw = program.opts<{ quick: boolean; out: string; threads: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; readme?: boolean }>();
+const raw = program.opts<{ quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; readme?: boolean }>();
 main({
-  quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
+  quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
   http: !raw.skipHttp, inproc: !raw.skipInproc, load: !raw.skipLoad, count: !raw.skipCount, concurrency: !raw.skipConcurrency,
   gateway: !raw.skipGateway,
   ...(raw.readme !== undefined ? { readme: raw.readme } : {}),

@@ -19,6 +19,7 @@ export const DEFAULT_MODEL: ModelConfig = {
   queue_size: 64,
   threads: 0,
   temperature: 0.7,
+  batch_size: 0,
   flash_attention: false,
   mmap: false,
 };

@@ -60,6 +60,16 @@ export function templateTokens(model: LlamaModel, chatWrapper: ChatWrapper, mess
   return contextText.tokenize(model.tokenizer);
 }
 
+/**
+ * `batch_size: 0` (the default): 32 tokens a step on a CPU, 512 with a GPU. Measured on 2 cores with the bench
+ * model: 32-token steps evaluate a 2,048-token prompt faster than 512-token ones (12.3 s against 17.2 s), keep two
+ * streams' inter-token p99 within 2× of the median (1.6× against 5.5×) while a third prompt is evaluated, and
+ * decode 8 streams faster (40.5 against 24.5 tok/s). A GPU wants large steps for prompts.
+ */
+export function engineBatchSize(configured: number, gpu: boolean): number {
+  return configured > 0 ? configured : gpu ? 512 : 32;
+}
+
 /** The embedded engine: a GGUF model served in-process by llama.cpp, with `parallel` sequences. */
 export class LlamaEngine implements Engine {
   status: EngineStatus = "loading";
@@ -92,6 +102,7 @@ export class LlamaEngine implements Engine {
         sequences: this.config.parallel,
         threads: engineThreads(this.config.threads),
         flashAttention: this.config.flash_attention,
+        batchSize: engineBatchSize(this.config.batch_size, llama.gpu !== false),
         createSignal: this.loadAbort.signal,
       });
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
@@ -107,6 +118,7 @@ export class LlamaEngine implements Engine {
           sequences: this.config.parallel,
           threads: this.context.currentThreads,
           flashAttention: this.context.flashAttention,
+          batchSize: this.context.batchSize,
           mmap: this.model.useMmap,
           chatTemplate: this.chatWrapper.wrapperName,
           ms: Math.round(performance.now() - started),
