@@ -14,6 +14,8 @@ export interface GenerateOptions {
   messages: readonly ChatMessage[];
   /** The prompt's length in tokens, as counted by the engine's encoder or counter. */
   promptTokens: number;
+  /** False when the caller needs only the whole answer (a JSON response): an engine may then fetch it whole. */
+  incremental?: boolean;
   /** `promptTokens` is an upper bound, not a count (the counter's bound showed the prompt fits). */
   promptEstimated?: boolean;
   maxTokens: number;

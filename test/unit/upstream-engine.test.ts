@@ -445,6 +445,43 @@ describe("UpstreamEngine: the request a replica receives", () => {
   });
 });
 
+describe("UpstreamEngine: a JSON client's answer is fetched whole", () => {
+  const completion = (content: string) => ({
+    id: "x", object: "chat.completion", created: 1, model: "m",
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "length" }],
+    usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 },
+  });
+
+  test("stream: false upstream, one text event with the whole answer, the replica's usage", async (t) => {
+    const fake = await fakeUpstream(t, (_req, res) => json(res, 200, completion("whole answer")));
+    const engine = await startEngine(t, [{ url: fake.origin }]);
+    const { events, error } = await collect(engine.generate(options({ incremental: false })));
+    assert.equal(error, undefined);
+    assert.deepEqual(events, [
+      { type: "text", text: "whole answer" },
+      { type: "done", finishReason: "length", completionTokens: 4, promptTokens: 11 },
+    ]);
+    const sent = fake.chats()[0].body as Record<string, unknown>;
+    assert.equal(sent.stream, false);
+    assert.equal(sent.stream_options, undefined);
+  });
+
+  test("a body that is not JSON, or a 500, is retried on the other replica", async (t) => {
+    for (const broken of [
+      (_req: IncomingMessage, res: ServerResponse) => void res.writeHead(200, { "content-type": "application/json" }).end("{not json"),
+      (_req: IncomingMessage, res: ServerResponse) => json(res, 500, { error: { message: "boom" } }),
+    ]) {
+      const a = await fakeUpstream(t, broken);
+      const b = await fakeUpstream(t, (_req, res) => json(res, 200, completion("from B")));
+      const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
+      const { events, error } = await collect(engine.generate(options({ incremental: false })));
+      assert.equal(error, undefined);
+      assert.equal(textOf(events), "from B");
+      assert.equal(a.chats().length, 1);
+    }
+  });
+});
+
 describe("UpstreamEngine: failures before the first text", () => {
   for (const [status, failures, why] of [[503, 0, "busy or still loading: not a failure"], [429, 0, "busy: not a failure"], [500, 1, "a failure, counted (not yet ejected)"]] as const) {
     test(`a ${status} from replica A: the answer comes from B; for A, ${why}`, async (t) => {

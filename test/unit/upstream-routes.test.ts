@@ -34,7 +34,17 @@ async function vllmLike(t: TestContext, silenceMs: number, texts: string[]): Pro
         return void res.end(JSON.stringify({ count: 42, max_model_len: 8192, tokens: [] }));
       }
       if (req.url !== "/v1/chat/completions") return void res.writeHead(404).end();
-      up.bodies.push(JSON.parse(raw) as Record<string, unknown>);
+      const sent = JSON.parse(raw) as Record<string, unknown>;
+      up.bodies.push(sent);
+      if (sent.stream === false) {
+        await new Promise((r) => setTimeout(r, silenceMs));
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify({
+          id: "cmpl-up", object: "chat.completion", created: 1, model: "upstream-name",
+          choices: [{ index: 0, message: { role: "assistant", content: texts.join("") }, finish_reason: "stop" }],
+          usage: { prompt_tokens: 42, completion_tokens: texts.length, total_tokens: 42 + texts.length },
+        }));
+      }
       res.writeHead(200, { "content-type": "text/event-stream" });
       const base = { id: "cmpl-up", object: "chat.completion.chunk", created: 1, model: "upstream-name" };
       res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`);
@@ -78,6 +88,7 @@ const parse = (ev: string) => JSON.parse(ev.slice("data: ".length)) as Chunk;
 
 describe("routes over an upstream model", () => {
   test("a stream is re-framed into Lucena's sequence, with keepalives while the replica is silent", async (t) => {
+    // (the replica is asked for a stream with usage, as the engine's unit tests check)
     const up = await vllmLike(t, 350, ["Hel", "lo"]);
     const { app } = await gateway(t, up, 100);
     const res = await chat(app, { model: TEST_MODEL.id, stream: true, max_tokens: 20, messages: [{ role: "user", content: "Hi" }] });
@@ -99,7 +110,7 @@ describe("routes over an upstream model", () => {
     assert.ok(chunks.every((c) => c.model === TEST_MODEL.id && c.id === chunks[0].id), "Lucena's own id and model, not the replica's");
   });
 
-  test("a JSON request is assembled from the replica's stream; the replica gets the resolved conversation", async (t) => {
+  test("a JSON request is fetched whole and answered in Lucena's shape; the replica gets the resolved conversation", async (t) => {
     const up = await vllmLike(t, 0, ["a", "b", "c"]);
     const { app } = await gateway(t, up);
     const res = await chat(app, { model: TEST_MODEL.id, max_tokens: 20, temperature: 0.5, messages: [{ role: "user", content: "Hi" }] });
@@ -115,7 +126,8 @@ describe("routes over an upstream model", () => {
     assert.deepEqual(sent.messages, [{ role: "system", content: TEST_MODEL.system_prompt }, { role: "user", content: "Hi" }]);
     assert.equal(sent.max_tokens, 20);
     assert.equal(sent.temperature, 0.5);
-    assert.equal(sent.stream, true);
+    assert.equal(sent.stream, false, "a JSON client's answer is fetched whole");
+    assert.equal(sent.stream_options, undefined);
     assert.equal(up.counts, 0, "max_tokens given and a prompt far inside the budget: no count round trip");
   });
 

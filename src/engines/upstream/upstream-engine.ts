@@ -4,7 +4,7 @@ import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
 import { ApiError, errors } from "../../server/errors.js";
 import { SAMPLING_DEFAULTS, type Engine, type EngineEvent, type EngineStats, type EngineStatus, type ReplicaStats, type FinishReason, type GenerateOptions } from "../engine.js";
-import { UpstreamStreamDecoder, type UpstreamEvent } from "./chat-stream.js";
+import { decodeCompletionBody, UpstreamStreamDecoder, type UpstreamEvent } from "./chat-stream.js";
 import { COUNTING_DIALECTS, EndpointCounter, GgufCounter, type CountingDialect } from "./counter.js";
 import { ReplicaPool, type Replica, type ReplicaOutcome } from "./replicas.js";
 
@@ -37,8 +37,8 @@ export function openAiBase(url: string): string {
 
 /**
  * A model served by other OpenAI-compatible servers (vLLM, SGLang, llama.cpp's server, Lucena One workers).
- * Each completion goes to the healthy replica with the fewest requests in flight, always as a stream with usage
- * (whatever the client asked: the route assembles JSON answers itself). Failures before the first text are
+ * Each completion goes to the healthy replica with the fewest requests in flight: as a stream with usage for a
+ * streaming client, whole for a JSON client. Failures before the first text are
  * retried on another replica; after it, the error ends the client's stream. The client's disconnect aborts the
  * upstream request at once (its signal is the request's).
  */
@@ -173,8 +173,9 @@ export class UpstreamEngine implements Engine {
     const body: Record<string, unknown> = {
       model: this.upstreamModel,
       messages: opts.messages,
-      stream: true,
-      stream_options: { include_usage: true },
+      // A JSON client's answer is fetched whole: one response to read instead of a chunk per token.
+      stream: opts.incremental !== false,
+      ...(opts.incremental !== false ? { stream_options: { include_usage: true } } : {}),
       max_tokens: opts.maxTokens,
       temperature: opts.temperature,
       top_p: opts.topP,
@@ -205,7 +206,7 @@ export class UpstreamEngine implements Engine {
       res = await replica.dispatcher.request({
         method: "POST",
         path: replica.path("/chat/completions"),
-        headers: { ...replica.headers(), accept: "text/event-stream" },
+        headers: body.stream ? { ...replica.headers(), accept: "text/event-stream" } : replica.headers(),
         body: JSON.stringify(body),
         signal,
         headersTimeout: this.upstream.first_byte_timeout_seconds * 1000,
@@ -245,15 +246,21 @@ export class UpstreamEngine implements Engine {
       }
     };
     try {
-      // Leaving the loop at [DONE] must not destroy the body: its connection is reused once the body is read.
-      for await (const chunk of res.body.iterator({ destroyOnReturn: false })) {
-        yield* handle(decoder.push(chunk as Buffer));
-        if (done) break;
-      }
-      if (!done) yield* handle(decoder.end());
-      else {
-        // Read the rest of the body (servers end it right after [DONE]) so the connection goes back to the pool.
-        res.body.dump({ limit: 1 << 20, signal: AbortSignal.timeout(DRAIN_TIMEOUT_MS) }).catch(() => undefined);
+      if (!body.stream) {
+        const whole = await res.body.json();
+        done = true; // read to its end: the connection is free again
+        yield* handle(decodeCompletionBody(whole));
+      } else {
+        // Leaving the loop at [DONE] must not destroy the body: its connection is reused once the body is read.
+        for await (const chunk of res.body.iterator({ destroyOnReturn: false })) {
+          yield* handle(decoder.push(chunk as Buffer));
+          if (done) break;
+        }
+        if (!done) yield* handle(decoder.end());
+        else {
+          // Read the rest of the body (servers end it right after [DONE]) so the connection goes back to the pool.
+          res.body.dump({ limit: 1 << 20, signal: AbortSignal.timeout(DRAIN_TIMEOUT_MS) }).catch(() => undefined);
+        }
       }
     } catch (err) {
       if (opts.signal.aborted) throw err;

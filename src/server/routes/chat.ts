@@ -75,6 +75,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     const stopped = () => opts.stopping.aborted && !reply.raw.destroyed;
 
     const genOpts: GenerateOptions = {
+      incremental: stream,
       prompt: built.tokens,
       messages: built.messages,
       promptTokens: built.promptTokens,
