@@ -235,7 +235,7 @@ export function buildReport(r: BenchResults): string {
   ];
   if (r.gateway) {
     notes.push(
-      "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings: each prompt counted on the worker), " +
+      "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings; with max_tokens given and a short prompt the gateway needs no count from the worker, and a JSON answer is fetched whole), " +
         "against the worker directly, in alternating blocks on kept-alive connections; added = gateway − direct percentile. " +
         "Per token (judged at 1 stream): decode-span difference ÷ tokens, median of direct/gateway pairs (same seed both ways); " +
         "at 64 streams, wall-time difference ÷ all tokens. Worker, gateway and client share the cores.",
