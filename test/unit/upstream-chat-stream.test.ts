@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { decodeCompletionBody, UpstreamStreamDecoder, type UpstreamEvent } from "../../src/engines/upstream/chat-stream.js";
 import { repoRoot } from "../helpers/paths.js";
+import { rng } from "../helpers/rng.js";
 
 const DIR = join(repoRoot, "test", "fixtures", "transcripts");
 const readText = (name: string) => readFileSync(join(DIR, name), "utf8");
@@ -31,17 +32,6 @@ function decode(chunks: (Uint8Array | string)[]): Decoded {
 
 const decodeString = (body: string) => decode([body]);
 
-/** Deterministic PRNG (mulberry32), so a failing split can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `bytes` cut at random places into pieces of 1 to `max` bytes. */
 function randomChunks(bytes: Uint8Array, seed: number, max: number): Uint8Array[] {

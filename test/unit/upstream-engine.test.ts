@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test, type TestContext } from "node:test";
@@ -16,6 +16,8 @@ import { createLogger } from "../../src/observability/log.js";
 import { ApiError } from "../../src/server/errors.js";
 import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
+import { rng } from "../helpers/rng.js";
+import { listen } from "../helpers/sockets.js";
 
 const log = createLogger("silent");
 const TRANSCRIPTS = join(repoRoot, "test", "fixtures", "transcripts");
@@ -32,17 +34,6 @@ async function until(what: string, cond: () => boolean, ms = 3000): Promise<void
   }
 }
 
-/** Deterministic PRNG (mulberry32), so a failing split can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // A fake upstream: a real node:http server on 127.0.0.1 that answers its health path and hands every other
@@ -77,16 +68,6 @@ interface Fake {
   stop(): Promise<void>;
 }
 
-async function listen(server: Server, port = 0): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  return (server.address() as AddressInfo).port;
-}
 
 async function fakeUpstream(t: TestContext, handler: Handler = notFound): Promise<Fake> {
   const sockets = new Set<Socket>();

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { describe, test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Replica, ReplicaPool, type ReplicaConfig, type ReplicaPoolOptions } from "../../src/engines/upstream/replicas.js";
+import { listen } from "../helpers/sockets.js";
 
 interface LogLine {
   level: "warn" | "info";
@@ -26,16 +26,6 @@ interface FakeReplica {
   restart(): Promise<void>;
 }
 
-async function listen(server: Server, port: number): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  return (server.address() as AddressInfo).port;
-}
 
 async function fakeReplica(t: TestContext, basePath = "/v1"): Promise<FakeReplica> {
   let server: Server;
