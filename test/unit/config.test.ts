@@ -244,3 +244,57 @@ describe("loadConfig: the result", () => {
     assert.equal(a.port, 1);
   });
 });
+
+describe("loadConfig: upstream models", () => {
+  test("--upstream serves the default model from those replicas, with the default upstream settings", () => {
+    const c = loadConfig({ upstream: "http://10.0.0.5:8000/v1, http://10.0.0.6:8000" }, { LUCENA_UPSTREAM_KEY: "replica-key" });
+    const u = c.models[0].upstream!;
+    assert.deepEqual(u.replicas, [
+      { url: "http://10.0.0.5:8000/v1", api_key: "replica-key" },
+      { url: "http://10.0.0.6:8000", api_key: "replica-key" },
+    ]);
+    assert.equal(u.tokenizer, "auto");
+    assert.equal(u.health_path, "/v1/models");
+    assert.equal(u.retries, 2);
+    assert.equal(c.models[0].source, undefined);
+  });
+
+  test("LUCENA_UPSTREAM works like --upstream, and --upstream-key wins over LUCENA_UPSTREAM_KEY", () => {
+    const c = loadConfig({ upstreamKey: "from-cli" }, { LUCENA_UPSTREAM: "http://a:1", LUCENA_UPSTREAM_KEY: "from-env" });
+    assert.deepEqual(c.models[0].upstream!.replicas, [{ url: "http://a:1", api_key: "from-cli" }]);
+    const none = loadConfig({ upstream: "http://a:1" }, {});
+    assert.equal(none.models[0].upstream!.replicas[0].api_key, null);
+  });
+
+  test("a file's upstream block keeps the defaults for what it leaves out; a replica without a key gets none", () => {
+    const c = loadConfig({ config: file({ models: [{ id: "big", upstream: { replicas: [{ url: "http://gpu:8000/v1" }], model: "Qwen/Qwen2.5", retries: 0 } }] }) }, {});
+    const u = c.models[0].upstream!;
+    assert.deepEqual(u.replicas, [{ url: "http://gpu:8000/v1", api_key: null }]);
+    assert.equal(u.model, "Qwen/Qwen2.5");
+    assert.equal(u.retries, 0);
+    assert.equal(u.health_interval_seconds, 2);
+    assert.equal(c.models[0].max_input_tokens, 100000, "model defaults still apply");
+  });
+
+  test("--upstream keeps the file's upstream settings and replaces its replicas", () => {
+    const path = file({ models: [{ upstream: { replicas: [{ url: "http://old:1" }], health_path: "/health" } }] });
+    const c = loadConfig({ config: path, upstream: "http://new:2" }, {});
+    assert.deepEqual(c.models[0].upstream!.replicas, [{ url: "http://new:2", api_key: null }]);
+    assert.equal(c.models[0].upstream!.health_path, "/health");
+  });
+
+  test("invalid upstream configurations are ConfigErrors", () => {
+    assertConfigError(() => loadConfig({ model: "/m.gguf", upstream: "http://a:1" }, {}), "--model", "--upstream");
+    assertConfigError(() => loadConfig({ config: file({ models: [{ source: "/m.gguf", upstream: { replicas: [{ url: "http://a:1" }] } }] }) }, {}), "source", "upstream");
+    assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [] } }] }) }, {}), "replicas");
+    assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "ftp://a" }] } }] }) }, {}), "url");
+    assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], nonsense: 1 } }] }) }, {}), "upstream");
+  });
+
+  test("the embedded engine's new settings have their documented defaults", () => {
+    const m = loadConfig({}, {}).models[0];
+    assert.equal(m.batch_size, 0);
+    assert.equal(m.flash_attention, false);
+    assert.equal(m.mmap, false);
+  });
+});
