@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { base62 } from "../api/responses.js";
+import { base62, secretBase62 } from "../api/responses.js";
 import { sha256Hex, type KeyVerifier, type Principal } from "../server/auth.js";
 
 export const KEY_PREFIX = "sk-lucena-";
@@ -171,7 +171,7 @@ export class KeyStore implements KeyVerifier {
 
   /** Creates a key; the full key is returned here once and never stored. */
   create(k: NewKey): { key: string; info: KeyInfo } {
-    const key = `${KEY_PREFIX}${base62(KEY_RANDOM_CHARS)}`;
+    const key = `${KEY_PREFIX}${secretBase62(KEY_RANDOM_CHARS)}`;
     const now = Date.now();
     const row = {
       id: `key_${base62(16)}`,
