@@ -41,7 +41,8 @@ export type EngineEvent =
       promptTokens?: number;
     };
 
-export type EngineStatus = "loading" | "ready" | "failed";
+/** `unavailable`: loaded, but nothing can serve it now (an upstream model whose replicas are all ejected). */
+export type EngineStatus = "loading" | "ready" | "failed" | "unavailable";
 
 export interface EngineStats {
   busy: number;

@@ -12,7 +12,7 @@ export interface OpsOptions {
 }
 
 export interface Health {
-  /** ok: every model is ready; degraded: at least one is loading or failed. */
+  /** ok: every model is ready; degraded: at least one is loading, failed, or unavailable (no replica up). */
   status: "ok" | "degraded";
   models: Record<string, EngineStatus>;
 }

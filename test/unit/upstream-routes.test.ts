@@ -8,6 +8,7 @@ import type { ModelConfig } from "../../src/config/schema.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { buildApp } from "../../src/server/app.js";
 import { StaticKeys } from "../../src/server/auth.js";
+import { health } from "../../src/server/ops.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import { chat, count, sseEvents, TEST_KEY, TEST_MODEL, type Chunk } from "../helpers/fake-engine.js";
 
@@ -147,5 +148,45 @@ describe("routes over an upstream model", () => {
     assert.equal(c.usage.prompt_tokens, 42, "the replica's count");
     assert.equal(c.limits.context_size, TEST_MODEL.context_size, "limits from the configuration");
     assert.ok(up.counts >= 1);
+  });
+});
+
+describe("an upstream model with every replica down", () => {
+  test("reads unavailable: listed, 503 with Retry-After for completions, degraded /health; back when a replica is", async (t) => {
+    const up = await vllmLike(t, 0, ["ok"]);
+    const config: ModelConfig = {
+      ...TEST_MODEL,
+      upstream: { ...DEFAULT_UPSTREAM, replicas: [{ url: up.url, api_key: null }], health_interval_seconds: 0.3, probes_to_readmit: 2 },
+    };
+    const log = pino({ level: "silent" });
+    const engine = new UpstreamEngine(config, log);
+    await engine.load();
+    const registry = new ModelRegistry([{ config, engine, demo: false }]);
+    const app = buildApp({ registry, keys: new StaticKeys([TEST_KEY]), log, bodyLimit: 1 << 20, alwaysStream: false, keepaliveMs: 60_000 });
+    t.after(async () => {
+      await app.close();
+      await engine.close();
+    });
+    assert.equal(engine.status, "ready");
+    assert.deepEqual(health(registry), { status: "ok", models: { [TEST_MODEL.id]: "ready" } });
+
+    engine.pool.report(engine.pool.replicas[0], "connect"); // as a refused connection would
+    assert.equal(engine.status, "unavailable");
+    assert.deepEqual(health(registry), { status: "degraded", models: { [TEST_MODEL.id]: "unavailable" } });
+    const listed = await app.inject({ method: "GET", url: "/v1/models", headers: { authorization: `Bearer ${TEST_KEY}` } });
+    assert.equal(listed.statusCode, 200);
+    assert.equal((JSON.parse(listed.payload) as { data: { id: string }[] }).data[0].id, TEST_MODEL.id);
+    const res = await chat(app, { model: TEST_MODEL.id, max_tokens: 5, messages: [{ role: "user", content: "Hi" }] });
+    assert.equal(res.statusCode, 503);
+    assert.equal(res.headers["retry-after"], "5");
+    assert.equal((JSON.parse(res.payload) as { error: { type: string } }).error.type, "server_error");
+    assert.equal(up.bodies.length, 0, "nothing was sent to the ejected replica");
+
+    // The replica still answers its probes: two in a row (at least 0.3 s after the ejection) re-admit it.
+    const deadline = Date.now() + 3000;
+    while (engine.status !== "ready" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(engine.status, "ready");
+    const again = await chat(app, { model: TEST_MODEL.id, max_tokens: 5, messages: [{ role: "user", content: "Hi" }] });
+    assert.equal(again.statusCode, 200);
   });
 });

@@ -43,7 +43,13 @@ export function openAiBase(url: string): string {
  * upstream request at once (its signal is the request's).
  */
 export class UpstreamEngine implements Engine {
-  status: EngineStatus = "loading";
+  private state: EngineStatus = "loading";
+
+  /** Ready while at least one replica takes requests; `unavailable` while every one is ejected. */
+  get status(): EngineStatus {
+    if (this.state !== "ready") return this.state;
+    return this.pool.anyHealthy ? "ready" : "unavailable";
+  }
   readonly contextSize: number;
   readonly encoder: PromptCounter;
   readonly pool: ReplicaPool;
@@ -91,7 +97,7 @@ export class UpstreamEngine implements Engine {
       this.pool.start();
       const waited = new Promise<void>((resolve) => setTimeout(resolve, FIRST_PROBES_WAIT_MS).unref());
       await Promise.race([this.pool.firstProbes(), waited]);
-      this.status = "ready";
+      this.state = "ready";
       const healthy = this.pool.replicas.filter((r) => r.state === "healthy").map((r) => r.label);
       this.log.info(
         { model: this.config.id, replicas: this.pool.replicas.map((r) => r.label), healthy, upstreamModel: this.upstreamModel },
@@ -99,7 +105,7 @@ export class UpstreamEngine implements Engine {
       );
       if (healthy.length === 0) this.log.warn({ model: this.config.id }, "no upstream replica answers its health check yet");
     } catch (err) {
-      this.status = "failed";
+      this.state = "failed";
       this.log.error({ model: this.config.id, err: (err as Error).message }, "upstream model failed to start");
       throw err;
     }
