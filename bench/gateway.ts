@@ -11,9 +11,9 @@ import { median, percentile, round, sum } from "./stats.js";
  * gateway adds is not lost in the engine's time) and one gateway in front of it, both real `lucena serve`
  * processes. The worker has 64 sequences, so 64 concurrent requests are batched, not queued behind each other
  * (queue_size 128 leaves room for the gateway's counting requests). The gateway keeps the default upstream
- * settings (tokenizer "auto": each prompt is counted on the worker's /v1/tokens/count, one more round trip per
- * request, which is part of what it adds) with 2 s health probes. A second gateway that counts prompts itself
- * (upstream.tokenizer: the GGUF) is measured at concurrency 1 too, to show what that round trip costs.
+ * settings (tokenizer "auto", counting on the worker's /v1/tokens/count when it must; these requests give
+ * max_tokens and short prompts, so a byte bound shows they fit and no count is needed) with 2 s health probes.
+ * A second gateway that counts prompts itself (upstream.tokenizer: the GGUF) is measured at concurrency 1 too.
  *
  * Per request: the same short non-streaming chat completion with max_tokens 1, sent directly and through the
  * gateway in alternating blocks (direct, gateway, gateway, direct, …) so that drift of the machine falls on both
