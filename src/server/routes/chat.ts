@@ -120,13 +120,29 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
   });
 }
 
-function track(outcome: CompletionOutcome, ev: EngineEvent, started: number): void {
-  if (ev.type === "text" && outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
-  if (ev.type === "done") {
+/**
+ * Reads the engine's events into the outcome (time to first text, token counts, finish), handing each text to
+ * `onText`. Resolves with the finish reason for the wire, or null when the generation was cancelled.
+ */
+async function consume(
+  events: AsyncGenerator<EngineEvent>,
+  outcome: CompletionOutcome,
+  started: number,
+  onText: (text: string) => unknown,
+): Promise<WireFinishReason | null> {
+  let finish: WireFinishReason | null = null;
+  for await (const ev of events) {
+    if (ev.type === "text") {
+      if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
+      await onText(ev.text);
+      continue;
+    }
     if (ev.promptTokens !== undefined) outcome.promptTokens = ev.promptTokens;
     outcome.completionTokens = ev.completionTokens;
     outcome.finishReason = ev.finishReason;
+    if (ev.finishReason !== "cancelled") finish = ev.finishReason;
   }
+  return finish;
 }
 
 async function streamCompletion(
@@ -145,12 +161,7 @@ async function streamCompletion(
   sse.open(reply.getHeaders());
   try {
     await sse.send(chunks.role());
-    let finish: WireFinishReason | null = null;
-    for await (const ev of events) {
-      track(outcome, ev, started);
-      if (ev.type === "text") await sse.send(chunks.content(ev.text));
-      else if (ev.finishReason !== "cancelled") finish = ev.finishReason;
-    }
+    const finish = await consume(events, outcome, started, (text) => sse.send(chunks.content(text)));
     if (finish === null) {
       // Cancelled: either the client is gone (nothing more to say) or the server is shutting down.
       if (stopped()) {
@@ -187,12 +198,7 @@ async function jsonCompletion(
   stopped: () => boolean,
 ): Promise<void> {
   let text = "";
-  let finish: WireFinishReason | null = null;
-  for await (const ev of events) {
-    track(outcome, ev, started);
-    if (ev.type === "text") text += ev.text;
-    else if (ev.finishReason !== "cancelled") finish = ev.finishReason;
-  }
+  const finish = await consume(events, outcome, started, (t) => (text += t));
   if (finish === null && stopped()) {
     outcome.finishReason = "shutdown";
     throw errors.shuttingDown();
