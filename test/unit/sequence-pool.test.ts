@@ -188,7 +188,9 @@ describe("SequencePool", () => {
     ];
     const pool = new SequencePool<Seq>("m", seqs, 4);
     const byCache = (s: Seq) => s.cached;
-    assert.equal(pool.acquire(new AbortController().signal, byCache).claim()!.id, "b");
+    const first = pool.acquire(new AbortController().signal, byCache);
+    assert.equal(first.score, 9, "the lease carries the chosen sequence's score");
+    assert.equal(first.claim()!.id, "b");
     assert.equal(pool.acquire(new AbortController().signal, byCache).claim()!.id, "c");
     pool.release(seqs[1]);
     pool.release(seqs[2]);
@@ -206,10 +208,12 @@ describe("SequencePool", () => {
     const la = pool.acquire(new AbortController().signal, noScore).claim()!;
     const lb = pool.acquire(new AbortController().signal, noScore).claim()!;
     const prefersB = pool.acquire(new AbortController().signal, (s) => (s.id === "b" ? 10 : 1));
+    assert.equal(prefersB.score, -1, "no score before it is served");
     pool.release(la);
     await prefersB.ready;
-    // Only one was free when it was served.
+    // Only one was free when it was served, and its score is the one the lease reports.
     assert.equal(prefersB.claim(), la);
+    assert.equal(prefersB.score, 1);
     pool.release(lb);
     pool.release(la);
     assert.equal(pool.busy, 0);

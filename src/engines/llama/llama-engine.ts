@@ -167,7 +167,8 @@ export class LlamaEngine implements Engine {
     try {
       // Keep what the sequence already holds of this prompt; at least the last token is evaluated anew,
       // since its logits are what the first generated token is sampled from.
-      const reuse = Math.min(seq.compareContextTokens(prompt).firstDifferentIndex, prompt.length - 1);
+      // The pool scored the sequence by the prefix of this prompt it holds: nothing has changed it since.
+      const reuse = Math.min(lease.score, prompt.length - 1);
       if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
       this.promptTokensReused += reuse;
       this.promptTokensEvaluated += prompt.length - reuse;

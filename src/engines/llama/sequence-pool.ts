@@ -8,11 +8,14 @@ import { errors } from "../../server/errors.js";
 export interface Lease<S> {
   readonly ready: Promise<void>;
   claim(): S | null;
+  /** The assigned sequence's score, once `ready` has settled (-1 before). */
+  readonly score: number;
 }
 
 interface Entry<S> {
   score: (s: S) => number;
   seq?: S;
+  seqScore: number;
   claimed: boolean;
   settle: (err?: unknown) => void;
 }
@@ -53,7 +56,7 @@ export class SequencePool<S> {
       settle = (err) => (err === undefined ? resolve() : reject(err));
     });
     ready.catch(() => {}); // observed by the claimer; never an unhandled rejection
-    const entry: Entry<S> = { score, claimed: false, settle };
+    const entry: Entry<S> = { score, seqScore: -1, claimed: false, settle };
 
     const onAbort = () => {
       if (entry.seq === undefined) {
@@ -72,6 +75,9 @@ export class SequencePool<S> {
 
     return {
       ready,
+      get score() {
+        return entry.seqScore;
+      },
       claim: () => {
         if (entry.seq === undefined || entry.claimed) return null;
         entry.claimed = true;
@@ -96,6 +102,7 @@ export class SequencePool<S> {
       if (sc > bestScore) { best = i; bestScore = sc; }
     });
     entry.seq = this.free.splice(best, 1)[0];
+    entry.seqScore = bestScore;
     entry.settle();
   }
 }
