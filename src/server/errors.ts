@@ -65,6 +65,8 @@ export const errors = {
     }),
   shuttingDown: () => new ApiError(503, "server_error", "The server is shutting down.", null, { "retry-after": "5" }),
   internal: () => new ApiError(500, "server_error", "Inference failed due to an internal error."),
+  /** An upstream replica refused the request itself (a 4xx): another replica would say the same. */
+  upstreamRefused: (status: number) => new ApiError(400, "invalid_request_error", `The model's server refused the request (status ${status}).`),
   /** An upstream replica failed after the answer began: the stream ends with this error event. */
   upstreamFailed: () => new ApiError(500, "server_error", "The model's server failed while answering; the answer is incomplete."),
 };

@@ -5,7 +5,7 @@ import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
 import { errors } from "../../server/errors.js";
 import { llamaRuntime, templateTokens } from "../llama/llama-engine.js";
-import type { Replica, ReplicaPool } from "./replicas.js";
+import { failureOutcome, type Replica, type ReplicaPool } from "./replicas.js";
 
 /**
  * An upper bound on a templated conversation's tokens, with no tokenizer. Every tokenizer in use makes at most
@@ -136,7 +136,7 @@ export class EndpointCounter implements PromptCounter {
           throw errors.invalidRequest(`The model's server could not count this prompt (status ${err.status}).`, "messages");
         }
         if (err instanceof NoDialect) throw errors.modelUnavailable(this.modelId, 30);
-        this.pool.report(replica, isConnectError(err) ? "connect" : "server");
+        this.pool.report(replica, failureOutcome(err));
         this.log.warn({ model: this.modelId, replica: replica.label, err: (err as Error).message }, "counting on a replica failed");
       } finally {
         release();
@@ -174,12 +174,6 @@ export class EndpointCounter implements PromptCounter {
 }
 
 class NoDialect extends Error {}
-
-/** No answer at all (refused, reset, unreachable): the replica is down. A timeout or a bad answer is not that. */
-function isConnectError(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException)?.code ?? "";
-  return ["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET"].includes(code);
-}
 
 /**
  * Counts prompts here with the model's own tokenizer and chat template, read from a GGUF file (a

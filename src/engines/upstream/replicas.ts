@@ -108,8 +108,27 @@ interface Health {
   timer: NodeJS.Timeout | null;
 }
 
-/** Probe failures that mean no server is there at all. */
-const REFUSED = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "UND_ERR_SOCKET"]);
+/**
+ * Error codes that mean no server answered at all: refused, reset, unreachable, unresolvable, or no connection
+ * within the connect timeout.
+ */
+const UNREACHABLE = new Set([
+  "ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET",
+]);
+
+/** An error's code or name (ECONNREFUSED, UND_ERR_HEADERS_TIMEOUT, TimeoutError…): safe in logs, never headers or keys. */
+export function errorCode(err: unknown): string {
+  const e = err as { code?: unknown; name?: unknown } | null;
+  return typeof e?.code === "string" ? e.code : typeof e?.name === "string" ? e.name : "error";
+}
+
+/**
+ * What a failed exchange says of its replica, for probes, counts and completions alike: "connect" when no
+ * server answered (ejected at once), otherwise "server" (a slow or broken answer, one of failuresToEject).
+ */
+export function failureOutcome(err: unknown): "connect" | "server" {
+  return UNREACHABLE.has(errorCode(err)) ? "connect" : "server";
+}
 
 export class ReplicaPool {
   readonly replicas: readonly Replica[];
@@ -252,7 +271,7 @@ export class ReplicaPool {
       }
       // Nobody listening: down now. A slow or non-2xx answer (a busy or starting server) counts like a failed
       // request, toward failuresToEject.
-      if (REFUSED.has(failure)) this.eject(r, `health probe failed: ${failure}`);
+      if (UNREACHABLE.has(failure)) this.eject(r, `health probe failed: ${failure}`);
       else if (++h.failures >= this.opts.failuresToEject) this.eject(r, `health probe failed: ${failure}`);
       return;
     }
@@ -282,9 +301,7 @@ export class ReplicaPool {
       await body.dump();
       return statusCode >= 200 && statusCode < 300 ? null : `HTTP ${statusCode}`;
     } catch (err) {
-      // An error's code or name (ECONNREFUSED, UND_ERR_CONNECT_TIMEOUT, TimeoutError…): never headers or keys.
-      const e = err as { code?: unknown; name?: unknown };
-      return typeof e.code === "string" ? e.code : typeof e.name === "string" ? e.name : "error";
+      return errorCode(err);
     }
   }
 }

@@ -1,4 +1,4 @@
-import { errors as undiciErrors, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import type { ModelConfig, UpstreamConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
@@ -6,7 +6,7 @@ import { ApiError, errors } from "../../server/errors.js";
 import { SAMPLING_DEFAULTS, type Engine, type EngineEvent, type EngineStats, type EngineStatus, type ReplicaStats, type FinishReason, type GenerateOptions } from "../engine.js";
 import { decodeCompletionBody, UpstreamStreamDecoder, type UpstreamEvent } from "./chat-stream.js";
 import { COUNTING_DIALECTS, EndpointCounter, GgufCounter, type CountingDialect } from "./counter.js";
-import { ReplicaPool, type Replica, type ReplicaOutcome } from "./replicas.js";
+import { errorCode, failureOutcome, ReplicaPool, type Replica, type ReplicaOutcome } from "./replicas.js";
 
 /** How long start-up waits for the first health probes before serving anyway (the probes go on). */
 const FIRST_PROBES_WAIT_MS = 5_000;
@@ -220,8 +220,7 @@ export class UpstreamEngine implements Engine {
       });
     } catch (err) {
       if (opts.signal.aborted) throw err;
-      const timedOut = err instanceof undiciErrors.HeadersTimeoutError;
-      throw new BeforeFirstText(`request: ${describe(err)}`, timedOut ? "server" : "connect", errors.modelUnavailable(this.config.id, 5));
+      throw new BeforeFirstText(`request: ${errorCode(err)}`, failureOutcome(err), errors.modelUnavailable(this.config.id, 5));
     }
 
     if (res.statusCode !== 200) {
@@ -273,10 +272,10 @@ export class UpstreamEngine implements Engine {
       if (err instanceof UpstreamStreamError && err.status !== null && err.status < 500 && textEvents === 0) {
         // The replica refused the request in its stream (a prompt too long for it, say): so would any other.
         this.pool.report(replica, "ok");
-        throw errors.invalidRequest(`The model's server refused the request (status ${err.status}).`);
+        throw errors.upstreamRefused(err.status);
       }
       if (textEvents === 0) {
-        throw new BeforeFirstText(`stream: ${describe(err)}`, "server", errors.modelUnavailable(this.config.id, 5));
+        throw new BeforeFirstText(`stream: ${errorCode(err)}`, "server", errors.modelUnavailable(this.config.id, 5));
       }
       throw err;
     } finally {
@@ -313,7 +312,7 @@ export class UpstreamEngine implements Engine {
     // 400, 404, 413, 422…: the request itself was refused; another replica would say the same.
     this.pool.report(replica, "ok");
     this.log.warn({ model: this.config.id, replica: replica.label, status, detail: text }, "upstream refused the request");
-    return errors.invalidRequest(`The model's server refused the request (status ${status}).`);
+    return errors.upstreamRefused(status);
   }
 
   async close(): Promise<void> {
@@ -330,9 +329,4 @@ class UpstreamStreamError extends Error {
   ) {
     super(`upstream error${status ? ` ${status}` : ""}: ${message}`);
   }
-}
-
-function describe(err: unknown): string {
-  if (err instanceof Error) return (err as NodeJS.ErrnoException).code ?? err.name;
-  return String(err);
 }
