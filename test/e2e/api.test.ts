@@ -3,6 +3,7 @@ import { request } from "node:http";
 import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
+import { completionChunks, sseEvents } from "../helpers/fake-engine.js";
 import { testModel } from "../helpers/models.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
 
@@ -48,12 +49,6 @@ function oversizedPost(port: number, key: string, body: Buffer): Promise<{ statu
     );
     socket.end(body);
   });
-}
-
-/** Splits an SSE body into its events, checking that every event ends with a blank line. */
-function sseEvents(text: string): string[] {
-  assert.ok(text.endsWith("\n\n"), "the stream ends with a complete event");
-  return text.slice(0, -2).split("\n\n");
 }
 
 function parseLog(logs: string[], reqId: string): Record<string, unknown> | undefined {
@@ -184,27 +179,23 @@ describe("the API over a real socket, real engine, made model", () => {
     assert.equal(res.status, 200);
     assert.match(String(res.headers["content-type"]), /^text\/event-stream/);
     assert.ok(res.headers["x-request-id"], "x-request-id on the stream");
-    const events = sseEvents(res.text);
-    assert.equal(events[0], ": connected");
-    assert.equal(events.at(-1), "data: [DONE]");
-    const chunks = events.slice(1, -1).map((e) => {
-      assert.ok(e.startsWith("data: ") && !e.includes("\n"), `one data line per event: ${JSON.stringify(e)}`);
-      return JSON.parse(e.slice(6)) as { id: string; object: string; created: number; model: string; choices: any[]; usage?: any };
-    });
+    const chunks = completionChunks(sseEvents(res.text));
     const role = chunks[0];
     assert.deepEqual(role.choices, [{ index: 0, delta: { role: "assistant" }, finish_reason: null }]);
     const finish = chunks.at(-1)!;
     assert.deepEqual(finish.choices, [{ index: 0, delta: {}, finish_reason: "length" }]);
     const usage = chunks.at(-2)!;
     assert.deepEqual(usage.choices, []);
+    assert.ok(usage.usage, "the usage chunk carries usage");
     assert.equal(usage.usage.completion_tokens, 8);
     assert.equal(usage.usage.total_tokens, usage.usage.prompt_tokens + 8);
     const content = chunks.slice(1, -2);
     assert.ok(content.length > 0);
     for (const c of content) {
       assert.equal(c.choices.length, 1);
-      assert.equal(typeof c.choices[0].delta.content, "string");
-      assert.ok(c.choices[0].delta.content.length > 0, "content chunks are never empty");
+      const text = c.choices[0].delta.content;
+      assert.equal(typeof text, "string");
+      assert.ok(text!.length > 0, "content chunks are never empty");
       assert.equal(c.choices[0].finish_reason, null);
     }
     for (const c of chunks) {

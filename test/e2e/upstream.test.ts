@@ -5,6 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import OpenAI from "openai";
+import { completionChunks } from "../helpers/fake-engine.js";
 import { testModel } from "../helpers/models.js";
 import { cliPath } from "../helpers/paths.js";
 import { startServer, TEST_KEY, type RunningServer } from "../helpers/server.js";
@@ -222,13 +223,7 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     assert.equal(res.status, 200);
     assert.match(res.headers.get("content-type") ?? "", /^text\/event-stream/);
     assert.equal(res.headers.get("x-request-id"), "upstream-raw-sse");
-    const events = await new SseReader(res).rest();
-    assert.equal(events[0], ": connected");
-    assert.equal(events.at(-1), "data: [DONE]");
-    const chunks = events.slice(1, -1).map((e) => {
-      assert.ok(e.startsWith("data: ") && !e.includes("\n"), `one data line per event: ${JSON.stringify(e)}`);
-      return JSON.parse(e.slice(6)) as { id: string; object: string; created: number; model: string; choices: any[]; usage?: any };
-    });
+    const chunks = completionChunks(await new SseReader(res).rest());
     const role = chunks[0];
     assert.match(role.id, /^chatcmpl-/);
     assert.deepEqual(role.choices, [{ index: 0, delta: { role: "assistant" }, finish_reason: null }]);

@@ -302,6 +302,19 @@ export interface Chunk {
   error?: unknown;
 }
 
+/**
+ * A whole completion stream's events as Lucena sends them: `: connected` first, `data: [DONE]` last, and between
+ * them only one-line `data:` events, whose JSON chunks are returned in order.
+ */
+export function completionChunks(events: readonly string[]): Chunk[] {
+  assert.equal(events[0], ": connected");
+  assert.equal(events.at(-1), "data: [DONE]");
+  return events.slice(1, -1).map((e) => {
+    assert.ok(e.startsWith("data: ") && !e.includes("\n"), `one data line per event: ${JSON.stringify(e)}`);
+    return JSON.parse(e.slice("data: ".length)) as Chunk;
+  });
+}
+
 /** The JSON of the `data:` events other than `[DONE]`, in order. */
 export function sseData(payload: string): Chunk[] {
   return sseEvents(payload)
