@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { availableParallelism, platform, tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test, type TestContext } from "node:test";
+import { DEFAULT_MODEL } from "../../src/config/defaults.js";
+import { LlamaEngine, engineThreads } from "../../src/engines/llama/llama-engine.js";
+import { loadThreadPool, type ThreadPoolStats } from "../../src/engines/llama/thread-pool.js";
+import { createLogger } from "../../src/observability/log.js";
+import { testModel } from "../helpers/models.js";
+
+const log = createLogger("silent");
+const onLinux = platform() === "linux";
+
+async function engine(t: TestContext, threads: number): Promise<LlamaEngine> {
+  const dataDir = mkdtempSync(join(tmpdir(), "lucena-threads-test-"));
+  const e = new LlamaEngine({ ...DEFAULT_MODEL, source: testModel(), parallel: 1, context_size: 512, threads }, dataDir, log);
+  t.after(async () => {
+    await e.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  await e.load();
+  return e;
+}
+
+async function greedy(e: LlamaEngine, maxTokens: number): Promise<{ text: string; tokens: number }> {
+  const messages = [{ role: "user" as const, content: "Count the waves on the shore, one by one." }];
+  const prompt = e.encoder.encode(messages);
+  let text = "";
+  let tokens = -1;
+  const events = e.generate({
+    prompt, messages, promptTokens: prompt.length, maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1,
+    presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: new AbortController().signal,
+  });
+  for await (const ev of events) {
+    if (ev.type === "text") text += ev.text;
+    else tokens = ev.completionTokens;
+  }
+  return { text, tokens };
+}
+
+describe("engine threads persist across decode steps (native/ggml-pool)", { skip: onLinux ? false : "native/ggml-pool is built for Linux only" }, () => {
+  test("the module is built and loaded, and threads: 0 then means every core", () => {
+    const pool = loadThreadPool();
+    assert.ok(pool.loaded, `loaded: ${pool.loaded ? "" : pool.reason}`);
+    assert.equal(pool.stats().active, true);
+    assert.equal(engineThreads(0), availableParallelism());
+    assert.equal(engineThreads(3), 3);
+  });
+
+  test("a two-thread engine decodes every step in one kept pool, and says what a one-thread engine says", async (t) => {
+    const pool = loadThreadPool();
+    assert.ok(pool.loaded);
+    const one = await engine(t, 1);
+    const two = await engine(t, 2);
+
+    const s0: ThreadPoolStats = pool.stats();
+    const single = await greedy(one, 48);
+    const s1 = pool.stats();
+    assert.equal(s1.pooledComputes, s0.pooledComputes, "one thread needs no pool");
+    assert.ok(s1.passthroughComputes - s0.passthroughComputes >= single.tokens);
+
+    const double = await greedy(two, 48);
+    const s2 = pool.stats();
+    assert.equal(double.tokens, 48);
+    assert.ok(s2.pooledComputes - s1.pooledComputes >= double.tokens, `each decode step ran in a pool (${s2.pooledComputes - s1.pooledComputes} of ≥ ${double.tokens})`);
+    assert.ok(s2.poolsCreated - s1.poolsCreated <= 1, `one pool kept for all steps, not one per step (${s2.poolsCreated - s1.poolsCreated} made)`);
+    assert.equal(s2.passthroughComputes, s1.passthroughComputes);
+
+    assert.equal(double.text, single.text, "the same greedy answer at 1 and 2 threads");
+    assert.ok(single.text.length > 0);
+  });
+});
