@@ -12,9 +12,9 @@ import { testModel } from "../helpers/models.js";
 const log = createLogger("silent");
 const onLinux = platform() === "linux";
 
-async function engine(t: TestContext, threads: number): Promise<LlamaEngine> {
+async function engine(t: TestContext, threads: number, parallel = 1): Promise<LlamaEngine> {
   const dataDir = mkdtempSync(join(tmpdir(), "lucena-threads-test-"));
-  const e = new LlamaEngine({ ...DEFAULT_MODEL, source: testModel(), parallel: 1, context_size: 512, threads }, dataDir, log);
+  const e = new LlamaEngine({ ...DEFAULT_MODEL, source: testModel(), parallel, context_size: 512 * parallel, threads }, dataDir, log);
   t.after(async () => {
     await e.close();
     rmSync(dataDir, { recursive: true, force: true });
@@ -23,8 +23,8 @@ async function engine(t: TestContext, threads: number): Promise<LlamaEngine> {
   return e;
 }
 
-async function greedy(e: LlamaEngine, maxTokens: number): Promise<{ text: string; tokens: number }> {
-  const messages = [{ role: "user" as const, content: "Count the waves on the shore, one by one." }];
+async function greedy(e: LlamaEngine, maxTokens: number, content = "Count the waves on the shore, one by one."): Promise<{ text: string; tokens: number }> {
+  const messages = [{ role: "user" as const, content }];
   const prompt = e.encoder.encode(messages);
   let text = "";
   let tokens = -1;
@@ -69,5 +69,19 @@ describe("engine threads persist across decode steps (native/ggml-pool)", { skip
 
     assert.equal(double.text, single.text, "the same greedy answer at 1 and 2 threads");
     assert.ok(single.text.length > 0);
+  });
+
+  test("concurrent generations share decode steps instead of taking turns (the step gate)", async (t) => {
+    const pool = loadThreadPool();
+    assert.ok(pool.loaded);
+    const e = await engine(t, 2, 3);
+    const n = 40;
+    const before = pool.stats().pooledComputes;
+    const answers = await Promise.all([greedy(e, n, "First story, please."), greedy(e, n, "Second story, please."), greedy(e, n, "Third one.")]);
+    const steps = pool.stats().pooledComputes - before;
+    for (const a of answers) assert.equal(a.tokens, n);
+    // Each graph computation is one decode step. Three prompts (one step each, or a shared one) and then n - 1
+    // shared steps; taking turns would need about 3n.
+    assert.ok(steps <= n + 6, `${steps} decode steps for 3 × ${n} tokens`);
   });
 });

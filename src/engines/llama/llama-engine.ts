@@ -20,6 +20,7 @@ import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { resolveModelPath } from "./model-source.js";
 import { SequencePool, type Lease } from "./sequence-pool.js";
+import { StepGate, type Member } from "./step-gate.js";
 import { loadThreadPool, threadsPersist } from "./thread-pool.js";
 
 let runtime: Promise<Llama> | undefined;
@@ -85,6 +86,9 @@ export class LlamaEngine implements Engine {
   private context?: LlamaContext;
   private chatWrapper?: ChatWrapper;
   private pool?: SequencePool<LlamaContextSequence>;
+  /** Generating sequences ask for their next tokens together, so that they share decode steps. */
+  private readonly gate = new StepGate();
+  private readonly sequenceIds = new Map<LlamaContextSequence, number>();
   private readonly loadAbort = new AbortController();
 
   constructor(
@@ -112,7 +116,9 @@ export class LlamaEngine implements Engine {
         batchSize: engineBatchSize(this.config.batch_size, llama.gpu !== false),
         createSignal: this.loadAbort.signal,
       });
+      // Made in order, so each one's index is its llama.cpp sequence id (the step gate orders by it).
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
+      sequences.forEach((s, i) => this.sequenceIds.set(s, i));
       this.pool = new SequencePool(this.config.id, sequences, this.config.queue_size);
       this.chatWrapper = resolveChatWrapper(this.model);
       this.contextSize = this.context.contextSize;
@@ -209,18 +215,33 @@ export class LlamaEngine implements Engine {
             : {}),
           yieldEogToken: true,
         });
-        for await (const token of tokens) {
-          if (opts.signal.aborted) { finish = "cancelled"; break; }
-          count++;
-          if (model.isEogToken(token)) { finish = "stop"; break; }
-          generated.push(token);
-          const text = detok.push(token);
-          if (text) {
-            const { emit, stopped } = stopper.push(text);
-            if (emit) yield { type: "text", text: emit };
-            if (stopped) { finish = "stop"; bySequence = true; break; }
+        // After the first token (the prompt evaluated), each next token is asked for through the step gate,
+        // so that the generating sequences share decode steps (step-gate.ts).
+        const it = tokens[Symbol.asyncIterator]();
+        let member: Member | undefined;
+        try {
+          for (;;) {
+            if (member) await member.arrive();
+            const step = await it.next();
+            member?.received();
+            if (step.done) break;
+            const token = step.value;
+            member ??= this.gate.join(this.sequenceIds.get(seq)!);
+            if (opts.signal.aborted) { finish = "cancelled"; break; }
+            count++;
+            if (model.isEogToken(token)) { finish = "stop"; break; }
+            generated.push(token);
+            const text = detok.push(token);
+            if (text) {
+              const { emit, stopped } = stopper.push(text);
+              if (emit) yield { type: "text", text: emit };
+              if (stopped) { finish = "stop"; bySequence = true; break; }
+            }
+            if (count >= opts.maxTokens || count >= room) break;
           }
-          if (count >= opts.maxTokens || count >= room) break;
+        } finally {
+          member?.leave();
+          await it.return?.();
         }
       }
       // Text held back (an unfinished character, a possible start of a stop sequence) is real text unless a
