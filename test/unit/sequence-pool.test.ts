@@ -228,4 +228,25 @@ describe("SequencePool", () => {
     assert.deepEqual([l1, l2].sort(), ["x", "y"]);
     assert.equal(pool.busy, 2);
   });
+  test("among equal scores the first sequence given wins, so busy sequences stay at the low ids", async () => {
+    const pool = new SequencePool("m", ["s0", "s1", "s2", "s3"], 4);
+    const signal = new AbortController().signal;
+    const take = async () => {
+      const lease = pool.acquire(signal, noScore);
+      await lease.ready;
+      return lease.claim()!;
+    };
+    const [a, b, c] = [await take(), await take(), await take()];
+    assert.deepEqual([a, b, c], ["s0", "s1", "s2"]);
+    pool.release(b);
+    pool.release(a);
+    // s1 and s0 are free again (s0 freed last); the next two requests get s0 then s1, beside the busy s2.
+    assert.deepEqual([await take(), await take()], ["s0", "s1"]);
+    // A longer prefix still wins over a lower id.
+    pool.release("s0");
+    pool.release("s1");
+    const lease = pool.acquire(signal, (s) => (s === "s1" ? 10 : 0));
+    await lease.ready;
+    assert.equal(lease.claim(), "s1");
+  });
 });

@@ -24,10 +24,13 @@ interface Entry<S> {
  * Hands out a fixed set of sequences. Concurrency contract: single-threaded (event loop). `acquire` decides at
  * once: a free sequence, a place in the FIFO queue, or (queue full) a 503 thrown synchronously, so the caller
  * can still answer with a status before committing to a stream. Among free sequences the one with the highest
- * `score` (the longest prefix of the prompt it already holds) is assigned.
+ * `score` (the longest prefix of the prompt it already holds) is assigned; among equal scores, the one given
+ * first to the constructor. Busy sequences then tend to be the first ones, which llama.cpp decodes best: with a
+ * KV cache per sequence it puts only consecutive sequence ids into one micro-batch (llama_batch_allocr::split_equal).
  */
 export class SequencePool<S> {
   private readonly free: S[];
+  private readonly rank: Map<S, number>;
   private readonly waiters: Entry<S>[] = [];
   readonly size: number;
 
@@ -37,6 +40,7 @@ export class SequencePool<S> {
     private readonly queueLimit: number,
   ) {
     this.free = [...items];
+    this.rank = new Map(items.map((s, i) => [s, i]));
     this.size = items.length;
   }
 
@@ -99,7 +103,10 @@ export class SequencePool<S> {
     let bestScore = -1;
     this.free.forEach((s, i) => {
       const sc = entry.score(s);
-      if (sc > bestScore) { best = i; bestScore = sc; }
+      if (sc > bestScore || (sc === bestScore && this.rank.get(s)! < this.rank.get(this.free[best])!)) {
+        best = i;
+        bestScore = sc;
+      }
     });
     entry.seq = this.free.splice(best, 1)[0];
     entry.seqScore = bestScore;
