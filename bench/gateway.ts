@@ -262,13 +262,12 @@ export async function measureGateway(opts: {
   cliPath: string;
   /** The tiny made model. */
   modelPath: string;
-  threads: number;
   plan: GatewayPlan;
   say: (text: string) => void;
 }): Promise<GatewayResult> {
   const began = performance.now();
   const p = opts.plan;
-  const worker = { id: "tiny", source: opts.modelPath, context_size: 2048, parallel: CLIENTS, queue_size: 2 * CLIENTS, threads: opts.threads, system_prompt: null };
+  const worker = { id: "tiny", source: opts.modelPath, context_size: 2048, parallel: CLIENTS, queue_size: 2 * CLIENTS, threads: 1, system_prompt: null };
   const upstreamModel = (upstream: Record<string, unknown>) => ({ id: worker.id, context_size: worker.context_size, system_prompt: null, upstream });
   const c1Blocks = Math.ceil(p.requests / p.block);
   opts.say(`gateway: starting a worker on the tiny model (${worker.parallel} sequences) and a gateway in front of it`);

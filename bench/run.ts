@@ -204,7 +204,7 @@ async function main(o: Options): Promise<void> {
   };
   if (o.http) await httpPhase(o, p, bench, results);
   if (o.count) await countPhase(p, tiny, results);
-  if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, threads: o.threads, plan: p.gateway, say });
+  if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, plan: p.gateway, say });
   if (o.inproc) await inProcessPhase(o, p, bench, results);
   results.duration_s = round((performance.now() - began) / 1000, 1);
 

@@ -73,7 +73,10 @@ export const ModelSchema = Type.Object(
     parallel: Type.Integer({ minimum: 1, maximum: 256 }),
     /** Requests that may wait for a free sequence before new ones get 503. */
     queue_size: Type.Integer({ minimum: 0 }),
-    /** CPU threads for the engine; 0: all cores but one, which stays with Node's event loop. */
+    /**
+     * CPU threads for the engine; 0: every core when the engine's threads persist across decode steps
+     * (native/ggml-pool, built by npm install), else all cores but one, which stays with Node's event loop.
+     */
     threads: Type.Integer({ minimum: 0 }),
     temperature: Type.Number({ minimum: 0, maximum: 2 }),
     /**
