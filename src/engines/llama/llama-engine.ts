@@ -88,7 +88,6 @@ export class LlamaEngine implements Engine {
   private pool?: SequencePool<LlamaContextSequence>;
   /** Generating sequences ask for their next tokens together, so that they share decode steps. */
   private readonly gate = new StepGate();
-  private readonly sequenceIds = new Map<LlamaContextSequence, number>();
   private readonly loadAbort = new AbortController();
 
   constructor(
@@ -116,9 +115,8 @@ export class LlamaEngine implements Engine {
         batchSize: engineBatchSize(this.config.batch_size, llama.gpu !== false),
         createSignal: this.loadAbort.signal,
       });
-      // Made in order, so each one's index is its llama.cpp sequence id (the step gate orders by it).
+      // Made in order, so each one's index in the pool is its llama.cpp sequence id (the step gate orders by it).
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
-      sequences.forEach((s, i) => this.sequenceIds.set(s, i));
       this.pool = new SequencePool(this.config.id, sequences, this.config.queue_size);
       this.chatWrapper = resolveChatWrapper(this.model);
       this.contextSize = this.context.contextSize;
@@ -226,7 +224,7 @@ export class LlamaEngine implements Engine {
             member?.received();
             if (step.done) break;
             const token = step.value;
-            member ??= this.gate.join(this.sequenceIds.get(seq)!);
+            member ??= this.gate.join(this.pool!.indexOf(seq));
             if (opts.signal.aborted) { finish = "cancelled"; break; }
             count++;
             if (model.isEogToken(token)) { finish = "stop"; break; }

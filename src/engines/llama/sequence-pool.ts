@@ -44,6 +44,11 @@ export class SequencePool<S> {
     this.size = items.length;
   }
 
+  /** The sequence's place in the list given to the constructor (the llama.cpp sequence id, for the engine's). */
+  indexOf(s: S): number {
+    return this.rank.get(s)!;
+  }
+
   get busy(): number {
     return this.size - this.free.length;
   }

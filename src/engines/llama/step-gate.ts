@@ -78,7 +78,7 @@ export class StepGate {
       this.openQueued = true;
       queueMicrotask(() => {
         this.openQueued = false;
-        if (this.inStep === 0 && this.waiting.length > 0) this.open();
+        this.openIfReady();
       });
       return;
     }
@@ -86,8 +86,13 @@ export class StepGate {
     this.openScheduled = true;
     setImmediate(() => {
       this.openScheduled = false;
-      if (this.inStep === 0 && this.waiting.length > 0) this.open();
+      this.openIfReady();
     });
+  }
+
+  /** A deferred open: a member may have stepped or left in between. */
+  private openIfReady(): void {
+    if (this.inStep === 0 && this.waiting.length > 0) this.open();
   }
 
   private open(): void {
