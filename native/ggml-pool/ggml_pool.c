@@ -125,24 +125,15 @@ static int backend_of(void *caller) {
 int ggml_graph_compute(struct ggml_cgraph *cgraph, struct ggml_cplan *cplan) {
   void *caller = __builtin_return_address(0);
 
+  int n_threads = cplan->n_threads;
+  bool pooled = cplan->threadpool == NULL && n_threads >= 2 && n_threads <= GGML_MAX_N_THREADS;
+  struct ggml_threadpool *pool = NULL;
+
+  /* One critical section: find the calling backend and, when this computation gets a pool, take an idle one. */
   pthread_mutex_lock(&lock);
   int lib = backend_of(caller);
-  pthread_mutex_unlock(&lock);
-  if (lib < 0) {
-    fprintf(stderr, "lucena ggml_pool: ggml_graph_compute called from outside a ggml CPU backend\n");
-    return GGML_STATUS_FAILED;
-  }
-  compute_fn compute = libs[lib].compute;
-
-  int n_threads = cplan->n_threads;
-  if (atomic_load(&disabled) || cplan->threadpool != NULL || n_threads < 2 || n_threads > GGML_MAX_N_THREADS) {
-    atomic_fetch_add(&passthrough_computes, 1);
-    return compute(cgraph, cplan);
-  }
-
-  struct ggml_threadpool *pool = NULL;
-  pthread_mutex_lock(&lock);
-  for (int i = idle_count - 1; i >= 0; i--) {
+  pooled = pooled && lib >= 0 && !atomic_load(&disabled);
+  for (int i = idle_count - 1; pooled && i >= 0; i--) {
     if (idle[i].lib == lib && idle[i].n_threads == n_threads) {
       pool = idle[i].pool;
       idle[i] = idle[--idle_count];
@@ -150,6 +141,16 @@ int ggml_graph_compute(struct ggml_cgraph *cgraph, struct ggml_cplan *cplan) {
     }
   }
   pthread_mutex_unlock(&lock);
+  if (lib < 0) {
+    fprintf(stderr, "lucena ggml_pool: ggml_graph_compute called from outside a ggml CPU backend\n");
+    return GGML_STATUS_FAILED;
+  }
+  compute_fn compute = libs[lib].compute;
+
+  if (!pooled) {
+    atomic_fetch_add(&passthrough_computes, 1);
+    return compute(cgraph, cplan);
+  }
 
   if (pool == NULL) {
     struct ggml_threadpool_params params = libs[lib].pool_defaults(n_threads);
@@ -173,7 +174,6 @@ int ggml_graph_compute(struct ggml_cgraph *cgraph, struct ggml_cplan *cplan) {
     idle[idle_count].lib = lib;
     idle[idle_count].n_threads = n_threads;
     idle_count++;
-    pool = NULL;
   }
   pthread_mutex_unlock(&lock);
   /* More pools than MAX_IDLE at once would mean more than 64 concurrent computations: the extra one is
