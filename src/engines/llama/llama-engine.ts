@@ -21,7 +21,7 @@ import { IncrementalDetokenizer } from "./detokenizer.js";
 import { resolveModelPath } from "./model-source.js";
 import { SequencePool, type Lease } from "./sequence-pool.js";
 import { StepGate, type Member } from "./step-gate.js";
-import { loadThreadPool, threadsPersist } from "./thread-pool.js";
+import { loadThreadPool, releaseFreedMemory, threadsPersist } from "./thread-pool.js";
 
 let runtime: Promise<Llama> | undefined;
 
@@ -120,6 +120,7 @@ export class LlamaEngine implements Engine {
       this.pool = new SequencePool(this.config.id, sequences, this.config.queue_size);
       this.chatWrapper = resolveChatWrapper(this.model);
       this.contextSize = this.context.contextSize;
+      releaseFreedMemory();
       this.status = "ready";
       this.log.info(
         {
