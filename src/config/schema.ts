@@ -80,11 +80,16 @@ export const ModelSchema = Type.Object(
     threads: Type.Integer({ minimum: 0 }),
     temperature: Type.Number({ minimum: 0, maximum: 2 }),
     /**
-     * Most tokens decoded in one step, over all sequences. A long prompt is evaluated in steps of this size, with
-     * the other sequences' next tokens in each step: smaller keeps their streams steady. 0: 32 on a CPU (where
-     * it measured fastest for prompts too), 512 with a GPU.
+     * Most prompt tokens evaluated in one step, over all sequences, while no sequence is streaming. 0: 128 on a
+     * CPU (measured fastest for prompts here), 512 with a GPU.
      */
     batch_size: Type.Integer({ minimum: 0 }),
+    /**
+     * Most prompt tokens in one step beside streaming sequences: a prompt that arrives while others stream is
+     * evaluated in chunks of this size, each beside one token of every stream. Smaller keeps the streams steady;
+     * larger gives the new request its first token sooner. 0: 16 on a CPU, `batch_size` with a GPU.
+     */
+    streaming_batch_size: Type.Integer({ minimum: 0 }),
     /** llama.cpp's flash attention: true, false, or "auto" (llama.cpp decides by model and hardware). */
     flash_attention: Type.Union([Type.Boolean(), Type.Literal("auto")]),
     /**

@@ -10,7 +10,7 @@ describe("step gate: generating sequences ask for their next tokens together", (
     const b = gate.join(1);
     // Both arrive together, as after a shared step: released at once.
     await Promise.all([a.arrive(), b.arrive()]);
-    assert.deepEqual(gate.snapshot(), { members: 2, waiting: 0, inStep: 2 });
+    assert.deepEqual(gate.snapshot(), { members: 2, streaming: 2, waiting: 0, inStep: 2 });
 
     a.received();
     let released = false;
@@ -22,7 +22,7 @@ describe("step gate: generating sequences ask for their next tokens together", (
     const bAsks = b.arrive(); // as a member does: in the same turn as its token came back
     assert.equal(released, false);
     await Promise.all([waiting, bAsks]);
-    assert.deepEqual(gate.snapshot(), { members: 2, waiting: 0, inStep: 2 }, "both are in the next step");
+    assert.deepEqual(gate.snapshot(), { members: 2, streaming: 2, waiting: 0, inStep: 2 }, "both are in the next step");
   });
 
   test("a member still busy elsewhere (its socket draining) holds the others back one turn of the event loop at most", async () => {
@@ -60,6 +60,82 @@ describe("step gate: generating sequences ask for their next tokens together", (
     assert.equal(released, true);
     a.received();
     a.leave();
-    assert.deepEqual(gate.snapshot(), { members: 0, waiting: 0, inStep: 0 });
+    assert.deepEqual(gate.snapshot(), { members: 0, streaming: 0, waiting: 0, inStep: 0 });
+  });
+});
+
+describe("step gate: prompt tokens per step, and starting together", () => {
+  const opts = { promptTokens: 100, streamingPromptTokens: 8, holdTokens: 300 };
+
+  test("with no stream running, prompts share the step's prompt tokens equally, and what one cannot use goes to the others", async () => {
+    const gate = new StepGate(opts);
+    const a = gate.join(0);
+    const b = gate.join(1);
+    const c = gate.join(2);
+    const got = await Promise.all([
+      a.arrive({ kind: "prompt", remaining: 10 }),
+      b.arrive({ kind: "prompt", remaining: 500 }),
+      c.arrive({ kind: "prompt", remaining: 500 }),
+    ]);
+    assert.deepEqual(got, [10, 45, 45]);
+  });
+
+  test("beside a streaming sequence, prompts get the streaming budget; more prompts than tokens wait for the next step", async () => {
+    const gate = new StepGate({ ...opts, streamingPromptTokens: 2 });
+    const s = gate.join(0);
+    await s.arrive();
+    s.received();
+    const p = [1, 2, 3].map((id) => gate.join(id));
+    const released: number[] = [];
+    const asks = p.map((m, i) => m.arrive({ kind: "prompt", remaining: 50 }).then((n) => released.push(i + 1) && n));
+    const stream = s.arrive();
+    assert.equal(await stream, 0);
+    await nextTurn();
+    assert.deepEqual(released.sort(), [1, 2], "two prompt tokens: one each for the first two prompts");
+    assert.deepEqual(await Promise.all(asks.slice(0, 2)), [1, 1]);
+    assert.deepEqual(gate.snapshot(), { members: 4, streaming: 1, waiting: 1, inStep: 3 });
+    s.received();
+    p[0].received();
+    p[1].received();
+    assert.equal(await asks[2], 2, "the third prompt goes in the next step, alone: both tokens");
+  });
+
+  test("a sequence ready to start waits for the prompts that arrived with it, and they start streaming in one step", async () => {
+    const gate = new StepGate(opts);
+    const first = gate.join(0);
+    assert.equal(await first.arrive({ kind: "prompt", remaining: 100 }), 100); // alone: its whole prompt
+    const second = gate.join(1); // arrives during that step
+    const secondPrompt = second.arrive({ kind: "prompt", remaining: 150 });
+    first.received();
+    let firstStarted = false;
+    const firstStart = first.arrive({ kind: "start" }).then(() => { firstStarted = true; });
+    assert.equal(await secondPrompt, 100);
+    await nextTurn();
+    assert.equal(firstStarted, false, "held: 150 prompt tokens were left, at most 300 are waited for");
+    second.received();
+    assert.equal(await second.arrive({ kind: "prompt", remaining: 50 }), 50);
+    await nextTurn();
+    assert.equal(firstStarted, false);
+    second.received();
+    const secondStart = second.arrive({ kind: "start" });
+    await Promise.all([firstStart, secondStart]);
+    assert.deepEqual(gate.snapshot(), { members: 2, streaming: 0, waiting: 0, inStep: 2 }, "both start in the same step");
+  });
+
+  test("a ready sequence does not wait for long prompts, nor once a sequence streams", async () => {
+    const gate = new StepGate(opts);
+    const a = gate.join(0);
+    const long = gate.join(1);
+    const [nStart, nLong] = await Promise.all([a.arrive({ kind: "start" }), long.arrive({ kind: "prompt", remaining: 1000 })]);
+    assert.deepEqual([nStart, nLong], [0, 100], "1,000 tokens left is more than the 300 waited for: a starts at once");
+
+    const gate2 = new StepGate(opts);
+    const s = gate2.join(0);
+    await s.arrive(); // streaming
+    s.received();
+    const b = gate2.join(1);
+    const c = gate2.join(2);
+    const [ns, nb, nc] = await Promise.all([s.arrive(), b.arrive({ kind: "start" }), c.arrive({ kind: "prompt", remaining: 20 })]);
+    assert.deepEqual([ns, nb, nc], [0, 0, 8], "b starts beside the stream; c gets the streaming budget");
   });
 });

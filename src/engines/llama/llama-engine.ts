@@ -69,14 +69,34 @@ export function templateTokens(model: LlamaModel, chatWrapper: ChatWrapper, mess
 }
 
 /**
- * `batch_size: 0` (the default): 32 tokens a step on a CPU, 512 with a GPU. Measured on 2 cores with the bench
- * model: 32-token steps evaluate a 2,048-token prompt faster than 512-token ones (12.3 s against 17.2 s), keep two
- * streams' inter-token p99 within 2× of the median (1.6× against 5.5×) while a third prompt is evaluated, and
- * decode 8 streams faster (40.5 against 24.5 tok/s). A GPU wants large steps for prompts.
+ * Prompt tokens per decode step (step-gate.ts). `batch_size: 0` (the default): 128 on a CPU, 512 with a GPU.
+ * Measured on 2 cores with the bench model, prompt tokens per second by step size: 32: 604, 128: 653, 256: 644,
+ * 512: 605; smaller steps also let a request that arrives meanwhile start sooner.
+ * `streaming_batch_size: 0`: 16 on a CPU, where a step with prompt tokens beside streaming sequences costs about
+ * two decode steps plus the prompt (bench model, 4 streams: 26 ms a decode step, 60 ms with 16 prompt tokens,
+ * 91 ms with 32); with a GPU, `batch_size`.
  */
-export function engineBatchSize(configured: number, gpu: boolean): number {
-  return configured > 0 ? configured : gpu ? 512 : 32;
+export function engineBatchSizes(config: Pick<ModelConfig, "batch_size" | "streaming_batch_size">, gpu: boolean): { prompt: number; streaming: number } {
+  const prompt = config.batch_size > 0 ? config.batch_size : gpu ? 512 : 128;
+  const streaming = config.streaming_batch_size > 0 ? Math.min(config.streaming_batch_size, prompt) : gpu ? prompt : Math.min(16, prompt);
+  return { prompt, streaming };
 }
+
+/**
+ * node-llama-cpp's batch (llama.cpp's n_batch and n_ubatch): room for a step's prompt tokens and every sequence's
+ * token beside them, so that node-llama-cpp decodes each step in one go; rounded up to a multiple of 32, as an
+ * odd size costs every step (bench model, 128-token prompt chunks: 330 ms each with n_ubatch 136, 210 ms with
+ * 128, 144, 160 or 512).
+ */
+export function contextBatchSize(promptTokens: number, sequences: number): number {
+  return Math.ceil((promptTokens + sequences) / 32) * 32;
+}
+
+/**
+ * A sequence ready to stream waits for the prompts that arrived with it when, between them, they have at most this
+ * many tokens left (step-gate.ts, "Starting together"): about 1.6 s of prompt work for the bench model on 2 cores.
+ */
+const HOLD_TOKENS = 1024;
 
 /** The embedded engine: a GGUF model served in-process by llama.cpp, with `parallel` sequences. */
 export class LlamaEngine implements Engine {
@@ -86,8 +106,8 @@ export class LlamaEngine implements Engine {
   private context?: LlamaContext;
   private chatWrapper?: ChatWrapper;
   private pool?: SequencePool<LlamaContextSequence>;
-  /** Generating sequences ask for their next tokens together, so that they share decode steps. */
-  private readonly gate = new StepGate();
+  /** Decides what each decode step holds (set when the context is made). */
+  private gate = new StepGate();
   private readonly loadAbort = new AbortController();
 
   constructor(
@@ -107,12 +127,14 @@ export class LlamaEngine implements Engine {
       const llama = await llamaRuntime(this.log);
       this.model = await llama.loadModel({ modelPath, useMmap: this.config.mmap, loadSignal: this.loadAbort.signal });
       const train = this.model.trainContextSize || Infinity;
+      const batch = engineBatchSizes(this.config, llama.gpu !== false);
+      this.gate = new StepGate({ promptTokens: batch.prompt, streamingPromptTokens: batch.streaming, holdTokens: HOLD_TOKENS });
       this.context = await this.model.createContext({
         contextSize: Math.min(this.config.context_size, train),
         sequences: this.config.parallel,
         threads: engineThreads(this.config.threads),
         flashAttention: this.config.flash_attention,
-        batchSize: engineBatchSize(this.config.batch_size, llama.gpu !== false),
+        batchSize: contextBatchSize(batch.prompt, this.config.parallel),
         createSignal: this.loadAbort.signal,
       });
       // Made in order, so each one's index in the pool is its llama.cpp sequence id (the step gate orders by it).
@@ -130,7 +152,8 @@ export class LlamaEngine implements Engine {
           sequences: this.config.parallel,
           threads: this.context.currentThreads,
           flashAttention: this.context.flashAttention,
-          batchSize: this.context.batchSize,
+          batchSize: batch.prompt,
+          streamingBatchSize: batch.streaming,
           mmap: this.model.useMmap,
           chatTemplate: this.chatWrapper.wrapperName,
           ms: Math.round(performance.now() - started),
@@ -194,54 +217,65 @@ export class LlamaEngine implements Engine {
       let count = 0;
       const room = this.contextSize - prompt.length;
 
-      if (opts.signal.aborted) finish = "cancelled";
-      else {
-        const tokens = seq.evaluate(prompt.slice(reuse), {
-          temperature: opts.temperature,
-          topK: opts.topK,
-          topP: opts.topP,
-          minP: SAMPLING_DEFAULTS.minP,
-          ...(opts.seed !== null ? { seed: opts.seed } : {}),
-          ...(penalties
-            ? {
-                repeatPenalty: {
-                  punishTokens: () => generated,
-                  penalty: 1,
-                  presencePenalty: opts.presencePenalty,
-                  frequencyPenalty: opts.frequencyPenalty,
-                },
-              }
-            : {}),
-          yieldEogToken: true,
-        });
-        // After the first token (the prompt evaluated), each next token is asked for through the step gate,
-        // so that the generating sequences share decode steps (step-gate.ts).
-        const it = tokens[Symbol.asyncIterator]();
-        let member: Member | undefined;
-        try {
-          for (;;) {
-            if (member) await member.arrive();
-            const step = await it.next();
-            member?.received();
-            if (step.done) break;
-            const token = step.value;
-            member ??= this.gate.join(this.pool!.indexOf(seq));
-            if (opts.signal.aborted) { finish = "cancelled"; break; }
-            count++;
-            if (model.isEogToken(token)) { finish = "stop"; break; }
-            generated.push(token);
-            const text = detok.push(token);
-            if (text) {
-              const { emit, stopped } = stopper.push(text);
-              if (emit) yield { type: "text", text: emit };
-              if (stopped) { finish = "stop"; bySequence = true; break; }
-            }
-            if (count >= opts.maxTokens || count >= room) break;
-          }
-        } finally {
-          member?.leave();
-          await it.return?.();
+      // Every step of this sequence is asked for through the step gate (step-gate.ts): the prompt in chunks the
+      // gate sizes, then its last token, whose logits give the first generated token, then one token a step.
+      const member = this.gate.join(this.pool!.indexOf(seq));
+      try {
+        const last = prompt.length - 1;
+        let at = reuse;
+        while (at < last && !opts.signal.aborted) {
+          const n = await member.arrive({ kind: "prompt", remaining: last - at });
+          if (opts.signal.aborted) break;
+          await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(at, at + n));
+          member.received();
+          at += n;
         }
+        if (opts.signal.aborted) finish = "cancelled";
+        else {
+          const tokens = seq.evaluate(prompt.slice(last), {
+            temperature: opts.temperature,
+            topK: opts.topK,
+            topP: opts.topP,
+            minP: SAMPLING_DEFAULTS.minP,
+            ...(opts.seed !== null ? { seed: opts.seed } : {}),
+            ...(penalties
+              ? {
+                  repeatPenalty: {
+                    punishTokens: () => generated,
+                    penalty: 1,
+                    presencePenalty: opts.presencePenalty,
+                    frequencyPenalty: opts.frequencyPenalty,
+                  },
+                }
+              : {}),
+            yieldEogToken: true,
+          });
+          const it = tokens[Symbol.asyncIterator]();
+          try {
+            for (let first = true; ; first = false) {
+              await member.arrive({ kind: first ? "start" : "stream" });
+              const step = await it.next();
+              member.received();
+              if (step.done) break;
+              const token = step.value;
+              if (opts.signal.aborted) { finish = "cancelled"; break; }
+              count++;
+              if (model.isEogToken(token)) { finish = "stop"; break; }
+              generated.push(token);
+              const text = detok.push(token);
+              if (text) {
+                const { emit, stopped } = stopper.push(text);
+                if (emit) yield { type: "text", text: emit };
+                if (stopped) { finish = "stop"; bySequence = true; break; }
+              }
+              if (count >= opts.maxTokens || count >= room) break;
+            }
+          } finally {
+            await it.return?.();
+          }
+        }
+      } finally {
+        member.leave();
       }
       // Text held back (an unfinished character, a possible start of a stop sequence) is real text unless a
       // stop sequence matched or the client is gone.

@@ -1,47 +1,100 @@
 /**
- * Keeps the generating sequences of one context decoding in the same steps.
+ * Decides what each decode step of one context holds: which sequences take part, and how many prompt tokens each
+ * prompt being evaluated puts in.
  *
- * node-llama-cpp batches whatever decodes are queued when it starts a step, and starts the next step as soon as
- * one is queued. After a step, the sequences ask for their next token one after another; the first one asks
- * before the others and is decoded alone, the others are decoded alone next, and the streams end up taking
- * turns instead of sharing steps (measured on the bench model, 2 streams: 94 of 95 steps held one sequence, and
- * 54 tok/s in all against 77 when both share each step).
+ * Why steps are gated at all: node-llama-cpp batches whatever decodes are queued when it starts a step, and starts
+ * the next step as soon as one is queued. After a step, the sequences ask for their next token one after another;
+ * the first one asks before the others and is decoded alone, the others are decoded alone next, and the streams
+ * end up taking turns instead of sharing steps (measured on the bench model, 2 streams: 94 of 95 steps held one
+ * sequence, and 54 tok/s in all against 77 when both share each step). A prompt handed to node-llama-cpp whole
+ * is worse: its chunks run back to back, and a streaming sequence, still busy with its last token when the next
+ * chunk starts, gets a token every other step.
  *
- * So a sequence that has its token and wants the next one waits here (`arrive`) until no member's step is still
- * running, and the members that are ready then ask together:
+ * So every sequence of the context is a member from the moment it has its lease, and asks for each of its steps
+ * here (`arrive`), saying where it is:
+ * - `prompt`: evaluating its prompt, with `remaining` tokens to go before the last one;
+ * - `start`: its prompt is in but for the last token, whose evaluation gives the first generated token;
+ * - `stream`: generating, its previous token sent.
+ * A member that arrives waits until no member's step is still running; the members that are ready then go
+ * together, in ascending `order` (the sequence id: llama.cpp puts only consecutive, ascending sequence ids into
+ * one micro-batch when each sequence has its own KV cache, llama_batch_allocr::split_equal):
  * - when every member has arrived, at once;
  * - else on the next turn of the event loop (`setImmediate`), so a member whose answer is still being written
  *   (waiting for a socket to drain) never holds the others back; it joins the step after.
- * A sequence becomes a member with its first generated token: prompts are evaluated by node-llama-cpp in
- * batch_size chunks with the members' tokens beside them, and no member waits for a prompt.
+ *
+ * Prompt tokens per step:
+ * - while no member streams, up to `promptTokens` in all (prompts are evaluated fastest in large steps);
+ * - beside streaming members, up to `streamingPromptTokens` in all. On a CPU, with a KV cache per sequence, a
+ *   step that holds prompt tokens beside the streams' tokens is split in two micro-batches and costs about two
+ *   decode steps plus the prompt tokens: small prompt chunks keep the streams' inter-token time steady, at the cost
+ *   of a slower first token for the request that arrived while others stream.
+ * Prompts evaluated in the same step share its prompt tokens equally (what one cannot use goes to the others).
+ *
+ * Starting together: when no member streams yet and other prompts are still being evaluated, with at most
+ * `holdTokens` left between them, a member ready to start waits for them, and they start streaming in the same
+ * step. That is what happens when several requests arrive at once: the first prompt is in a step before the
+ * others arrive, and, were it to start streaming at once, every step of the other prompts would fall between two
+ * of its tokens. Waiting costs the first request a later first token (the time to evaluate the others' prompts,
+ * bounded by `holdTokens`), and no streaming sequence ever waits for a prompt.
  */
+export interface StepGateOptions {
+  /** Most prompt tokens in one step while no member streams. */
+  promptTokens: number;
+  /** Most prompt tokens in one step beside streaming members. */
+  streamingPromptTokens: number;
+  /** A member ready to start waits for the other prompts when they have at most this many tokens left. */
+  holdTokens: number;
+}
+
+export type Phase = { kind: "prompt"; remaining: number } | { kind: "start" } | { kind: "stream" };
+
+interface Waiting {
+  order: number;
+  phase: Phase;
+  release: (promptTokens: number) => void;
+}
+
+/** Large enough that the gate's own tests need no options; the engine passes its own. */
+const DEFAULTS: StepGateOptions = { promptTokens: 128, streamingPromptTokens: 16, holdTokens: 1024 };
+
 export class StepGate {
+  private readonly opts: StepGateOptions;
   private members = 0;
+  /** Members that have sent a generated token and not left. */
+  private streaming = 0;
   private inStep = 0;
-  private waiting: Array<{ order: number; release: () => void }> = [];
+  private waiting: Waiting[] = [];
   private openScheduled = false;
   private openQueued = false;
 
-  /**
-   * A sequence's generation has its first token (its prompt is evaluated): it is a member from now on. Members
-   * ask in ascending `order` (the sequence id): llama.cpp puts only consecutive, ascending sequence ids into one
-   * micro-batch when each sequence has its own KV cache (llama_batch_allocr::split_equal).
-   */
+  constructor(opts: Partial<StepGateOptions> = {}) {
+    this.opts = { ...DEFAULTS, ...opts };
+    if (this.opts.promptTokens < 1 || this.opts.streamingPromptTokens < 1) throw new RangeError("a step needs room for at least one prompt token");
+  }
+
+  /** A sequence has its lease: it is a member until it leaves, and asks for each of its steps here. */
   join(order: number): Member {
     this.members++;
     let state: "processing" | "waiting" | "stepping" | "gone" = "processing";
-    let entry: { order: number; release: () => void } | undefined;
+    let streams = false;
+    let entry: Waiting | undefined;
     return {
-      arrive: () =>
-        new Promise<void>((resolve, reject) => {
+      arrive: (phase: Phase = { kind: "stream" }) =>
+        new Promise<number>((resolve, reject) => {
           if (state !== "processing") return reject(new Error(`arrive while ${state}`));
+          if (phase.kind === "prompt" && phase.remaining < 1) return reject(new RangeError("a prompt step needs a token to evaluate"));
           state = "waiting";
+          if (phase.kind === "stream" && !streams) {
+            streams = true;
+            this.streaming++;
+          }
           entry = {
             order,
-            release: () => {
+            phase,
+            release: (promptTokens) => {
               state = "stepping";
               this.inStep++;
-              resolve();
+              resolve(promptTokens);
             },
           };
           this.waiting.push(entry);
@@ -57,6 +110,7 @@ export class StepGate {
         if (state === "gone") return;
         if (state === "stepping") this.inStep--;
         if (state === "waiting") this.waiting = this.waiting.filter((e) => e !== entry);
+        if (streams) this.streaming--;
         state = "gone";
         this.members--;
         this.maybeOpen();
@@ -64,9 +118,9 @@ export class StepGate {
     };
   }
 
-  /** For tests and stats: members, and how many of them wait or are in a step. */
-  snapshot(): { members: number; waiting: number; inStep: number } {
-    return { members: this.members, waiting: this.waiting.length, inStep: this.inStep };
+  /** For tests and stats: members, how many of them stream, wait or are in a step. */
+  snapshot(): { members: number; streaming: number; waiting: number; inStep: number } {
+    return { members: this.members, streaming: this.streaming, waiting: this.waiting.length, inStep: this.inStep };
   }
 
   private maybeOpen(): void {
@@ -96,17 +150,58 @@ export class StepGate {
   }
 
   private open(): void {
-    const go = this.waiting.sort((a, b) => a.order - b.order);
+    const ready = this.waiting.sort((a, b) => a.order - b.order);
+    const prompts = ready.filter((e) => e.phase.kind === "prompt");
+    const left = prompts.reduce((sum, e) => sum + (e.phase.kind === "prompt" ? e.phase.remaining : 0), 0);
+    const holdStarts = this.streaming === 0 && prompts.length > 0 && left <= this.opts.holdTokens;
+    const shares = this.share(prompts, this.streaming === 0 ? this.opts.promptTokens : this.opts.streamingPromptTokens);
+
+    const go: Array<[Waiting, number]> = [];
     this.waiting = [];
-    for (const e of go) e.release();
+    for (const e of ready) {
+      if (e.phase.kind === "prompt") {
+        const n = shares.get(e) ?? 0;
+        if (n > 0) go.push([e, n]);
+        else this.waiting.push(e); // more prompts than room in this step: the next one
+      } else if (e.phase.kind === "start" && holdStarts) {
+        this.waiting.push(e);
+      } else {
+        go.push([e, 0]);
+      }
+    }
+    for (const [e, n] of go) e.release(n);
+  }
+
+  /** `budget` prompt tokens shared equally between the prompts; what one cannot use goes to the others, in order. */
+  private share(prompts: Waiting[], budget: number): Map<Waiting, number> {
+    const shares = new Map<Waiting, number>();
+    let open = prompts.slice();
+    let left = budget;
+    while (open.length > 0 && left > 0) {
+      const each = Math.max(1, Math.floor(left / open.length));
+      const next: Waiting[] = [];
+      for (const e of open) {
+        if (left === 0) break;
+        const want = (e.phase.kind === "prompt" ? e.phase.remaining : 0) - (shares.get(e) ?? 0);
+        const n = Math.min(want, each, left);
+        shares.set(e, (shares.get(e) ?? 0) + n);
+        left -= n;
+        if (n < want) next.push(e);
+      }
+      open = next;
+    }
+    return shares;
   }
 }
 
 export interface Member {
-  /** Has its token and wants the next: resolves when it may ask for it (it is then in a step). */
-  arrive(): Promise<void>;
-  /** Its step's token came back. */
+  /**
+   * Ready for its next step, in `phase` (a generating sequence's next token by default): resolves when it may
+   * go (it is then in a step), with how many prompt tokens to evaluate in a `prompt` step (0 otherwise).
+   */
+  arrive(phase?: Phase): Promise<number>;
+  /** Its step came back. */
   received(): void;
-  /** Its generation ended (finished, stopped or cancelled). */
+  /** It is done: finished, stopped or cancelled. */
   leave(): void;
 }
