@@ -139,3 +139,25 @@ describe("step gate: prompt tokens per step, and starting together", () => {
     assert.deepEqual([ns, nb, nc], [0, 0, 8], "b starts beside the stream; c gets the streaming budget");
   });
 });
+
+describe("step gate: a ready sequence is never held by prompts that arrive after it", () => {
+  test("prompts arriving one after another while none streams do not keep a ready sequence waiting", async () => {
+    const gate = new StepGate({ promptTokens: 10, streamingPromptTokens: 4, holdTokens: 1000 });
+    const a = gate.join(0);
+    const b = gate.join(1);
+    await Promise.all([a.arrive({ kind: "prompt", remaining: 5 }), b.arrive({ kind: "prompt", remaining: 20 })]);
+    a.received();
+    b.received();
+    let aStarted = false;
+    const aStart = a.arrive({ kind: "start" }).then(() => { aStarted = true; });
+    assert.equal(await b.arrive({ kind: "prompt", remaining: 15 }), 10); // b was there when a became ready: a waits
+    await nextTurn();
+    assert.equal(aStarted, false);
+    b.received();
+    const bStart = b.arrive({ kind: "start" });
+    const c = gate.join(2); // a new request, after a and b became ready, in the same step
+    const cAsk = c.arrive({ kind: "prompt", remaining: 500 });
+    assert.deepEqual(await Promise.all([aStart.then(() => 0), bStart, cAsk]), [0, 0, 10], "a and b start; c's prompt holds neither");
+    assert.deepEqual(gate.snapshot(), { members: 3, streaming: 0, waiting: 0, inStep: 3 });
+  });
+});

@@ -30,12 +30,13 @@
  *   of a slower first token for the request that arrived while others stream.
  * Prompts evaluated in the same step share its prompt tokens equally (what one cannot use goes to the others).
  *
- * Starting together: when no member streams yet and other prompts are still being evaluated, with at most
- * `holdTokens` left between them, a member ready to start waits for them, and they start streaming in the same
- * step. That is what happens when several requests arrive at once: the first prompt is in a step before the
- * others arrive, and, were it to start streaming at once, every step of the other prompts would fall between two
- * of its tokens. Waiting costs the first request a later first token (the time to evaluate the others' prompts,
- * bounded by `holdTokens`), and no streaming sequence ever waits for a prompt.
+ * Starting together: when no member streams yet and the prompts that were being evaluated when a member became
+ * ready to start are still being evaluated, with at most `holdTokens` left between them, the member waits for them,
+ * and they start streaming in the same step (prompts that arrive later never hold it). That is what happens when
+ * several requests arrive at once: the first prompt is in a step before the others arrive, and, were it to start
+ * streaming at once, every step of the other prompts would fall between two of its tokens. Waiting costs the first
+ * request a later first token (the time to evaluate the others' prompts, bounded by `holdTokens`), and no streaming
+ * sequence ever waits for a prompt.
  */
 export interface StepGateOptions {
   /** Most prompt tokens in one step while no member streams. */
@@ -51,6 +52,10 @@ export type Phase = { kind: "prompt"; remaining: number } | { kind: "start" } | 
 interface Waiting {
   order: number;
   phase: Phase;
+  /** For a prompt: when its member first asked for a prompt step (a count of such firsts). */
+  since: number;
+  /** For a start: the count of prompts' firsts when it became ready; later prompts never hold it. */
+  readyAt: number;
   release: (promptTokens: number) => void;
 }
 
@@ -63,6 +68,8 @@ export class StepGate {
   /** Members that have sent a generated token and not left. */
   private streaming = 0;
   private inStep = 0;
+  /** Prompts that have asked for their first step so far. */
+  private promptsSeen = 0;
   private waiting: Waiting[] = [];
   private openScheduled = false;
   private openQueued = false;
@@ -77,6 +84,8 @@ export class StepGate {
     this.members++;
     let state: "processing" | "waiting" | "stepping" | "gone" = "processing";
     let streams = false;
+    let since = 0;
+    let readyAt: number | undefined;
     let entry: Waiting | undefined;
     return {
       arrive: (phase: Phase = { kind: "stream" }) =>
@@ -88,9 +97,13 @@ export class StepGate {
             streams = true;
             this.streaming++;
           }
+          if (phase.kind === "prompt" && since === 0) since = ++this.promptsSeen;
+          if (phase.kind === "start") readyAt ??= this.promptsSeen;
           entry = {
             order,
             phase,
+            since,
+            readyAt: readyAt ?? 0,
             release: (promptTokens) => {
               state = "stepping";
               this.inStep++;
@@ -152,8 +165,14 @@ export class StepGate {
   private open(): void {
     const ready = this.waiting.sort((a, b) => a.order - b.order);
     const prompts = ready.filter((e) => e.phase.kind === "prompt");
-    const left = prompts.reduce((sum, e) => sum + (e.phase.kind === "prompt" ? e.phase.remaining : 0), 0);
-    const holdStarts = this.streaming === 0 && prompts.length > 0 && left <= this.opts.holdTokens;
+    // A start waits while no one streams and the prompts that were there when it became ready are still being
+    // evaluated, if they have few enough tokens left between them.
+    const held = (start: Waiting): boolean => {
+      if (this.streaming > 0) return false;
+      let left = 0;
+      for (const p of prompts) if (p.since <= start.readyAt && p.phase.kind === "prompt") left += p.phase.remaining;
+      return left > 0 && left <= this.opts.holdTokens;
+    };
     const shares = this.share(prompts, this.streaming === 0 ? this.opts.promptTokens : this.opts.streamingPromptTokens);
 
     const go: Array<[Waiting, number]> = [];
@@ -163,7 +182,7 @@ export class StepGate {
         const n = shares.get(e) ?? 0;
         if (n > 0) go.push([e, n]);
         else this.waiting.push(e); // more prompts than room in this step: the next one
-      } else if (e.phase.kind === "start" && holdStarts) {
+      } else if (e.phase.kind === "start" && held(e)) {
         this.waiting.push(e);
       } else {
         go.push([e, 0]);
