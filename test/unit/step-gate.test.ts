@@ -161,3 +161,21 @@ describe("step gate: a ready sequence is never held by prompts that arrive after
     assert.deepEqual(gate.snapshot(), { members: 3, streaming: 0, waiting: 0, inStep: 3 });
   });
 });
+
+describe("step gate: a member busy before its first prompt step still holds a ready sequence", () => {
+  test("a ready sequence waits for a member that joined with a prompt and is busy elsewhere, and goes when it leaves", async () => {
+    const gate = new StepGate({ promptTokens: 100, streamingPromptTokens: 4, holdTokens: 1000 });
+    const a = gate.join(0, 50);
+    assert.equal(await a.arrive({ kind: "prompt", remaining: 50 }), 50);
+    const b = gate.join(1, 80); // its sequence is being cleared: it has not asked for a step yet
+    a.received();
+    let started = false;
+    const aStart = a.arrive({ kind: "start" }).then(() => { started = true; });
+    await nextTurn();
+    await nextTurn();
+    assert.equal(started, false, "b's 80 prompt tokens are coming");
+    b.leave(); // b's client went away
+    await aStart;
+    assert.equal(started, true);
+  });
+});

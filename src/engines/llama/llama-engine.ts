@@ -204,7 +204,6 @@ export class LlamaEngine implements Engine {
       // since its logits are what the first generated token is sampled from.
       // The pool scored the sequence by the prefix of this prompt it holds: nothing has changed it since.
       const reuse = Math.min(lease.score, prompt.length - 1);
-      if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
       this.promptTokensReused += reuse;
       this.promptTokensEvaluated += prompt.length - reuse;
 
@@ -218,10 +217,13 @@ export class LlamaEngine implements Engine {
       const room = this.contextSize - prompt.length;
 
       // Every step of this sequence is asked for through the step gate (step-gate.ts): the prompt in chunks the
-      // gate sizes, then its last token, whose logits give the first generated token, then one token a step.
-      const member = this.gate.join(this.pool!.indexOf(seq));
+      // gate sizes, then its last token, whose logits give the first generated token, then one token a step. It
+      // joins before erasing what the sequence held beyond the reused prefix (the erase waits for a running step),
+      // so that a sequence ready to start knows this prompt is coming.
+      const last = prompt.length - 1;
+      const member = this.gate.join(this.pool!.indexOf(seq), last - reuse);
       try {
-        const last = prompt.length - 1;
+        if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
         let at = reuse;
         while (at < last && !opts.signal.aborted) {
           const n = await member.arrive({ kind: "prompt", remaining: last - at });

@@ -52,11 +52,17 @@ export type Phase = { kind: "prompt"; remaining: number } | { kind: "start" } | 
 interface Waiting {
   order: number;
   phase: Phase;
-  /** For a prompt: when its member first asked for a prompt step (a count of such firsts). */
-  since: number;
-  /** For a start: the count of prompts' firsts when it became ready; later prompts never hold it. */
+  /** For a start: the count of members joined when it became ready; members that join later never hold it. */
   readyAt: number;
   release: (promptTokens: number) => void;
+}
+
+/** What the gate knows of a member whose prompt is not in yet. */
+interface Prompting {
+  /** Its place among the members joined so far. */
+  since: number;
+  /** Prompt tokens it has left to evaluate (at most). */
+  remaining: number;
 }
 
 /** Large enough that the gate's own tests need no options; the engine passes its own. */
@@ -68,8 +74,10 @@ export class StepGate {
   /** Members that have sent a generated token and not left. */
   private streaming = 0;
   private inStep = 0;
-  /** Prompts that have asked for their first step so far. */
-  private promptsSeen = 0;
+  /** Members joined so far. */
+  private joined = 0;
+  /** Members still evaluating their prompts, whether they are waiting here or busy elsewhere. */
+  private readonly prompting = new Set<Prompting>();
   private waiting: Waiting[] = [];
   private openScheduled = false;
   private openQueued = false;
@@ -79,12 +87,16 @@ export class StepGate {
     if (this.opts.promptTokens < 1 || this.opts.streamingPromptTokens < 1) throw new RangeError("a step needs room for at least one prompt token");
   }
 
-  /** A sequence has its lease: it is a member until it leaves, and asks for each of its steps here. */
-  join(order: number): Member {
+  /**
+   * A sequence has its lease, with `promptTokens` at most to evaluate: it is a member until it leaves, and asks
+   * for each of its steps here.
+   */
+  join(order: number, promptTokens = 0): Member {
     this.members++;
+    const prompting: Prompting = { since: ++this.joined, remaining: promptTokens };
+    if (promptTokens > 0) this.prompting.add(prompting);
     let state: "processing" | "waiting" | "stepping" | "gone" = "processing";
     let streams = false;
-    let since = 0;
     let readyAt: number | undefined;
     let entry: Waiting | undefined;
     return {
@@ -97,12 +109,16 @@ export class StepGate {
             streams = true;
             this.streaming++;
           }
-          if (phase.kind === "prompt" && since === 0) since = ++this.promptsSeen;
-          if (phase.kind === "start") readyAt ??= this.promptsSeen;
+          if (phase.kind === "prompt") {
+            prompting.remaining = phase.remaining;
+            this.prompting.add(prompting);
+          } else {
+            this.prompting.delete(prompting);
+          }
+          if (phase.kind === "start") readyAt ??= this.joined;
           entry = {
             order,
             phase,
-            since,
             readyAt: readyAt ?? 0,
             release: (promptTokens) => {
               state = "stepping";
@@ -124,6 +140,7 @@ export class StepGate {
         if (state === "stepping") this.inStep--;
         if (state === "waiting") this.waiting = this.waiting.filter((e) => e !== entry);
         if (streams) this.streaming--;
+        this.prompting.delete(prompting);
         state = "gone";
         this.members--;
         this.maybeOpen();
@@ -165,12 +182,13 @@ export class StepGate {
   private open(): void {
     const ready = this.waiting.sort((a, b) => a.order - b.order);
     const prompts = ready.filter((e) => e.phase.kind === "prompt");
-    // A start waits while no one streams and the prompts that were there when it became ready are still being
-    // evaluated, if they have few enough tokens left between them.
+    // A start waits while no one streams and the members that had joined when it became ready are still
+    // evaluating their prompts (waiting here, or busy elsewhere, such as erasing what their sequence held), if
+    // they have few enough tokens left between them.
     const held = (start: Waiting): boolean => {
       if (this.streaming > 0) return false;
       let left = 0;
-      for (const p of prompts) if (p.since <= start.readyAt && p.phase.kind === "prompt") left += p.phase.remaining;
+      for (const p of this.prompting) if (p.since <= start.readyAt) left += p.remaining;
       return left > 0 && left <= this.opts.holdTokens;
     };
     const shares = this.share(prompts, this.streaming === 0 ? this.opts.promptTokens : this.opts.streamingPromptTokens);
