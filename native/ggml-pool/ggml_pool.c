@@ -101,6 +101,13 @@ static void disable(const char *reason) {
   }
 }
 
+/* A handle on the loaded library `info` describes (dladdr of a caller), for dlsym: it finds the symbols of that
+   library and its dependencies, never this module's. Close it with dlclose; the library stays loaded by its owner
+   (RTLD_NOLOAD only takes a reference). */
+static void *library_of(const Dl_info *info) {
+  return dlopen(info->dli_fname, RTLD_NOW | RTLD_NOLOAD);
+}
+
 /* The backend library that called us; its own symbols, never ours. Called with `lock` held. */
 static int backend_of(void *caller) {
   Dl_info info;
@@ -109,7 +116,7 @@ static int backend_of(void *caller) {
     if (libs[i].base == info.dli_fbase) return i;
   if (lib_count == MAX_LIBS) return -1;
 
-  void *handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  void *handle = library_of(&info);
   if (!handle) return -1;
   struct backend_lib lib = {
       .base = info.dli_fbase,
@@ -117,7 +124,7 @@ static int backend_of(void *caller) {
       .pool_new = (pool_new_fn)dlsym(handle, "ggml_threadpool_new"),
       .pool_defaults = (pool_defaults_fn)dlsym(handle, "ggml_threadpool_params_default"),
   };
-  dlclose(handle); /* RTLD_NOLOAD took a reference; the library stays loaded by its owner */
+  dlclose(handle);
   if (!lib.compute || lib.compute == ggml_graph_compute || !lib.pool_new || !lib.pool_defaults) return -1;
 
   /* The layout check: the defaults as ggml documents them (n_threads as asked, normal priority, poll 50). */
@@ -253,20 +260,20 @@ static bool zero_lazily(uint8_t *base, size_t size) {
 }
 
 /* ggml's own buffer functions, looked up through the library that called us (libllama and its dependencies,
-   where ggml-base is; never this module, which is in the global scope but no dependency of theirs). */
+   where ggml-base is). Looked up once, with `lock` held. */
 static struct {
+  bool looked_up;
   buffer_clear_fn clear;
   buffer_base_fn base;
   buffer_size_fn size;
   buffer_is_host_fn is_host;
 } ggml_buffer;
-static pthread_once_t ggml_buffer_once = PTHREAD_ONCE_INIT;
-static void *ggml_buffer_caller;
 
-static void find_ggml_buffer(void) {
+static void find_ggml_buffer(void *caller) {
+  ggml_buffer.looked_up = true;
   Dl_info info;
-  if (!dladdr(ggml_buffer_caller, &info) || !info.dli_fname) return;
-  void *handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  if (!dladdr(caller, &info) || !info.dli_fname) return;
+  void *handle = library_of(&info);
   if (!handle) return;
   buffer_clear_fn clear = (buffer_clear_fn)dlsym(handle, "ggml_backend_buffer_clear");
   if (clear && clear != ggml_backend_buffer_clear) {
@@ -275,12 +282,13 @@ static void find_ggml_buffer(void) {
     ggml_buffer.is_host = (buffer_is_host_fn)dlsym(handle, "ggml_backend_buffer_is_host");
     ggml_buffer.clear = clear;
   }
-  dlclose(handle); /* RTLD_NOLOAD took a reference; the library stays loaded by its owner */
+  dlclose(handle);
 }
 
 void ggml_backend_buffer_clear(ggml_backend_buffer_t buffer, uint8_t value) {
-  ggml_buffer_caller = __builtin_return_address(0);
-  pthread_once(&ggml_buffer_once, find_ggml_buffer);
+  pthread_mutex_lock(&lock);
+  if (!ggml_buffer.looked_up) find_ggml_buffer(__builtin_return_address(0));
+  pthread_mutex_unlock(&lock);
   if (!ggml_buffer.clear) {
     /* Cannot happen with ggml's libraries (the caller links ggml-base); a plain memset would need the
        buffer's layout, so say so loudly rather than guess. */
