@@ -20,7 +20,7 @@ import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { resolveModelPath } from "./model-source.js";
 import { SequencePool, type Lease } from "./sequence-pool.js";
-import { StepGate, type Member } from "./step-gate.js";
+import { StepGate } from "./step-gate.js";
 import { loadThreadPool, releaseFreedMemory, threadsPersist } from "./thread-pool.js";
 
 let runtime: Promise<Llama> | undefined;
@@ -93,8 +93,9 @@ export function contextBatchSize(promptTokens: number, sequences: number): numbe
 }
 
 /**
- * A sequence ready to stream waits for the prompts that arrived with it when, between them, they have at most this
- * many tokens left (step-gate.ts, "Starting together"): about 1.6 s of prompt work for the bench model on 2 cores.
+ * A sequence ready to stream waits for the members that joined before it and are still evaluating their prompts,
+ * when between them they have at most this many tokens left (step-gate.ts, "Starting together"): about 1.6 s of
+ * prompt work for the bench model on 2 cores.
  */
 const HOLD_TOKENS = 1024;
 
@@ -106,8 +107,8 @@ export class LlamaEngine implements Engine {
   private context?: LlamaContext;
   private chatWrapper?: ChatWrapper;
   private pool?: SequencePool<LlamaContextSequence>;
-  /** Decides what each decode step holds (set when the context is made). */
-  private gate = new StepGate();
+  /** Decides what each decode step holds. */
+  private gate?: StepGate;
   private readonly loadAbort = new AbortController();
 
   constructor(
@@ -221,7 +222,7 @@ export class LlamaEngine implements Engine {
       // joins before erasing what the sequence held beyond the reused prefix (the erase waits for a running step),
       // so that a sequence ready to start knows this prompt is coming.
       const last = prompt.length - 1;
-      const member = this.gate.join(this.pool!.indexOf(seq), last - reuse);
+      const member = this.gate!.join(this.pool!.indexOf(seq), last - reuse);
       try {
         if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
         let at = reuse;

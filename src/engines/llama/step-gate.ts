@@ -43,7 +43,10 @@ export interface StepGateOptions {
   promptTokens: number;
   /** Most prompt tokens in one step beside streaming members. */
   streamingPromptTokens: number;
-  /** A member ready to start waits for the other prompts when they have at most this many tokens left. */
+  /**
+   * A member ready to start waits for the prompts of the members joined before it when they have at most this
+   * many tokens left.
+   */
   holdTokens: number;
 }
 

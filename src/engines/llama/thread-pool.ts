@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
  *
  * The same module makes the KV cache resident as it fills rather than at load (llama.cpp zeroes the whole buffer
  * with a memset; the module drops its pages instead, which reads back as zeros), and gives `releaseFreedMemory()`.
- * With 8 sequences of 3,072 tokens on the bench model, RSS after load goes from 1,760 MB to about 635 MB.
+ * With 8 sequences of 3,072 tokens on the bench model, RSS after load goes from 1,760 MB to about 630 MB.
  *
  * It depends on the layout of two ggml structs, checked against the llama.cpp that node-llama-cpp 3.22 bundles:
  * other versions run without it (and log why) until they are checked. `LUCENA_THREAD_POOL=off` turns it off.
