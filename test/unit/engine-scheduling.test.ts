@@ -1,29 +1,15 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { describe, test, type TestContext } from "node:test";
 import { setImmediate as nextTurn } from "node:timers/promises";
-import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
-import { LlamaEngine, contextBatchSize, engineBatchSizes } from "../../src/engines/llama/llama-engine.js";
-import { createLogger } from "../../src/observability/log.js";
-import { testModel } from "../helpers/models.js";
+import { contextBatchSize, engineBatchSizes, type LlamaEngine } from "../../src/engines/llama/llama-engine.js";
+import { embeddedEngine, greedyOptions } from "../helpers/engine.js";
 
 // What each decode step holds (step-gate.ts), seen from outside the real engine: the order in which the tokens of
 // concurrent generations come out.
 
-const log = createLogger("silent");
-
-async function engine(t: TestContext, config: Partial<ModelConfig>): Promise<LlamaEngine> {
-  const dataDir = mkdtempSync(join(tmpdir(), "lucena-scheduling-test-"));
-  const e = new LlamaEngine({ ...DEFAULT_MODEL, source: testModel(), threads: 1, context_size: 1024, ...config }, dataDir, log);
-  t.after(async () => {
-    await e.close();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  await e.load();
-  return e;
+function engine(t: TestContext, config: Partial<ModelConfig>): Promise<LlamaEngine> {
+  return embeddedEngine(t, { threads: 1, context_size: 1024, ...config });
 }
 
 /** A user message that the tiny model's template and tokenizer turn into at least `tokens` prompt tokens. */
@@ -35,12 +21,7 @@ function longMessage(e: LlamaEngine, tokens: number, seed: string): string {
 
 /** Starts a greedy generation; each text event is logged as `name` in `order`. */
 function run(e: LlamaEngine, name: string, content: string, maxTokens: number, order: string[]): Promise<number> {
-  const messages = [{ role: "user" as const, content }];
-  const prompt = e.encoder.encode(messages);
-  const events = e.generate({
-    prompt, messages, promptTokens: prompt.length, maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1,
-    presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: new AbortController().signal,
-  });
+  const events = e.generate(greedyOptions(e, content, maxTokens));
   return (async () => {
     let tokens = 0;
     for await (const ev of events) {

@@ -1,39 +1,22 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { availableParallelism, platform, tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { availableParallelism, platform } from "node:os";
 import { describe, test, type TestContext } from "node:test";
-import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import { MODEL_SHAPES } from "../../src/gguf/model-maker.js";
-import { LlamaEngine, engineThreads } from "../../src/engines/llama/llama-engine.js";
+import { engineThreads, type LlamaEngine } from "../../src/engines/llama/llama-engine.js";
 import { loadThreadPool, type ThreadPoolStats } from "../../src/engines/llama/thread-pool.js";
-import { createLogger } from "../../src/observability/log.js";
-import { testModel } from "../helpers/models.js";
+import { embeddedEngine, greedyOptions } from "../helpers/engine.js";
 
-const log = createLogger("silent");
 const onLinux = platform() === "linux";
 
-async function engine(t: TestContext, threads: number, parallel = 1, contextSize = 512 * parallel): Promise<LlamaEngine> {
-  const dataDir = mkdtempSync(join(tmpdir(), "lucena-threads-test-"));
-  const e = new LlamaEngine({ ...DEFAULT_MODEL, source: testModel(), parallel, context_size: contextSize, threads }, dataDir, log);
-  t.after(async () => {
-    await e.close();
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  await e.load();
-  return e;
+function engine(t: TestContext, threads: number, parallel = 1, contextSize = 512 * parallel): Promise<LlamaEngine> {
+  return embeddedEngine(t, { threads, parallel, context_size: contextSize });
 }
 
 async function greedy(e: LlamaEngine, maxTokens: number, content = "Count the waves on the shore, one by one."): Promise<{ text: string; tokens: number }> {
-  const messages = [{ role: "user" as const, content }];
-  const prompt = e.encoder.encode(messages);
   let text = "";
   let tokens = -1;
-  const events = e.generate({
-    prompt, messages, promptTokens: prompt.length, maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1,
-    presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: new AbortController().signal,
-  });
-  for await (const ev of events) {
+  for await (const ev of e.generate(greedyOptions(e, content, maxTokens))) {
     if (ev.type === "text") text += ev.text;
     else tokens = ev.completionTokens;
   }
