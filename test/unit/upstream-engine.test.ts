@@ -1,19 +1,18 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test, type TestContext } from "node:test";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL, DEFAULT_UPSTREAM } from "../../src/config/defaults.js";
 import type { UpstreamConfig } from "../../src/config/schema.js";
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
-import { LlamaEngine } from "../../src/engines/llama/llama-engine.js";
 import { EndpointCounter, GgufCounter } from "../../src/engines/upstream/counter.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { createLogger } from "../../src/observability/log.js";
 import { ApiError } from "../../src/server/errors.js";
+import { embeddedEngine } from "../helpers/engine.js";
 import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
 import { rng } from "../helpers/rng.js";
@@ -883,11 +882,7 @@ describe("UpstreamEngine: counting prompts", () => {
     const engine = await startEngine(t, [{ url: `http://127.0.0.1:${await closedPort()}` }], { tokenizer: path });
     assert.ok(engine.encoder instanceof GgufCounter);
 
-    const dataDir = mkdtempSync(join(tmpdir(), "lucena-upstream-test-"));
-    t.after(() => rmSync(dataDir, { recursive: true, force: true }));
-    const llama = new LlamaEngine({ ...DEFAULT_MODEL, source: path, parallel: 1, context_size: 256, threads: 1 }, dataDir, log);
-    t.after(() => llama.close());
-    await llama.load();
+    const llama = await embeddedEngine(t, { source: path, parallel: 1, context_size: 256, threads: 1 });
 
     const conversations: ChatMessage[][] = [
       SHORT,
