@@ -61,9 +61,12 @@ export async function singleStream(
   for (let i = 0; i < opts.runs; i++) {
     const prompt = await exactPrompt(count, opts.promptTokens, opening(`single${opts.promptTokens}`, i), 1000 + i);
     prompts.push(prompt);
+    const cpu0 = process.cpuUsage();
     const g = await streamChat(target(server), { messages: prompt.messages, max_tokens: opts.maxTokens, temperature: TEMPERATURE });
+    const cpu = process.cpuUsage(cpu0);
     if (g.promptTokens !== prompt.tokens) throw new Error(`usage.prompt_tokens ${g.promptTokens} ≠ counted ${prompt.tokens}`);
-    const s = summarise(g);
+    // The bench's own CPU (this process, one stream at a time) is taken from the 2 cores the engine decodes on.
+    const s: GenerationSummary = { ...summarise(g), client_cpu_us_per_chunk: round((cpu.user + cpu.system) / g.chunkTimes.length) };
     runs.push(s);
     if (opts.secondTurn) {
       const messages = [

@@ -26,6 +26,8 @@ export interface GenerationSummary {
   itl_p50_ms: number;
   itl_p99_ms: number;
   total_ms: number;
+  /** The client process's CPU time per content chunk received (single-stream runs only: one stream at a time). */
+  client_cpu_us_per_chunk?: number;
 }
 
 /** Gaps between consecutive content chunks, in ms. */
