@@ -10,7 +10,7 @@ import type { ChatMessageBody, Generation } from "./sse-client.js";
 export interface InProcessEngine {
   /** The "model loaded" log entry (contextSize, sequences, threads, ms). */
   loaded: Record<string, unknown>;
-  encode(messages: ChatMessageBody[]): number[];
+  encode(messages: ChatMessageBody[]): Promise<number[]>;
   generate(prompt: number[], maxTokens: number, temperature: number): Promise<Generation>;
   close(): Promise<void>;
 }
@@ -28,7 +28,11 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
   const loaded = entries.find((e) => e.msg === "model loaded") ?? {};
   return {
     loaded,
-    encode: (messages) => engine.encoder.encode(messages),
+    encode: async (messages) => {
+      const tokens = await engine.encoder.encode(messages);
+      if (!Array.isArray(tokens)) throw new Error("an encoding without a limit stopped early");
+      return tokens;
+    },
     generate: async (prompt, maxTokens, temperature) => {
       const abort = new AbortController();
       const start = performance.now();

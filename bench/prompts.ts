@@ -28,14 +28,17 @@ function filler(n: number, seed: number): string[] {
 
 type Counter = (messages: ChatMessageBody[]) => Promise<number>;
 
-/** Counts with the server's own /v1/tokens/count; a prompt over the budget (a 400) counts as the size it names. */
+/**
+ * Counts with the server's own /v1/tokens/count; a prompt over the budget (a 400) counts as the size it names (a
+ * lower bound, "at least N", when the server stopped tokenizing past the budget: still more than any target here).
+ */
 export function serverCounter(server: BenchServer, maxTokens: number): Counter {
   return async (messages) => {
     try {
       return (await api<{ usage: { prompt_tokens: number } }>(server, "/v1/tokens/count", { model: server.model, messages, max_tokens: maxTokens }))
         .usage.prompt_tokens;
     } catch (err) {
-      const needs = /: 400 .*needs (\d+) tokens/.exec((err as Error).message);
+      const needs = /: 400 .*needs (?:at least )?(\d+) tokens/.exec((err as Error).message);
       if (needs) return Number(needs[1]);
       throw err;
     }

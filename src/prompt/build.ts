@@ -2,10 +2,23 @@ import type { ChatMessage } from "../api/chat-request.js";
 import type { ModelConfig, ShapeConfig } from "../config/schema.js";
 import { errors } from "../server/errors.js";
 
+/** An encoding that stopped early: the prompt has at least `atLeast` tokens, more than the limit it was given. */
+export interface OverLimit {
+  readonly atLeast: number;
+}
+
 /** Applies a model's chat template (ending with the assistant's turn) and tokenizes the result. */
 export interface PromptEncoder {
-  encode(messages: readonly ChatMessage[]): number[];
+  /**
+   * The prompt's tokens. With a `limit`, an encoder may stop once the prompt has more than `limit` tokens and
+   * return how many it has found so far: a prompt that cannot fit is then never tokenized whole.
+   */
+  encode(messages: readonly ChatMessage[], limit?: number): number[] | OverLimit | Promise<number[] | OverLimit>;
 }
+
+/** A prompt's encoding for the planner: the tokens, or a lower bound on their number past the budget. */
+type Encoded = number[] | OverLimit;
+const encodedLength = (e: Encoded): number => (Array.isArray(e) ? e.length : e.atLeast);
 
 /**
  * Counts the tokens the templated conversation (ending with the assistant's turn) takes, where the model runs
@@ -63,11 +76,13 @@ export function outputReserve(model: ModelConfig, contextSize: number, requested
  * Budget: prompt tokens ≤ min(max_input_tokens, context_size − reserve), with `reserve` as in
  * {@link outputReserve}. The system prompt and the last user message (and what follows it) are never dropped.
  */
-export function buildPrompt(model: ModelConfig, contextSize: number, encoder: PromptEncoder, req: PromptRequest): BuiltPrompt {
-  const plan = planPrompt<number[]>(model, contextSize, req, (t) => t.length);
+export async function buildPrompt(model: ModelConfig, contextSize: number, encoder: PromptEncoder, req: PromptRequest): Promise<BuiltPrompt> {
+  const plan = planPrompt<Encoded>(model, contextSize, req, encodedLength);
   let step = plan.next();
-  while (!step.done) step = plan.next(encoder.encode(step.value));
+  while (!step.done) step = plan.next(await encoder.encode(step.value.messages, step.value.budget));
   const { encoded, ...built } = step.value;
+  // The planner returns only a prompt that fits the budget, and an encoder stops early only past it.
+  if (!Array.isArray(encoded)) throw new Error("the prompt planner returned a prompt over its budget");
   return { ...built, tokens: encoded };
 }
 
@@ -88,7 +103,7 @@ export async function countPrompt(
     const quick = planPrompt<number>(model, contextSize, req, (n) => n);
     const first = quick.next();
     if (!first.done) {
-      const settled = quick.next(counter.bound(first.value));
+      const settled = quick.next(counter.bound(first.value.messages));
       // Taken only where the output limit does not hang on the exact count: max_tokens is given (by the request
       // or its shape), or the model's output limit binds even at the bound.
       const outputKnown = (v: CountedPrompt) =>
@@ -101,7 +116,7 @@ export async function countPrompt(
   }
   const plan = planPrompt<number>(model, contextSize, req, (n) => n);
   let step = plan.next();
-  while (!step.done) step = plan.next(await counter.count(step.value));
+  while (!step.done) step = plan.next(await counter.count(step.value.messages));
   const { encoded: _count, ...built } = step.value;
   return { ...built, estimated: false };
 }
@@ -117,20 +132,21 @@ export async function preparePrompt(
   req: PromptRequest,
   exact = true,
 ): Promise<CountedPrompt & { tokens: number[] | null; estimated: boolean }> {
-  if ("encode" in encoder) return { ...buildPrompt(model, contextSize, encoder, req), estimated: false };
+  if ("encode" in encoder) return { ...(await buildPrompt(model, contextSize, encoder, req)), estimated: false };
   return { ...(await countPrompt(model, contextSize, encoder, req, exact)), tokens: null };
 }
 
 /**
- * The rules, written once for both builders: yields each message list to encode and takes back its
- * encoding (`length` tells its size in tokens), returning the prompt that fits.
+ * The rules, written once for both builders: yields each message list to encode, with the budget past which its
+ * exact size no longer matters, and takes back its encoding (`length` tells its size in tokens, or a lower bound
+ * when that is over the budget), returning the prompt that fits.
  */
 function* planPrompt<E>(
   model: ModelConfig,
   contextSize: number,
   req: PromptRequest,
   length: (encoded: E) => number,
-): Generator<ChatMessage[], CountedPrompt & { encoded: E }, E> {
+): Generator<{ messages: ChatMessage[]; budget: number }, CountedPrompt & { encoded: E }, E> {
   const shapeId = req.shape ?? model.default_shape;
   let shape: ShapeConfig | null = null;
   if (shapeId !== null) {
@@ -185,13 +201,16 @@ function* planPrompt<E>(
 
   let dropped = 0;
   let messages = keeping(0);
-  let encoded = yield messages;
+  let encoded = yield { messages, budget };
   if (length(encoded) > budget) {
     const minimalMessages = keeping(droppable.length);
-    const minimal = yield minimalMessages;
+    const minimal = yield { messages: minimalMessages, budget };
     if (length(minimal) > budget) {
+      // An encoder that stopped early knows only that the prompt is longer than the budget.
+      const partial = typeof minimal === "object" && minimal !== null && !Array.isArray(minimal);
+      const needs = partial ? `at least ${length(minimal)}` : `${length(minimal)}`;
       throw errors.invalidRequest(
-        `The prompt needs ${length(minimal)} tokens even after trimming older messages, but at most ${budget} fit ` +
+        `The prompt needs ${needs} tokens even after trimming older messages, but at most ${budget} fit ` +
           `(input limit ${model.max_input_tokens}, context ${contextSize}, ${reserve} reserved for the answer).`,
         "messages",
       );
@@ -203,10 +222,10 @@ function* planPrompt<E>(
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       const m = keeping(mid);
-      const e = yield m;
+      const e = yield { messages: m, budget };
       if (length(e) <= budget) { hi = mid; [messages, encoded, dropped] = [m, e, mid]; } else lo = mid + 1;
     }
-    if (dropped !== lo) { messages = keeping(lo); encoded = yield messages; dropped = lo; }
+    if (dropped !== lo) { messages = keeping(lo); encoded = yield { messages, budget }; dropped = lo; }
   }
 
   const promptTokens = length(encoded);

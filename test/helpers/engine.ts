@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
+import type { ChatMessage } from "../../src/api/chat-request.js";
 import type { ModelConfig } from "../../src/config/schema.js";
 import type { GenerateOptions } from "../../src/engines/engine.js";
 import { LlamaEngine } from "../../src/engines/llama/llama-engine.js";
@@ -21,10 +22,17 @@ export async function embeddedEngine(t: TestContext, config: Partial<ModelConfig
   return e;
 }
 
+/** The whole prompt's tokens for these messages (no limit: never cut short). */
+export async function encodeAll(e: LlamaEngine, messages: readonly ChatMessage[]): Promise<number[]> {
+  const tokens = await e.encoder.encode(messages);
+  if (!Array.isArray(tokens)) throw new Error("an encoding without a limit stopped early");
+  return tokens;
+}
+
 /** Options for a greedy generation of one user message, as the chat route would build them. */
-export function greedyOptions(e: LlamaEngine, content: string, maxTokens: number): GenerateOptions {
+export async function greedyOptions(e: LlamaEngine, content: string, maxTokens: number): Promise<GenerateOptions> {
   const messages = [{ role: "user" as const, content }];
-  const prompt = e.encoder.encode(messages);
+  const prompt = await encodeAll(e, messages);
   return {
     prompt, messages, promptTokens: prompt.length, maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1,
     presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: new AbortController().signal,

@@ -3,7 +3,7 @@ import { describe, test, type TestContext } from "node:test";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { ModelConfig } from "../../src/config/schema.js";
 import { contextBatchSize, engineBatchSizes, type LlamaEngine } from "../../src/engines/llama/llama-engine.js";
-import { embeddedEngine, greedyOptions } from "../helpers/engine.js";
+import { embeddedEngine, encodeAll, greedyOptions } from "../helpers/engine.js";
 
 // What each decode step holds (step-gate.ts), seen from outside the real engine: the order in which the tokens of
 // concurrent generations come out.
@@ -13,16 +13,16 @@ function engine(t: TestContext, config: Partial<ModelConfig>): Promise<LlamaEngi
 }
 
 /** A user message that the tiny model's template and tokenizer turn into at least `tokens` prompt tokens. */
-function longMessage(e: LlamaEngine, tokens: number, seed: string): string {
+async function longMessage(e: LlamaEngine, tokens: number, seed: string): Promise<string> {
   let content = seed;
-  while (e.encoder.encode([{ role: "user", content }]).length < tokens) content += ` ${seed} ${content.length}`;
+  while ((await encodeAll(e, [{ role: "user", content }])).length < tokens) content += ` ${seed} ${content.length}`;
   return content;
 }
 
 /** Starts a greedy generation; each text event is logged as `name` in `order`. */
 function run(e: LlamaEngine, name: string, content: string, maxTokens: number, order: string[]): Promise<number> {
-  const events = e.generate(greedyOptions(e, content, maxTokens));
   return (async () => {
+    const events = e.generate(await greedyOptions(e, content, maxTokens));
     let tokens = 0;
     for await (const ev of events) {
       if (ev.type === "text") order.push(name);
@@ -44,7 +44,7 @@ describe("decode steps of the real engine", () => {
   test("requests that arrive together start streaming in the same step, however their prompts' lengths differ", async (t) => {
     const e = await engine(t, { parallel: 2, batch_size: 16, streaming_batch_size: 4 });
     const order: string[] = [];
-    const long = run(e, "long", longMessage(e, 300, "A long question about the sea."), 8, order);
+    const long = run(e, "long", await longMessage(e, 300, "A long question about the sea."), 8, order);
     await nextTurn(); // the long prompt's first step is under way
     const short = run(e, "short", "Hi.", 8, order);
     assert.deepEqual(await Promise.all([long, short]), [8, 8]);
@@ -58,8 +58,8 @@ describe("decode steps of the real engine", () => {
     const order: string[] = [];
     const streaming = run(e, "stream", "Tell me a long story.", 120, order);
     while (order.length < 3) await nextTurn(); // streaming now
-    const content = longMessage(e, 100, "Another question, please.");
-    const promptTokens = e.encoder.encode([{ role: "user", content }]).length;
+    const content = await longMessage(e, 100, "Another question, please.");
+    const promptTokens = (await encodeAll(e, [{ role: "user", content }])).length;
     const late = run(e, "late", content, 4, order);
     assert.deepEqual(await Promise.all([streaming, late]), [120, 4]);
     const start = 3;

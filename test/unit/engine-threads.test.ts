@@ -16,7 +16,7 @@ function engine(t: TestContext, threads: number, parallel = 1, contextSize = 512
 async function greedy(e: LlamaEngine, maxTokens: number, content = "Count the waves on the shore, one by one."): Promise<{ text: string; tokens: number }> {
   let text = "";
   let tokens = -1;
-  for await (const ev of e.generate(greedyOptions(e, content, maxTokens))) {
+  for await (const ev of e.generate(await greedyOptions(e, content, maxTokens))) {
     if (ev.type === "text") text += ev.text;
     else tokens = ev.completionTokens;
   }

@@ -69,8 +69,8 @@ function turns(n: number, w = 2): ChatMessage[] {
   return out;
 }
 
-function assertApiError(fn: () => unknown, status: number, param: string | null, check?: (e: ApiError) => void): void {
-  assert.throws(fn, (err: unknown) => {
+async function assertApiError(fn: () => unknown, status: number, param: string | null, check?: (e: ApiError) => void): Promise<void> {
+  await assert.rejects(async () => fn(), (err: unknown) => {
     assert.ok(err instanceof ApiError, `expected an ApiError, got ${String(err)}`);
     assert.equal(err.status, status);
     assert.equal(err.type, "invalid_request_error");
@@ -92,10 +92,10 @@ const SHAPED = model({
 });
 
 describe("buildPrompt: system prompt resolution", () => {
-  test("a system message in the request wins over shape and model default", () => {
+  test("a system message in the request wins over shape and model default", async () => {
     const enc = new FakeEncoder();
     const messages = [system("request prompt"), user("hi")];
-    const p = buildPrompt(SHAPED, 8192, enc, req(messages, { shape: "concise" }));
+    const p = await buildPrompt(SHAPED, 8192, enc, req(messages, { shape: "concise" }));
     assert.equal(p.systemPromptSource, "request");
     assert.equal(p.shapeId, "concise");
     assert.deepEqual(p.shape, SHAPED.shapes.concise);
@@ -105,18 +105,18 @@ describe("buildPrompt: system prompt resolution", () => {
     assert.equal(p.keptMessages, 2);
   });
 
-  test("a developer-turned-system message later in the conversation still counts as the request's", () => {
+  test("a developer-turned-system message later in the conversation still counts as the request's", async () => {
     const enc = new FakeEncoder();
     const messages = [user("hi"), system("late system"), user("again")];
-    const p = buildPrompt(SHAPED, 8192, enc, req(messages));
+    const p = await buildPrompt(SHAPED, 8192, enc, req(messages));
     assert.equal(p.systemPromptSource, "request");
     assert.deepEqual(enc.sourceOf(p.tokens), messages);
   });
 
-  test("without a request system message the selected shape's prompt is used", () => {
+  test("without a request system message the selected shape's prompt is used", async () => {
     const enc = new FakeEncoder();
     const messages = [user("hi there")];
-    const p = buildPrompt(SHAPED, 8192, enc, req(messages, { shape: "verbose" }));
+    const p = await buildPrompt(SHAPED, 8192, enc, req(messages, { shape: "verbose" }));
     assert.equal(p.systemPromptSource, "shape");
     assert.equal(p.shapeId, "verbose");
     assert.deepEqual(enc.sourceOf(p.tokens), [system("Explain everything in detail."), ...messages]);
@@ -125,59 +125,59 @@ describe("buildPrompt: system prompt resolution", () => {
     assert.equal(p.keptMessages, 1);
   });
 
-  test("a shape without a system prompt falls back to the model default", () => {
+  test("a shape without a system prompt falls back to the model default", async () => {
     const enc = new FakeEncoder();
-    const p = buildPrompt(SHAPED, 8192, enc, req([user("hi")], { shape: "bare" }));
+    const p = await buildPrompt(SHAPED, 8192, enc, req([user("hi")], { shape: "bare" }));
     assert.equal(p.systemPromptSource, "default");
     assert.equal(p.shapeId, "bare");
     assert.deepEqual(p.shape, { temperature: 0.1 });
     assert.deepEqual(enc.sourceOf(p.tokens), [system("model default prompt"), user("hi")]);
   });
 
-  test("no shape: the model's default prompt, shapeId null", () => {
+  test("no shape: the model's default prompt, shapeId null", async () => {
     const enc = new FakeEncoder();
-    const p = buildPrompt(SHAPED, 8192, enc, req([user("hi")]));
+    const p = await buildPrompt(SHAPED, 8192, enc, req([user("hi")]));
     assert.equal(p.systemPromptSource, "default");
     assert.equal(p.shapeId, null);
     assert.equal(p.shape, null);
     assert.deepEqual(enc.sourceOf(p.tokens), [system("model default prompt"), user("hi")]);
   });
 
-  test("DEFAULT_MODEL's own default prompt is used as is", () => {
+  test("DEFAULT_MODEL's own default prompt is used as is", async () => {
     const enc = new FakeEncoder();
-    const p = buildPrompt(DEFAULT_MODEL, 8192, enc, req([user("hi")]));
+    const p = await buildPrompt(DEFAULT_MODEL, 8192, enc, req([user("hi")]));
     assert.equal(p.systemPromptSource, "default");
     assert.deepEqual(enc.sourceOf(p.tokens)[0], system(DEFAULT_MODEL.system_prompt!));
   });
 
-  test("no request, shape or model prompt: none, nothing prepended", () => {
+  test("no request, shape or model prompt: none, nothing prepended", async () => {
     const enc = new FakeEncoder();
-    const p = buildPrompt(model({ system_prompt: null }), 8192, enc, req([user("hi")]));
+    const p = await buildPrompt(model({ system_prompt: null }), 8192, enc, req([user("hi")]));
     assert.equal(p.systemPromptSource, "none");
     assert.equal(p.shapeId, null);
     assert.deepEqual(enc.sourceOf(p.tokens), [user("hi")]);
     assert.equal(p.tokens.length, costOf([user("hi")]));
   });
 
-  test("the model's default_shape applies when the request names none", () => {
+  test("the model's default_shape applies when the request names none", async () => {
     const enc = new FakeEncoder();
     const m = { ...SHAPED, default_shape: "concise" };
-    const p = buildPrompt(m, 8192, enc, req([user("hi")]));
+    const p = await buildPrompt(m, 8192, enc, req([user("hi")]));
     assert.equal(p.shapeId, "concise");
     assert.equal(p.systemPromptSource, "shape");
     assert.deepEqual(enc.sourceOf(p.tokens), [system("Be concise."), user("hi")]);
   });
 
-  test("a request's shape overrides the model's default_shape", () => {
+  test("a request's shape overrides the model's default_shape", async () => {
     const enc = new FakeEncoder();
     const m = { ...SHAPED, default_shape: "concise" };
-    const p = buildPrompt(m, 8192, enc, req([user("hi")], { shape: "verbose" }));
+    const p = await buildPrompt(m, 8192, enc, req([user("hi")], { shape: "verbose" }));
     assert.equal(p.shapeId, "verbose");
     assert.deepEqual(enc.sourceOf(p.tokens)[0], system("Explain everything in detail."));
   });
 
-  test("an unknown shape is a 400 naming the param 'shape' and the available shapes", () => {
-    assertApiError(
+  test("an unknown shape is a 400 naming the param 'shape' and the available shapes", async () => {
+    await assertApiError(
       () => buildPrompt(SHAPED, 8192, new FakeEncoder(), req([user("hi")], { shape: "nope" })),
       400,
       "shape",
@@ -188,60 +188,60 @@ describe("buildPrompt: system prompt resolution", () => {
     );
   });
 
-  test("an unknown shape is a 400 even on a model without shapes", () => {
-    assertApiError(() => buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { shape: "x" })), 400, "shape");
+  test("an unknown shape is a 400 even on a model without shapes", async () => {
+    await assertApiError(() => buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { shape: "x" })), 400, "shape");
   });
 });
 
 describe("buildPrompt: max_tokens and the output limit", () => {
-  test("max_tokens above max_output_tokens is a 400 on 'max_tokens'", () => {
+  test("max_tokens above max_output_tokens is a 400 on 'max_tokens'", async () => {
     const m = model({ max_output_tokens: 100 });
-    assertApiError(() => buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 101 })), 400, "max_tokens", (e) => {
+    await assertApiError(() => buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 101 })), 400, "max_tokens", (e) => {
       assert.match(e.message, /101/);
       assert.match(e.message, /100/);
     });
   });
 
-  test("max_tokens equal to max_output_tokens is accepted and returned", () => {
+  test("max_tokens equal to max_output_tokens is accepted and returned", async () => {
     const m = model({ max_output_tokens: 100 });
-    const p = buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 100 }));
+    const p = await buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 100 }));
     assert.equal(p.maxOutputTokens, 100);
   });
 
-  test("maxOutputTokens is the request's max_tokens when given", () => {
-    const p = buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 7 }));
+  test("maxOutputTokens is the request's max_tokens when given", async () => {
+    const p = await buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 7 }));
     assert.equal(p.maxOutputTokens, 7);
   });
 
-  test("without max_tokens, maxOutputTokens = min(max_output_tokens, context_size - prompt tokens)", () => {
+  test("without max_tokens, maxOutputTokens = min(max_output_tokens, context_size - prompt tokens)", async () => {
     const m = model({ system_prompt: null });
     const messages = [user("a b c")];
     const promptLen = costOf(messages); // 3 + 4 + 3 = 10
     // The context is the binding limit.
-    let p = buildPrompt(m, 40, new FakeEncoder(), req(messages));
+    let p = await buildPrompt(m, 40, new FakeEncoder(), req(messages));
     assert.equal(p.tokens.length, promptLen);
     assert.equal(p.maxOutputTokens, 40 - promptLen);
     // The output limit is the binding limit.
-    p = buildPrompt({ ...m, max_output_tokens: 5 }, 8192, new FakeEncoder(), req(messages));
+    p = await buildPrompt({ ...m, max_output_tokens: 5 }, 8192, new FakeEncoder(), req(messages));
     assert.equal(p.maxOutputTokens, 5);
     // DEFAULT_MODEL's limits with its own context size.
-    p = buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req(messages));
+    p = await buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req(messages));
     assert.equal(p.maxOutputTokens, Math.min(16000, 8192 - p.tokens.length));
   });
 
-  test("a shape's max_tokens applies when the request gives none", () => {
-    const p = buildPrompt(SHAPED, 8192, new FakeEncoder(), req([user("hi")], { shape: "capped" }));
+  test("a shape's max_tokens applies when the request gives none", async () => {
+    const p = await buildPrompt(SHAPED, 8192, new FakeEncoder(), req([user("hi")], { shape: "capped" }));
     assert.equal(p.maxOutputTokens, 50);
-    const q = buildPrompt(SHAPED, 8192, new FakeEncoder(), req([user("hi")], { shape: "capped", maxTokens: 9 }));
+    const q = await buildPrompt(SHAPED, 8192, new FakeEncoder(), req([user("hi")], { shape: "capped", maxTokens: 9 }));
     assert.equal(q.maxOutputTokens, 9);
   });
 
-  test("max_tokens that leaves no room in the context is a 400 on 'max_tokens'", () => {
+  test("max_tokens that leaves no room in the context is a 400 on 'max_tokens'", async () => {
     const m = model({ max_output_tokens: 1000 });
-    assertApiError(() => buildPrompt(m, 500, new FakeEncoder(), req([user("hi")], { maxTokens: 500 })), 400, "max_tokens");
+    await assertApiError(() => buildPrompt(m, 500, new FakeEncoder(), req([user("hi")], { maxTokens: 500 })), 400, "max_tokens");
   });
 
-  test("outputReserve: max_tokens, else min(max_output_tokens, floor(context/4))", () => {
+  test("outputReserve: max_tokens, else min(max_output_tokens, floor(context/4))", async () => {
     assert.equal(outputReserve(DEFAULT_MODEL, 8192, 77), 77);
     assert.equal(outputReserve(DEFAULT_MODEL, 8192, null), 2048);
     assert.equal(outputReserve(DEFAULT_MODEL, 27, null), 6);
@@ -256,64 +256,64 @@ describe("buildPrompt: the budget, at its exact boundary", () => {
   const WITHOUT_FIRST = costOf(conversation.slice(1));
   const base = model({ system_prompt: null });
 
-  test("the fixture is what the boundary tests assume", () => {
+  test("the fixture is what the boundary tests assume", async () => {
     assert.equal(FULL, 21);
     assert.equal(WITHOUT_FIRST, 14);
   });
 
-  test("max_input_tokens: fits at the budget, trims at budget - 1", () => {
+  test("max_input_tokens: fits at the budget, trims at budget - 1", async () => {
     const enc = new FakeEncoder();
-    let p = buildPrompt({ ...base, max_input_tokens: FULL }, 8192, enc, req(conversation));
+    let p = await buildPrompt({ ...base, max_input_tokens: FULL }, 8192, enc, req(conversation));
     assert.equal(p.tokens.length, FULL);
     assert.equal(p.keptMessages, 3);
-    p = buildPrompt({ ...base, max_input_tokens: FULL - 1 }, 8192, enc, req(conversation));
+    p = await buildPrompt({ ...base, max_input_tokens: FULL - 1 }, 8192, enc, req(conversation));
     assert.equal(p.tokens.length, WITHOUT_FIRST);
     assert.equal(p.keptMessages, 2);
     assert.deepEqual(enc.sourceOf(p.tokens), conversation.slice(1));
   });
 
-  test("context_size - max_tokens: fits when the prompt equals it, trims when it is one less", () => {
-    let p = buildPrompt(base, 100, new FakeEncoder(), req(conversation, { maxTokens: 100 - FULL }));
+  test("context_size - max_tokens: fits when the prompt equals it, trims when it is one less", async () => {
+    let p = await buildPrompt(base, 100, new FakeEncoder(), req(conversation, { maxTokens: 100 - FULL }));
     assert.equal(p.tokens.length, FULL);
     assert.equal(p.keptMessages, 3);
     assert.equal(p.maxOutputTokens, 100 - FULL);
-    p = buildPrompt(base, 100, new FakeEncoder(), req(conversation, { maxTokens: 100 - FULL + 1 }));
+    p = await buildPrompt(base, 100, new FakeEncoder(), req(conversation, { maxTokens: 100 - FULL + 1 }));
     assert.equal(p.tokens.length, WITHOUT_FIRST);
     assert.equal(p.keptMessages, 2);
   });
 
-  test("default reserve floor(context/4): context 28 leaves 21 (fits), context 26 leaves 20 (trims)", () => {
-    let p = buildPrompt(base, 28, new FakeEncoder(), req(conversation));
+  test("default reserve floor(context/4): context 28 leaves 21 (fits), context 26 leaves 20 (trims)", async () => {
+    let p = await buildPrompt(base, 28, new FakeEncoder(), req(conversation));
     assert.equal(p.keptMessages, 3);
     assert.equal(p.tokens.length, 21);
     assert.equal(p.maxOutputTokens, 28 - 21);
     // 27 - floor(27/4) = 21 still fits.
-    p = buildPrompt(base, 27, new FakeEncoder(), req(conversation));
+    p = await buildPrompt(base, 27, new FakeEncoder(), req(conversation));
     assert.equal(p.keptMessages, 3);
-    p = buildPrompt(base, 26, new FakeEncoder(), req(conversation));
+    p = await buildPrompt(base, 26, new FakeEncoder(), req(conversation));
     assert.equal(p.keptMessages, 2);
     assert.equal(p.tokens.length, WITHOUT_FIRST);
   });
 
-  test("default reserve is capped by max_output_tokens", () => {
+  test("default reserve is capped by max_output_tokens", async () => {
     // context 26: a quarter would reserve 6 (budget 20, trims); max_output_tokens 5 reserves 5 (budget 21, fits).
-    const p = buildPrompt({ ...base, max_output_tokens: 5 }, 26, new FakeEncoder(), req(conversation));
+    const p = await buildPrompt({ ...base, max_output_tokens: 5 }, 26, new FakeEncoder(), req(conversation));
     assert.equal(p.keptMessages, 3);
     assert.equal(p.tokens.length, 21);
     assert.equal(p.maxOutputTokens, 5);
-    const q = buildPrompt({ ...base, max_output_tokens: 6 }, 26, new FakeEncoder(), req(conversation));
+    const q = await buildPrompt({ ...base, max_output_tokens: 6 }, 26, new FakeEncoder(), req(conversation));
     assert.equal(q.keptMessages, 2);
   });
 
-  test("the smaller of the two limits binds", () => {
+  test("the smaller of the two limits binds", async () => {
     // context allows 100 - 10 = 90, input limit allows 20: trims.
-    let p = buildPrompt({ ...base, max_input_tokens: 20 }, 100, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
+    let p = await buildPrompt({ ...base, max_input_tokens: 20 }, 100, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
     assert.equal(p.keptMessages, 2);
     // input limit allows 1000, context allows 30 - 10 = 20: trims.
-    p = buildPrompt({ ...base, max_input_tokens: 1000 }, 30, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
+    p = await buildPrompt({ ...base, max_input_tokens: 1000 }, 30, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
     assert.equal(p.keptMessages, 2);
     // both allow 21: fits.
-    p = buildPrompt({ ...base, max_input_tokens: 21 }, 31, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
+    p = await buildPrompt({ ...base, max_input_tokens: 21 }, 31, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
     assert.equal(p.keptMessages, 3);
   });
 });
@@ -321,7 +321,7 @@ describe("buildPrompt: the budget, at its exact boundary", () => {
 describe("buildPrompt: trimming", () => {
   const base = model({ system_prompt: null });
 
-  test("drops the fewest oldest messages that make the prompt fit, for every budget", () => {
+  test("drops the fewest oldest messages that make the prompt fit, for every budget", async () => {
     const messages = turns(5); // 11 messages of 6 tokens each
     const per = PER_MESSAGE + 2;
     for (let k = 0; k <= 10; k++) {
@@ -331,7 +331,7 @@ describe("buildPrompt: trimming", () => {
       // k messages are dropped, no more, no fewer.
       for (const budget of [need, need + per - 1]) {
         const enc = new FakeEncoder();
-        const p = buildPrompt({ ...base, max_input_tokens: budget }, 8192, enc, req(messages));
+        const p = await buildPrompt({ ...base, max_input_tokens: budget }, 8192, enc, req(messages));
         assert.equal(p.keptMessages, 11 - k, `budget ${budget}`);
         assert.deepEqual(enc.sourceOf(p.tokens), messages.slice(k), `budget ${budget}`);
         assert.equal(p.tokens.length, need);
@@ -340,65 +340,65 @@ describe("buildPrompt: trimming", () => {
       if (k < 10) {
         // One token short of fitting k drops: exactly one more message goes.
         const enc = new FakeEncoder();
-        const p = buildPrompt({ ...base, max_input_tokens: need - 1 }, 8192, enc, req(messages));
+        const p = await buildPrompt({ ...base, max_input_tokens: need - 1 }, 8192, enc, req(messages));
         assert.equal(p.keptMessages, 11 - (k + 1), `budget ${need - 1}`);
         assert.deepEqual(enc.sourceOf(p.tokens), messages.slice(k + 1));
       }
     }
   });
 
-  test("drops whole messages by age, not by size (a long old message is not preferred)", () => {
+  test("drops whole messages by age, not by size (a long old message is not preferred)", async () => {
     const messages = [user("x"), assistant("one two three four five six seven eight nine ten"), user("y")];
     // Full: 3 + 5 + 14 + 5 = 27. Dropping only the first gives 22; a size-first trimmer would drop the long one.
     const enc = new FakeEncoder();
-    const p = buildPrompt({ ...base, max_input_tokens: 22 }, 8192, enc, req(messages));
+    const p = await buildPrompt({ ...base, max_input_tokens: 22 }, 8192, enc, req(messages));
     assert.deepEqual(enc.sourceOf(p.tokens), messages.slice(1));
     assert.equal(p.keptMessages, 2);
   });
 
-  test("the request's system messages are never dropped, wherever they are", () => {
+  test("the request's system messages are never dropped, wherever they are", async () => {
     const messages = [system("sys one"), user("u0 x"), assistant("a0 x"), system("mid sys"), user("u1 x"), assistant("a1 x"), user("last")];
     const enc = new FakeEncoder();
     // Room for everything except the three oldest non-system messages (u0, a0, u1).
     const kept = [messages[0], messages[3], messages[5], messages[6]];
-    const p = buildPrompt({ ...base, max_input_tokens: costOf(kept) }, 8192, enc, req(messages));
+    const p = await buildPrompt({ ...base, max_input_tokens: costOf(kept) }, 8192, enc, req(messages));
     assert.equal(p.systemPromptSource, "request");
     assert.deepEqual(enc.sourceOf(p.tokens), kept);
     assert.equal(p.keptMessages, 4);
   });
 
-  test("the prepended system prompt is never dropped and is not counted in keptMessages", () => {
+  test("the prepended system prompt is never dropped and is not counted in keptMessages", async () => {
     const m = { ...base, system_prompt: "be helpful" };
     const messages = turns(2);
     const preamble = system("be helpful");
     const enc = new FakeEncoder();
-    const p = buildPrompt({ ...m, max_input_tokens: costOf([preamble, ...messages.slice(4)]) }, 8192, enc, req(messages));
+    const p = await buildPrompt({ ...m, max_input_tokens: costOf([preamble, ...messages.slice(4)]) }, 8192, enc, req(messages));
     assert.equal(p.systemPromptSource, "default");
     assert.deepEqual(enc.sourceOf(p.tokens), [preamble, messages[4]]);
     assert.equal(p.keptMessages, 1);
   });
 
-  test("the last user message and what follows it are never dropped", () => {
+  test("the last user message and what follows it are never dropped", async () => {
     const messages = [user("u0"), assistant("a0"), user("question"), assistant("prefill of the answer")];
     const enc = new FakeEncoder();
-    const p = buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(2)) }, 8192, enc, req(messages));
+    const p = await buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(2)) }, 8192, enc, req(messages));
     assert.deepEqual(enc.sourceOf(p.tokens), messages.slice(2));
     assert.equal(p.keptMessages, 2);
     // One token less: the tail cannot be cut, so it is a 400.
-    assertApiError(
+    await assertApiError(
       () => buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(2)) - 1 }, 8192, new FakeEncoder(), req(messages)),
       400,
       "messages",
     );
   });
 
-  test("a prompt that does not fit even after trimming is a 400 giving both token counts", () => {
+  test("a prompt that does not fit even after trimming is a 400 giving both token counts", async () => {
     const m = { ...base, system_prompt: "sys" };
     const messages = [user("old"), assistant("older reply"), user("one two three four five six seven eight nine ten")];
     const minimal = costOf([system("sys"), messages[2]]); // 3 + 5 + 14 = 22
     assert.equal(minimal, 22);
     const budget = 15;
-    assertApiError(
+    await assertApiError(
       () => buildPrompt({ ...m, max_input_tokens: budget }, 8192, new FakeEncoder(), req(messages)),
       400,
       "messages",
@@ -409,10 +409,10 @@ describe("buildPrompt: trimming", () => {
     );
   });
 
-  test("the budget named in the error is the context-derived one when that binds", () => {
+  test("the budget named in the error is the context-derived one when that binds", async () => {
     const messages = [user("one two three four five six seven eight nine ten")]; // 17 tokens
     // context 25, max_tokens 10: budget 15.
-    assertApiError(
+    await assertApiError(
       () => buildPrompt(base, 25, new FakeEncoder(), req(messages, { maxTokens: 10 })),
       400,
       "messages",
@@ -423,19 +423,19 @@ describe("buildPrompt: trimming", () => {
     );
   });
 
-  test("a conversation without a user message keeps its last message", () => {
+  test("a conversation without a user message keeps its last message", async () => {
     const messages = [assistant("first thing said"), assistant("second")];
     const enc = new FakeEncoder();
-    const p = buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(1)) }, 8192, enc, req(messages));
+    const p = await buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(1)) }, 8192, enc, req(messages));
     assert.deepEqual(enc.sourceOf(p.tokens), messages.slice(1));
     assert.equal(p.keptMessages, 1);
   });
 
-  test("the same body builds the same prompt (count and completion agree)", () => {
+  test("the same body builds the same prompt (count and completion agree)", async () => {
     const messages = turns(4);
     const m = { ...SHAPED, max_input_tokens: 40 };
-    const a = buildPrompt(m, 8192, new FakeEncoder(), req(messages, { shape: "concise" }));
-    const b = buildPrompt(m, 8192, new FakeEncoder(), req(messages, { shape: "concise" }));
+    const a = await buildPrompt(m, 8192, new FakeEncoder(), req(messages, { shape: "concise" }));
+    const b = await buildPrompt(m, 8192, new FakeEncoder(), req(messages, { shape: "concise" }));
     assert.deepEqual(a, b);
   });
 });
@@ -457,7 +457,7 @@ describe("countPrompt: the same rules for a model counted elsewhere", () => {
     const messages = turns(5);
     for (let budget = costOf(messages.slice(-1)) + PER_MESSAGE + 2; budget <= costOf(messages) + 10; budget++) {
       const m = { ...base, max_input_tokens: budget };
-      const built = buildPrompt(m, 8192, new FakeEncoder(), req(messages));
+      const built = await buildPrompt(m, 8192, new FakeEncoder(), req(messages));
       const counted = await countPrompt(m, 8192, new FakeCounter(), req(messages));
       assert.equal(counted.promptTokens, built.tokens.length, `budget ${budget}`);
       assert.equal(counted.keptMessages, built.keptMessages, `budget ${budget}`);
@@ -528,7 +528,7 @@ describe("countPrompt: a counter's upper bound stands in for the count only wher
     const m = { ...base, max_input_tokens: budget };
     const counter = new BoundedCounter(1);
     const p = await countPrompt(m, 8192, counter, req(messages, { maxTokens: 100 }), false);
-    const built = buildPrompt(m, 8192, new FakeEncoder(), req(messages, { maxTokens: 100 }));
+    const built = await buildPrompt(m, 8192, new FakeEncoder(), req(messages, { maxTokens: 100 }));
     assert.ok(counter.counts > 0);
     assert.equal(p.estimated, false);
     assert.equal(p.promptTokens, built.tokens.length);

@@ -12,7 +12,7 @@ import { EndpointCounter, GgufCounter } from "../../src/engines/upstream/counter
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { createLogger } from "../../src/observability/log.js";
 import { ApiError } from "../../src/server/errors.js";
-import { embeddedEngine } from "../helpers/engine.js";
+import { embeddedEngine, encodeAll } from "../helpers/engine.js";
 import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
 import { rng } from "../helpers/rng.js";
@@ -892,7 +892,7 @@ describe("UpstreamEngine: counting prompts", () => {
     const counts: number[] = [];
     for (const messages of conversations) {
       const n = await engine.encoder.count(messages);
-      assert.equal(n, llama.encoder.encode(messages).length);
+      assert.equal(n, (await encodeAll(llama, messages)).length);
       counts.push(n);
     }
     assert.ok(counts[0] > 0);

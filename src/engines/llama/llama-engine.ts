@@ -2,7 +2,6 @@ import {
   getLlama,
   LlamaLogLevel,
   resolveChatWrapper,
-  type ChatHistoryItem,
   type ChatWrapper,
   type Llama,
   type LlamaContext,
@@ -18,6 +17,7 @@ import type { PromptEncoder } from "../../prompt/build.js";
 import { SAMPLING_DEFAULTS, type Engine, type EngineStats, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions } from "../engine.js";
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
+import { PromptTokenizer } from "./prompt-tokenizer.js";
 import { resolveModelPath } from "./model-source.js";
 import { SequencePool, type Lease } from "./sequence-pool.js";
 import { StepGate } from "./step-gate.js";
@@ -54,18 +54,6 @@ export function llamaRuntime(log: Logger): Promise<Llama> {
 export function engineThreads(configured: number): number {
   if (configured > 0) return configured;
   return threadsPersist() ? availableParallelism() : Math.max(1, availableParallelism() - 1);
-}
-
-/** The conversation in the model's chat template, ending with the assistant's turn to speak, as tokens. */
-export function templateTokens(model: LlamaModel, chatWrapper: ChatWrapper, messages: readonly ChatMessage[]): number[] {
-  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
-    if (m.role === "system") return { type: "system", text: m.content };
-    if (m.role === "user") return { type: "user", text: m.content };
-    return { type: "model", response: [m.content] };
-  });
-  history.push({ type: "model", response: [] }); // the assistant's turn, to be generated
-  const { contextText } = chatWrapper.generateContextState({ chatHistory: history });
-  return contextText.tokenize(model.tokenizer);
 }
 
 /**
@@ -142,6 +130,7 @@ export class LlamaEngine implements Engine {
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
       this.pool = new SequencePool(this.config.id, sequences, this.config.queue_size);
       this.chatWrapper = resolveChatWrapper(this.model);
+      this.tokenizer = new PromptTokenizer(this.model, this.chatWrapper);
       this.contextSize = this.context.contextSize;
       releaseFreedMemory();
       this.status = "ready";
@@ -168,9 +157,11 @@ export class LlamaEngine implements Engine {
     }
   }
 
-  readonly encoder: PromptEncoder = {
-    encode: (messages: readonly ChatMessage[]): number[] => templateTokens(this.model!, this.chatWrapper!, messages),
-  };
+  private tokenizer?: PromptTokenizer;
+
+  readonly encoder = {
+    encode: (messages: readonly ChatMessage[], limit?: number) => this.tokenizer!.encode(messages, limit),
+  } satisfies PromptEncoder;
 
   private promptTokensEvaluated = 0;
   private promptTokensReused = 0;

@@ -1,10 +1,11 @@
-import type { ChatWrapper, LlamaModel } from "node-llama-cpp";
+import type { LlamaModel } from "node-llama-cpp";
 import { resolveChatWrapper } from "node-llama-cpp";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
 import { errors } from "../../server/errors.js";
-import { llamaRuntime, templateTokens } from "../llama/llama-engine.js";
+import { llamaRuntime } from "../llama/llama-engine.js";
+import { PromptTokenizer } from "../llama/prompt-tokenizer.js";
 import { failureOutcome, type Replica, type ReplicaPool } from "./replicas.js";
 
 /**
@@ -181,18 +182,19 @@ class NoDialect extends Error {}
  */
 export class GgufCounter implements PromptCounter {
   private model?: LlamaModel;
-  private chatWrapper?: ChatWrapper;
+  private tokenizer?: PromptTokenizer;
 
   constructor(private readonly path: string) {}
 
   async load(log: Logger): Promise<void> {
     const llama = await llamaRuntime(log);
     this.model = await llama.loadModel({ modelPath: this.path, vocabOnly: true });
-    this.chatWrapper = resolveChatWrapper(this.model);
+    this.tokenizer = new PromptTokenizer(this.model, resolveChatWrapper(this.model));
   }
 
   async count(messages: readonly ChatMessage[]): Promise<number> {
-    return templateTokens(this.model!, this.chatWrapper!, messages).length;
+    const tokens = await this.tokenizer!.encode(messages);
+    return Array.isArray(tokens) ? tokens.length : tokens.atLeast;
   }
 
   async close(): Promise<void> {

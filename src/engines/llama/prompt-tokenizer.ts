@@ -1,0 +1,184 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { SpecialToken, SpecialTokensText, type ChatHistoryItem, type ChatWrapper, type LlamaModel, type Token } from "node-llama-cpp";
+import type { ChatMessage } from "../../api/chat-request.js";
+import type { OverLimit } from "../../prompt/build.js";
+
+/**
+ * Characters of plain text tokenized in one synchronous call. llama.cpp's tokenizer is synchronous and runs on
+ * the event loop; measured here on 3.9 MB of mixed code and prose, 0.4 µs a character (the project's own
+ * vocabulary), 0.6 (phi-3) and 1.2 (deepseek-coder), so a chunk takes at most about 10 ms and every other
+ * request goes on between chunks.
+ */
+export const CHUNK_CHARS = 8192;
+/** Text each side of a candidate split point that is tokenized to check the split changes nothing. */
+const CHECK_CHARS = 256;
+/** Candidate split points tried per chunk before splitting where the chunk ends. */
+const CANDIDATES = 12;
+/** Tokens of long texts kept between calls (counts and the completions that follow them, trimming steps). */
+const MEMO_TOKENS = 1_000_000;
+
+const trimmed = "trimLeadingSpace" as const;
+
+/** How far a text has been tokenized: its tokens so far, and where the next chunk starts. */
+interface Progress {
+  readonly text: string;
+  readonly tokens: Token[];
+  offset: number;
+  /** Set while a call extends it, so that two requests with the same text never tokenize it twice at once. */
+  busy: Promise<void> | null;
+}
+
+/**
+ * The conversation in the model's chat template, ending with the assistant's turn to speak, as tokens, tokenized
+ * the way node-llama-cpp's `LlamaText.tokenize` does, except that:
+ * - a long text is tokenized in chunks, with a turn of the event loop between them, split only where the
+ *   tokens each side of the split are those of the whole (checked on the text around it), so the result is the
+ *   whole text's tokenization; a text with no such point within a chunk's reach (no line breaks or spaces where a
+ *   split is clean, e.g. one long run of one character) is split where the chunk ends, and only the few tokens at
+ *   that split may differ from a whole-text tokenization. Counts and completions tokenize alike, so a count
+ *   always equals the completion's prompt_tokens.
+ * - with a `limit`, it stops once the prompt has more than `limit` tokens: a prompt that cannot fit costs the
+ *   work of its first `limit` tokens, not of the whole body.
+ * - long texts' tokens are kept (up to MEMO_TOKENS), so the trimming steps of one request, and a count followed
+ *   by its completion, tokenize each message once.
+ */
+export class PromptTokenizer {
+  private readonly memo = new Map<string, Progress>();
+  private memoTokens = 0;
+
+  constructor(
+    private readonly model: LlamaModel,
+    private readonly chatWrapper: ChatWrapper,
+  ) {}
+
+  async encode(messages: readonly ChatMessage[], limit = Infinity): Promise<Token[] | OverLimit> {
+    const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
+      if (m.role === "system") return { type: "system", text: m.content };
+      if (m.role === "user") return { type: "user", text: m.content };
+      return { type: "model", response: [m.content] };
+    });
+    history.push({ type: "model", response: [] }); // the assistant's turn, to be generated
+    const { contextText } = this.chatWrapper.generateContextState({ chatHistory: history });
+
+    const out: Token[] = [];
+    let text = "";
+    // Texts whose tokens are kept cost no tokenizing, but looking them up and copying their tokens still takes
+    // time: a long conversation gives the event loop a turn every few chunks' worth of text.
+    let sinceTurn = 0;
+    const flush = async (): Promise<boolean> => {
+      if (text === "") return true;
+      sinceTurn += text.length;
+      if (sinceTurn > 4 * CHUNK_CHARS) {
+        sinceTurn = 0;
+        await nextTurn();
+      }
+      const tokens = await this.plain(text, limit - out.length);
+      text = "";
+      for (const t of tokens) out.push(t);
+      return out.length <= limit;
+    };
+    for (const value of contextText.values) {
+      if (typeof value === "string") {
+        text += value;
+        continue;
+      }
+      const hadContent = out.length > 0 || text !== "";
+      if (!(await flush())) return { atLeast: out.length };
+      const tokens = value instanceof SpecialToken ? value.tokenize(this.model.tokenizer) : (value as SpecialTokensText).tokenize(this.model.tokenizer, hadContent);
+      for (const t of tokens) out.push(t);
+    }
+    if (!(await flush())) return { atLeast: out.length };
+    return out.length <= limit ? out : { atLeast: out.length };
+  }
+
+  /** A plain text's tokens (trimLeadingSpace, as LlamaText gives every plain text), or at least `limit + 1` of them. */
+  private async plain(text: string, limit: number): Promise<Token[]> {
+    if (text.length <= CHUNK_CHARS) return this.tokenize(text);
+    let p = this.memo.get(text);
+    if (p) {
+      this.memo.delete(text); // most recently used last
+      this.memo.set(text, p);
+    } else {
+      p = { text, tokens: [], offset: 0, busy: null };
+      this.memo.set(text, p);
+    }
+    while (p.offset < text.length && p.tokens.length <= limit) {
+      while (p.busy) await p.busy;
+      if (p.offset >= text.length || p.tokens.length > limit) break;
+      let done!: () => void;
+      p.busy = new Promise<void>((r) => (done = r));
+      try {
+        await nextTurn();
+        const end = this.splitPoint(text, p.offset);
+        const tokens = this.tokenize(text.slice(p.offset, end));
+        for (const t of tokens) p.tokens.push(t);
+        this.memoTokens += tokens.length;
+        p.offset = end;
+      } finally {
+        p.busy = null;
+        done();
+      }
+    }
+    this.evict();
+    return p.tokens;
+  }
+
+  private tokenize(text: string): Token[] {
+    return this.model.tokenize(text, false, trimmed);
+  }
+
+  /**
+   * Where the chunk starting at `from` ends: the first clean split point at or after a chunk's length (the start
+   * of a line, else a space before a word), checked by tokenizing the text around it.
+   */
+  private splitPoint(text: string, from: number): number {
+    const target = from + CHUNK_CHARS;
+    if (target >= text.length) return text.length;
+    const reach = Math.min(text.length, target + CHUNK_CHARS);
+    let tried = 0;
+    for (const clean of [startOfLine, spaceBeforeWord]) {
+      for (let at = target; at < reach && tried < CANDIDATES; at++) {
+        if (!clean(text, at)) continue;
+        tried++;
+        if (this.splitsCleanly(text, at)) return at;
+      }
+    }
+    // No clean point: split where the chunk ends, never inside a UTF-16 surrogate pair.
+    const code = text.charCodeAt(target - 1);
+    return code >= 0xd800 && code <= 0xdbff ? target + 1 : target;
+  }
+
+  private splitsCleanly(text: string, at: number): boolean {
+    const left = text.slice(Math.max(0, at - CHECK_CHARS), at);
+    const right = text.slice(at, at + CHECK_CHARS);
+    const whole = this.tokenize(left + right);
+    const a = this.tokenize(left);
+    const b = this.tokenize(right);
+    if (whole.length !== a.length + b.length) return false;
+    for (let i = 0; i < a.length; i++) if (whole[i] !== a[i]) return false;
+    for (let i = 0; i < b.length; i++) if (whole[a.length + i] !== b[i]) return false;
+    return true;
+  }
+
+  /** Drops the least recently used texts' tokens beyond MEMO_TOKENS (never one being extended). */
+  private evict(): void {
+    for (const [key, p] of this.memo) {
+      if (this.memoTokens <= MEMO_TOKENS) break;
+      if (p.busy) continue;
+      this.memo.delete(key);
+      this.memoTokens -= p.tokens.length;
+    }
+  }
+}
+
+const isSpace = (c: string | undefined) => c === " " || c === "\t" || c === "\n" || c === "\r";
+
+/** After a line break, before a character that is not white space. */
+function startOfLine(text: string, at: number): boolean {
+  return text[at - 1] === "\n" && !isSpace(text[at]);
+}
+
+/** Before a single space that follows a non-space and precedes a non-space (" word"). */
+function spaceBeforeWord(text: string, at: number): boolean {
+  return text[at] === " " && !isSpace(text[at - 1]) && !isSpace(text[at + 1]);
+}
