@@ -53,7 +53,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const app = buildApp({
     registry,
     keys: new KeyChain([new StaticKeys(config.api_keys), store]),
-    limiter: new RateLimiter(),
+    limiter: new RateLimiter({ countRpmFactor: config.count_rpm_factor }),
     ...(config.admin_token ? { admin: { token: config.admin_token, store } } : {}),
     observers: [usageLedger(store, log), metrics.observe],
     log,

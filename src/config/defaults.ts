@@ -46,6 +46,7 @@ export const DEFAULT_CONFIG: Config = {
   always_stream: false,
   keepalive_seconds: 15,
   body_limit_bytes: 4 * 1024 * 1024,
+  count_rpm_factor: 10,
   log_level: "info",
   models: [DEFAULT_MODEL],
   tls_cert: null,

@@ -115,6 +115,8 @@ export const ConfigSchema = Type.Object(
     /** Seconds of silence on an SSE stream before a `: keepalive` comment is written. */
     keepalive_seconds: Type.Number({ exclusiveMinimum: 0 }),
     body_limit_bytes: Type.Integer({ minimum: 1024 }),
+    /** Token counts a key may make per minute, per chat completion its rpm allows. */
+    count_rpm_factor: Type.Integer({ minimum: 1 }),
     log_level: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
     models: Type.Array(ModelSchema, { minItems: 1 }),
     /** PEM certificate and key files: with both, the API is served over HTTPS. */

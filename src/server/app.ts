@@ -1,7 +1,5 @@
 import { setMaxListeners } from "node:events";
-import { isUtf8 } from "node:buffer";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
-import sjson from "secure-json-parse";
 import { base62 } from "../api/responses.js";
 import { RateLimiter } from "../keys/limiter.js";
 import type { KeyStore } from "../keys/store.js";
@@ -9,6 +7,7 @@ import { adminGuard, adminRoutes } from "./routes/admin.js";
 import type { Logger } from "../observability/log.js";
 import { authenticate, type KeyVerifier } from "./auth.js";
 import { ApiError, errors } from "./errors.js";
+import { JsonBodyParser } from "./json-body.js";
 import type { ModelRegistry } from "./registry.js";
 import { chatRoute, type CompletionOutcome, type CompletionSummary } from "./routes/chat.js";
 import { modelsRoute } from "./routes/models.js";
@@ -135,17 +134,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     return503OnClosing: false,
   });
 
-  // JSON only, and only valid UTF-8: a body with broken bytes is refused, not silently repaired.
+  // JSON only, and only valid UTF-8: a body with broken bytes is refused, not silently repaired. Large bodies are
+  // parsed in a worker thread (json-body.ts), so that no body holds the event loop.
+  const bodies = new JsonBodyParser();
+  app.addHook("onClose", () => bodies.close());
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req, body: Buffer, done) => {
-    if (body.length === 0) return done(errors.invalidRequest("The request body is empty; send a JSON object."), undefined);
-    if (!isUtf8(body)) return done(errors.invalidRequest("The request body is not valid UTF-8."), undefined);
-    try {
-      done(null, sjson.parse(body.toString("utf8"), undefined, { protoAction: "error", constructorAction: "error" }));
-    } catch (err) {
-      done(errors.invalidRequest(`The request body is not valid JSON: ${(err as Error).message}`), undefined);
-    }
-  });
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req: FastifyRequest, body: Buffer) => bodies.parse(body));
 
   const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
   // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
@@ -203,14 +197,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   modelsRoute(app, opts.registry);
+  const limiter = opts.limiter ?? new RateLimiter();
   chatRoute(app, {
     registry: opts.registry,
-    limiter: opts.limiter ?? new RateLimiter(),
+    limiter,
     alwaysStream: opts.alwaysStream,
     keepaliveMs: opts.keepaliveMs,
     stopping: lifecycle.stop.signal,
   });
-  tokensRoute(app, opts.registry);
+  tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);
   return app;

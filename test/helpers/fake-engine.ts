@@ -6,7 +6,7 @@ import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
 import { buildApp } from "../../src/server/app.js";
-import { StaticKeys } from "../../src/server/auth.js";
+import { KeyChain, StaticKeys, type KeyVerifier } from "../../src/server/auth.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions } from "../../src/engines/engine.js";
 import type { PromptEncoder } from "../../src/prompt/build.js";
@@ -206,6 +206,8 @@ export interface TestAppOptions {
   bodyLimit?: number;
   alwaysStream?: boolean;
   keepaliveMs?: number;
+  /** Keys besides TEST_KEY (which has no limits): e.g. a verifier of keys with limits. */
+  keys?: KeyVerifier;
 }
 
 export interface TestApp {
@@ -220,7 +222,7 @@ export function setup(t: TestContext, opts: TestAppOptions = {}): TestApp {
   const engine = opts.engine ?? new FakeEngine({ modelId: config.id });
   const app = buildApp({
     registry: new ModelRegistry([{ config, engine, demo: opts.demo ?? false }]),
-    keys: new StaticKeys([TEST_KEY]),
+    keys: opts.keys ? new KeyChain([new StaticKeys([TEST_KEY]), opts.keys]) : new StaticKeys([TEST_KEY]),
     log: pino({ level: "silent" }),
     bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
     alwaysStream: opts.alwaysStream ?? false,

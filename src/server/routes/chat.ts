@@ -53,12 +53,31 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     checkUnsupported(body as Record<string, unknown>);
     const { config, engine } = opts.registry.ready(body.model, req.principal);
     const sampling = parseSampling(body);
-    const built = await preparePrompt(config, engine.contextSize, engine.encoder, {
-      messages: parseMessages(body.messages),
-      shape: body.shape ?? null,
-      maxTokens: sampling.maxTokens,
-    }, false);
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
+    // Admission, cheapest first and all before any header: the key's request limits (429) before the prompt is
+    // built, so a refused request costs no tokenization; then its tokens (429); then the engine's queue (503).
+    const admission = opts.limiter.admit(req.principal!);
+    reply.headers(admission.headers);
+    let built: Awaited<ReturnType<typeof preparePrompt>>;
+    try {
+      built = await preparePrompt(config, engine.contextSize, engine.encoder, {
+        messages: parseMessages(body.messages),
+        shape: body.shape ?? null,
+        maxTokens: sampling.maxTokens,
+      }, false);
+    } catch (err) {
+      // The prompt was read and refused (a 400): the request counts against the key's rate, with no tokens.
+      admission.settle(0);
+      throw err;
+    }
+    if (reply.raw.destroyed || req.raw.socket.destroyed) {
+      // The client went away while its prompt was being built: nothing reaches the model.
+      admission.settle(0);
+      reply.hijack();
+      return reply;
+    }
+    admission.reserve(built.promptTokens + built.maxOutputTokens);
+    reply.headers(admission.headers);
     let settle!: () => void;
     const outcome: CompletionOutcome = {
       model: config.id, stream, promptTokens: built.promptTokens, completionTokens: 0, finishReason: null, ttftMs: null,
@@ -91,9 +110,6 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       signal: abort.signal,
     };
     const started = performance.now();
-    // Admission: the key's limits first (429), then the engine's queue (503); both before any header.
-    const admission = opts.limiter.admit(req.principal!, built.promptTokens + built.maxOutputTokens);
-    reply.headers(admission.headers);
     let events: AsyncGenerator<EngineEvent>;
     try {
       events = engine.generate(genOpts);

@@ -2,12 +2,15 @@ import type { FastifyInstance } from "fastify";
 import { ChatBodySchema, parseMessages, parseSampling, type ChatBody } from "../../api/chat-request.js";
 import { tokenCountObject } from "../../api/responses.js";
 import { preparePrompt } from "../../prompt/build.js";
+import type { RateLimiter } from "../../keys/limiter.js";
 import type { ModelRegistry } from "../registry.js";
 
-export function tokensRoute(app: FastifyInstance, registry: ModelRegistry): void {
-  app.post<{ Body: ChatBody }>("/v1/tokens/count", { schema: { body: ChatBodySchema } }, async (req) => {
+export function tokensRoute(app: FastifyInstance, registry: ModelRegistry, limiter: RateLimiter): void {
+  app.post<{ Body: ChatBody }>("/v1/tokens/count", { schema: { body: ChatBodySchema } }, async (req, reply) => {
     const body = req.body;
     const { config, engine } = registry.ready(body.model, req.principal);
+    // Counts have a rate of their own, checked before any tokenization.
+    reply.headers(limiter.admitCount(req.principal!));
     const built = await preparePrompt(config, engine.contextSize, engine.encoder, {
       messages: parseMessages(body.messages),
       shape: body.shape ?? null,
