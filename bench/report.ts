@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
+import type { FuzzResult } from "./fuzz.js";
 import type { GatewayResult } from "./gateway.js";
 import type { LoadResult } from "./load.js";
 import type { Machine } from "./machine.js";
@@ -30,6 +31,8 @@ export interface BenchResults {
   concurrency: ConcurrencyResult[] | null;
   load: LoadResult[] | null;
   count100k: { model: string; prompt_tokens: number; body_bytes: number; runs_ms: number[]; median_ms: number } | null;
+  /** A burst of hostile bodies against the tiny-model server (absent in older results). */
+  fuzz?: FuzzResult | null;
   inproc: InProcessResult | null;
   /** A gateway in front of a tiny-model worker against the worker directly (absent in older results). */
   gateway?: GatewayResult | null;
@@ -205,6 +208,15 @@ function otherRows(r: BenchResults): Row[] {
   const rows: Row[] = [];
   if (r.count100k) {
     rows.push([`Count a ${f0(r.count100k.prompt_tokens)}-token prompt (\`/v1/tokens/count\`, tiny model)`, `${f0(r.count100k.median_ms)} ms`, "< 300 ms", verdict(r.count100k.median_ms < 300)]);
+  }
+  if (r.fuzz) {
+    const z = r.fuzz;
+    const statuses = Object.entries(z.statuses).map(([s, n]) => `${n}× ${s}`).join(", ");
+    rows.push([
+      `Worst event-loop delay during a burst of ${z.requests} hostile bodies (${f1(z.body_mb)} MB: 3.9 MB prompts, an 81-message conversation to trim, malformed JSON; 4 at a time, tiny model)`,
+      `${f1(z.loop_delay_max_ms)} ms; meanwhile \`GET /v1/models\` p50 / p99 / max ${f1(z.probe.p50_ms)} / ${f1(z.probe.p99_ms)} / ${f1(z.probe.max_ms)} ms, a stream's longest silence ${f1(z.stream_max_gap_ms)} ms (answers: ${statuses})`,
+      "≤ 50 ms", verdict(z.loop_delay_max_ms <= 50),
+    ]);
   }
   if (r.rss.idle_mb !== null) {
     const limit = r.model.mb + 200;

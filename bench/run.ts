@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
 import { makeModel, type ModelSize } from "../src/gguf/model-maker.js";
+import { fuzzBurst } from "./fuzz.js";
 import { measureGateway } from "./gateway.js";
 import { loadInProcess } from "./inproc.js";
 import { runLoad, type LoadResult } from "./load.js";
@@ -50,6 +51,7 @@ function plan(o: Options) {
     concurrencyTokens: o.quick ? 32 : 64,
     loadSeconds: o.quick ? 2 : 5,
     countRuns: o.quick ? 3 : 7,
+    fuzzRequests: o.quick ? 18 : 45,
     // Under a minute in full (most of it the 64-stream rounds; 55 s on 2 busy cores), about 30 s quick.
     gateway: {
       requests: o.quick ? 100 : 300, block: 25, rounds64: o.quick ? 2 : 4, perClient: o.quick ? 3 : 5,
@@ -160,6 +162,8 @@ async function countPhase(p: ReturnType<typeof plan>, tiny: { path: string }, re
       runs_ms: times.map((t) => round(t)),
       median_ms: round(median(times)),
     };
+    say(`a burst of ${p.fuzzRequests} hostile bodies (prompts of 3.9 MB, a conversation to trim, malformed JSON) beside a stream`);
+    results.fuzz = await fuzzBurst(server, { requests: p.fuzzRequests, parallel: 4, seed: 12 });
   } finally {
     await server.stop();
   }
@@ -171,13 +175,13 @@ async function inProcessPhase(o: Options, p: ReturnType<typeof plan>, bench: { p
   const engine = await loadInProcess(benchModelConfig(bench.path, o.threads, o.batchSize));
   const out: InProcessResult = { loaded: loadedFields(engine.loaded) };
   try {
-    await engine.generate(engine.encode([{ role: "user", content: "Warm up: say something." }]), 8, TEMPERATURE);
+    await engine.generate(await engine.encode([{ role: "user", content: "Warm up: say something." }]), 8, TEMPERATURE);
     for (const key of ["single512", "single2k"] as const) {
       const http = results.http[key];
       say(`in-process, ${http.prompt_tokens}-token prompts, ${http.prompts.length} run(s)`);
       const runs: GenerationSummary[] = [];
       for (const prompt of http.prompts) {
-        const tokens = engine.encode(prompt.messages);
+        const tokens = await engine.encode(prompt.messages);
         if (tokens.length !== http.prompt_tokens) throw new Error(`in-process prompt is ${tokens.length} tokens, HTTP's ${http.prompt_tokens}`);
         runs.push(summarise(await engine.generate(tokens, p.maxTokens, TEMPERATURE)));
       }
@@ -200,7 +204,7 @@ async function main(o: Options): Promise<void> {
     settings: { ...p, threads: o.threads, temperature: TEMPERATURE, prompt_lengths: [512, 2048] },
     model: { file: "data/bench/bench.gguf", bytes: bench.bytes, mb: round(bench.bytes / 2 ** 20, 1) },
     rss: { idle_mb: null, idle_detail: null, under_load_max_mb: null },
-    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, inproc: null, gateway: null, duration_s: 0,
+    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, duration_s: 0,
   };
   if (o.http) await httpPhase(o, p, bench, results);
   if (o.count) await countPhase(p, tiny, results);
@@ -235,7 +239,7 @@ const program = new Command("bench")
   .option("--skip-http", "skip the bench-model server (single streams, concurrency, load; and so the in-process comparison)")
   .option("--skip-inproc", "skip the in-process engine comparison")
   .option("--skip-load", "skip the autocannon load tests")
-  .option("--skip-count", "skip counting a 100,000-token prompt")
+  .option("--skip-count", "skip counting a 100,000-token prompt and the burst of hostile bodies")
   .option("--skip-concurrency", "skip the concurrent-stream tests")
   .option("--skip-gateway", "skip the gateway's added latency (a gateway in front of a tiny-model worker)")
   .option("--readme", "write the table into README.md (default: full runs only)")

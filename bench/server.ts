@@ -12,6 +12,8 @@ export interface BenchServer {
   /** The "model loaded" log entry (contextSize, sequences, threads, ms); a gateway's "upstream model ready" (replicas, healthy). */
   loaded: Record<string, unknown>;
   logFile: string;
+  /** The operations listener (health, metrics). */
+  opsUrl: string;
   pid: number;
   /** Errors, and llama.cpp's warnings, from the server's log, for the report. */
   warnings(): string[];
@@ -53,6 +55,7 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     });
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000);
   let port = 0;
+  let opsPort = 0;
   let loaded: Record<string, unknown> | undefined;
   while (!loaded) {
     if (!alive()) throw new Error(`server exited before its model loaded; log: ${logFile}\n${readFileSync(logFile, "utf8")}`);
@@ -62,6 +65,7 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     }
     for (const e of entries()) {
       if (e.msg === "listening") port = Number(e.port);
+      if (e.msg === "ops listening") opsPort = Number(e.port);
       if (e.msg === "model loaded" || e.msg === "upstream model ready") loaded = e;
       if (e.msg === "model failed to load" || e.msg === "upstream model failed to start") {
         proc.kill("SIGKILL");
@@ -76,6 +80,7 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     model: opts.model.id,
     loaded,
     logFile,
+    opsUrl: `http://127.0.0.1:${opsPort}`,
     pid: proc.pid!,
     warnings: () => entries().filter((e) => Number(e.level) >= 50 || (Number(e.level) >= 40 && e.component === "llama.cpp")).map((e) => String(e.msg)),
     stop: async () => {
