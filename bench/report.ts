@@ -213,7 +213,7 @@ function otherRows(r: BenchResults): Row[] {
     const z = r.fuzz;
     const statuses = Object.entries(z.statuses).map(([s, n]) => `${n}× ${s}`).join(", ");
     rows.push([
-      `Worst event-loop delay during a burst of ${z.requests} hostile bodies (${f1(z.body_mb)} MB: 3.9 MB prompts, an 81-message conversation to trim, malformed JSON; 4 at a time, tiny model)`,
+      `Worst event-loop delay during a burst of ${z.requests} hostile bodies (${f1(z.body_mb)} MB: 3.9 MB prompts, an 81-message conversation to trim, malformed JSON; 4 at a time, tiny model, beside streams)`,
       `${f1(z.loop_delay_max_ms)} ms; meanwhile \`GET /v1/models\` p50 / p99 / max ${f1(z.probe.p50_ms)} / ${f1(z.probe.p99_ms)} / ${f1(z.probe.max_ms)} ms, a stream's longest silence ${f1(z.stream_max_gap_ms)} ms (answers: ${statuses})`,
       "≤ 50 ms", verdict(z.loop_delay_max_ms <= 50),
     ]);

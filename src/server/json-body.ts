@@ -10,6 +10,13 @@ import { errors } from "./errors.js";
  */
 export const INLINE_BODY_BYTES = 64 * 1024;
 
+/**
+ * The deepest nesting of arrays and objects a body may have. Far beyond any request of the API (tool schemas
+ * included); deeper values would overflow the stack of code that walks them recursively (structured clone, schema
+ * validation): 50,000 nested arrays answered 500.
+ */
+export const MAX_BODY_DEPTH = 256;
+
 /** What the parse of one body gave: the value, or why the body is refused. */
 export type ParsedBody = { ok: true; value: unknown } | { ok: false; message: string };
 
@@ -17,11 +24,28 @@ export type ParsedBody = { ok: true; value: unknown } | { ok: false; message: st
 export function parseJsonBody(body: Buffer): ParsedBody {
   if (body.length === 0) return { ok: false, message: "The request body is empty; send a JSON object." };
   if (!isUtf8(body)) return { ok: false, message: "The request body is not valid UTF-8." };
+  let value: unknown;
   try {
-    return { ok: true, value: sjson.parse(body.toString("utf8"), undefined, { protoAction: "error", constructorAction: "error" }) };
+    value = sjson.parse(body.toString("utf8"), undefined, { protoAction: "error", constructorAction: "error" });
   } catch (err) {
     return { ok: false, message: `The request body is not valid JSON: ${(err as Error).message}` };
   }
+  if (depthOver(value, MAX_BODY_DEPTH)) return { ok: false, message: `The request body is nested more than ${MAX_BODY_DEPTH} levels deep.` };
+  return { ok: true, value };
+}
+
+/** Whether arrays and objects nest deeper than `max` (walked without recursion). */
+function depthOver(root: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[root, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== "object" || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === "object" && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 interface Pending {

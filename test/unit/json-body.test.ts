@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { INLINE_BODY_BYTES, JsonBodyParser } from "../../src/server/json-body.js";
+import { INLINE_BODY_BYTES, JsonBodyParser, MAX_BODY_DEPTH } from "../../src/server/json-body.js";
 import { ApiError } from "../../src/server/errors.js";
 import { assertError, chat, count, setup } from "../helpers/fake-engine.js";
 
@@ -30,6 +30,7 @@ test("large and small bodies are judged alike: broken UTF-8, bad JSON and protot
     ["truncated JSON", Buffer.from(`{"a":"${pad}`), /not valid JSON/],
     ["__proto__", Buffer.from(`{"a":"${pad}","__proto__":{"x":1}}`), /not valid JSON/],
     ["constructor.prototype", Buffer.from(`{"a":"${pad}","constructor":{"prototype":{"x":1}}}`), /not valid JSON/],
+    ["nested 50,000 deep", Buffer.from(`{"a":"${pad}","b":${"[".repeat(50_000)}${"]".repeat(50_000)}}`), /nested more than 256 levels/],
   ];
   for (const [name, body, message] of cases) {
     for (const b of [body, Buffer.from(body.toString("latin1").replace(pad, "x"), "latin1")]) {
@@ -37,6 +38,8 @@ test("large and small bodies are judged alike: broken UTF-8, bad JSON and protot
     }
   }
   assert.deepEqual(await parser.parse(Buffer.from(`{"a":"${pad}","b":[1,{"c":null}]}`)), { a: pad, b: [1, { c: null }] });
+  const deepest = `${"[".repeat(MAX_BODY_DEPTH - 1)}{"a":"${pad}"}${"]".repeat(MAX_BODY_DEPTH - 1)}`;
+  assert.ok(Array.isArray(await parser.parse(Buffer.from(deepest))), `${MAX_BODY_DEPTH} levels are accepted`);
 });
 
 test("a body that shares its memory with other buffers is parsed from a copy, leaving them intact", async (t) => {
