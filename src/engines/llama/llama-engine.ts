@@ -9,6 +9,7 @@ import {
   type LlamaModel,
   type Token,
 } from "node-llama-cpp";
+import { randomInt } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { ModelConfig } from "../../config/schema.js";
@@ -231,7 +232,9 @@ export class LlamaEngine implements Engine {
             topK: opts.topK,
             topP: opts.topP,
             minP: SAMPLING_DEFAULTS.minP,
-            ...(opts.seed !== null ? { seed: opts.seed } : {}),
+            // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
+            // request of that second the same "random" answer.
+            seed: opts.seed ?? randomInt(2 ** 32),
             ...(penalties
               ? {
                   repeatPenalty: {
