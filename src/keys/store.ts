@@ -231,6 +231,13 @@ export class KeyStore implements KeyVerifier {
     return { keyId: info.id, limits: { rpm: info.rpm, tpm: info.tpm, concurrency: info.concurrency }, models: info.models };
   }
 
+  /** Whether a key of this store is still usable (not revoked, not expired); undefined for an id it does not have. */
+  stillUsable(keyId: string): boolean | undefined {
+    const row = this.stmts.byId.get(keyId);
+    if (!row) return undefined;
+    return row.revoked_at === null && (row.expires_at === null || row.expires_at > Date.now());
+  }
+
   /** One row per request that reached a model. */
   recordUsage(u: UsageRow): void {
     this.db

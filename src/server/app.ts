@@ -1,6 +1,7 @@
 import { setMaxListeners } from "node:events";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import { base62 } from "../api/responses.js";
+import { KeyWatch } from "../keys/key-watch.js";
 import { RateLimiter } from "../keys/limiter.js";
 import type { KeyStore } from "../keys/store.js";
 import { adminGuard, adminRoutes } from "./routes/admin.js";
@@ -198,12 +199,15 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   modelsRoute(app, opts.registry);
   const limiter = opts.limiter ?? new RateLimiter();
+  const keyWatch = new KeyWatch((keyId) => opts.keys.stillUsable?.(keyId) ?? true);
+  app.addHook("onClose", () => keyWatch.close());
   chatRoute(app, {
     registry: opts.registry,
     limiter,
     alwaysStream: opts.alwaysStream,
     keepaliveMs: opts.keepaliveMs,
     stopping: lifecycle.stop.signal,
+    keyWatch,
   });
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);

@@ -19,6 +19,11 @@ const UNLIMITED: Principal["limits"] = { rpm: null, tpm: null, concurrency: null
 export interface KeyVerifier {
   /** `hash` is the key's SHA-256, when the caller has it already (a chain hashes once for all its verifiers). */
   verify(presentedKey: string, hash?: string): Principal | null;
+  /**
+   * Whether a key this verifier admitted may still be used (not revoked, not expired); undefined for a key id that
+   * is not its own. Absent: its keys stay usable for as long as the process runs.
+   */
+  stillUsable?(keyId: string): boolean | undefined;
 }
 
 export function sha256Hex(text: string): string {
@@ -47,6 +52,14 @@ export class KeyChain implements KeyVerifier {
       if (p) return p;
     }
     return null;
+  }
+
+  stillUsable(keyId: string): boolean | undefined {
+    for (const v of this.verifiers) {
+      const usable = v.stillUsable?.(keyId);
+      if (usable !== undefined) return usable;
+    }
+    return undefined;
   }
 }
 

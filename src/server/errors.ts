@@ -43,6 +43,8 @@ export class MissingKeyError extends ApiError {
 export const errors = {
   missingKey: () => new MissingKeyError(),
   invalidKey: () => new ApiError(401, "gateway_auth_error", "Invalid API Key"),
+  /** The key was revoked, or expired, while its request was being answered. */
+  keyRevoked: () => new ApiError(401, "gateway_auth_error", "The API key was revoked or has expired; the answer is incomplete."),
   invalidRequest: (message: string, param: string | null = null) => new ApiError(400, "invalid_request_error", message, param),
   bodyTooLarge: (limit: number) =>
     new ApiError(413, "invalid_request_error", `Request body is larger than the limit of ${limit} bytes.`),

@@ -96,6 +96,33 @@ describe("keys: create, use, revoke, expire, restrict", () => {
     assert.ok(Date.now() - revokedAt < 1000);
   });
 
+  test("revoking a key ends its running stream with an error event and [DONE]; other keys' streams go on", async () => {
+    const s = await start({});
+    const { id, key } = await createKey(s.dataDir, "--name", "revoked-mid-stream");
+    const stream = (k: string) => chat(s, k, { stream: true, max_tokens: 6000, temperature: 1 });
+    const [mine, other] = await Promise.all([stream(key), stream(s.key)]);
+    assert.equal(mine.status, 200);
+    const read = async (res: Response, onFirst?: () => Promise<unknown>) => {
+      let text = "";
+      let revoked: Promise<unknown> | null = null;
+      for await (const chunk of res.body!) {
+        text += Buffer.from(chunk).toString();
+        if (onFirst && !revoked && text.includes('"content"')) revoked = onFirst();
+      }
+      await revoked;
+      return text.split("\n\n").filter((e) => e.startsWith("data: "));
+    };
+    const [events, otherEvents] = await Promise.all([read(mine, () => cli(s.dataDir, "revoke", id)), read(other)]);
+    assert.equal(events.at(-1), "data: [DONE]");
+    assert.deepEqual(JSON.parse(events.at(-2)!.slice(6)), {
+      error: { message: "The API key was revoked or has expired; the answer is incomplete.", type: "gateway_auth_error", code: 401 },
+    });
+    const content = events.filter((e) => e.includes('"content"')).length;
+    assert.ok(content < 6000, `the stream ended early, after ${content} content chunks`);
+    assert.ok(otherEvents.some((e) => e.includes('"finish_reason":"length"')), "the configured key's stream ran to its end");
+    assert.equal((await chat(s, key)).status, 401);
+  });
+
   test("an expired key gets 401", async () => {
     const s = await start({});
     const { key } = await createKey(s.dataDir, "--name", "brief", "--expires", "1500ms");

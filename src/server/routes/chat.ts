@@ -4,6 +4,7 @@ import { ChunkWriter, completionId, completionObject, usage, type WireFinishReas
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../engines/engine.js";
 import { preparePrompt } from "../../prompt/build.js";
 import { ApiError, errors } from "../errors.js";
+import type { KeyWatch } from "../../keys/key-watch.js";
 import type { RateLimiter } from "../../keys/limiter.js";
 import type { ModelRegistry } from "../registry.js";
 import { SseStream } from "../sse.js";
@@ -15,6 +16,14 @@ export interface ChatRouteOptions {
   keepaliveMs: number;
   /** Aborted when the server, shutting down, ends the generations still running. */
   stopping: AbortSignal;
+  /** Ends a generation whose key is revoked or expires while it runs. */
+  keyWatch: KeyWatch;
+}
+
+/** Why the server ended a generation: the ledger's finish reason and the error its client is sent. */
+interface Interruption {
+  finish: "shutdown" | "key_revoked";
+  error: ApiError;
 }
 
 /** What one completion did, for the request record (no text: never prompts or completions). */
@@ -23,7 +32,7 @@ export interface CompletionSummary {
   stream: boolean;
   promptTokens: number;
   completionTokens: number;
-  /** stop, length, cancelled (client disconnected), error, shutdown, or null when generation never began. */
+  /** stop, length, cancelled (client disconnected), error, shutdown, key_revoked, or null when generation never began. */
   finishReason: string | null;
   ttftMs: number | null;
 }
@@ -91,7 +100,13 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     reply.raw.on("close", onClose);
     const onStop = () => abort.abort(new Error("server shutting down"));
     opts.stopping.addEventListener("abort", onStop, { once: true });
-    const stopped = () => opts.stopping.aborted && !reply.raw.destroyed;
+    // A generation the server ends (shutdown, the key revoked) tells its client why; one the client left, nothing.
+    let revoked = false;
+    const interrupted = (): Interruption | null => {
+      if (reply.raw.destroyed) return null;
+      if (revoked) return { finish: "key_revoked", error: errors.keyRevoked() };
+      return opts.stopping.aborted ? { finish: "shutdown", error: errors.shuttingDown() } : null;
+    };
 
     const genOpts: GenerateOptions = {
       incremental: stream,
@@ -120,12 +135,17 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       throw err;
     }
     req.completion = outcome; // from here on the request has reached the model: it is in the ledger
+    const unwatch = opts.keyWatch.watch(req.principal!.keyId, () => {
+      revoked = true;
+      abort.abort(new Error("the key was revoked"));
+    });
     try {
       const id = completionId();
       const created = Math.floor(Date.now() / 1000);
-      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body, stopped);
-      else await jsonCompletion(reply, id, created, events, outcome, started, stopped);
+      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body, interrupted);
+      else await jsonCompletion(reply, id, created, events, outcome, started, interrupted);
     } finally {
+      unwatch();
       reply.raw.off("close", onClose);
       opts.stopping.removeEventListener("abort", onStop);
       abort.abort();
@@ -170,7 +190,7 @@ async function streamCompletion(
   outcome: CompletionOutcome,
   started: number,
   body: ChatBody,
-  stopped: () => boolean,
+  interrupted: () => Interruption | null,
 ): Promise<void> {
   reply.hijack();
   const sse = new SseStream(reply.raw, keepaliveMs);
@@ -179,10 +199,11 @@ async function streamCompletion(
     await sse.send(chunks.role());
     const finish = await consume(events, outcome, started, (text) => sse.send(chunks.content(text)));
     if (finish === null) {
-      // Cancelled: either the client is gone (nothing more to say) or the server is shutting down.
-      if (stopped()) {
-        outcome.finishReason = "shutdown";
-        await sse.send(JSON.stringify(errors.shuttingDown().body()));
+      // Cancelled: either the client is gone (nothing more to say) or the server ended the generation.
+      const why = interrupted();
+      if (why) {
+        outcome.finishReason = why.finish;
+        await sse.send(JSON.stringify(why.error.body()));
         await sse.send("[DONE]");
       }
       return;
@@ -211,13 +232,14 @@ async function jsonCompletion(
   events: AsyncGenerator<EngineEvent>,
   outcome: CompletionOutcome,
   started: number,
-  stopped: () => boolean,
+  interrupted: () => Interruption | null,
 ): Promise<void> {
   let text = "";
   const finish = await consume(events, outcome, started, (t) => (text += t));
-  if (finish === null && stopped()) {
-    outcome.finishReason = "shutdown";
-    throw errors.shuttingDown();
+  const why = finish === null ? interrupted() : null;
+  if (why) {
+    outcome.finishReason = why.finish;
+    throw why.error;
   }
   if (finish === null) {
     reply.hijack(); // the client is gone
