@@ -107,6 +107,8 @@ export class FakeEngine implements Engine {
 
   /** Generations under way (started and not yet done). */
   active = 0;
+  /** Text pieces yielded, over every generation. */
+  yielded = 0;
 
   stats(): EngineStats {
     return { busy: this.active, waiting: 0, sequences: 1, promptTokensEvaluated: 0, promptTokensReused: 0 };
@@ -154,6 +156,7 @@ export class FakeEngine implements Engine {
         return;
       }
       produced++;
+      this.yielded++;
       yield { type: "text", text: piece };
     }
     if (failWith && produced === failAfter) throw failWith;

@@ -14,7 +14,11 @@ test("the shutdown deadline ends a running stream with an error event and [DONE]
   const { app, engine } = setup(t);
   engine.script = Array.from({ length: 200 }, (_, i) => `w${i} `);
   engine.delayMs = 5;
-  setTimeout(() => app.lifecycle.stop.abort(), 60);
+  // The deadline comes once both generations have produced text (never on a timer: a busy machine starts late).
+  void (async () => {
+    while (engine.active < 2 || engine.yielded < 10) await new Promise((r) => setTimeout(r, 1));
+    app.lifecycle.stop.abort();
+  })();
   const [stream, json] = await Promise.all([
     chat(app, { model: "lucena-coder-latest", stream: true, messages: USER_HELLO }),
     chat(app, { model: "lucena-coder-latest", messages: USER_HELLO }),
