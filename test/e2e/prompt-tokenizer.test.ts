@@ -33,6 +33,24 @@ function reference(model: LlamaModel, messages: readonly ChatMessage[]): number[
   return resolveChatWrapper(model).generateContextState({ chatHistory: history }).contextText.tokenize(model.tokenizer);
 }
 
+/** Runs `work`, counting the turns the event loop gave other callbacks meanwhile. */
+async function turnsDuring<T>(work: () => Promise<T>): Promise<{ result: T; turns: number }> {
+  let turns = 0;
+  let done = false;
+  const tick = () => { if (!done) { turns++; setImmediate(tick); } };
+  setImmediate(tick);
+  const result = await work();
+  done = true;
+  return { result, turns };
+}
+
+/** The prompt tokenizer of the project's own tiny model's vocabulary, disposed after the test. */
+async function ownTokenizer(llama: Llama, t: { after(fn: () => unknown): void }): Promise<{ model: LlamaModel; tok: PromptTokenizer }> {
+  const model = await llama.loadModel({ modelPath: testModel(), vocabOnly: true });
+  t.after(() => model.dispose());
+  return { model, tok: new PromptTokenizer(model, resolveChatWrapper(model)) };
+}
+
 const models: { name: string; path: () => string; skip: string | false }[] = [
   { name: "own vocabulary", path: () => testModel(), skip: false },
   { name: "phi-3", path: () => join(vocabDir!, "ggml-vocab-phi-3.gguf"), skip: vocabDir === null ? NO_SHARED : false },
@@ -66,24 +84,15 @@ describe("prompt tokenizer: chunks, turns of the event loop, limits", () => {
   }
 
   test("a long prompt is tokenized in turns: the event loop runs between its chunks", async (t) => {
-    const model = await llama.loadModel({ modelPath: testModel(), vocabOnly: true });
-    t.after(() => model.dispose());
-    const tok = new PromptTokenizer(model, resolveChatWrapper(model));
+    const { tok } = await ownTokenizer(llama, t);
     const messages: ChatMessage[] = [{ role: "user", content: mixedText(7, CHUNK_CHARS * 40) }];
-    let turns = 0;
-    let done = false;
-    const tick = () => { if (!done) { turns++; setImmediate(tick); } };
-    setImmediate(tick);
-    const tokens = await tok.encode(messages);
-    done = true;
+    const { result: tokens, turns } = await turnsDuring(() => tok.encode(messages));
     assert.ok(Array.isArray(tokens));
     assert.ok(turns >= 20, `other work ran ${turns} times while 40 chunks were tokenized`);
   });
 
   test("with a limit, tokenizing stops soon after the limit, and a later call resumes where it stopped", async (t) => {
-    const model = await llama.loadModel({ modelPath: testModel(), vocabOnly: true });
-    t.after(() => model.dispose());
-    const tok = new PromptTokenizer(model, resolveChatWrapper(model));
+    const { model, tok } = await ownTokenizer(llama, t);
     const messages: ChatMessage[] = [{ role: "user", content: mixedText(8, CHUNK_CHARS * 60) }];
     const whole = reference(model, messages);
     const cut = await tok.encode(messages, 1000);
@@ -95,9 +104,7 @@ describe("prompt tokenizer: chunks, turns of the event loop, limits", () => {
   });
 
   test("two requests with the same long text at once get the same tokens", async (t) => {
-    const model = await llama.loadModel({ modelPath: testModel(), vocabOnly: true });
-    t.after(() => model.dispose());
-    const tok = new PromptTokenizer(model, resolveChatWrapper(model));
+    const { model, tok } = await ownTokenizer(llama, t);
     const messages: ChatMessage[] = [{ role: "user", content: mixedText(9, CHUNK_CHARS * 10) }];
     const [a, b] = await Promise.all([tok.encode(messages), tok.encode(messages)]);
     assert.deepEqual(a, reference(model, messages));
@@ -105,16 +112,9 @@ describe("prompt tokenizer: chunks, turns of the event loop, limits", () => {
   });
 
   test("a text with no clean split point (one character repeated) is still tokenized in turns", async (t) => {
-    const model = await llama.loadModel({ modelPath: testModel(), vocabOnly: true });
-    t.after(() => model.dispose());
-    const tok = new PromptTokenizer(model, resolveChatWrapper(model));
+    const { tok } = await ownTokenizer(llama, t);
     const messages: ChatMessage[] = [{ role: "user", content: "a".repeat(CHUNK_CHARS * 10) }];
-    let turns = 0;
-    let done = false;
-    const tick = () => { if (!done) { turns++; setImmediate(tick); } };
-    setImmediate(tick);
-    const tokens = await tok.encode(messages);
-    done = true;
+    const { result: tokens, turns } = await turnsDuring(() => tok.encode(messages));
     assert.ok(Array.isArray(tokens) && tokens.length > 0);
     assert.ok(turns >= 5, `other work ran ${turns} times`);
   });
