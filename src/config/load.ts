@@ -126,7 +126,7 @@ function checkModels(models: ModelConfig[]): void {
     if (seen.has(m.id)) throw new ConfigError(`model id "${m.id}" is configured twice`);
     seen.add(m.id);
     if (m.upstream && m.source !== undefined) throw new ConfigError(`model "${m.id}": give either source (a GGUF served here) or upstream, not both`);
-    if (m.default_shape !== null && !(m.default_shape in m.shapes)) {
+    if (m.default_shape !== null && !Object.hasOwn(m.shapes, m.default_shape)) {
       throw new ConfigError(`model "${m.id}": default_shape "${m.default_shape}" is not one of its shapes`);
     }
   }

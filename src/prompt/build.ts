@@ -122,6 +122,19 @@ export async function preparePrompt(
 }
 
 /**
+ * The model's shape of this name; 400 naming it when it has none. Only the
+ * shapes' own names count: "__proto__", "constructor" or "toString" are names a client may send, not shapes.
+ */
+function shapeOf(model: ModelConfig, id: string): ShapeConfig {
+  if (Object.hasOwn(model.shapes, id)) return model.shapes[id];
+  const known = Object.keys(model.shapes);
+  throw errors.invalidRequest(
+    `Unknown shape '${id}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
+    "shape",
+  );
+}
+
+/**
  * The rules, written once for both builders: yields each message list to encode and takes back its
  * encoding (`length` tells its size in tokens), returning the prompt that fits.
  */
@@ -132,17 +145,7 @@ function* planPrompt<E>(
   length: (encoded: E) => number,
 ): Generator<ChatMessage[], CountedPrompt & { encoded: E }, E> {
   const shapeId = req.shape ?? model.default_shape;
-  let shape: ShapeConfig | null = null;
-  if (shapeId !== null) {
-    shape = model.shapes[shapeId] ?? null;
-    if (!shape) {
-      const known = Object.keys(model.shapes);
-      throw errors.invalidRequest(
-        `Unknown shape '${shapeId}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
-        "shape",
-      );
-    }
-  }
+  const shape = shapeId === null ? null : shapeOf(model, shapeId);
 
   const requested = req.maxTokens ?? shape?.max_tokens ?? null;
   if (requested !== null && requested > model.max_output_tokens) {

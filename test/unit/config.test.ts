@@ -175,6 +175,10 @@ describe("loadConfig: invalid configurations are ConfigErrors with a useful mess
     assertConfigError(() => loadConfig({ config: p }, {}), "verbose", '"m"');
   });
 
+  test("a default_shape that only a plain object inherits (toString, constructor) is not one of the shapes", () => {
+    for (const name of ["toString", "constructor"]) assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", default_shape: name }] }) }, {}), name);
+  });
+
   test("a default_shape among the shapes is accepted", () => {
     const p = file({ models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "concise" }] });
     const m = loadConfig({ config: p }, {}).models[0];
