@@ -1,6 +1,6 @@
 import type { ChatMessage } from "../api/chat-request.js";
 import type { ModelConfig, ShapeConfig } from "../config/schema.js";
-import { errors } from "../server/errors.js";
+import { echo, errors } from "../server/errors.js";
 
 /** Applies a model's chat template (ending with the assistant's turn) and tokenizes the result. */
 export interface PromptEncoder {
@@ -122,14 +122,14 @@ export async function preparePrompt(
 }
 
 /**
- * The model's shape of this name; 400 naming it when it has none. Only the
+ * The model's shape of this name; 400 naming it (cut, as every echoed client string) when it has none. Only the
  * shapes' own names count: "__proto__", "constructor" or "toString" are names a client may send, not shapes.
  */
 function shapeOf(model: ModelConfig, id: string): ShapeConfig {
   if (Object.hasOwn(model.shapes, id)) return model.shapes[id];
   const known = Object.keys(model.shapes);
   throw errors.invalidRequest(
-    `Unknown shape '${id}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
+    `Unknown shape '${echo(id)}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
     "shape",
   );
 }

@@ -3,6 +3,7 @@ import { describe, test } from "node:test";
 import { pino } from "pino";
 import { buildApp } from "../../src/server/app.js";
 import { StaticKeys } from "../../src/server/auth.js";
+import { ECHO_LIMIT, echo } from "../../src/server/errors.js";
 import { health } from "../../src/server/ops.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import { AUTH, assertError, chat, count, FakeEngine, post, setup, TEST_KEY, TEST_MODEL, USER_HELLO } from "../helpers/fake-engine.js";
@@ -55,5 +56,58 @@ describe("names looked up among a model's shapes and the models are own names on
     assert.deepEqual(Object.keys(body.models), ["__proto__", "constructor"]);
     assert.equal(Object.getPrototypeOf(body.models), Object.prototype);
     assert.deepEqual(JSON.parse(JSON.stringify(health(registry))), { status: "ok", models: JSON.parse('{"__proto__":"ready","constructor":"ready"}') });
+  });
+});
+
+describe("client strings in error messages are cut to 64 characters", () => {
+  test("echo() keeps short strings, cuts long ones and never splits a surrogate pair", () => {
+    assert.equal(ECHO_LIMIT, 64);
+    assert.equal(echo("gpt-4o"), "gpt-4o");
+    assert.equal(echo("x".repeat(64)), "x".repeat(64));
+    assert.equal(echo("x".repeat(65)), `${"x".repeat(64)}…`);
+    const split = echo(`${"x".repeat(63)}😀tail`);
+    assert.equal(split, `${"x".repeat(63)}…`);
+  });
+
+  const huge = "m".repeat(1_000_000);
+  const cases: [string, string, Record<string, unknown>, number, string | null][] = [
+    ["an unknown model id of 1,000,000 characters (chat)", "/v1/chat/completions", { ...GOOD, model: huge }, 404, null],
+    ["an unknown model id of 1,000,000 characters (count)", "/v1/tokens/count", { ...GOOD, model: huge }, 404, null],
+    ["an unknown shape of 1,000,000 characters", "/v1/chat/completions", { ...GOOD, shape: huge }, 400, "shape"],
+    ["a role of 1,000,000 characters", "/v1/chat/completions", { model: MODEL, messages: [{ role: huge, content: "hi" }] }, 400, "messages[0].role"],
+    ["a content part type of 1,000,000 characters", "/v1/tokens/count", { model: MODEL, messages: [{ role: "user", content: [{ type: huge }] }] }, 400, "messages[0].content[0].type"],
+  ];
+  for (const [name, url, body, status, param] of cases) {
+    test(`${name} → ${status}, echoing 64 characters of it`, async (t) => {
+      const { app } = setup(t, { bodyLimit: 2 * 1024 * 1024 });
+      const res = await post(app, url, body);
+      const e = assertError(res, status, status === 404 ? "not_found" : "invalid_request_error", param === null ? {} : { param });
+      assert.ok(e.message.includes(`'${"m".repeat(64)}…'`), e.message);
+      assert.ok(!e.message.includes("m".repeat(65)), e.message);
+      assert.ok(res.body.length < 400, `${res.body.length} bytes answered`);
+    });
+  }
+
+  test("the admin API's unknown key id is cut too (Fastify matches route parameters of up to 100 characters)", async (t) => {
+    const { KeyStore } = await import("../../src/keys/store.js");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = mkdtempSync(join(tmpdir(), "lucena-echo-"));
+    const store = new KeyStore(dir);
+    const token = "admin-token-0123456789";
+    const app = buildApp({
+      registry: new ModelRegistry([{ config: TEST_MODEL, engine: new FakeEngine(), demo: false }]),
+      keys: new StaticKeys([TEST_KEY]), log: pino({ level: "silent" }), bodyLimit: 1 << 16, alwaysStream: false, keepaliveMs: 60_000,
+      admin: { token, store },
+    });
+    t.after(async () => {
+      await app.close();
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const res = await app.inject({ method: "DELETE", url: `/admin/v1/keys/${"k".repeat(100)}`, headers: { authorization: `Bearer ${token}` } });
+    const e = assertError(res, 404, "not_found");
+    assert.ok(e.message.includes(`'${"k".repeat(64)}…'`), e.message);
   });
 });
