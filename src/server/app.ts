@@ -188,7 +188,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     if (err instanceof ApiError) apiErr = err;
     else if (err.validation) apiErr = validationError(err);
     else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = errors.bodyTooLarge(opts.bodyLimit);
-    else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") apiErr = errors.unsupportedMediaType(String(req.headers["content-type"] ?? ""));
+    else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      const type = req.headers["content-type"];
+      apiErr = type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type);
+    }
     // Only Fastify's own errors speak for the client's request; any other error's statusCode is not ours.
     else if (err.code?.startsWith("FST_") && typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
       apiErr = new ApiError(err.statusCode, "invalid_request_error", "The request could not be read.");
