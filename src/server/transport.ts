@@ -54,6 +54,14 @@ function requestIdOf(req: IncomingMessage): string {
   return typeof given === "string" && REQUEST_ID.test(given) ? given : `req_${base62(20)}`;
 }
 
+/** Connections this server closed because their request did not arrive in time. */
+const timedOutSockets = new WeakSet<Socket>();
+
+/** Whether the server closed this connection because its request (head or body) did not arrive in time. */
+export function timedOut(socket: Socket | null | undefined): boolean {
+  return socket != null && timedOutSockets.has(socket);
+}
+
 /**
  * Answers a request Node could not parse (a head over `maxHeaderSize`: 431; a timeout: 408; anything else:
  * 400) in the API's error shape, with an x-request-id, instead of Fastify's own body. As Node and Fastify do,
@@ -61,6 +69,7 @@ function requestIdOf(req: IncomingMessage): string {
  */
 export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
   if (err.code === "ECONNRESET" || socket.destroyed) return;
+  if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") timedOutSockets.add(socket);
   const [status, message] =
     err.code === "HPE_HEADER_OVERFLOW" ? [431, "The request's headers are larger than the server accepts."]
     : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "The request was not received in time."]
