@@ -106,6 +106,9 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (merged.http_port !== null && merged.tls_cert === null) {
     throw new ConfigError("invalid configuration:\n  http_port (the redirect listener) needs TLS: set tls_cert and tls_key");
   }
+  if (merged.headers_timeout_seconds > merged.request_timeout_seconds) {
+    throw new ConfigError("invalid configuration:\n  headers_timeout_seconds must not be above request_timeout_seconds (the request's time includes its head)");
+  }
   merged.data_dir = resolve(merged.data_dir);
   return deepFreeze(merged);
 }

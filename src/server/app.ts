@@ -14,7 +14,7 @@ import { chatRoute, type CompletionOutcome, type CompletionSummary } from "./rou
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
-import { applyTransport, isCorsPreflight, serverOptions, timedOut, type TransportOptions } from "./transport.js";
+import { applyTransport, capConnections, isCorsPreflight, serverOptions, timedOut, type TransportOptions } from "./transport.js";
 
 /** What one request did: no text, never a key, prompt or completion. */
 export interface RequestRecord {
@@ -46,7 +46,7 @@ export interface AppOptions {
   bodyLimit: number;
   alwaysStream: boolean;
   keepaliveMs: number;
-  /** HTTPS, HSTS, CORS and the header limit (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
+  /** HTTPS, HSTS, CORS, the header limit, timeouts and connection cap (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
   transport?: TransportOptions;
 }
 
@@ -167,6 +167,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
   // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
   applyTransport(app, opts.transport);
+  if (opts.transport) capConnections(app.server, opts.transport.maxConnections, opts.log);
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   const lifecycle = { closing: false, stop: new AbortController() };
