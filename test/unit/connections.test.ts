@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { rmSync } from "node:fs";
 import { connect, type AddressInfo, type Socket } from "node:net";
 import { describe, test, type TestContext } from "node:test";
 import { pino } from "pino";
@@ -12,6 +9,7 @@ import { StaticKeys } from "../../src/server/auth.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import { createRedirectServer, readTlsFiles, type ConnectionLimits, type TransportOptions } from "../../src/server/transport.js";
 import { FakeEngine, TEST_KEY, TEST_MODEL } from "../helpers/fake-engine.js";
+import { makeCertificate, opensslMissing } from "../helpers/tls.js";
 
 interface LogLine {
   level: number;
@@ -189,21 +187,10 @@ describe("requests that never finish arriving do not keep their connection", { t
   });
 });
 
-const noOpenssl: string | false = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return false;
-  } catch {
-    return "the openssl command line is not available to make a test certificate";
-  }
-})();
-
-test("over HTTPS, a connection that never completes its TLS handshake is closed after the headers timeout", { skip: noOpenssl, timeout: 30_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "lucena-tls-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const [cert, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", key, "-out", cert], { stdio: "ignore" });
-  const { port } = await listening(t, new FakeEngine(), transport({ tls: readTlsFiles(cert, key) }));
+test("over HTTPS, a connection that never completes its TLS handshake is closed after the headers timeout", { skip: opensslMissing, timeout: 30_000 }, async (t) => {
+  const tls = makeCertificate();
+  t.after(() => rmSync(tls.dir, { recursive: true, force: true }));
+  const { port } = await listening(t, new FakeEngine(), transport({ tls: readTlsFiles(tls.cert, tls.key) }));
   // Raw TCP: no ClientHello is ever sent, so no HTTP parser (and no headers timeout of its own) exists yet.
   const socket = await rawRequest(port, "");
   assert.equal(await serverCloses(socket), "");
