@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
-import { errors } from "../server/errors.js";
+import { echo, errors } from "../server/errors.js";
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -96,7 +96,7 @@ export function parseMessages(raw: unknown[]): ChatMessage[] {
     if (typeof msg.role !== "string" || !ROLES.has(msg.role)) {
       throw errors.invalidRequest(
         `${at}.role must be one of 'system', 'user' or 'assistant'` +
-          (typeof msg.role === "string" ? `; '${msg.role.slice(0, 40)}' is not supported.` : "."),
+          (typeof msg.role === "string" ? `; '${echo(msg.role)}' is not supported.` : "."),
         `${at}.role`,
       );
     }
@@ -118,7 +118,7 @@ function parseContent(content: unknown, at: string): string {
     const p = part as Record<string, unknown> | null;
     if (typeof p !== "object" || p === null) throw errors.invalidRequest(`${at}[${j}] must be a content part object.`, `${at}[${j}]`);
     if (p.type !== "text") {
-      const type = typeof p.type === "string" ? `'${p.type.slice(0, 40)}' ` : "";
+      const type = typeof p.type === "string" ? `'${echo(p.type)}' ` : "";
       throw errors.invalidRequest(`${at}[${j}]: content parts of type ${type}are not supported; only 'text' is.`, `${at}[${j}].type`);
     }
     if (typeof p.text !== "string") throw errors.invalidRequest(`${at}[${j}].text must be a string.`, `${at}[${j}].text`);

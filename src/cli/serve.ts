@@ -14,7 +14,7 @@ import { ModelRegistry } from "../server/registry.js";
 import { Metrics } from "../observability/metrics.js";
 import { buildOpsApp } from "../server/ops.js";
 import { openStreamCount } from "../server/sse.js";
-import { closeRedirectServer, createRedirectServer, readTlsFiles, TlsFileError, type TlsFiles } from "../server/transport.js";
+import { closeRedirectServer, createRedirectServer, readTlsFiles, TlsFileError, type ConnectionLimits, type TlsFiles } from "../server/transport.js";
 
 export async function serveCommand(cli: CliOverrides): Promise<void> {
   let config;
@@ -50,6 +50,11 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const store = new KeyStore(config.data_dir);
   const firstKey = store.createFirstKey();
 
+  const limits: ConnectionLimits = {
+    headersTimeoutMs: config.headers_timeout_seconds * 1000,
+    requestTimeoutMs: config.request_timeout_seconds * 1000,
+    maxConnections: config.max_connections,
+  };
   const app = buildApp({
     registry,
     keys: new KeyChain([new StaticKeys(config.api_keys), store]),
@@ -60,7 +65,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     bodyLimit: config.body_limit_bytes,
     alwaysStream: config.always_stream,
     keepaliveMs: config.keepalive_seconds * 1000,
-    transport: { tls, hstsMaxAgeSeconds: config.hsts_max_age_seconds, corsOrigins: config.cors_origins, maxHeaderBytes: config.max_header_bytes },
+    transport: { tls, hstsMaxAgeSeconds: config.hsts_max_age_seconds, corsOrigins: config.cors_origins, maxHeaderBytes: config.max_header_bytes, ...limits },
   });
   const ops = config.ops_port === null ? null : buildOpsApp({ registry, metrics, log });
   let redirect: Server | null = null;
@@ -91,7 +96,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   if (config.http_port !== null) {
-    redirect = createRedirectServer({ httpsPort: port, maxHeaderBytes: config.max_header_bytes, log });
+    redirect = createRedirectServer({ httpsPort: port, maxHeaderBytes: config.max_header_bytes, limits, log });
     await new Promise<void>((resolve, reject) => redirect!.once("error", reject).listen(config.http_port!, config.host, resolve));
     log.info({ port: (redirect.address() as AddressInfo).port, httpsPort: port }, "redirect listening");
   }

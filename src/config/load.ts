@@ -106,6 +106,9 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (merged.http_port !== null && merged.tls_cert === null) {
     throw new ConfigError("invalid configuration:\n  http_port (the redirect listener) needs TLS: set tls_cert and tls_key");
   }
+  if (merged.headers_timeout_seconds > merged.request_timeout_seconds) {
+    throw new ConfigError("invalid configuration:\n  headers_timeout_seconds must not be above request_timeout_seconds (the request's time includes its head)");
+  }
   merged.data_dir = resolve(merged.data_dir);
   return deepFreeze(merged);
 }
@@ -126,7 +129,7 @@ function checkModels(models: ModelConfig[]): void {
     if (seen.has(m.id)) throw new ConfigError(`model id "${m.id}" is configured twice`);
     seen.add(m.id);
     if (m.upstream && m.source !== undefined) throw new ConfigError(`model "${m.id}": give either source (a GGUF served here) or upstream, not both`);
-    if (m.default_shape !== null && !(m.default_shape in m.shapes)) {
+    if (m.default_shape !== null && !Object.hasOwn(m.shapes, m.default_shape)) {
       throw new ConfigError(`model "${m.id}": default_shape "${m.default_shape}" is not one of its shapes`);
     }
   }

@@ -130,6 +130,12 @@ export const ConfigSchema = Type.Object(
     cors_origins: Type.Array(Type.String({ minLength: 1 })),
     /** Largest request head (request line and headers) accepted; larger gets 431. */
     max_header_bytes: Type.Integer({ minimum: 1024 }),
+    /** Longest time to receive a request's head (and, over TLS, the handshake); then 408 and the connection closes. */
+    headers_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    /** Longest time to receive a whole request, head and body (not the response); then 408 and the connection closes. */
+    request_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    /** Most connections open at once, per listener; more are closed as soon as they are accepted. */
+    max_connections: Type.Integer({ minimum: 1 }),
     /** The operations listener (health, Prometheus metrics); loopback by default, null port: off. */
     ops_host: Type.String(),
     ops_port: Type.Union([Type.Integer({ minimum: 0, maximum: 65535 }), Type.Null()]),

@@ -1,6 +1,6 @@
 import type { ChatMessage } from "../api/chat-request.js";
 import type { ModelConfig, ShapeConfig } from "../config/schema.js";
-import { errors } from "../server/errors.js";
+import { echo, errors } from "../server/errors.js";
 
 /** An encoding that stopped early: the prompt has at least `atLeast` tokens, more than the limit it was given. */
 export interface OverLimit {
@@ -137,6 +137,19 @@ export async function preparePrompt(
 }
 
 /**
+ * The model's shape of this name; 400 naming it (cut, as every echoed client string) when it has none. Only the
+ * shapes' own names count: "__proto__", "constructor" or "toString" are names a client may send, not shapes.
+ */
+function shapeOf(model: ModelConfig, id: string): ShapeConfig {
+  if (Object.hasOwn(model.shapes, id)) return model.shapes[id];
+  const known = Object.keys(model.shapes);
+  throw errors.invalidRequest(
+    `Unknown shape '${echo(id)}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
+    "shape",
+  );
+}
+
+/**
  * The rules, written once for both builders: yields each message list to encode, with the budget past which its
  * exact size no longer matters, and takes back its encoding (`length` tells its size in tokens, or a lower bound
  * when that is over the budget), returning the prompt that fits.
@@ -148,17 +161,7 @@ function* planPrompt<E>(
   length: (encoded: E) => number,
 ): Generator<{ messages: ChatMessage[]; budget: number }, CountedPrompt & { encoded: E }, E> {
   const shapeId = req.shape ?? model.default_shape;
-  let shape: ShapeConfig | null = null;
-  if (shapeId !== null) {
-    shape = model.shapes[shapeId] ?? null;
-    if (!shape) {
-      const known = Object.keys(model.shapes);
-      throw errors.invalidRequest(
-        `Unknown shape '${shapeId}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,
-        "shape",
-      );
-    }
-  }
+  const shape = shapeId === null ? null : shapeOf(model, shapeId);
 
   const requested = req.maxTokens ?? shape?.max_tokens ?? null;
   if (requested !== null && requested > model.max_output_tokens) {

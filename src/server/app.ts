@@ -1,5 +1,5 @@
 import { setMaxListeners } from "node:events";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { base62 } from "../api/responses.js";
 import { KeyWatch } from "../keys/key-watch.js";
 import { RateLimiter } from "../keys/limiter.js";
@@ -14,7 +14,7 @@ import { chatRoute, type CompletionOutcome, type CompletionSummary } from "./rou
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
-import { applyTransport, isCorsPreflight, serverOptions, type TransportOptions } from "./transport.js";
+import { applyTransport, capConnections, isCorsPreflight, serverOptions, timedOut, type TransportOptions } from "./transport.js";
 
 /** What one request did: no text, never a key, prompt or completion. */
 export interface RequestRecord {
@@ -46,7 +46,7 @@ export interface AppOptions {
   bodyLimit: number;
   alwaysStream: boolean;
   keepaliveMs: number;
-  /** HTTPS, HSTS, CORS and the header limit (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
+  /** HTTPS, HSTS, CORS, the header limit, timeouts and connection cap (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
   transport?: TransportOptions;
 }
 
@@ -80,6 +80,23 @@ function validationError(err: FastifyError): ApiError {
   }
   if (!path) return errors.invalidRequest(`The request body ${v.message ?? "is invalid"}.`);
   return errors.invalidRequest(`Invalid value for '${path}': ${v.message ?? "invalid"}.`, path);
+}
+
+/** nginx's status for a request whose client closed the connection before any answer went out. */
+export const CLIENT_CLOSED = 499;
+
+/**
+ * The status a finished request is recorded with (log, metrics, ledger): the status sent, when one was; else
+ * 408 when the server cut a request that did not arrive in time, and {@link CLIENT_CLOSED} when the client left.
+ */
+function recordedStatus(req: FastifyRequest, reply: FastifyReply): number {
+  if (reply.raw.headersSent) return reply.raw.statusCode;
+  return timedOut(req.raw.socket) ? 408 : CLIENT_CLOSED;
+}
+
+/** An error that only says the request could not be read because its connection closed. */
+function isClientGone(err: FastifyError): boolean {
+  return err instanceof ApiError || err.code === "ECONNRESET" || err.code === "ERR_STREAM_PREMATURE_CLOSE" || (err.code?.startsWith("FST_") ?? false);
 }
 
 function summary({ settled: _settled, ...c }: CompletionOutcome): CompletionSummary {
@@ -145,6 +162,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
   // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
   applyTransport(app, opts.transport);
+  if (opts.transport) capConnections(app.server, opts.transport.maxConnections, opts.log);
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   const lifecycle = { closing: false, stop: new AbortController() };
@@ -160,7 +178,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     // to every observer (usage ledger, metrics); only then is the request no longer in flight.
     reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => {
       try {
-        reportRequest(req, reply.raw.statusCode, !reply.raw.writableFinished, started, opts.observers ?? []);
+        reportRequest(req, recordedStatus(req, reply), !reply.raw.writableFinished, started, opts.observers ?? []);
       } finally {
         inFlight--;
       }
@@ -179,11 +197,22 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   app.decorateRequest("principal", null);
   app.setErrorHandler((err: FastifyError, req, reply) => {
+    if (req.raw.socket?.destroyed) {
+      // Nobody is left to answer: a client that went away mid-body (or whose body timed out) is not a failure of
+      // ours, and is recorded as such (recordedStatus); only an unexpected error still counts as one.
+      if (isClientGone(err)) req.log.info({ reason: err.code ?? err.message }, "client closed the connection before the answer");
+      else req.log.error({ err }, "request failed after the client closed the connection");
+      reply.hijack();
+      return;
+    }
     let apiErr: ApiError;
     if (err instanceof ApiError) apiErr = err;
     else if (err.validation) apiErr = validationError(err);
     else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = errors.bodyTooLarge(opts.bodyLimit);
-    else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") apiErr = errors.unsupportedMediaType(String(req.headers["content-type"] ?? ""));
+    else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      const type = req.headers["content-type"];
+      apiErr = type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type);
+    }
     // Only Fastify's own errors speak for the client's request; any other error's statusCode is not ours.
     else if (err.code?.startsWith("FST_") && typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
       apiErr = new ApiError(err.statusCode, "invalid_request_error", "The request could not be read.");

@@ -40,6 +40,21 @@ export class MissingKeyError extends ApiError {
   }
 }
 
+/** The most characters of a client's string (a model id, a shape name, a content type) an error message repeats. */
+export const ECHO_LIMIT = 64;
+
+/**
+ * A client's string as an error message repeats it: cut to {@link ECHO_LIMIT} characters, with "…" when cut, so
+ * that an answer never grows with what the client sent (a 1 MB model id would otherwise come back whole). A
+ * cut never leaves half of a surrogate pair.
+ */
+export function echo(value: string): string {
+  if (value.length <= ECHO_LIMIT) return value;
+  const last = value.charCodeAt(ECHO_LIMIT - 1);
+  const end = last >= 0xd800 && last <= 0xdbff ? ECHO_LIMIT - 1 : ECHO_LIMIT;
+  return `${value.slice(0, end)}…`;
+}
+
 export const errors = {
   missingKey: () => new MissingKeyError(),
   invalidKey: () => new ApiError(401, "gateway_auth_error", "Invalid API Key"),
@@ -48,14 +63,17 @@ export const errors = {
   invalidRequest: (message: string, param: string | null = null) => new ApiError(400, "invalid_request_error", message, param),
   bodyTooLarge: (limit: number) =>
     new ApiError(413, "invalid_request_error", `Request body is larger than the limit of ${limit} bytes.`),
+  // A 400, not HTTP's 415: the reference's table has no 415, and decisions.md makes a bad Content-Type a bad request.
   unsupportedMediaType: (type: string) =>
-    new ApiError(415, "invalid_request_error", `Unsupported Content-Type "${type}": send application/json.`),
+    new ApiError(400, "invalid_request_error", `Unsupported Content-Type '${echo(type)}': send application/json.`),
+  missingMediaType: () =>
+    new ApiError(400, "invalid_request_error", "The request has a body but no Content-Type: send Content-Type: application/json."),
   routeNotFound: () => new ApiError(404, "not_found", "Not found."),
   modelNotFound: (id: string, available: string[]) =>
     new ApiError(
       404,
       "not_found",
-      `The model '${id}' does not exist. Available models: ${available.map((m) => `'${m}'`).join(", ") || "none"}.`,
+      `The model '${echo(id)}' does not exist. Available models: ${available.map((m) => `'${m}'`).join(", ") || "none"}.`,
     ),
   modelLoading: (id: string, retryAfter: number) =>
     new ApiError(503, "server_error", `The model '${id}' is loading. Retry shortly.`, null, { "retry-after": String(retryAfter) }),

@@ -19,8 +19,8 @@ export interface Health {
 
 /** Every model's state; ok only when all of them can serve. */
 export function health(registry: ModelRegistry): Health {
-  const models: Record<string, EngineStatus> = {};
-  for (const m of registry.models) models[m.config.id] = m.engine.status;
+  // Own properties, whatever the ids: an assignment would send a model id such as "__proto__" to the prototype.
+  const models: Record<string, EngineStatus> = Object.fromEntries(registry.models.map((m) => [m.config.id, m.engine.status]));
   return { status: Object.values(models).every((s) => s === "ready") ? "ok" : "degraded", models };
 }
 

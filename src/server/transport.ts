@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import type { Server as NetServer, Socket } from "node:net";
 import { createSecureContext } from "node:tls";
 import cors from "@fastify/cors";
 import type { FastifyInstance, FastifyRequest } from "fastify";
@@ -15,7 +15,7 @@ export interface TlsFiles {
 }
 
 /** How the API is served on the wire (decisions.md, "Transport"). */
-export interface TransportOptions {
+export interface TransportOptions extends ConnectionLimits {
   /** HTTPS with this certificate; null: plain HTTP (local use, or behind a proxy). */
   tls: TlsFiles | null;
   /** `Strict-Transport-Security: max-age=…` on every HTTPS response (never over plain HTTP). */
@@ -24,6 +24,19 @@ export interface TransportOptions {
   corsOrigins: readonly string[];
   /** Largest request head accepted; a larger one gets 431. */
   maxHeaderBytes: number;
+}
+
+/**
+ * What a connection may hold of the server, on the API's listener and on the redirect listener alike. A request
+ * that does not arrive in time gets 408 (in the API's error shape) and its connection is closed.
+ */
+export interface ConnectionLimits {
+  /** Longest time to receive a request's head from its first byte (over TLS, also the longest handshake). */
+  headersTimeoutMs: number;
+  /** Longest time to receive a whole request, head and body, from its first byte. The response is not covered. */
+  requestTimeoutMs: number;
+  /** Most connections open at once; beyond it, a new connection is closed as soon as it is accepted. */
+  maxConnections: number;
 }
 
 /** A certificate or key that cannot be used: reported at start, before anything listens. */
@@ -54,6 +67,14 @@ function requestIdOf(req: IncomingMessage): string {
   return typeof given === "string" && REQUEST_ID.test(given) ? given : `req_${base62(20)}`;
 }
 
+/** Connections this server closed because their request did not arrive in time. */
+const timedOutSockets = new WeakSet<Socket>();
+
+/** Whether the server closed this connection because its request (head or body) did not arrive in time. */
+export function timedOut(socket: Socket | null | undefined): boolean {
+  return socket != null && timedOutSockets.has(socket);
+}
+
 /**
  * Answers a request Node could not parse (a head over `maxHeaderSize`: 431; a timeout: 408; anything else:
  * 400) in the API's error shape, with an x-request-id, instead of Fastify's own body. As Node and Fastify do,
@@ -61,6 +82,7 @@ function requestIdOf(req: IncomingMessage): string {
  */
 export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
   if (err.code === "ECONNRESET" || socket.destroyed) return;
+  if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") timedOutSockets.add(socket);
   const [status, message] =
     err.code === "HPE_HEADER_OVERFLOW" ? [431, "The request's headers are larger than the server accepts."]
     : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "The request was not received in time."]
@@ -76,18 +98,51 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
 }
 
 /**
- * The Fastify factory options for the listening socket: TLS or not, the header limit, and the client-error
- * answer. With TLS this is Fastify's `https` option (node's https.createServer, which takes the http server
- * options such as `maxHeaderSize` too); without, its `http` option.
+ * Node's http options that enforce the limits. Node checks its timeouts every `connectionsCheckingInterval`
+ * (30 s by default, which would let a 20 s headers timeout run to 50 s), so the check runs at a quarter of the
+ * shorter timeout, at most every second: a walk over the connections still receiving a request, cheap.
+ * `requestTimeout` ends with the request's last byte (Node stops the clock when the message is complete), so a
+ * long stream in answer is never cut by it.
+ */
+function timeoutOptions(l: ConnectionLimits): ServerOptions {
+  const interval = Math.max(50, Math.min(1000, Math.floor(Math.min(l.headersTimeoutMs, l.requestTimeoutMs) / 4)));
+  return { headersTimeout: l.headersTimeoutMs, requestTimeout: l.requestTimeoutMs, connectionsCheckingInterval: interval };
+}
+
+/**
+ * The Fastify factory options for the listening socket: TLS or not, the header limit, the timeouts, and the
+ * client-error answer. With TLS this is Fastify's `https` option (node's https.createServer, which takes the
+ * http server options too, and `handshakeTimeout`: a TLS handshake is part of receiving the head, and Node's
+ * own 120 s would outlast the headers timeout); without, its `http` option. Fastify sets the server's
+ * `requestTimeout` from its own option of that name, so it is given there too.
  *
  * Typed as the plain-HTTP options on purpose: an https.Server hands Fastify the same IncomingMessage /
  * ServerResponse pairs, so the app keeps the one `FastifyInstance` type the rest of the code uses.
  */
-export function serverOptions(t: TransportOptions | undefined): { http?: ServerOptions; clientErrorHandler?: typeof clientErrorHandler } {
+export function serverOptions(t: TransportOptions | undefined): { http?: ServerOptions; requestTimeout?: number; clientErrorHandler?: typeof clientErrorHandler } {
   if (!t) return {};
-  const socket: ServerOptions = { maxHeaderSize: t.maxHeaderBytes };
-  if (t.tls) return { https: { ...socket, cert: t.tls.cert, key: t.tls.key }, clientErrorHandler } as { http?: ServerOptions };
-  return { http: socket, clientErrorHandler };
+  const socket: ServerOptions = { maxHeaderSize: t.maxHeaderBytes, ...timeoutOptions(t) };
+  const common = { requestTimeout: t.requestTimeoutMs, clientErrorHandler };
+  if (t.tls) return { https: { ...socket, cert: t.tls.cert, key: t.tls.key, handshakeTimeout: t.headersTimeoutMs }, ...common } as { http?: ServerOptions };
+  return { http: socket, ...common };
+}
+
+/**
+ * Caps the server's open connections. Node closes a connection over the cap as soon as it is accepted, before
+ * any byte is read (there is nothing to answer yet); that is logged at most once a minute, with the count.
+ */
+export function capConnections(server: Server | NetServer, max: number, log: Logger): void {
+  server.maxConnections = max;
+  let dropped = 0;
+  let lastLog = 0;
+  server.on("drop", () => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastLog < 60_000) return;
+    lastLog = now;
+    log.warn({ maxConnections: max, dropped }, "connection limit reached: new connections are closed");
+    dropped = 0;
+  });
 }
 
 /**
@@ -165,8 +220,9 @@ export function redirectLocation(req: IncomingMessage, httpsPort: number): strin
  * POST is repeated with its body) to the same hostname and path on HTTPS, with an empty body. Every hostname
  * is served alike: no allow-list.
  */
-export function createRedirectServer(opts: { httpsPort: number; maxHeaderBytes: number; log: Logger }): Server {
-  const server = createServer({ maxHeaderSize: opts.maxHeaderBytes }, (req: IncomingMessage, res: ServerResponse) => {
+export function createRedirectServer(opts: { httpsPort: number; maxHeaderBytes: number; limits: ConnectionLimits; log: Logger }): Server {
+  const options: ServerOptions = { maxHeaderSize: opts.maxHeaderBytes, ...timeoutOptions(opts.limits) };
+  const server = createServer(options, (req: IncomingMessage, res: ServerResponse) => {
     const id = requestIdOf(req);
     const location = redirectLocation(req, opts.httpsPort);
     if (location === null) {
@@ -181,6 +237,7 @@ export function createRedirectServer(opts: { httpsPort: number; maxHeaderBytes: 
     opts.log.info({ reqId: id, method: req.method, status: res.statusCode }, "redirect");
   });
   server.on("clientError", clientErrorHandler);
+  capConnections(server, opts.limits.maxConnections, opts.log);
   return server;
 }
 

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -12,31 +10,10 @@ import { Agent, fetch as undiciFetch } from "undici";
 import { testModel } from "../helpers/models.js";
 import { cliPath } from "../helpers/paths.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
+import { makeCertificate, opensslMissing } from "../helpers/tls.js";
 
 const MODEL = "lucena-coder-latest";
 const run = promisify(execFile);
-
-const opensslMissing: string | false = (() => {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return false;
-  } catch {
-    return "the openssl command line is not available here: the HTTPS tests need it to make a test certificate";
-  }
-})();
-
-/** A self-signed certificate for localhost and 127.0.0.1, made with openssl in a temp dir. */
-function makeCertificate(): { dir: string; cert: string; key: string; pem: string } {
-  const dir = mkdtempSync(join(tmpdir(), "lucena-tls-"));
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    "-keyout", key, "-out", cert,
-  ], { stdio: "ignore" });
-  return { dir, cert, key, pem: readFileSync(cert, "utf8") };
-}
 
 interface RawResponse {
   status: number;

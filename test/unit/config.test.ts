@@ -175,6 +175,19 @@ describe("loadConfig: invalid configurations are ConfigErrors with a useful mess
     assertConfigError(() => loadConfig({ config: p }, {}), "verbose", '"m"');
   });
 
+  test("connection limits: defaults, and a headers timeout above the request timeout is refused", () => {
+    const c = loadConfig({}, {});
+    assert.deepEqual([c.headers_timeout_seconds, c.request_timeout_seconds, c.max_connections], [20, 60, 1024]);
+    assertConfigError(() => loadConfig({ config: file({ headers_timeout_seconds: 90, request_timeout_seconds: 60 }) }, {}), "headers_timeout_seconds");
+    for (const bad of [{ request_timeout_seconds: 0 }, { headers_timeout_seconds: -1 }, { max_connections: 0 }, { max_connections: 1.5 }]) {
+      assertConfigError(() => loadConfig({ config: file(bad) }, {}), Object.keys(bad)[0]);
+    }
+  });
+
+  test("a default_shape that only a plain object inherits (toString, constructor) is not one of the shapes", () => {
+    for (const name of ["toString", "constructor"]) assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", default_shape: name }] }) }, {}), name);
+  });
+
   test("a default_shape among the shapes is accepted", () => {
     const p = file({ models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "concise" }] });
     const m = loadConfig({ config: p }, {}).models[0];

@@ -30,13 +30,23 @@ describe("auth", () => {
     });
   }
 
-  for (const header of ["Basic xxx", "Basic " + Buffer.from(`user:${TEST_KEY}`).toString("base64"), "Bearer", "Bearer ", TEST_KEY, ""]) {
-    test(`Authorization ${JSON.stringify(header)} → 401 Missing API Key`, async (t) => {
-      const { app } = setup(t);
-      const res = await app.inject({ method: "GET", url: "/v1/models", headers: { authorization: header } });
-      assert.equal(res.statusCode, 401);
-      requestId(res);
-      assert.deepEqual(JSON.parse(res.body), MISSING);
+  // No credential at all (a blank header, the Bearer scheme without a token) is a missing key, as no header is;
+  // a header that is present but is not `Bearer <token>` is an invalid key (decisions.md), even around a good key.
+  const headerCases = [
+    ...["", "   ", "Bearer", "Bearer ", "bearer \t "].map((h) => [h, MISSING] as const),
+    ...["Basic xxx", "Basic " + Buffer.from(`user:${TEST_KEY}`).toString("base64"), TEST_KEY, `Bearer ${TEST_KEY} extra`, `Bearer ${TEST_KEY},${TEST_KEY}x extra`, `Token ${TEST_KEY}`, `Bearer: ${TEST_KEY}`, `${TEST_KEY} Bearer`]
+      .map((h) => [h, INVALID] as const),
+  ];
+  for (const [header, expected] of headerCases) {
+    test(`Authorization ${JSON.stringify(header.replaceAll(TEST_KEY, "<key>"))} → 401 ${expected === MISSING ? "Missing" : "Invalid"} API Key`, async (t) => {
+      const { app, engine } = setup(t);
+      for (const [method, url] of v1Routes) {
+        const res = await app.inject({ method, url, headers: { authorization: header } });
+        assert.equal(res.statusCode, 401, `${method} ${url}`);
+        requestId(res);
+        assert.equal(res.body, JSON.stringify(expected), `${method} ${url}`);
+      }
+      assert.equal(engine.calls.length, 0);
     });
   }
 

@@ -155,14 +155,34 @@ describe("transport errors", () => {
     assert.equal(res.statusCode, 200, res.body);
   });
 
-  for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]) {
-    test(`Content-Type ${type} → 415 in the error format`, async (t) => {
+  // decisions.md: 400 naming the type (415 is not in the reference's table), on every route that takes a body.
+  for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "json", "application/json/x"]) {
+    test(`Content-Type ${type} → 400 invalid_request_error naming it`, async (t) => {
       const { app, engine } = newApp(t);
-      const res = await app.inject(raw(JSON.stringify(GOOD), { "content-type": type }));
-      assertError(res, 415, "invalid_request_error", { param: null });
+      for (const url of ["/v1/chat/completions", "/v1/tokens/count"]) {
+        const res = await app.inject({ ...raw(JSON.stringify(GOOD), { "content-type": type }), url });
+        assertError(res, 400, "invalid_request_error", { param: null, message: `Unsupported Content-Type '${type}': send application/json.` });
+      }
       await assertStillServes(app, engine, 0);
     });
   }
+
+  test("a Content-Type of 10,000 characters is named cut to 64", async (t) => {
+    const { app } = newApp(t);
+    const type = `text/${"x".repeat(10_000)}`;
+    const res = await app.inject(raw(JSON.stringify(GOOD), { "content-type": type }));
+    const e = assertError(res, 400, "invalid_request_error", { param: null });
+    assert.equal(e.message, `Unsupported Content-Type '${type.slice(0, 64)}…': send application/json.`);
+  });
+
+  test("a POST with a body and no Content-Type → 400 invalid_request_error saying so", async (t) => {
+    const { app, engine } = newApp(t);
+    for (const url of ["/v1/chat/completions", "/v1/tokens/count"]) {
+      const res = await app.inject({ method: "POST", url, headers: { ...AUTH }, payload: Buffer.from(JSON.stringify(GOOD)) });
+      assertError(res, 400, "invalid_request_error", { param: null, message: /no Content-Type/ });
+    }
+    await assertStillServes(app, engine, 0);
+  });
 
   test("Content-Type application/json in any case, with a charset, is accepted", async (t) => {
     const { app } = newApp(t);

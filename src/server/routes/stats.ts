@@ -10,18 +10,18 @@ const MiB = 1024 * 1024;
 export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void {
   app.get("/v1/stats", async (req) => {
     const m = process.memoryUsage();
-    const models: Record<string, unknown> = {};
-    for (const served of registry.visible(req.principal)) {
+    // fromEntries makes each id an own property: an assignment would send an id such as "__proto__" to the prototype.
+    const models = Object.fromEntries(registry.visible(req.principal).map((served) => {
       const s = served.engine.stats();
-      models[served.config.id] = {
+      return [served.config.id, {
         status: served.engine.status,
         sequences: s.sequences,
         busy: s.busy,
         waiting: s.waiting,
         prompt_tokens_evaluated: s.promptTokensEvaluated,
         prompt_tokens_reused: s.promptTokensReused,
-      };
-    }
+      }];
+    }));
     return {
       heap_used_mb: Math.round(m.heapUsed / MiB),
       heap_total_mb: Math.round(m.heapTotal / MiB),
