@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { testModel } from "../helpers/models.js";
 import { startServer, TEST_KEY, type RunningServer } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
 
 /**
  * A gateway in front of real Lucena workers (`lucena serve` processes on real sockets): a worker frozen with
@@ -36,16 +37,6 @@ function entries(s: RunningServer): Array<Record<string, unknown>> {
       return {};
     }
   });
-}
-
-async function until<V>(what: string, fn: () => V | undefined | false | Promise<V | undefined | false>, ms = 20_000): Promise<V> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(25);
-  }
 }
 
 async function busy(s: RunningServer): Promise<number> {

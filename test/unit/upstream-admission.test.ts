@@ -13,6 +13,7 @@ import { ApiError } from "../../src/server/errors.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import { chat, TEST_KEY } from "../helpers/fake-engine.js";
 import { listen } from "../helpers/sockets.js";
+import { until } from "../helpers/until.js";
 
 /**
  * An upstream model's admission (a bounded queue in front of its replicas) and what happens to requests on a
@@ -20,14 +21,6 @@ import { listen } from "../helpers/sockets.js";
  */
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 type Handler = (res: ServerResponse) => void | Promise<void>;
 
