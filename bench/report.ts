@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
 import type { FuzzResult } from "./fuzz.js";
+import type { FailoverResult } from "./failover.js";
 import type { GatewayResult } from "./gateway.js";
 import type { LoadResult } from "./load.js";
 import type { Machine } from "./machine.js";
@@ -36,6 +37,8 @@ export interface BenchResults {
   inproc: InProcessResult | null;
   /** A gateway in front of a tiny-model worker against the worker directly (absent in older results). */
   gateway?: GatewayResult | null;
+  /** A request on a frozen replica answered by another (absent in older results). */
+  failover?: FailoverResult | null;
   duration_s: number;
 }
 
@@ -194,6 +197,17 @@ function gatewayRows(r: BenchResults): Row[] {
       judged ? verdict(t.added_per_token_us < 100) : "info",
     ]);
   }
+  const f = r.failover;
+  if (f) {
+    const s = f.settings;
+    rows.push([
+      `Gateway, a request sent to a frozen replica (SIGSTOP) answered by the other (${f.rerouted} of ${f.requests} requests sent at once)`,
+      `${f0(f.rerouted_ms.median)} ms median, ${f0(f.rerouted_ms.max)} ms max (the others ${f0(f.direct_ms.median)} ms; replica ejected after ` +
+        `${f.ejected_after_ms === null ? "—" : `${f0(f.ejected_after_ms)} ms`}; probes every ${s.health_interval_seconds} s, ${s.failures_to_eject} to eject, first byte within ${s.first_byte_timeout_seconds} s)`,
+      "—",
+      "info",
+    ]);
+  }
   return rows;
 }
 
@@ -261,10 +275,17 @@ export function buildReport(r: BenchResults): string {
   ];
   if (r.gateway) {
     notes.push(
-      "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings; with max_tokens given and a short prompt the gateway needs no count from the worker, and a JSON answer is fetched whole), " +
+      "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings; with max_tokens given and a short prompt the gateway needs no count from the worker; a JSON client's answer is streamed from the worker too), " +
         "against the worker directly, in alternating blocks on kept-alive connections; added = gateway − direct percentile. " +
         "Per token (judged at 1 stream): decode-span difference ÷ tokens, median of direct/gateway pairs (same seed both ways); " +
         "at 64 streams, wall-time difference ÷ all tokens. Worker, gateway and client share the cores; the worker's engine has 1 thread, so that the gateway and the client keep a core, as they would on their own machine.",
+    );
+  }
+  if (r.failover) {
+    notes.push(
+      "Frozen replica: two tiny-model workers behind a gateway with the default upstream settings; one worker is stopped with SIGSTOP and " +
+        `${r.failover.requests} chat completions are sent at once; each time is send → whole answer. Those the gateway had sent to the frozen worker ` +
+        "(its log says so) are answered by the other after the frozen one's ejection or the first-byte bound, whichever comes first.",
     );
   }
   const warnings = [...(r.server?.warnings ?? []), ...(r.gateway?.warnings ?? [])];

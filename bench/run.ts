@@ -6,6 +6,7 @@ import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
 import { makeModel, type ModelSize } from "../src/gguf/model-maker.js";
 import { fuzzBurst } from "./fuzz.js";
+import { measureFailover } from "./failover.js";
 import { measureGateway } from "./gateway.js";
 import { loadInProcess } from "./inproc.js";
 import { runLoad, type LoadResult } from "./load.js";
@@ -36,6 +37,7 @@ interface Options {
   count: boolean;
   concurrency: boolean;
   gateway: boolean;
+  failover: boolean;
   readme?: boolean;
 }
 
@@ -57,6 +59,8 @@ function plan(o: Options) {
       requests: o.quick ? 100 : 300, block: 25, rounds64: o.quick ? 2 : 4, perClient: o.quick ? 3 : 5,
       streamTokens: 256, streamRuns: o.quick ? 3 : 7, streamRuns64: o.quick ? 1 : 2,
     },
+    // One frozen replica: about 15 s whatever the mode (the time measured is the gateway's bounds).
+    failoverRequests: 8,
   };
 }
 
@@ -204,11 +208,12 @@ async function main(o: Options): Promise<void> {
     settings: { ...p, threads: o.threads, temperature: TEMPERATURE, prompt_lengths: [512, 2048] },
     model: { file: "data/bench/bench.gguf", bytes: bench.bytes, mb: round(bench.bytes / 2 ** 20, 1) },
     rss: { idle_mb: null, idle_detail: null, under_load_max_mb: null },
-    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, duration_s: 0,
+    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, failover: null, duration_s: 0,
   };
   if (o.http) await httpPhase(o, p, bench, results);
   if (o.count) await countPhase(p, tiny, results);
   if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, plan: p.gateway, say });
+  if (o.failover) results.failover = await measureFailover({ cliPath, modelPath: tiny.path, requests: p.failoverRequests, say });
   if (o.inproc) await inProcessPhase(o, p, bench, results);
   results.duration_s = round((performance.now() - began) / 1000, 1);
 
@@ -242,17 +247,18 @@ const program = new Command("bench")
   .option("--skip-count", "skip counting a 100,000-token prompt and the burst of hostile bodies")
   .option("--skip-concurrency", "skip the concurrent-stream tests")
   .option("--skip-gateway", "skip the gateway's added latency (a gateway in front of a tiny-model worker)")
+  .option("--skip-failover", "skip the time a request on a frozen replica takes to be answered by another")
   .option("--readme", "write the table into README.md (default: full runs only)")
   .option("--no-readme", "leave README.md alone")
   .addHelpText("after", "\nFull runs write <date>.json and latest.json and update README.md; quick runs write <date>-quick.json only." +
-    "\nThe gateway phase alone: --quick --skip-http --skip-count --no-readme.");
+    "\nThe gateway phases alone: --quick --skip-http --skip-count --no-readme (add --skip-gateway for the failover one only).");
 
 program.parse();
-const raw = program.opts<{ quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; readme?: boolean }>();
+const raw = program.opts<{ quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; readme?: boolean }>();
 main({
   quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
   http: !raw.skipHttp, inproc: !raw.skipInproc, load: !raw.skipLoad, count: !raw.skipCount, concurrency: !raw.skipConcurrency,
-  gateway: !raw.skipGateway,
+  gateway: !raw.skipGateway, failover: !raw.skipFailover,
   ...(raw.readme !== undefined ? { readme: raw.readme } : {}),
 }).catch((err: unknown) => {
   process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);

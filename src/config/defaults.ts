@@ -34,8 +34,10 @@ export const DEFAULT_UPSTREAM: Omit<UpstreamConfig, "replicas"> = {
   failures_to_eject: 3,
   probes_to_readmit: 2,
   retries: 2,
-  first_byte_timeout_seconds: 300,
-  idle_timeout_seconds: 120,
+  first_byte_timeout_seconds: 10,
+  first_token_timeout_seconds: 120,
+  idle_timeout_seconds: 30,
+  max_in_flight_per_replica: 256,
 };
 
 export const DEFAULT_CONFIG: Config = {

@@ -43,10 +43,14 @@ export const UpstreamSchema = Type.Object(
     probes_to_readmit: Type.Integer({ minimum: 1 }),
     /** Other replicas tried when one fails before the completion's first text. */
     retries: Type.Integer({ minimum: 0 }),
-    /** Longest wait for a replica's response headers (a long prompt's prefill happens before them on some servers). */
+    /** Longest wait for a replica's response headers; then the request goes to another replica. */
     first_byte_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
-    /** Longest silence inside a streaming response before it counts as failed. */
+    /** Longest silence after the headers and before the answer's first text (queueing, a long prompt's prefill). */
+    first_token_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    /** Longest silence once the answer's text has begun before the stream counts as failed and is cut. */
     idle_timeout_seconds: Type.Number({ exclusiveMinimum: 0 }),
+    /** Completions sent to one replica at once; more wait in the gateway's queue (the model's queue_size). */
+    max_in_flight_per_replica: Type.Integer({ minimum: 1, maximum: 4096 }),
   },
   { additionalProperties: false },
 );
@@ -71,7 +75,7 @@ export const ModelSchema = Type.Object(
     context_size: Type.Integer({ minimum: 64 }),
     /** Sequences decoded in parallel. */
     parallel: Type.Integer({ minimum: 1, maximum: 256 }),
-    /** Requests that may wait for a free sequence before new ones get 503. */
+    /** Requests that may wait for a free sequence (upstream: a place on a replica) before new ones get 503. */
     queue_size: Type.Integer({ minimum: 0 }),
     /**
      * CPU threads for the engine; 0: every core when the engine's threads persist across decode steps

@@ -31,6 +31,18 @@ export interface PromptCounter {
    * completion needs no exact count: nothing would be trimmed, and the model reports the exact figure in its usage.
    */
   bound?(messages: readonly ChatMessage[]): number;
+  /**
+   * For a model whose server trims prompts itself (another Lucena One server): the count of what that server
+   * keeps of `messages`, given the completion's max_tokens (its trimming reserves room for them), and how many
+   * of the messages it keeps. Counting then agrees with what the server will evaluate, trimming included.
+   */
+  countKept?(messages: readonly ChatMessage[], maxTokens: number | null): Promise<KeptCount>;
+}
+
+export interface KeptCount {
+  tokens: number;
+  /** How many of the messages counted the server keeps. */
+  kept: number;
 }
 
 export type SystemPromptSource = "request" | "shape" | "default" | "none";
@@ -114,11 +126,36 @@ export async function countPrompt(
       }
     }
   }
+  if (counter.countKept) return { ...(await countKept(model, contextSize, counter.countKept.bind(counter), req)), estimated: false };
   const plan = planPrompt<number>(model, contextSize, req, (n) => n);
   let step = plan.next();
   while (!step.done) step = plan.next(await counter.count(step.value.messages));
   const { encoded: _count, ...built } = step.value;
   return { ...built, estimated: false };
+}
+
+/**
+ * {@link countPrompt} through a server that trims too: its count is of what it keeps, so the rules here trim
+ * only what that server would not; the messages it drops are the oldest of those sent (the same rule), and
+ * `keptMessages` is what remains of the request's after both.
+ */
+async function countKept(
+  model: ModelConfig,
+  contextSize: number,
+  countKept: NonNullable<PromptCounter["countKept"]>,
+  req: PromptRequest,
+): Promise<CountedPrompt> {
+  // The server reserves room for the same max_tokens as the completion will send it, when the request (or its
+  // shape) gives one; otherwise both use its default reserve. Unknown shapes are refused by the plan below.
+  const shapeId = req.shape ?? model.default_shape;
+  const shapeMax = shapeId !== null && Object.hasOwn(model.shapes, shapeId) ? model.shapes[shapeId].max_tokens : undefined;
+  const maxTokens = req.maxTokens ?? shapeMax ?? null;
+  const plan = planPrompt<KeptCount>(model, contextSize, req, (c) => c.tokens);
+  let step = plan.next();
+  while (!step.done) step = plan.next(await countKept(step.value.messages, maxTokens));
+  const { encoded, ...built } = step.value;
+  const droppedThere = Math.max(0, built.messages.length - encoded.kept);
+  return { ...built, keptMessages: Math.max(0, built.keptMessages - droppedThere) };
 }
 
 /**

@@ -302,6 +302,18 @@ describe("loadConfig: upstream models", () => {
     assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [] } }] }) }, {}), "replicas");
     assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "ftp://a" }] } }] }) }, {}), "url");
     assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], nonsense: 1 } }] }) }, {}), "upstream");
+    for (const bad of [{ max_in_flight_per_replica: 0 }, { max_in_flight_per_replica: 1.5 }, { first_token_timeout_seconds: 0 }, { idle_timeout_seconds: -1 }]) {
+      const field = Object.keys(bad)[0];
+      assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], ...bad } }] }) }, {}), field);
+    }
+  });
+
+  test("the upstream bounds have their documented defaults: seconds, not minutes", () => {
+    const u = loadConfig({ upstream: "http://a:1" }, {}).models[0].upstream!;
+    assert.deepEqual(
+      [u.first_byte_timeout_seconds, u.first_token_timeout_seconds, u.idle_timeout_seconds, u.max_in_flight_per_replica],
+      [10, 120, 30, 256],
+    );
   });
 
   test("the embedded engine's new settings have their documented defaults", () => {

@@ -426,14 +426,14 @@ describe("UpstreamEngine: the request a replica receives", () => {
   });
 });
 
-describe("UpstreamEngine: a JSON client's answer is fetched whole", () => {
+describe("UpstreamEngine: a replica that answers a stream request with a whole JSON completion", () => {
   const completion = (content: string) => ({
     id: "x", object: "chat.completion", created: 1, model: "m",
     choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "length" }],
     usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 },
   });
 
-  test("stream: false upstream, one text event with the whole answer, the replica's usage", async (t) => {
+  test("a JSON client's answer is streamed too; a whole JSON answer is read whole: one text event, the replica's usage", async (t) => {
     const fake = await fakeUpstream(t, (_req, res) => json(res, 200, completion("whole answer")));
     const engine = await startEngine(t, [{ url: fake.origin }]);
     const { events, error } = await collect(engine.generate(options({ incremental: false })));
@@ -443,8 +443,9 @@ describe("UpstreamEngine: a JSON client's answer is fetched whole", () => {
       { type: "done", finishReason: "length", completionTokens: 4, promptTokens: 11 },
     ]);
     const sent = fake.chats()[0].body as Record<string, unknown>;
-    assert.equal(sent.stream, false);
-    assert.equal(sent.stream_options, undefined);
+    // Streamed, so that its headers and bytes come at once: a replica that stops answering is told apart.
+    assert.equal(sent.stream, true);
+    assert.deepEqual(sent.stream_options, { include_usage: true });
   });
 
   test("a body that is not JSON, or a 500, is retried on the other replica", async (t) => {
@@ -765,9 +766,10 @@ describe("UpstreamEngine: admission", () => {
     assert.deepEqual(engine.stats(), { busy: 0, waiting: 0, sequences: 2, promptTokensEvaluated: 0, promptTokensReused: 0 });
 
     const g1 = engine.generate(options());
+    assert.equal(engine.stats().busy, 1, "admitted: its place on a replica is taken at once");
     const g2 = engine.generate(options());
+    assert.equal(engine.stats().busy, 2);
     assert.deepEqual((await g1.next()).value, { type: "text", text: "held" });
-    assert.equal(engine.stats().busy, 1);
     assert.deepEqual((await g2.next()).value, { type: "text", text: "held" });
     assert.equal(engine.stats().busy, 2);
     // Least outstanding: one on each replica.

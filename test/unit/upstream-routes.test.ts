@@ -111,7 +111,7 @@ describe("routes over an upstream model", () => {
     assert.ok(chunks.every((c) => c.model === TEST_MODEL.id && c.id === chunks[0].id), "Lucena's own id and model, not the replica's");
   });
 
-  test("a JSON request is fetched whole and answered in Lucena's shape; the replica gets the resolved conversation", async (t) => {
+  test("a JSON request is streamed from the replica and answered in Lucena's shape; the replica gets the resolved conversation", async (t) => {
     const up = await vllmLike(t, 0, ["a", "b", "c"]);
     const { app } = await gateway(t, up);
     const res = await chat(app, { model: TEST_MODEL.id, max_tokens: 20, temperature: 0.5, messages: [{ role: "user", content: "Hi" }] });
@@ -127,8 +127,8 @@ describe("routes over an upstream model", () => {
     assert.deepEqual(sent.messages, [{ role: "system", content: TEST_MODEL.system_prompt }, { role: "user", content: "Hi" }]);
     assert.equal(sent.max_tokens, 20);
     assert.equal(sent.temperature, 0.5);
-    assert.equal(sent.stream, false, "a JSON client's answer is fetched whole");
-    assert.equal(sent.stream_options, undefined);
+    assert.equal(sent.stream, true, "a JSON client's answer is streamed from the replica, whose silence is then seen");
+    assert.deepEqual(sent.stream_options, { include_usage: true });
     assert.equal(up.counts, 0, "max_tokens given and a prompt far inside the budget: no count round trip");
   });
 

@@ -2,7 +2,7 @@ import type { LlamaModel } from "node-llama-cpp";
 import { resolveChatWrapper } from "node-llama-cpp";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { Logger } from "../../observability/log.js";
-import type { PromptCounter } from "../../prompt/build.js";
+import type { KeptCount, PromptCounter } from "../../prompt/build.js";
 import { errors } from "../../server/errors.js";
 import { llamaRuntime } from "../llama/llama-engine.js";
 import { PromptTokenizer } from "../llama/prompt-tokenizer.js";
@@ -65,22 +65,32 @@ export class UpstreamCountError extends Error {
 
 const num = (v: unknown): number | null => (typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : null);
 
-/** Counts with one dialect's endpoint(s); throws NotThisDialect when the replica has no such endpoint. */
-async function countWith(dialect: CountingDialect, replica: Replica, model: string, messages: readonly ChatMessage[], signal: AbortSignal): Promise<number> {
+/**
+ * Counts with one dialect's endpoint(s); throws NotThisDialect when the replica has no such endpoint. Only a
+ * Lucena server trims (and says what it kept); the others count every message.
+ */
+async function countWith(dialect: CountingDialect, replica: Replica, req: { model: string; messages: readonly ChatMessage[]; maxTokens: number | null }, signal: AbortSignal): Promise<KeptCount> {
+  const { model, messages } = req;
+  const all = (tokens: number): KeptCount => ({ tokens, kept: messages.length });
   switch (dialect) {
     case "lucena": {
-      // Another Lucena One server: its count applies the same template and budget rules as its completions.
-      const body = (await postJson(replica, replica.path("/tokens/count"), { model, messages }, signal)) as { usage?: { prompt_tokens?: unknown } };
+      // Another Lucena One server: its count applies the same template and budget rules as its completions, so
+      // it is sent the max_tokens a completion would be, and says in _lucena.trimmed_messages what it keeps.
+      const sent = { model, messages, ...(req.maxTokens !== null ? { max_tokens: req.maxTokens } : {}) };
+      const body = (await postJson(replica, replica.path("/tokens/count"), sent, signal)) as {
+        usage?: { prompt_tokens?: unknown };
+        _lucena?: { trimmed_messages?: unknown };
+      };
       const n = num(body?.usage?.prompt_tokens);
       if (n === null) throw new NotThisDialect("no usage.prompt_tokens");
-      return n;
+      return { tokens: n, kept: num(body?._lucena?.trimmed_messages) ?? messages.length };
     }
     case "vllm": {
       // vLLM (and SGLang builds that have it): /tokenize takes chat messages and applies the model's template.
       const body = (await postJson(replica, replica.originPath("/tokenize"), { model, messages, add_generation_prompt: true }, signal)) as { count?: unknown };
       const n = num(body?.count);
       if (n === null) throw new NotThisDialect("no count");
-      return n;
+      return all(n);
     }
     case "llama.cpp": {
       // llama.cpp's server: template first, then tokenize the text as its completion endpoint does.
@@ -88,7 +98,7 @@ async function countWith(dialect: CountingDialect, replica: Replica, model: stri
       if (typeof templated?.prompt !== "string") throw new NotThisDialect("no prompt");
       const body = (await postJson(replica, replica.originPath("/tokenize"), { content: templated.prompt, add_special: true }, signal)) as { tokens?: unknown };
       if (!Array.isArray(body?.tokens)) throw new NotThisDialect("no tokens");
-      return body.tokens.length;
+      return all(body.tokens.length);
     }
   }
 }
@@ -119,6 +129,10 @@ export class EndpointCounter implements PromptCounter {
   }
 
   async count(messages: readonly ChatMessage[]): Promise<number> {
+    return (await this.countKept(messages, null)).tokens;
+  }
+
+  async countKept(messages: readonly ChatMessage[], maxTokens: number | null): Promise<KeptCount> {
     const tried = new Set<Replica>();
     for (let attempt = 0; attempt <= this.retries; attempt++) {
       const replica = this.pool.pick(tried, false);
@@ -127,7 +141,7 @@ export class EndpointCounter implements PromptCounter {
       const release = this.pool.begin(replica);
       const signal = AbortSignal.timeout(COUNT_TIMEOUT_MS);
       try {
-        const n = await this.countOn(replica, messages, signal);
+        const n = await this.countOn(replica, { model: this.upstreamModel, messages, maxTokens }, signal);
         this.pool.report(replica, "ok");
         return n;
       } catch (err) {
@@ -146,19 +160,19 @@ export class EndpointCounter implements PromptCounter {
     throw errors.modelUnavailable(this.modelId, 5);
   }
 
-  private async countOn(replica: Replica, messages: readonly ChatMessage[], signal: AbortSignal): Promise<number> {
+  private async countOn(replica: Replica, req: Parameters<typeof countWith>[2], signal: AbortSignal): Promise<KeptCount> {
     if (!this.dialect) {
       this.dialect = this.detect(replica, signal);
       this.dialect.catch(() => (this.dialect = null)); // a failed detection is tried again on the next count
     }
-    return countWith(await this.dialect, replica, this.upstreamModel, messages, signal);
+    return countWith(await this.dialect, replica, req, signal);
   }
 
   /** "auto": the first dialect that counts a fixed short conversation on this replica. */
   private async detect(replica: Replica, signal: AbortSignal): Promise<CountingDialect> {
     for (const dialect of COUNTING_DIALECTS) {
       try {
-        await countWith(dialect, replica, this.upstreamModel, [{ role: "user", content: "Hello" }], signal);
+        await countWith(dialect, replica, { model: this.upstreamModel, messages: [{ role: "user", content: "Hello" }], maxTokens: null }, signal);
         this.log.info({ model: this.modelId, replica: replica.label, dialect }, "counting prompts with the upstream's tokenize endpoint");
         return dialect;
       } catch (err) {

@@ -17,6 +17,11 @@ export interface ReplicaPoolOptions {
   /** Consecutive successful probes needed to re-admit an ejected replica. */
   probesToReadmit: number;
   connectTimeoutMs: number;
+  /**
+   * Completions sent to one replica at once (upstream.max_in_flight_per_replica). The connection pool holds a
+   * few more, for prompt counts and probes beside them.
+   */
+  maxInFlight?: number;
   log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
 }
 
@@ -38,12 +43,15 @@ export class Replica {
    * and a replica that is in fact down is ejected by that probe or by the first request that cannot connect.
    */
   state: ReplicaState = "healthy";
+  /** Requests in flight: completions and prompt counts. */
   outstanding = 0;
+  /** Completions in flight, which upstream.max_in_flight_per_replica bounds. */
+  completions = 0;
   readonly counters = { requests: 0, failures: 0, ejections: 0 };
   /** The base URL's path without trailing slashes: "/v1", or "" for a bare origin. */
   private readonly basePath: string;
 
-  constructor(config: ReplicaConfig, connectTimeoutMs: number) {
+  constructor(config: ReplicaConfig, connectTimeoutMs: number, maxInFlight = DEFAULT_MAX_IN_FLIGHT) {
     let u: URL;
     try {
       u = new URL(config.url);
@@ -62,9 +70,9 @@ export class Replica {
     this.label = u.origin + this.basePath;
     this.apiKey = config.apiKey;
     this.dispatcher = new Pool(u.origin, {
-      // Requests hold a connection for a whole generation and the server batches them, so this is a ceiling on
-      // concurrency per replica rather than a tuning knob; 256 matches vLLM's default max_num_seqs.
-      connections: 256,
+      // Completions hold a connection for a whole generation and are bounded by the engine's admission queue;
+      // counts and probes take the few connections beyond. Never more: undici would queue the rest unbounded.
+      connections: maxInFlight + SIDE_CONNECTIONS,
       // No pipelining: a request queued behind a long generation on the same socket would wait for all of it.
       pipelining: 1,
       // Idle sockets are reused, and closed before the server's own idle timeout (5 s for uvicorn, Node and
@@ -72,7 +80,7 @@ export class Replica {
       // connection error and eject a healthy replica. Keep-Alive hints from the server take precedence.
       keepAliveTimeout: 4_000,
       connect: { timeout: connectTimeoutMs },
-      // headersTimeout/bodyTimeout stay at undici's defaults (300 s); the engine passes its own per request.
+      // headersTimeout/bodyTimeout stay at undici's defaults (300 s); every request passes its own.
     });
   }
 
@@ -93,6 +101,11 @@ export class Replica {
   }
 }
 
+/** vLLM's default max_num_seqs: completions one replica batches at once. */
+export const DEFAULT_MAX_IN_FLIGHT = 256;
+/** Connections per replica beyond its completions: prompt counts (short requests) and health probes. */
+const SIDE_CONNECTIONS = 16;
+
 function leadingSlash(p: string): string {
   return p.startsWith("/") ? p : `/${p}`;
 }
@@ -106,6 +119,8 @@ interface Health {
   /** Bumped on every ejection, so a probe that started before one does not count toward re-admission. */
   epoch: number;
   timer: NodeJS.Timeout | null;
+  /** What each request in flight asked to be told of an ejection (see ReplicaPool.begin). */
+  onEject: Set<() => void>;
 }
 
 /**
@@ -140,6 +155,7 @@ export class ReplicaPool {
   private closed = false;
   private firstRound: Promise<void>;
   private firstRoundDone!: () => void;
+  private readonly stateListeners: Array<(r: Replica) => void> = [];
 
   constructor(configs: ReplicaConfig[], opts: ReplicaPoolOptions) {
     if (configs.length === 0) throw new Error("an upstream model needs at least one replica");
@@ -148,8 +164,8 @@ export class ReplicaPool {
       failuresToEject: Math.max(1, opts.failuresToEject),
       probesToReadmit: Math.max(1, opts.probesToReadmit),
     };
-    this.replicas = configs.map((c) => new Replica(c, opts.connectTimeoutMs));
-    for (const r of this.replicas) this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, timer: null });
+    this.replicas = configs.map((c) => new Replica(c, opts.connectTimeoutMs, opts.maxInFlight));
+    for (const r of this.replicas) this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, timer: null, onEject: new Set() });
     this.firstRound = new Promise((resolve) => (this.firstRoundDone = resolve));
   }
 
@@ -165,17 +181,18 @@ export class ReplicaPool {
   }
 
   /**
+   * The healthy replica with the fewest requests in flight, among those not excluded and (`full`) not full.
    * `rotate: false` leaves the tie-breaking turn where it is: for side requests (prompt counts) that must not
    * steer which replica the next completion goes to.
    */
-  pick(exclude?: ReadonlySet<Replica>, rotate = true): Replica | null {
+  pick(exclude?: ReadonlySet<Replica>, rotate = true, full?: (r: Replica) => boolean): Replica | null {
     const n = this.replicas.length;
     let best: Replica | null = null;
     let bestIndex = 0;
     for (let k = 0; k < n; k++) {
       const i = (this.cursor + k) % n;
       const r = this.replicas[i];
-      if (r.state !== "healthy" || exclude?.has(r)) continue;
+      if (r.state !== "healthy" || exclude?.has(r) || full?.(r)) continue;
       if (best === null || r.outstanding < best.outstanding) {
         best = r;
         bestIndex = i;
@@ -185,15 +202,28 @@ export class ReplicaPool {
     return best;
   }
 
-  begin(r: Replica): () => void {
+  /**
+   * Counts a request in flight on `r` until the returned release is called (more calls do nothing). `onEject`,
+   * if given, is called should `r` be ejected meanwhile: a request that has sent nothing to its client yet can
+   * then give up and go to another replica instead of waiting for one that no longer answers.
+   */
+  begin(r: Replica, onEject?: () => void): () => void {
     r.outstanding++;
     r.counters.requests++;
+    const listeners = this.healthOf(r).onEject;
+    if (onEject) listeners.add(onEject);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       r.outstanding--;
+      if (onEject) listeners.delete(onEject);
     };
+  }
+
+  /** Calls `listener` after each ejection and re-admission. */
+  onStateChange(listener: (r: Replica) => void): void {
+    this.stateListeners.push(listener);
   }
 
   /**
@@ -249,6 +279,8 @@ export class ReplicaPool {
     h.probeSuccesses = 0;
     h.epoch++;
     this.opts.log.warn({ replica: r.label, reason }, "replica ejected");
+    for (const abandon of [...h.onEject]) abandon();
+    for (const listener of this.stateListeners) listener(r);
   }
 
   /** Probes, then schedules the next probe an interval after this one ends, so probes never overlap. */
@@ -282,6 +314,7 @@ export class ReplicaPool {
       h.failures = 0;
       h.probeSuccesses = 0;
       this.opts.log.info({ replica: r.label }, "replica re-admitted");
+      for (const listener of this.stateListeners) listener(r);
     }
   }
 
