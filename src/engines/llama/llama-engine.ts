@@ -99,6 +99,9 @@ export function contextBatchSize(promptTokens: number, sequences: number): numbe
  */
 const HOLD_TOKENS = 1024;
 
+/** How long close() waits for running generations to stop (each stops at its next decode step). */
+const DRAIN_WAIT_MS = 10_000;
+
 /** The embedded engine: a GGUF model served in-process by llama.cpp, with `parallel` sequences. */
 export class LlamaEngine implements Engine {
   status: EngineStatus = "loading";
@@ -110,6 +113,13 @@ export class LlamaEngine implements Engine {
   /** Decides what each decode step holds. */
   private gate?: StepGate;
   private readonly loadAbort = new AbortController();
+  /** Aborted by close(): every generation stops at its next step, so none runs while the context is disposed. */
+  private readonly closing = new AbortController();
+  /** The load under way or done (close() waits for it: a load still running would create what close() frees). */
+  private loading?: Promise<void>;
+  /** Generations whose body runs (between claiming a sequence and giving it back), and who waits for none. */
+  private running = 0;
+  private drained?: () => void;
 
   constructor(
     private readonly config: ModelConfig,
@@ -121,7 +131,12 @@ export class LlamaEngine implements Engine {
     return this.config.id;
   }
 
-  async load(): Promise<void> {
+  load(): Promise<void> {
+    this.loading ??= this.loadOnce();
+    return this.loading;
+  }
+
+  private async loadOnce(): Promise<void> {
     const started = performance.now();
     try {
       const modelPath = await resolveModelPath(this.config.source, this.dataDir, this.log, this.loadAbort.signal);
@@ -189,8 +204,9 @@ export class LlamaEngine implements Engine {
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     if (!opts.prompt) throw new Error("the embedded engine needs prompt tokens"); // a caller's bug, never a client's
     const prompt = opts.prompt as Token[];
-    const lease = this.pool!.acquire(opts.signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
-    return this.run(lease, prompt, opts);
+    const signal = AbortSignal.any([opts.signal, this.closing.signal]);
+    const lease = this.pool!.acquire(signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
+    return this.run(lease, prompt, { ...opts, signal });
   }
 
   private async *run(lease: Lease<LlamaContextSequence>, prompt: Token[], opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
@@ -200,6 +216,7 @@ export class LlamaEngine implements Engine {
       yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
       return;
     }
+    this.running++;
     try {
       // Keep what the sequence already holds of this prompt; at least the last token is evaluated anew,
       // since its logits are what the first generated token is sampled from.
@@ -291,11 +308,29 @@ export class LlamaEngine implements Engine {
       yield { type: "done", finishReason: finish, completionTokens: count };
     } finally {
       this.pool!.release(seq);
+      if (--this.running === 0) this.drained?.();
     }
   }
 
+  /**
+   * Disposes in the one order that never frees what native code still uses: stop the load and wait for it to
+   * settle (an aborted load may still have made the model), stop every generation and wait until each has given
+   * its sequence back (a generation's last steps, the erase and evaluation of its sequence, run on llama.cpp's
+   * context), then the context, then the model. A generation suspended by a consumer that never resumes it
+   * cannot end: after DRAIN_WAIT_MS the context is disposed anyway (node-llama-cpp rejects its later calls).
+   */
   async close(): Promise<void> {
     this.loadAbort.abort();
+    this.closing.abort();
+    await this.loading?.catch(() => undefined);
+    if (this.running > 0) {
+      const drained = new Promise<void>((resolve) => (this.drained = resolve));
+      const timer = setTimeout(() => this.drained?.(), DRAIN_WAIT_MS);
+      await drained;
+      clearTimeout(timer);
+      if (this.running > 0) this.log.warn({ model: this.config.id, running: this.running }, "closing with generations still running");
+    }
+    this.status = "unavailable";
     await this.context?.dispose();
     await this.model?.dispose();
   }
