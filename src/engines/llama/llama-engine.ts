@@ -99,8 +99,15 @@ export function contextBatchSize(promptTokens: number, sequences: number): numbe
  */
 const HOLD_TOKENS = 1024;
 
-/** How long close() waits for running generations to stop (each stops at its next decode step). */
+/** How long close() waits for a load to stop, then for running generations to stop (each at its next step). */
 const DRAIN_WAIT_MS = 10_000;
+
+/** Resolves when `p` settles or after `ms`, whichever is first. */
+async function withinMs(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
 
 /** The embedded engine: a GGUF model served in-process by llama.cpp, with `parallel` sequences. */
 export class LlamaEngine implements Engine {
@@ -117,6 +124,8 @@ export class LlamaEngine implements Engine {
   private readonly closing = new AbortController();
   /** The load under way or done (close() waits for it: a load still running would create what close() frees). */
   private loading?: Promise<void>;
+  /** Past the download: llama.cpp is loading, and stops soon after an abort. */
+  private loadingNative = false;
   /** Generations whose body runs (between claiming a sequence and giving it back), and who waits for none. */
   private running = 0;
   private drained?: () => void;
@@ -140,6 +149,7 @@ export class LlamaEngine implements Engine {
     const started = performance.now();
     try {
       const modelPath = await resolveModelPath(this.config.source, this.dataDir, this.log, this.loadAbort.signal);
+      this.loadingNative = true;
       const llama = await llamaRuntime(this.log);
       this.model = await llama.loadModel({ modelPath, useMmap: this.config.mmap, loadSignal: this.loadAbort.signal });
       const train = this.model.trainContextSize || Infinity;
@@ -318,16 +328,16 @@ export class LlamaEngine implements Engine {
    * its sequence back (a generation's last steps, the erase and evaluation of its sequence, run on llama.cpp's
    * context), then the context, then the model. A generation suspended by a consumer that never resumes it
    * cannot end: after DRAIN_WAIT_MS the context is disposed anyway (node-llama-cpp rejects its later calls).
+   * Only the context and model that exist by then are disposed.
    */
   async close(): Promise<void> {
     this.loadAbort.abort();
     this.closing.abort();
-    await this.loading?.catch(() => undefined);
+    // A download does not always stop at once on abort (node-llama-cpp retries an unreachable host): close()
+    // waits only for llama.cpp's part of a load, and no longer than DRAIN_WAIT_MS.
+    if (this.loadingNative) await withinMs(this.loading?.catch(() => undefined), DRAIN_WAIT_MS);
     if (this.running > 0) {
-      const drained = new Promise<void>((resolve) => (this.drained = resolve));
-      const timer = setTimeout(() => this.drained?.(), DRAIN_WAIT_MS);
-      await drained;
-      clearTimeout(timer);
+      await withinMs(new Promise<void>((resolve) => (this.drained = resolve)), DRAIN_WAIT_MS);
       if (this.running > 0) this.log.warn({ model: this.config.id, running: this.running }, "closing with generations still running");
     }
     this.status = "unavailable";
