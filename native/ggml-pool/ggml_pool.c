@@ -64,6 +64,7 @@ struct ggml_threadpool_params {
 typedef int (*compute_fn)(struct ggml_cgraph *, struct ggml_cplan *);
 typedef struct ggml_threadpool *(*pool_new_fn)(struct ggml_threadpool_params *);
 typedef struct ggml_threadpool_params (*pool_defaults_fn)(int);
+typedef void (*pool_free_fn)(struct ggml_threadpool *);
 
 /* One CPU backend library (normally one: ggml loads the best variant for the CPU). */
 struct backend_lib {
@@ -71,6 +72,7 @@ struct backend_lib {
   compute_fn compute;
   pool_new_fn pool_new;
   pool_defaults_fn pool_defaults;
+  pool_free_fn pool_free;
 };
 
 #define MAX_LIBS 8
@@ -88,6 +90,8 @@ static int idle_count;
 
 static atomic_int poll_level = 0;
 static atomic_bool disabled = false;
+/* Set by release(): no computation gets a pool any more, and a pool in use is freed when its computation ends. */
+static bool released = false;
 static char disabled_reason[160];
 static atomic_ullong pooled_computes, passthrough_computes, pools_created;
 
@@ -123,9 +127,10 @@ static int backend_of(void *caller) {
       .compute = (compute_fn)dlsym(handle, "ggml_graph_compute"),
       .pool_new = (pool_new_fn)dlsym(handle, "ggml_threadpool_new"),
       .pool_defaults = (pool_defaults_fn)dlsym(handle, "ggml_threadpool_params_default"),
+      .pool_free = (pool_free_fn)dlsym(handle, "ggml_threadpool_free"),
   };
   dlclose(handle);
-  if (!lib.compute || lib.compute == ggml_graph_compute || !lib.pool_new || !lib.pool_defaults) return -1;
+  if (!lib.compute || lib.compute == ggml_graph_compute || !lib.pool_new || !lib.pool_defaults || !lib.pool_free) return -1;
 
   /* The layout check: the defaults as ggml documents them (n_threads as asked, normal priority, poll 50). */
   struct ggml_threadpool_params probe = lib.pool_defaults(3);
@@ -146,7 +151,7 @@ int ggml_graph_compute(struct ggml_cgraph *cgraph, struct ggml_cplan *cplan) {
   /* One critical section: find the calling backend and, when this computation gets a pool, take an idle one. */
   pthread_mutex_lock(&lock);
   int lib = backend_of(caller);
-  pooled = pooled && lib >= 0 && !atomic_load(&disabled);
+  pooled = pooled && lib >= 0 && !atomic_load(&disabled) && !released;
   for (int i = idle_count - 1; pooled && i >= 0; i--) {
     if (idle[i].lib == lib && idle[i].n_threads == n_threads) {
       pool = idle[i].pool;
@@ -183,16 +188,39 @@ int ggml_graph_compute(struct ggml_cgraph *cgraph, struct ggml_cplan *cplan) {
   atomic_fetch_add(&pooled_computes, 1);
 
   pthread_mutex_lock(&lock);
-  if (idle_count < MAX_IDLE) {
+  bool kept = !released && idle_count < MAX_IDLE;
+  if (kept) {
     idle[idle_count].pool = pool;
     idle[idle_count].lib = lib;
     idle[idle_count].n_threads = n_threads;
     idle_count++;
   }
   pthread_mutex_unlock(&lock);
-  /* More pools than MAX_IDLE at once would mean more than 64 concurrent computations: the extra one is
-     simply not kept (its threads stay parked, as ggml_threadpool_free needs the backend's own free). */
+  /* Released meanwhile, or more than MAX_IDLE computations at once: this pool is not kept. */
+  if (!kept) libs[lib].pool_free(pool);
   return status;
+}
+
+/*
+ * Ends every kept pool's threads (ggml_threadpool_free wakes and joins them) and keeps no pool from now on.
+ * Called when the engines have been disposed, before the process exits: exit() runs the static destructors of
+ * llama.cpp's libraries, and no thread of ours should then still be parked inside the CPU backend's code.
+ * Computations that still run afterwards pass straight through. Returns how many pools were freed.
+ */
+static int release_pools(void) {
+  struct ggml_threadpool *pools[MAX_IDLE];
+  int owners[MAX_IDLE];
+  pthread_mutex_lock(&lock);
+  released = true;
+  int n = idle_count;
+  for (int i = 0; i < n; i++) {
+    pools[i] = idle[i].pool;
+    owners[i] = idle[i].lib;
+  }
+  idle_count = 0;
+  pthread_mutex_unlock(&lock);
+  for (int i = 0; i < n; i++) libs[owners[i]].pool_free(pools[i]);
+  return n;
 }
 
 /* ---- Zeroing large buffers without touching them ---- */
@@ -308,7 +336,7 @@ void ggml_backend_buffer_clear(ggml_backend_buffer_t buffer, uint8_t value) {
   if (!base || !zero_lazily(base, size)) real_clear(buffer, value);
 }
 
-/* ---- JavaScript side: stats() and setPoll(level) ---- */
+/* ---- JavaScript side: stats(), setPoll(level), release() ---- */
 
 static napi_value set_number(napi_env env, napi_value obj, const char *key, double value) {
   napi_value v;
@@ -330,6 +358,9 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   set_number(env, obj, "pooledComputes", (double)atomic_load(&pooled_computes));
   set_number(env, obj, "passthroughComputes", (double)atomic_load(&passthrough_computes));
   set_number(env, obj, "poolsCreated", (double)atomic_load(&pools_created));
+  pthread_mutex_lock(&lock);
+  set_number(env, obj, "poolsKept", idle_count);
+  pthread_mutex_unlock(&lock);
   set_number(env, obj, "poll", (double)atomic_load(&poll_level));
   set_number(env, obj, "lazyClears", (double)atomic_load(&lazy_clears));
   set_number(env, obj, "lazyClearedBytes", (double)atomic_load(&lazy_cleared_bytes));
@@ -347,6 +378,13 @@ static napi_value js_set_poll(napi_env env, napi_callback_info info) {
   }
   atomic_store(&poll_level, level);
   return NULL;
+}
+
+static napi_value js_release(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_create_int32(env, release_pools(), &v);
+  return v;
 }
 
 /* Hands the C heap's free memory back to the system (glibc keeps freed memory of its arenas resident). */
@@ -400,6 +438,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "setPoll", fn);
   napi_create_function(env, "trim", NAPI_AUTO_LENGTH, js_trim, NULL, &fn);
   napi_set_named_property(env, exports, "trim", fn);
+  napi_create_function(env, "release", NAPI_AUTO_LENGTH, js_release, NULL, &fn);
+  napi_set_named_property(env, exports, "release", fn);
   napi_create_function(env, "checkLazyZero", NAPI_AUTO_LENGTH, js_check_lazy_zero, NULL, &fn);
   napi_set_named_property(env, exports, "checkLazyZero", fn);
   return exports;

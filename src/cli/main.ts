@@ -38,7 +38,7 @@ program
   .description("write a llama-architecture GGUF model with random weights, for tests, benchmarks and demos")
   .requiredOption("--out <file>", "where to write the model")
   .option("--vocab <file>", "copy the tokenizer of this GGUF (a vocabulary-only file is enough)")
-  .addOption(new Option("--size <size>", "tiny: loads in milliseconds; bench: ~0.43B parameters, Q8_0").choices(["tiny", "bench"]).default("tiny"))
+  .addOption(new Option("--size <size>", "tiny: loads in milliseconds; small: ~19M parameters; bench: ~0.43B parameters, Q8_0").choices(["tiny", "small", "bench"]).default("tiny"))
   .option("--seed <n>", "seed for the weights", (v) => Number.parseInt(v, 10), 1234)
   .action(makeModelCommand);
 

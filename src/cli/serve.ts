@@ -11,6 +11,7 @@ import { RateLimiter } from "../keys/limiter.js";
 import { KeyStore } from "../keys/store.js";
 import { KeyChain, StaticKeys } from "../server/auth.js";
 import { ModelRegistry } from "../server/registry.js";
+import { releaseThreadPools } from "../engines/llama/thread-pool.js";
 import { Metrics } from "../observability/metrics.js";
 import { buildOpsApp } from "../server/ops.js";
 import { openStreamCount } from "../server/sse.js";
@@ -79,6 +80,8 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     // until the API has stopped.
     await Promise.all([closeApp(app, config.shutdown_grace_seconds * 1000), redirect && closeRedirectServer(redirect)]);
     await registry.close();
+    // The engines are disposed: end their kept threads before exit() runs llama.cpp's static destructors.
+    releaseThreadPools();
     store.close();
     await ops?.close();
     log.info("stopped");

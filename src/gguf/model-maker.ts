@@ -5,7 +5,7 @@ import { readGgufMetadata } from "./reader.js";
 import { buildByteBpeVocab, ownTokenizerMetadata } from "./tokenizer.js";
 import { writeGguf, type TensorSpec } from "./writer.js";
 
-export type ModelSize = "tiny" | "bench";
+export type ModelSize = "tiny" | "small" | "bench";
 
 interface Shape {
   vocab: number; // used only with the project's own tokenizer
@@ -22,6 +22,9 @@ interface Shape {
  */
 export const MODEL_SHAPES: Record<ModelSize, Shape> = {
   tiny: { vocab: 2048, embd: 64, layers: 2, heads: 4, kvHeads: 2, ff: 192 },
+  // The bench model's vocabulary (so its logits and KV buffers are large enough for the engine's lazy zeroing)
+  // at a size that loads and decodes quickly: for tests of the native side under load (20 MB).
+  small: { vocab: 32000, embd: 256, layers: 4, heads: 4, kvHeads: 2, ff: 512 },
   bench: { vocab: 32000, embd: 1024, layers: 23, heads: 16, kvHeads: 8, ff: 4096 },
 };
 

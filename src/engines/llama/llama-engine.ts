@@ -88,6 +88,16 @@ export function contextBatchSize(promptTokens: number, sequences: number): numbe
  */
 const HOLD_TOKENS = 1024;
 
+/** How long close() waits for a load to stop, then for running generations to stop (each at its next step). */
+const DRAIN_WAIT_MS = 10_000;
+
+/** Resolves when `p` settles or after `ms`, whichever is first. */
+async function withinMs(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 /** The embedded engine: a GGUF model served in-process by llama.cpp, with `parallel` sequences. */
 export class LlamaEngine implements Engine {
   status: EngineStatus = "loading";
@@ -99,6 +109,15 @@ export class LlamaEngine implements Engine {
   /** Decides what each decode step holds. */
   private gate?: StepGate;
   private readonly loadAbort = new AbortController();
+  /** Aborted by close(): every generation stops at its next step, so none runs while the context is disposed. */
+  private readonly closing = new AbortController();
+  /** The load under way or done (close() waits for it: a load still running would create what close() frees). */
+  private loading?: Promise<void>;
+  /** Past the download: llama.cpp is loading, and stops soon after an abort. */
+  private loadingNative = false;
+  /** Generations whose body runs (between claiming a sequence and giving it back), and who waits for none. */
+  private running = 0;
+  private drained?: () => void;
 
   constructor(
     private readonly config: ModelConfig,
@@ -110,10 +129,16 @@ export class LlamaEngine implements Engine {
     return this.config.id;
   }
 
-  async load(): Promise<void> {
+  load(): Promise<void> {
+    this.loading ??= this.loadOnce();
+    return this.loading;
+  }
+
+  private async loadOnce(): Promise<void> {
     const started = performance.now();
     try {
       const modelPath = await resolveModelPath(this.config.source, this.dataDir, this.log, this.loadAbort.signal);
+      this.loadingNative = true;
       const llama = await llamaRuntime(this.log);
       this.model = await llama.loadModel({ modelPath, useMmap: this.config.mmap, loadSignal: this.loadAbort.signal });
       const train = this.model.trainContextSize || Infinity;
@@ -181,8 +206,9 @@ export class LlamaEngine implements Engine {
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     if (!opts.prompt) throw new Error("the embedded engine needs prompt tokens"); // a caller's bug, never a client's
     const prompt = opts.prompt as Token[];
-    const lease = this.pool!.acquire(opts.signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
-    return this.run(lease, prompt, opts);
+    const signal = AbortSignal.any([opts.signal, this.closing.signal]);
+    const lease = this.pool!.acquire(signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
+    return this.run(lease, prompt, { ...opts, signal });
   }
 
   private async *run(lease: Lease<LlamaContextSequence>, prompt: Token[], opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
@@ -192,6 +218,7 @@ export class LlamaEngine implements Engine {
       yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
       return;
     }
+    this.running++;
     try {
       // Keep what the sequence already holds of this prompt; at least the last token is evaluated anew,
       // since its logits are what the first generated token is sampled from.
@@ -285,11 +312,29 @@ export class LlamaEngine implements Engine {
       yield { type: "done", finishReason: finish, completionTokens: count };
     } finally {
       this.pool!.release(seq);
+      if (--this.running === 0) this.drained?.();
     }
   }
 
+  /**
+   * Disposes in the one order that never frees what native code still uses: stop the load and wait for it to
+   * settle (an aborted load may still have made the model), stop every generation and wait until each has given
+   * its sequence back (a generation's last steps, the erase and evaluation of its sequence, run on llama.cpp's
+   * context), then the context, then the model. A generation suspended by a consumer that never resumes it
+   * cannot end: after DRAIN_WAIT_MS the context is disposed anyway (node-llama-cpp rejects its later calls).
+   * Only the context and model that exist by then are disposed.
+   */
   async close(): Promise<void> {
     this.loadAbort.abort();
+    this.closing.abort();
+    // A download does not always stop at once on abort (node-llama-cpp retries an unreachable host): close()
+    // waits only for llama.cpp's part of a load, and no longer than DRAIN_WAIT_MS.
+    if (this.loadingNative) await withinMs(this.loading?.catch(() => undefined), DRAIN_WAIT_MS);
+    if (this.running > 0) {
+      await withinMs(new Promise<void>((resolve) => (this.drained = resolve)), DRAIN_WAIT_MS);
+      if (this.running > 0) this.log.warn({ model: this.config.id, running: this.running }, "closing with generations still running");
+    }
+    this.status = "unavailable";
     await this.context?.dispose();
     await this.model?.dispose();
   }

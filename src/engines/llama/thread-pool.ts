@@ -28,6 +28,8 @@ export interface ThreadPoolStats {
   passthroughComputes: number;
   /** Pools made: one per computation running at once, per thread count. */
   poolsCreated: number;
+  /** Pools idle now, their threads parked until the next computation (0 after `releaseThreadPools()`). */
+  poolsKept: number;
   /** ggml's polling level for idle pool threads (0: they sleep at once). */
   poll: number;
   /** Large buffers zeroed by dropping their pages (the KV cache), and how many bytes that left unbacked. */
@@ -42,6 +44,7 @@ interface Native {
   stats(): ThreadPoolStats;
   setPoll(level: number): void;
   trim(): boolean;
+  release(): number;
   checkLazyZero(bytes: number): LazyZeroCheck;
 }
 
@@ -56,7 +59,7 @@ export interface LazyZeroCheck {
 }
 
 export type ThreadPoolState =
-  | { loaded: true; stats: () => ThreadPoolStats; trim: () => boolean; checkLazyZero: (bytes: number) => LazyZeroCheck }
+  | { loaded: true; stats: () => ThreadPoolStats; trim: () => boolean; release: () => number; checkLazyZero: (bytes: number) => LazyZeroCheck }
   | { loaded: false; reason: string };
 
 /** The node-llama-cpp versions whose bundled ggml the struct layouts in ggml_pool.c were checked against. */
@@ -113,7 +116,10 @@ function load(): ThreadPoolState {
   }
   mod.exports.setPoll(POLL_LEVEL);
   const native = mod.exports;
-  return { loaded: true, stats: () => native.stats(), trim: () => native.trim(), checkLazyZero: (bytes) => native.checkLazyZero(bytes) };
+  return {
+    loaded: true, stats: () => native.stats(), trim: () => native.trim(), release: () => native.release(),
+    checkLazyZero: (bytes) => native.checkLazyZero(bytes),
+  };
 }
 
 /** Whether engine threads persist across decode steps (the module loaded and has not turned itself off). */
@@ -128,4 +134,13 @@ export function threadsPersist(): boolean {
  */
 export function releaseFreedMemory(): boolean {
   return state?.loaded === true ? state.trim() : false;
+}
+
+/**
+ * Ends the kept engine threads (joins them) and keeps none from now on; later decode steps start their threads
+ * anew. Called at shutdown once every engine is closed, so that no engine thread is left inside llama.cpp's CPU
+ * backend while the process exit runs that library's static destructors. Returns how many pools were ended.
+ */
+export function releaseThreadPools(): number {
+  return state?.loaded === true ? state.release() : 0;
 }
