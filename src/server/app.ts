@@ -3,6 +3,7 @@ import { isUtf8 } from "node:buffer";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import sjson from "secure-json-parse";
 import { base62 } from "../api/responses.js";
+import { NO_USAGE_JOURNAL, type UsageJournal } from "../keys/ledger.js";
 import { RateLimiter } from "../keys/limiter.js";
 import type { KeyStore } from "../keys/store.js";
 import { adminGuard, adminRoutes } from "./routes/admin.js";
@@ -41,6 +42,8 @@ export interface AppOptions {
   limiter?: RateLimiter;
   /** Called once per request when it is over; each must be fast and must not throw (errors are logged). */
   observers?: RequestObserver[];
+  /** The usage ledger (none when absent). */
+  usage?: UsageJournal;
   keys: KeyVerifier;
   log: Logger;
   bodyLimit: number;
@@ -209,6 +212,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     alwaysStream: opts.alwaysStream,
     keepaliveMs: opts.keepaliveMs,
     stopping: lifecycle.stop.signal,
+    usage: opts.usage ?? NO_USAGE_JOURNAL,
   });
   tokensRoute(app, opts.registry);
   statsRoute(app, opts.registry);

@@ -143,16 +143,19 @@ export class UpstreamEngine implements Engine {
       tried.add(replica);
       const release = this.pool.begin(replica);
       let texts = 0;
+      const said: Said = {};
       try {
-        for await (const ev of this.stream(replica, opts)) {
+        for await (const ev of this.stream(replica, opts, said)) {
           if (ev.type === "text") texts++;
           yield ev;
         }
         return;
       } catch (err) {
         if (opts.signal.aborted) {
-          // What was streamed is charged, one token per delta, as when a replica sends no usage.
-          yield { type: "done", finishReason: "cancelled", completionTokens: texts };
+          // What was streamed is charged, one token per delta, as when a replica sends no usage. The prompt: what
+          // the replica said it evaluated, none when nothing came back, else (absent) the whole prompt.
+          const promptTokens = said.promptTokens ?? (texts === 0 ? 0 : undefined);
+          yield { type: "done", finishReason: "cancelled", completionTokens: texts, ...(promptTokens !== undefined ? { promptTokens } : {}) };
           return;
         }
         // A request the replica refused (4xx): the client's error, not the replica's; already reported "ok".
@@ -175,7 +178,7 @@ export class UpstreamEngine implements Engine {
   }
 
   /** One attempt on one replica: the request, then its stream decoded into engine events. */
-  private async *stream(replica: Replica, opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
+  private async *stream(replica: Replica, opts: GenerateOptions, said: Said): AsyncGenerator<EngineEvent, void, undefined> {
     const body: Record<string, unknown> = {
       model: this.upstreamModel,
       messages: opts.messages,
@@ -200,13 +203,19 @@ export class UpstreamEngine implements Engine {
     if (opts.signal.aborted) abort.abort(opts.signal.reason);
     else opts.signal.addEventListener("abort", onAbort, { once: true });
     try {
-      yield* this.exchange(replica, body, opts, abort.signal);
+      yield* this.exchange(replica, body, opts, abort.signal, said);
     } finally {
       opts.signal.removeEventListener("abort", onAbort);
     }
   }
 
-  private async *exchange(replica: Replica, body: Record<string, unknown>, opts: GenerateOptions, signal: AbortSignal): AsyncGenerator<EngineEvent, void, undefined> {
+  private async *exchange(
+    replica: Replica,
+    body: Record<string, unknown>,
+    opts: GenerateOptions,
+    signal: AbortSignal,
+    said: Said,
+  ): AsyncGenerator<EngineEvent, void, undefined> {
     let res: Dispatcher.ResponseData;
     try {
       res = await replica.dispatcher.request({
@@ -244,6 +253,7 @@ export class UpstreamEngine implements Engine {
         } else if (ev.type === "finish") finish = ev.reason === "length" ? "length" : "stop";
         else if (ev.type === "usage") {
           promptTokens = ev.promptTokens;
+          said.promptTokens = ev.promptTokens;
           completionTokens = ev.completionTokens;
         } else if (ev.type === "error") {
           throw new UpstreamStreamError(ev.message, ev.status);
@@ -319,6 +329,11 @@ export class UpstreamEngine implements Engine {
     await this.pool.close();
     await this.gguf?.close();
   }
+}
+
+/** What a replica has told of the request so far, for a request cancelled before its end. */
+interface Said {
+  promptTokens?: number;
 }
 
 /** An error object inside an upstream's stream. */
