@@ -5,8 +5,10 @@ import { pino } from "pino";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
+import type { UsageJournal } from "../../src/keys/ledger.js";
+import type { RateLimiter } from "../../src/keys/limiter.js";
 import { buildApp } from "../../src/server/app.js";
-import { StaticKeys } from "../../src/server/auth.js";
+import { StaticKeys, type KeyVerifier } from "../../src/server/auth.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions } from "../../src/engines/engine.js";
 import type { PromptEncoder } from "../../src/prompt/build.js";
@@ -206,6 +208,9 @@ export interface TestAppOptions {
   bodyLimit?: number;
   alwaysStream?: boolean;
   keepaliveMs?: number;
+  usage?: UsageJournal;
+  keys?: KeyVerifier;
+  limiter?: RateLimiter;
 }
 
 export interface TestApp {
@@ -220,7 +225,9 @@ export function setup(t: TestContext, opts: TestAppOptions = {}): TestApp {
   const engine = opts.engine ?? new FakeEngine({ modelId: config.id });
   const app = buildApp({
     registry: new ModelRegistry([{ config, engine, demo: opts.demo ?? false }]),
-    keys: new StaticKeys([TEST_KEY]),
+    keys: opts.keys ?? new StaticKeys([TEST_KEY]),
+    ...(opts.usage ? { usage: opts.usage } : {}),
+    ...(opts.limiter ? { limiter: opts.limiter } : {}),
     log: pino({ level: "silent" }),
     bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
     alwaysStream: opts.alwaysStream ?? false,
