@@ -6,7 +6,8 @@ import type { KeyStore, UsageRow, UsageState } from "./store.js";
  * the row, it is committed for about this long of further tokens at the stream's rate so far. A stream's row is
  * thus written about once a second while it streams (more often in its first second, while its rate is being
  * learned), and a SIGKILL leaves it with at least what its client received and at most about a second more.
- * One such commit (WAL, synchronous=NORMAL) costs about 0.1 ms of the event loop.
+ * One such commit (WAL, synchronous=NORMAL) holds the event loop about 0.04 ms (2 shared cores: 38–44 us an
+ * update, 54–58 us an insert); one a token would be ~1.5 ms a second per 40-token/s stream, one a second is noise.
  */
 export const LEDGER_AHEAD_MS = 1000;
 
