@@ -121,7 +121,7 @@ export function keysCommand(): Command {
         for (const r of rows) {
           process.stdout.write(
             `${r.key_id ?? "(none)"}  requests=${r.requests} prompt_tokens=${r.prompt_tokens} ` +
-              `completion_tokens=${r.completion_tokens} total_tokens=${r.total_tokens}\n`,
+              `completion_tokens=${r.completion_tokens} total_tokens=${r.total_tokens} in_progress=${r.in_progress}\n`,
           );
         }
         if (rows.length === 0) process.stdout.write("no usage\n");

@@ -6,7 +6,7 @@ import type { ModelConfig } from "../config/schema.js";
 import { createLogger, type Logger } from "../observability/log.js";
 import { buildApp, closeApp } from "../server/app.js";
 import { announceFirstKey } from "../keys/first-key.js";
-import { usageLedger } from "../keys/ledger.js";
+import { UsageLedger } from "../keys/ledger.js";
 import { RateLimiter } from "../keys/limiter.js";
 import { KeyStore } from "../keys/store.js";
 import { KeyChain, StaticKeys } from "../server/auth.js";
@@ -49,6 +49,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });
 
   const store = new KeyStore(config.data_dir);
+  for (const warning of store.warnings) log.warn(warning);
   const firstKey = store.createFirstKey();
 
   const limits: ConnectionLimits = {
@@ -61,7 +62,8 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     keys: new KeyChain([new StaticKeys(config.api_keys), store]),
     limiter: new RateLimiter({ countRpmFactor: config.count_rpm_factor }),
     ...(config.admin_token ? { admin: { token: config.admin_token, store } } : {}),
-    observers: [usageLedger(store, log), metrics.observe],
+    observers: [metrics.observe],
+    usage: new UsageLedger(store, log),
     log,
     bodyLimit: config.body_limit_bytes,
     alwaysStream: config.always_stream,

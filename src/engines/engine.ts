@@ -32,12 +32,22 @@ export interface GenerateOptions {
 
 /** Internal generation events; only the wire formatter knows the JSON and SSE shapes. */
 export type EngineEvent =
-  | { type: "text"; text: string }
+  | {
+      type: "text";
+      text: string;
+      /** The completion tokens this text completes (several when text was held back; default 1). */
+      tokens?: number;
+    }
   | {
       type: "done";
       finishReason: FinishReason;
       completionTokens: number;
-      /** The prompt's length as the model itself reported it, when that may differ from the count beforehand. */
+      /**
+       * The prompt tokens evaluated for this request, a reused cached prefix included: the whole prompt once the
+       * answer began (as the model itself reported it, when that may differ from the count beforehand), fewer
+       * when cancelled while the prompt was evaluated, 0 when cancelled in the queue. Absent: the whole prompt
+       * if any text came, else none.
+       */
       promptTokens?: number;
     };
 

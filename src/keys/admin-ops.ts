@@ -25,6 +25,8 @@ export function usageJson(u: UsageSummary) {
     prompt_tokens: u.promptTokens,
     completion_tokens: u.completionTokens,
     total_tokens: u.totalTokens,
+    /** Requests among these still running, or left unfinished by a server that died: counted as they were left. */
+    in_progress: u.inProgress,
   };
 }
 

@@ -1,8 +1,9 @@
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { base62, secretBase62 } from "../api/responses.js";
 import { sha256Hex, type KeyVerifier, type Principal } from "../server/auth.js";
+import { privateDataDir, privateFile } from "./data-dir.js";
+import { CLIENT_CLOSED_STATUS } from "./ledger.js";
 
 export const KEY_PREFIX = "sk-lucena-";
 /** 43 base62 characters carry 256 bits: 32 random bytes. */
@@ -50,13 +51,24 @@ interface KeyRow {
   models: string | null;
 }
 
+/**
+ * Where a usage row stands. `in_progress`: written when the request reached its model and brought up to date
+ * as it runs; a row that stays so after its server stopped is from a process that died (SIGKILL, crash, power
+ * loss) while the request ran. `complete`: the request ended (answered, failed, or ended by a shutdown).
+ * `client_closed`: the client went away before its answer was complete (status 499).
+ */
+export type UsageState = "in_progress" | "complete" | "client_closed";
+
 export interface UsageRow {
   requestId: string;
   keyId: string | null;
   model: string;
   promptTokens: number;
   completionTokens: number;
+  /** The HTTP status; 499 for client_closed; 0 while a JSON request has not answered yet. */
   status: number;
+  /** Default `complete`. */
+  state?: UsageState;
   finishReason: string | null;
   ttftMs: number | null;
   durationMs: number;
@@ -69,6 +81,8 @@ export interface UsageSummary {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Rows among `requests` still in progress (or left so by a process that died): their usage is counted. */
+  inProgress: number;
 }
 
 const SCHEMA = `
@@ -102,6 +116,19 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_by_key ON usage (key_id, created_at);
 `;
 
+/**
+ * Schema changes since the first release, applied in order; `PRAGMA user_version` counts those applied. Each
+ * keeps the database usable by older servers still running on it (columns are added with defaults, never
+ * removed or renamed).
+ */
+const MIGRATIONS = [
+  // 1: a row is written when its request reaches the model and completed as it runs (UsageState). Rows from
+  // before were written at the end; those of clients that left (finish reason `cancelled`) were recorded with
+  // the status the response would have had: they are client_closed.
+  `ALTER TABLE usage ADD COLUMN state TEXT NOT NULL DEFAULT 'complete';
+   UPDATE usage SET state = 'client_closed', status = ${CLIENT_CLOSED_STATUS} WHERE finish_reason = 'cancelled';`,
+];
+
 function toInfo(r: KeyRow): KeyInfo {
   return {
     id: r.id,
@@ -133,13 +160,19 @@ export class KeyStore implements KeyVerifier {
   private dataVersion = -1;
   private readonly stmts;
 
+  /** What other users can still read: the data directory, or a file of the store (logged by the server at start). */
+  readonly warnings: string[];
+
   constructor(dataDir: string) {
-    mkdirSync(dataDir, { recursive: true });
-    this.db = new Database(join(dataDir, "lucena.db"));
+    const dir = privateDataDir(dataDir);
+    const file = join(dataDir, "lucena.db");
+    // Before SQLite opens it: its WAL and shared-memory files are then made with the database file's mode.
+    this.warnings = [...(dir ? [dir] : []), ...privateFile(file, [`${file}-wal`, `${file}-shm`])];
+    this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
-    this.db.exec(SCHEMA);
+    this.migrate();
     this.stmts = {
       dataVersion: this.db.prepare("PRAGMA data_version").pluck(),
       byHash: this.db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE hash = ?"),
@@ -152,18 +185,25 @@ export class KeyStore implements KeyVerifier {
       ),
       revoke: this.db.prepare("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
       usage: this.db.prepare(
-        `INSERT INTO usage (request_id, key_id, model, prompt_tokens, completion_tokens, status, finish_reason,
+        `INSERT INTO usage (request_id, key_id, model, prompt_tokens, completion_tokens, status, state, finish_reason,
                             ttft_ms, duration_ms, stream, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         VALUES (@requestId, @keyId, @model, @promptTokens, @completionTokens, @status, @state, @finishReason,
+                 @ttftMs, @durationMs, @stream, @createdAt)`,
+      ),
+      usageUpdate: this.db.prepare(
+        `UPDATE usage SET prompt_tokens = @promptTokens, completion_tokens = @completionTokens, status = @status,
+                          state = @state, finish_reason = @finishReason, ttft_ms = @ttftMs, duration_ms = @durationMs
+         WHERE id = @id`,
       ),
       usageAll: this.db.prepare(
         `SELECT key_id AS keyId, COUNT(*) AS requests, SUM(prompt_tokens) AS promptTokens,
-                SUM(completion_tokens) AS completionTokens
+                SUM(completion_tokens) AS completionTokens, SUM(state = 'in_progress') AS inProgress
          FROM usage GROUP BY key_id ORDER BY key_id`,
       ),
       usageOne: this.db.prepare(
         `SELECT key_id AS keyId, COUNT(*) AS requests, COALESCE(SUM(prompt_tokens), 0) AS promptTokens,
-                COALESCE(SUM(completion_tokens), 0) AS completionTokens
+                COALESCE(SUM(completion_tokens), 0) AS completionTokens,
+                COALESCE(SUM(state = 'in_progress'), 0) AS inProgress
          FROM usage WHERE key_id = ?`,
       ),
     };
@@ -238,16 +278,16 @@ export class KeyStore implements KeyVerifier {
     return row.revoked_at === null && (row.expires_at === null || row.expires_at > Date.now());
   }
 
-  /** One row per request that reached a model. */
-  recordUsage(u: UsageRow): void {
-    this.db
-      .transaction(() =>
-        this.stmts.usage.run(
-          u.requestId, u.keyId, u.model, u.promptTokens, u.completionTokens, u.status, u.finishReason,
-          u.ttftMs, u.durationMs, u.stream ? 1 : 0, Date.now(),
-        ),
-      )
-      .immediate();
+  /** One row per request that reached a model; returns the row's id, for `updateUsage`. */
+  recordUsage(u: UsageRow): number {
+    const row = { ...u, state: u.state ?? "complete", stream: u.stream ? 1 : 0, createdAt: Date.now() };
+    return Number(this.db.transaction(() => this.stmts.usage.run(row).lastInsertRowid).immediate());
+  }
+
+  /** Brings a row up to date: its counts, status, state, finish, timings (the request, key and model stay). */
+  updateUsage(id: number, u: Omit<UsageRow, "requestId" | "keyId" | "model" | "stream">): void {
+    const row = { ...u, id, state: u.state ?? "complete" };
+    this.db.transaction(() => this.stmts.usageUpdate.run(row)).immediate();
   }
 
   usage(keyId?: string): UsageSummary[] {
@@ -259,5 +299,17 @@ export class KeyStore implements KeyVerifier {
 
   close(): void {
     this.db.close();
+  }
+
+  /** Creates the tables of a new store and applies the migrations an older one lacks, in one transaction. */
+  private migrate(): void {
+    this.db
+      .transaction(() => {
+        this.db.exec(SCHEMA);
+        const version = this.db.pragma("user_version", { simple: true }) as number;
+        for (let v = version; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]);
+        if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
+      })
+      .immediate();
   }
 }

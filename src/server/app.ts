@@ -2,6 +2,7 @@ import { setMaxListeners } from "node:events";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { base62 } from "../api/responses.js";
 import { KeyWatch } from "../keys/key-watch.js";
+import { NO_USAGE_JOURNAL, type UsageJournal } from "../keys/ledger.js";
 import { RateLimiter } from "../keys/limiter.js";
 import type { KeyStore } from "../keys/store.js";
 import { adminGuard, adminRoutes } from "./routes/admin.js";
@@ -41,6 +42,8 @@ export interface AppOptions {
   limiter?: RateLimiter;
   /** Called once per request when it is over; each must be fast and must not throw (errors are logged). */
   observers?: RequestObserver[];
+  /** The usage ledger (none when absent). */
+  usage?: UsageJournal;
   keys: KeyVerifier;
   log: Logger;
   bodyLimit: number;
@@ -237,6 +240,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     keepaliveMs: opts.keepaliveMs,
     stopping: lifecycle.stop.signal,
     keyWatch,
+    usage: opts.usage ?? NO_USAGE_JOURNAL,
   });
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);

@@ -5,6 +5,8 @@ import { pino } from "pino";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
+import type { UsageJournal } from "../../src/keys/ledger.js";
+import type { RateLimiter } from "../../src/keys/limiter.js";
 import { buildApp } from "../../src/server/app.js";
 import { KeyChain, StaticKeys, type KeyVerifier } from "../../src/server/auth.js";
 import { ModelRegistry } from "../../src/server/registry.js";
@@ -209,8 +211,10 @@ export interface TestAppOptions {
   bodyLimit?: number;
   alwaysStream?: boolean;
   keepaliveMs?: number;
+  usage?: UsageJournal;
   /** Keys besides TEST_KEY (which has no limits): e.g. a verifier of keys with limits. */
   keys?: KeyVerifier;
+  limiter?: RateLimiter;
 }
 
 export interface TestApp {
@@ -225,7 +229,9 @@ export function setup(t: TestContext, opts: TestAppOptions = {}): TestApp {
   const engine = opts.engine ?? new FakeEngine({ modelId: config.id });
   const app = buildApp({
     registry: new ModelRegistry([{ config, engine, demo: opts.demo ?? false }]),
-    keys: opts.keys ? new KeyChain([new StaticKeys([TEST_KEY]), opts.keys]) : new StaticKeys([TEST_KEY]),
+    keys: opts.keys ? new KeyChain([opts.keys, new StaticKeys([TEST_KEY])]) : new StaticKeys([TEST_KEY]),
+    ...(opts.usage ? { usage: opts.usage } : {}),
+    ...(opts.limiter ? { limiter: opts.limiter } : {}),
     log: pino({ level: "silent" }),
     bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
     alwaysStream: opts.alwaysStream ?? false,

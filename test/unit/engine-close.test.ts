@@ -17,7 +17,7 @@ describe("closing the embedded engine", () => {
     const runs = [0, 1, 2].map(async (i) => {
       const events: EngineEvent[] = [];
       // The consumer's own signal is never aborted: only close() stops these.
-      for await (const ev of e.generate(greedyOptions(e, `Tell a long story, number ${i}.`, 900))) events.push(ev);
+      for await (const ev of e.generate(await greedyOptions(e, `Tell a long story, number ${i}.`, 900))) events.push(ev);
       return events;
     });
     await new Promise((r) => setTimeout(r, 200)); // every generation has started
@@ -34,7 +34,7 @@ describe("closing the embedded engine", () => {
     const pool = loadThreadPool();
     assert.ok(pool.loaded);
     const e = await embeddedEngine(t, { parallel: 1, threads: 2 });
-    for await (const _ of e.generate(greedyOptions(e, "Warm the pool.", 8)));
+    for await (const _ of e.generate(await greedyOptions(e, "Warm the pool.", 8)));
     const kept = pool.stats().poolsKept;
     assert.ok(kept >= 1, `a pool is kept between steps (${kept})`);
     const before = threadCount();
@@ -44,7 +44,7 @@ describe("closing the embedded engine", () => {
 
     const created = pool.stats().poolsCreated;
     let tokens = 0;
-    for await (const ev of e.generate(greedyOptions(e, "Still decoding?", 8))) if (ev.type === "done") tokens = ev.completionTokens;
+    for await (const ev of e.generate(await greedyOptions(e, "Still decoding?", 8))) if (ev.type === "done") tokens = ev.completionTokens;
     assert.equal(tokens, 8);
     assert.equal(pool.stats().poolsCreated, created, "no pool is made after the release");
     assert.equal(pool.stats().poolsKept, 0);

@@ -57,9 +57,9 @@ describe("KeyStore", () => {
     store.recordUsage({ ...row, keyId: "k1", promptTokens: 10, completionTokens: 5 });
     store.recordUsage({ ...row, keyId: "k1", promptTokens: 1, completionTokens: 2 });
     store.recordUsage({ ...row, keyId: "k2", promptTokens: 7, completionTokens: 0 });
-    assert.deepEqual(store.usage("k1"), [{ keyId: "k1", requests: 2, promptTokens: 11, completionTokens: 7, totalTokens: 18 }]);
+    assert.deepEqual(store.usage("k1"), [{ keyId: "k1", requests: 2, promptTokens: 11, completionTokens: 7, totalTokens: 18, inProgress: 0 }]);
     assert.deepEqual(store.usage().map((u) => u.keyId), ["k1", "k2"]);
-    assert.deepEqual(store.usage("none"), [{ keyId: "none", requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0 }]);
+    assert.deepEqual(store.usage("none"), [{ keyId: "none", requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0, inProgress: 0 }]);
     store.close();
   });
 });

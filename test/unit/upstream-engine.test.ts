@@ -726,6 +726,33 @@ describe("UpstreamEngine: abort", () => {
   });
 });
 
+describe("UpstreamEngine: the prompt a cancelled request is charged", () => {
+  // decisions.md: a request is charged the prompt tokens evaluated; the replica's word, or 0 when nothing came back.
+  test("cancelled before the replica answered: 0 prompt tokens; after a usage event: the replica's count", async (t) => {
+    const silent = await fakeUpstream(t, () => undefined);
+    const engine = await startEngine(t, [{ url: silent.origin }]);
+    const ac = new AbortController();
+    const pending = collect(engine.generate(options({ signal: ac.signal })));
+    await until("the request to arrive", () => silent.chats().length === 1);
+    ac.abort();
+    assert.deepEqual((await pending).events, [{ type: "done", finishReason: "cancelled", completionTokens: 0, promptTokens: 0 }]);
+
+    const told = await fakeUpstream(t, async (_req, res) => {
+      sseHead(res);
+      await write(res, chunk({ content: "one" }, null, { prompt_tokens: 41, completion_tokens: 1 }));
+      // …and then nothing more: the replica is still generating.
+    });
+    const engine2 = await startEngine(t, [{ url: told.origin }]);
+    const ac2 = new AbortController();
+    const events: EngineEvent[] = [];
+    for await (const ev of engine2.generate(options({ signal: ac2.signal }))) {
+      events.push(ev);
+      ac2.abort();
+    }
+    assert.deepEqual(events.at(-1), { type: "done", finishReason: "cancelled", completionTokens: 1, promptTokens: 41 });
+  });
+});
+
 describe("UpstreamEngine: admission", () => {
   test("no healthy replica: generate() throws a 503 synchronously, before any iteration", async (t) => {
     const engine = await startEngine(t, [{ url: `http://127.0.0.1:${await closedPort()}` }, { url: `http://127.0.0.1:${await closedPort()}/v1` }], {

@@ -215,7 +215,8 @@ export class LlamaEngine implements Engine {
     const model = this.model!;
     const seq = await lease.ready.then(() => lease.claim(), () => null);
     if (!seq) {
-      yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
+      // Cancelled while waiting for a sequence: nothing of the prompt was evaluated.
+      yield { type: "done", finishReason: "cancelled", completionTokens: 0, promptTokens: 0 };
       return;
     }
     this.running++;
@@ -234,6 +235,10 @@ export class LlamaEngine implements Engine {
       let finish: FinishReason = "length";
       let bySequence = false;
       let count = 0;
+      /** Tokens whose text has been handed over (the rest is held back: an unfinished character, a possible stop). */
+      let emitted = 0;
+      /** The prompt tokens in the sequence for this request: the reused prefix, then each chunk evaluated. */
+      let evaluated = reuse;
       const room = this.contextSize - prompt.length;
 
       // Every step of this sequence is asked for through the step gate (step-gate.ts): the prompt in chunks the
@@ -251,6 +256,7 @@ export class LlamaEngine implements Engine {
           await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(at, at + n));
           member.received();
           at += n;
+          evaluated = at;
         }
         if (opts.signal.aborted) finish = "cancelled";
         else {
@@ -280,6 +286,7 @@ export class LlamaEngine implements Engine {
               await member.arrive({ kind: first ? "start" : "stream" });
               const step = await it.next();
               member.received();
+              evaluated = prompt.length; // the first step evaluated the prompt's last token
               if (step.done) break;
               const token = step.value;
               if (opts.signal.aborted) { finish = "cancelled"; break; }
@@ -289,7 +296,10 @@ export class LlamaEngine implements Engine {
               const text = detok.push(token);
               if (text) {
                 const { emit, stopped } = stopper.push(text);
-                if (emit) yield { type: "text", text: emit };
+                if (emit) {
+                  yield { type: "text", text: emit, tokens: count - emitted };
+                  emitted = count;
+                }
                 if (stopped) { finish = "stop"; bySequence = true; break; }
               }
               if (count >= opts.maxTokens || count >= room) break;
@@ -307,9 +317,9 @@ export class LlamaEngine implements Engine {
         const { emit, stopped } = stopper.push(detok.flush());
         const rest = stopped ? emit : emit + stopper.flush();
         if (stopped) finish = "stop";
-        if (rest) yield { type: "text", text: rest };
+        if (rest) yield { type: "text", text: rest, tokens: Math.max(1, count - emitted) };
       }
-      yield { type: "done", finishReason: finish, completionTokens: count };
+      yield { type: "done", finishReason: finish, completionTokens: count, promptTokens: evaluated };
     } finally {
       this.pool!.release(seq);
       if (--this.running === 0) this.drained?.();

@@ -99,7 +99,12 @@ function requestBody(ctx: ExchangeContext, opts: GenerateOptions): Record<string
  * a replica that stops answering is told from one that is still generating, which a whole JSON answer (its
  * headers after the last token) would not allow. `abandon` aborts the attempt (its replica was ejected).
  */
-export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: GenerateOptions, abandon: AbortSignal): AsyncGenerator<EngineEvent, void, undefined> {
+/** What a replica has told of the request so far: its prompt count, for a request cancelled before its end. */
+export interface Said {
+  promptTokens?: number;
+}
+
+export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: GenerateOptions, abandon: AbortSignal, said: Said = {}): AsyncGenerator<EngineEvent, void, undefined> {
   const unavailable = () => errors.modelUnavailable(ctx.modelId, 5);
   // The client's abort reaches the upstream request until the answer is complete; after that, the rest of
   // the body is read for the connection's sake whatever the client does.
@@ -149,6 +154,7 @@ export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: Ge
         } else if (ev.type === "finish") decoded.finish = ev.reason === "length" ? "length" : "stop";
         else if (ev.type === "usage") {
           decoded.promptTokens = ev.promptTokens;
+          said.promptTokens = ev.promptTokens;
           decoded.completionTokens = ev.completionTokens;
         } else if (ev.type === "error") throw new UpstreamStreamError(ev.message, ev.status);
         else done = true;

@@ -5,7 +5,7 @@ import { ApiError, errors } from "../../server/errors.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions, ReplicaStats } from "../engine.js";
 import { AdmissionQueue, type Slot } from "./admission.js";
 import { COUNTING_DIALECTS, EndpointCounter, GgufCounter, type CountingDialect } from "./counter.js";
-import { BeforeFirstText, exchange, type ExchangeContext } from "./exchange.js";
+import { BeforeFirstText, exchange, type ExchangeContext, type Said } from "./exchange.js";
 import { ReplicaPool, type Replica } from "./replicas.js";
 
 /** How long start-up waits for the first health probes before serving anyway (the probes go on). */
@@ -20,11 +20,18 @@ const CONNECT_TIMEOUT_MS = 5_000;
  */
 class Attempt {
   texts = 0;
+  /** What the replica said of the request (its prompt count), if anything, before it was cut. */
+  readonly said: Said = {};
   private readonly abandoned = new AbortController();
   readonly abandon = this.abandoned.signal;
   readonly onEject = () => {
     if (this.texts === 0) this.abandoned.abort(new Error("replica ejected"));
   };
+}
+
+function promptCharged(a: Attempt): { promptTokens?: number } {
+  const n = a.said.promptTokens ?? (a.texts === 0 ? 0 : undefined);
+  return n === undefined ? {} : { promptTokens: n };
 }
 
 /** A replica's base URL as an OpenAI base URL: a bare origin means its API is under /v1, as every such server has it. */
@@ -158,15 +165,16 @@ export class UpstreamEngine implements Engine {
       }
       tried.add(replica);
       try {
-        for await (const ev of exchange(ctx, replica, opts, attempt.abandon)) {
+        for await (const ev of exchange(ctx, replica, opts, attempt.abandon, attempt.said)) {
           if (ev.type === "text") attempt.texts++;
           yield ev;
         }
         return;
       } catch (err) {
         if (opts.signal.aborted) {
-          // What was streamed is charged, one token per delta, as when a replica sends no usage.
-          yield { type: "done", finishReason: "cancelled", completionTokens: attempt.texts };
+          // What was streamed is charged, one token per delta, as when a replica sends no usage;
+          // the prompt: what the replica said it evaluated, none when nothing came back, else (absent) the whole prompt.
+          yield { type: "done", finishReason: "cancelled", completionTokens: attempt.texts, ...promptCharged(attempt) };
           return;
         }
         // A request the replica refused (4xx): the client's error, not the replica's; already reported "ok".

@@ -2,7 +2,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { checkUnsupported, ChatBodySchema, parseMessages, parseSampling, type ChatBody } from "../../api/chat-request.js";
 import { ChunkWriter, completionId, completionObject, usage, type WireFinishReason } from "../../api/responses.js";
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../engines/engine.js";
+import type { UsageJournal } from "../../keys/ledger.js";
 import { preparePrompt } from "../../prompt/build.js";
+import { Charge } from "../charge.js";
 import { ApiError, errors } from "../errors.js";
 import type { KeyWatch } from "../../keys/key-watch.js";
 import type { RateLimiter } from "../../keys/limiter.js";
@@ -16,6 +18,8 @@ export interface ChatRouteOptions {
   keepaliveMs: number;
   /** Aborted when the server, shutting down, ends the generations still running. */
   stopping: AbortSignal;
+  /** The usage ledger: a row from the moment a request reaches its model. */
+  usage: UsageJournal;
   /** Ends a generation whose key is revoked or expires while it runs. */
   keyWatch: KeyWatch;
 }
@@ -96,7 +100,12 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     // The socket's close is the one source of cancellation; the controller is aborted in `finally` whatever
     // happened, which is what releases a sequence that was reserved but never used.
     const abort = new AbortController();
-    const onClose = () => { if (!reply.raw.writableFinished) abort.abort(new Error("client disconnected")); };
+    let clientClosed = false;
+    const onClose = () => {
+      if (reply.raw.writableFinished) return;
+      clientClosed = true;
+      abort.abort(new Error("client disconnected"));
+    };
     reply.raw.on("close", onClose);
     const onStop = () => abort.abort(new Error("server shutting down"));
     opts.stopping.addEventListener("abort", onStop, { once: true });
@@ -139,16 +148,24 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       revoked = true;
       abort.abort(new Error("the key was revoked"));
     });
+    const entry = opts.usage.open({ requestId: req.id, keyId: req.principal?.keyId ?? null, model: config.id, stream, maxCompletionTokens: built.maxOutputTokens });
+    const charge = new Charge(outcome, entry, () => reply.elapsedTime);
     try {
       const id = completionId();
       const created = Math.floor(Date.now() / 1000);
-      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), events, outcome, started, body, interrupted);
-      else await jsonCompletion(reply, id, created, events, outcome, started, interrupted);
+      const run = { events, outcome, charge, started, clientClosed: () => clientClosed };
+      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, new ChunkWriter(id, created, config.id), run, body, interrupted);
+      else await jsonCompletion(reply, id, created, run, interrupted);
+    } catch (err) {
+      // The error handler answers after this: the row is final before that answer is written.
+      charge.end({ status: err instanceof ApiError ? err.status : 500, clientClosed });
+      throw err;
     } finally {
       unwatch();
       reply.raw.off("close", onClose);
       opts.stopping.removeEventListener("abort", onStop);
       abort.abort();
+      charge.end({ status: stream ? 200 : 500, clientClosed });
       admission.settle(outcome.promptTokens + outcome.completionTokens);
       settle();
     }
@@ -156,26 +173,33 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
   });
 }
 
+/** One generation as the writers below read it. */
+interface Run {
+  events: AsyncGenerator<EngineEvent>;
+  outcome: CompletionOutcome;
+  charge: Charge;
+  started: number;
+  clientClosed: () => boolean;
+}
+
 /**
  * Reads the engine's events into the outcome (time to first text, token counts, finish), handing each text to
- * `onText`. Resolves with the finish reason for the wire, or null when the generation was cancelled.
+ * `onText` (which tells the charge whether it goes to the client). Resolves with the finish reason for the wire,
+ * or null when the generation was cancelled.
  */
-async function consume(
-  events: AsyncGenerator<EngineEvent>,
-  outcome: CompletionOutcome,
-  started: number,
-  onText: (text: string) => unknown,
-): Promise<WireFinishReason | null> {
+async function consume(run: Run, onText: (text: string, tokens: number) => unknown): Promise<WireFinishReason | null> {
+  const { outcome } = run;
   let finish: WireFinishReason | null = null;
-  for await (const ev of events) {
+  for await (const ev of run.events) {
     if (ev.type === "text") {
-      if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
-      await onText(ev.text);
+      if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - run.started;
+      await onText(ev.text, ev.tokens ?? 1);
       continue;
     }
     if (ev.promptTokens !== undefined) outcome.promptTokens = ev.promptTokens;
     outcome.completionTokens = ev.completionTokens;
     outcome.finishReason = ev.finishReason;
+    run.charge.done(ev);
     if (ev.finishReason !== "cancelled") finish = ev.finishReason;
   }
   return finish;
@@ -186,28 +210,32 @@ async function streamCompletion(
   reply: FastifyReply,
   keepaliveMs: number,
   chunks: ChunkWriter,
-  events: AsyncGenerator<EngineEvent>,
-  outcome: CompletionOutcome,
-  started: number,
+  run: Run,
   body: ChatBody,
   interrupted: () => Interruption | null,
 ): Promise<void> {
+  const { outcome, charge } = run;
   reply.hijack();
   const sse = new SseStream(reply.raw, keepaliveMs);
   sse.open(reply.getHeaders());
   try {
     await sse.send(chunks.role());
-    const finish = await consume(events, outcome, started, (text) => sse.send(chunks.content(text)));
+    const finish = await consume(run, (text, tokens) => {
+      charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
+      return sse.send(chunks.content(text));
+    });
     if (finish === null) {
       // Cancelled: either the client is gone (nothing more to say) or the server ended the generation.
       const why = interrupted();
       if (why) {
         outcome.finishReason = why.finish;
+        charge.end({ status: 200, clientClosed: false });
         await sse.send(JSON.stringify(why.error.body()));
         await sse.send("[DONE]");
       }
       return;
     }
+    charge.end({ status: 200, clientClosed: run.clientClosed() }); // final before the client sees its usage
     if (body.stream_options?.include_usage !== false) {
       await sse.send(chunks.usage(usage(outcome.promptTokens, outcome.completionTokens)));
     }
@@ -218,6 +246,7 @@ async function streamCompletion(
     const apiErr = err instanceof ApiError ? err : errors.internal();
     if (!(err instanceof ApiError)) req.log.error({ err }, "generation failed mid-stream");
     outcome.finishReason = "error";
+    charge.end({ status: 200, clientClosed: run.clientClosed() });
     await sse.send(JSON.stringify(apiErr.body()));
     await sse.send("[DONE]");
   } finally {
@@ -229,13 +258,15 @@ async function jsonCompletion(
   reply: FastifyReply,
   id: string,
   created: number,
-  events: AsyncGenerator<EngineEvent>,
-  outcome: CompletionOutcome,
-  started: number,
+  run: Run,
   interrupted: () => Interruption | null,
 ): Promise<void> {
+  const { outcome, charge } = run;
   let text = "";
-  const finish = await consume(events, outcome, started, (t) => (text += t));
+  const finish = await consume(run, (t, tokens) => {
+    charge.text(tokens, false); // delivered only with the whole answer
+    text += t;
+  });
   const why = finish === null ? interrupted() : null;
   if (why) {
     outcome.finishReason = why.finish;
@@ -246,5 +277,6 @@ async function jsonCompletion(
     reply.raw.destroy();
     return;
   }
+  charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
   reply.send(completionObject(id, created, outcome.model, text, finish, usage(outcome.promptTokens, outcome.completionTokens)));
 }
