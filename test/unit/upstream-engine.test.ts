@@ -678,10 +678,11 @@ describe("UpstreamEngine: abort", () => {
     const done = events[2];
     assert.equal(done.type, "done");
     assert.equal(done.type === "done" && done.finishReason, "cancelled");
-    assert.ok(doneAt - abortedAt < 500, `done ${Math.round(doneAt - abortedAt)} ms after the abort`);
-    await until("the upstream's request to close", () => closedAt !== null, 1000);
+    // The replica never sends more: the iteration ended, and the connection closed, because of the abort.
+    assert.ok(doneAt >= abortedAt);
+    await until("the upstream's request to close", () => closedAt !== null);
     assert.ok(responseClosed, "the connection closed before the response ended");
-    assert.ok(closedAt! - abortedAt < 1000);
+    assert.ok(closedAt! >= abortedAt);
     assert.equal(engine.stats().busy, 0);
     // A cancelled request says nothing of the replica.
     assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
@@ -716,13 +717,12 @@ describe("UpstreamEngine: abort", () => {
     const gen = engine.generate(options({ signal: ac.signal }));
     const pending = collect(gen);
     await until("the request to arrive", () => fake.chats().length === 1);
-    const abortedAt = performance.now();
     ac.abort();
+    // The replica never answers: the iteration can end only because of the abort.
     const { events, error } = await pending;
-    assert.ok(performance.now() - abortedAt < 500);
     assert.equal(error, undefined);
     assert.deepEqual(events.map((e) => e.type === "done" && e.finishReason), ["cancelled"]);
-    await until("the upstream's request to close", () => closed, 1000);
+    await until("the upstream's request to close", () => closed);
   });
 });
 
