@@ -187,19 +187,17 @@ export class RateLimiter {
     return {
       headers,
       reserve: (tokens, at = Date.now()) => {
-        if (done || tpm === null) {
-          reserved = tokens;
-          if (!done) w.add(sec, 0, tokens);
-          return;
-        }
-        w.advance(at);
-        if (w.tokenTotal + tokens > tpm) {
-          end(false, 0);
-          const message =
-            tokens > tpm
-              ? `This request needs up to ${tokens} tokens (prompt + max_tokens), above this key's limit of ${tpm} tokens per minute. Lower max_tokens or shorten the prompt.`
-              : `Rate limit reached: ${tpm} tokens per minute for this key (${w.tokenTotal} in use, this request needs up to ${tokens}).`;
-          refuse(message, tokens > tpm ? WINDOW_MS : w.tokensFreeIn(tokens, tpm, at));
+        if (done) return;
+        if (tpm !== null) {
+          w.advance(at);
+          if (w.tokenTotal + tokens > tpm) {
+            end(false, 0);
+            const message =
+              tokens > tpm
+                ? `This request needs up to ${tokens} tokens (prompt + max_tokens), above this key's limit of ${tpm} tokens per minute. Lower max_tokens or shorten the prompt.`
+                : `Rate limit reached: ${tpm} tokens per minute for this key (${w.tokenTotal} in use, this request needs up to ${tokens}).`;
+            refuse(message, tokens > tpm ? WINDOW_MS : w.tokensFreeIn(tokens, tpm, at));
+          }
         }
         reserved = tokens;
         w.add(sec, 0, tokens);

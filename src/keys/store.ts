@@ -129,6 +129,11 @@ const MIGRATIONS = [
    UPDATE usage SET state = 'client_closed', status = ${CLIENT_CLOSED_STATUS} WHERE finish_reason = 'cancelled';`,
 ];
 
+/** Neither revoked nor expired. */
+function usable(k: Pick<KeyInfo, "revokedAt" | "expiresAt">): boolean {
+  return k.revokedAt === null && (k.expiresAt === null || k.expiresAt > Date.now());
+}
+
 function toInfo(r: KeyRow): KeyInfo {
   return {
     id: r.id,
@@ -266,16 +271,14 @@ export class KeyStore implements KeyVerifier {
       info = row ? toInfo(row) : null;
       if (info) this.cache.set(hash, info);
     }
-    if (!info || info.revokedAt !== null) return null;
-    if (info.expiresAt !== null && info.expiresAt <= Date.now()) return null;
+    if (!info || !usable(info)) return null;
     return { keyId: info.id, limits: { rpm: info.rpm, tpm: info.tpm, concurrency: info.concurrency }, models: info.models };
   }
 
   /** Whether a key of this store is still usable (not revoked, not expired); undefined for an id it does not have. */
   stillUsable(keyId: string): boolean | undefined {
     const row = this.stmts.byId.get(keyId);
-    if (!row) return undefined;
-    return row.revoked_at === null && (row.expires_at === null || row.expires_at > Date.now());
+    return row ? usable(toInfo(row)) : undefined;
   }
 
   /** One row per request that reached a model; returns the row's id, for `updateUsage`. */
