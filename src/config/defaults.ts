@@ -20,7 +20,7 @@ export const DEFAULT_MODEL: ModelConfig = {
   threads: 0,
   temperature: 0.7,
   batch_size: 0,
-  streaming_batch_size: 0,
+  tpot_target_ms: 0,
   flash_attention: false,
   mmap: false,
 };

@@ -84,16 +84,16 @@ export const ModelSchema = Type.Object(
     threads: Type.Integer({ minimum: 0 }),
     temperature: Type.Number({ minimum: 0, maximum: 2 }),
     /**
-     * Most prompt tokens evaluated in one step, over all sequences, while no sequence is streaming. 0: 128 on a
-     * CPU (measured fastest for prompts here), 512 with a GPU.
+     * Most prompt tokens evaluated in one step, over all sequences (a prompt longer than this goes in chunks).
+     * 0: 256 on a CPU, 512 with a GPU.
      */
     batch_size: Type.Integer({ minimum: 0 }),
     /**
-     * Most prompt tokens in one step beside streaming sequences: a prompt that arrives while others stream is
-     * evaluated in chunks of this size, each beside one token of every stream. Smaller keeps the streams steady;
-     * larger gives the new request its first token sooner. 0: 16 on a CPU, `batch_size` with a GPU.
+     * While any sequence streams, each step is given the prompt tokens that keep it near this time (ms), from the
+     * measured cost of earlier steps: the time per output token a stream keeps while prompts arrive beside it.
+     * Larger gives waiting requests their first token sooner. 0: 250 on a CPU, 50 with a GPU.
      */
-    streaming_batch_size: Type.Integer({ minimum: 0 }),
+    tpot_target_ms: Type.Integer({ minimum: 0 }),
     /** llama.cpp's flash attention: true, false, or "auto" (llama.cpp decides by model and hardware). */
     flash_attention: Type.Union([Type.Boolean(), Type.Literal("auto")]),
     /**

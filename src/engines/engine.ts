@@ -61,6 +61,20 @@ export interface EngineStats {
   /** Prompt tokens evaluated since start, and prompt tokens served from a sequence's cache instead. */
   promptTokensEvaluated: number;
   promptTokensReused: number;
+  /** The embedded engine's step scheduler: what it has measured and the budget it gives prompts beside streams. */
+  scheduler?: SchedulerStats;
+}
+
+export interface SchedulerStats {
+  /** Decode steps run. */
+  steps: number;
+  /** The time per output token the scheduler keeps while prompts arrive beside streams (ms). */
+  tpotTargetMs: number;
+  /** Measured: what a prompt token adds to a step (ms), and a step of one token without prompt (ms); null before. */
+  promptTokenMs: number | null;
+  decodeStepMs: number | null;
+  /** Prompt tokens the last step beside streams was given (null before any). */
+  promptBudget: number | null;
 }
 
 /** One upstream replica of a model, for metrics. */

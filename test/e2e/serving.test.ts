@@ -11,6 +11,7 @@ interface ModelStats {
   sequences: number;
   prompt_tokens_evaluated: number;
   prompt_tokens_reused: number;
+  scheduler: { steps: number; tpot_target_ms: number; prompt_token_ms: number | null; decode_step_ms: number | null; prompt_budget: number | null };
 }
 
 describe("serving many clients on one embedded model", () => {
@@ -20,7 +21,7 @@ describe("serving many clients on one embedded model", () => {
     ((await fetch(`${server.url}/v1/stats`, { headers: headers() }).then((r) => r.json())) as { models: Record<string, ModelStats> }).models[MODEL];
 
   /** Streams a completion, timestamping each content chunk. */
-  async function timedStream(body: Record<string, unknown>): Promise<{ times: number[]; usage: { prompt_tokens: number } }> {
+  async function timedStream(body: Record<string, unknown>, onToken?: (count: number) => void): Promise<{ times: number[]; usage: { prompt_tokens: number } }> {
     const res = await fetch(`${server.url}/v1/chat/completions`, {
       method: "POST",
       headers: headers(),
@@ -40,7 +41,10 @@ describe("serving many clients on one embedded model", () => {
       for (const e of events) {
         if (!e.startsWith("data: {")) continue;
         const chunk = JSON.parse(e.slice(6)) as { choices: Array<{ delta: { content?: string } }>; usage?: typeof usage };
-        if (chunk.choices[0]?.delta.content) times.push(performance.now());
+        if (chunk.choices[0]?.delta.content) {
+          times.push(performance.now());
+          onToken?.(times.length);
+        }
         if (chunk.usage) usage = chunk.usage;
       }
     }
@@ -61,6 +65,41 @@ describe("serving many clients on one embedded model", () => {
     assert.ok(a.times[0] < b.times.at(-1)! && b.times[0] < a.times.at(-1)!, "each stream started before the other ended");
     const bDuringA = b.times.filter((t) => t > a.times[0] && t < a.times.at(-1)!).length;
     assert.ok(bDuringA > 0, "tokens of both streams alternate, they are not served one after the other");
+  });
+
+  test("a request arriving while another streams gets its first token within the steps its prompt needs at the measured prompt speed", async () => {
+    // B is sent once A's third token has come.
+    let streaming!: () => void;
+    const aStreams = new Promise<void>((resolve) => (streaming = resolve));
+    const a = timedStream({ max_tokens: 4000, messages: [{ role: "user", content: "Tell me a very long story." }] }, (n) => n === 3 && streaming());
+    await aStreams;
+    const content = `A question about this text. ${"Sailing ships crossed the wide grey sea before the storm came in. ".repeat(70)}`;
+    // What reaching the scheduler costs B (parsing, tokenizing), in A's tokens: a count of the same messages.
+    const counting = performance.now();
+    const count = await fetch(`${server.url}/v1/tokens/count`, {
+      method: "POST", headers: headers(), body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content }] }),
+    });
+    assert.equal(count.status, 200);
+    const counted = performance.now();
+    const sent = performance.now();
+    const b = await timedStream({ max_tokens: 3, messages: [{ role: "user", content }] });
+    const aDone = await a;
+    assert.ok(aDone.times[0] < sent && aDone.times.at(-1)! > b.times[0], `A streamed before B was sent and after B first token: A ${aDone.times.length} tokens ${aDone.times[0] - sent} to ${aDone.times.at(-1)! - sent} ms, B first ${b.times[0] - sent} ms`);
+    const s = (await stats()).scheduler;
+    assert.ok(s.prompt_token_ms !== null && s.prompt_token_ms > 0, `measured ${s.prompt_token_ms} ms a prompt token`);
+    assert.ok(b.usage.prompt_tokens > 1000, `a long prompt: ${b.usage.prompt_tokens} tokens`);
+    // Beside a stream, a step holds the prompt tokens that the measured prompt speed fits in the target step time,
+    // at least 32 (the floor) and at most 256 (batch_size). A gets one token a step, so B's first token comes within
+    // its prompt's length over the floor of A's tokens, however slow the machine is (a fixed 16-token chunk, as
+    // before, would take 160 steps); the time to reach the scheduler is allowed for twice over.
+    const steps = Math.ceil((b.usage.prompt_tokens - 1) / 32);
+    const aMeanwhile = aDone.times.filter((t) => t > sent && t < b.times[0]).length;
+    const aWhileCounting = aDone.times.filter((t) => t > counting && t < counted).length;
+    assert.ok(
+      aMeanwhile <= steps + 2 * aWhileCounting + 4,
+      `${aMeanwhile} of A's tokens before B's first (${b.usage.prompt_tokens} prompt tokens, at most ${steps} steps; ${aWhileCounting} while counting)`,
+    );
+    assert.ok(s.prompt_budget !== null && s.prompt_budget >= 32 && s.prompt_budget <= 256, `prompt tokens beside A: ${s.prompt_budget}`);
   });
 
   test("a follow-up turn reuses the evaluated prefix: fewer prompt tokens are evaluated than cold", async () => {

@@ -64,118 +64,201 @@ describe("step gate: generating sequences ask for their next tokens together", (
   });
 });
 
-describe("step gate: prompt tokens per step, and starting together", () => {
-  const opts = { promptTokens: 100, streamingPromptTokens: 8, holdTokens: 300 };
-
-  test("with no stream running, prompts share the step's prompt tokens equally, and what one cannot use goes to the others", async () => {
-    const gate = new StepGate(opts);
+describe("step gate: the prompt tokens a step is given", () => {
+  test("with no stream running, prompts fill the step first come first served: the earliest gets all it can use", async () => {
+    const gate = new StepGate({ promptTokens: 100, minPromptTokens: 8 });
     const a = gate.join(0);
     const b = gate.join(1);
     const c = gate.join(2);
     const got = await Promise.all([
+      c.arrive({ kind: "prompt", remaining: 500 }), // c arrives at the gate first, but joined last
       a.arrive({ kind: "prompt", remaining: 10 }),
       b.arrive({ kind: "prompt", remaining: 500 }),
-      c.arrive({ kind: "prompt", remaining: 500 }),
-    ]);
-    assert.deepEqual(got, [10, 45, 45]);
+    ].map((p, i) => (i === 0 ? Promise.race([p, nextTurn().then(() => -1)]) : p)));
+    assert.deepEqual(got, [-1, 10, 90], "a (joined first) gets its 10, b the other 90; c waits for the next step");
+    a.received();
+    b.received();
+    assert.equal(gate.snapshot().waiting, 1);
   });
 
-  test("beside a streaming sequence, prompts get the streaming budget; more prompts than tokens wait for the next step", async () => {
-    const gate = new StepGate({ ...opts, streamingPromptTokens: 2 });
+  test("beside a stream, prompts get the floor until a prompt step has been measured", async () => {
+    let now = 0;
+    const gate = new StepGate({ promptTokens: 100, minPromptTokens: 8, targetStepMs: 1000, now: () => now });
     const s = gate.join(0);
     await s.arrive();
+    now += 10;
     s.received();
-    const p = [1, 2, 3].map((id) => gate.join(id));
-    const released: number[] = [];
-    const asks = p.map((m, i) => m.arrive({ kind: "prompt", remaining: 50 }).then((n) => released.push(i + 1) && n));
-    const stream = s.arrive();
-    assert.equal(await stream, 0);
-    await nextTurn();
-    assert.deepEqual(released.sort(), [1, 2], "two prompt tokens: one each for the first two prompts");
-    assert.deepEqual(await Promise.all(asks.slice(0, 2)), [1, 1]);
-    assert.deepEqual(gate.snapshot(), { members: 4, streaming: 1, waiting: 1, inStep: 3 });
-    s.received();
-    p[0].received();
-    p[1].received();
-    assert.equal(await asks[2], 2, "the third prompt goes in the next step, alone: both tokens");
+    const p = gate.join(1);
+    const [, n] = await Promise.all([s.arrive(), p.arrive({ kind: "prompt", remaining: 50 })]);
+    assert.equal(n, 8, "no prompt step measured yet: the floor");
+    assert.equal(gate.costs().lastPromptBudget, 8);
   });
 
-  test("a sequence ready to start waits for the prompts that arrived with it, and they start streaming in one step", async () => {
-    const gate = new StepGate(opts);
-    const first = gate.join(0);
-    assert.equal(await first.arrive({ kind: "prompt", remaining: 100 }), 100); // alone: its whole prompt
-    const second = gate.join(1); // arrives during that step
-    const secondPrompt = second.arrive({ kind: "prompt", remaining: 150 });
-    first.received();
-    let firstStarted = false;
-    const firstStart = first.arrive({ kind: "start" }).then(() => { firstStarted = true; });
-    assert.equal(await secondPrompt, 100);
-    await nextTurn();
-    assert.equal(firstStarted, false, "held: 150 prompt tokens were left, at most 300 are waited for");
-    second.received();
-    assert.equal(await second.arrive({ kind: "prompt", remaining: 50 }), 50);
-    await nextTurn();
-    assert.equal(firstStarted, false);
-    second.received();
-    const secondStart = second.arrive({ kind: "start" });
-    await Promise.all([firstStart, secondStart]);
-    assert.deepEqual(gate.snapshot(), { members: 2, streaming: 0, waiting: 0, inStep: 2 }, "both start in the same step");
-  });
-
-  test("a ready sequence does not wait for long prompts, nor once a sequence streams", async () => {
-    const gate = new StepGate(opts);
-    const a = gate.join(0);
-    const long = gate.join(1);
-    const [nStart, nLong] = await Promise.all([a.arrive({ kind: "start" }), long.arrive({ kind: "prompt", remaining: 1000 })]);
-    assert.deepEqual([nStart, nLong], [0, 100], "1,000 tokens left is more than the 300 waited for: a starts at once");
-
-    const gate2 = new StepGate(opts);
-    const s = gate2.join(0);
-    await s.arrive(); // streaming
-    s.received();
-    const b = gate2.join(1);
-    const c = gate2.join(2);
-    const [ns, nb, nc] = await Promise.all([s.arrive(), b.arrive({ kind: "start" }), c.arrive({ kind: "prompt", remaining: 20 })]);
-    assert.deepEqual([ns, nb, nc], [0, 0, 8], "b starts beside the stream; c gets the streaming budget");
-  });
-});
-
-describe("step gate: a ready sequence is never held by prompts that arrive after it", () => {
-  test("prompts arriving one after another while none streams do not keep a ready sequence waiting", async () => {
-    const gate = new StepGate({ promptTokens: 10, streamingPromptTokens: 4, holdTokens: 1000 });
+  test("a start or a stream always goes, one token each, whatever prompts wait", async () => {
+    const gate = new StepGate({ promptTokens: 4, minPromptTokens: 4 });
     const a = gate.join(0);
     const b = gate.join(1);
-    await Promise.all([a.arrive({ kind: "prompt", remaining: 5 }), b.arrive({ kind: "prompt", remaining: 20 })]);
+    const c = gate.join(2);
+    const got = await Promise.all([a.arrive({ kind: "start" }), b.arrive({ kind: "prompt", remaining: 400 }), c.arrive()]);
+    assert.deepEqual(got, [0, 4, 0]);
+    assert.deepEqual(gate.snapshot(), { members: 3, streaming: 1, waiting: 0, inStep: 3 });
+  });
+
+  test("a ready sequence starts at once: it never waits for prompts that are still being evaluated", async () => {
+    let now = 0;
+    const gate = new StepGate({ promptTokens: 10, minPromptTokens: 4, targetStepMs: 40, now: () => now });
+    const a = gate.join(0);
+    const b = gate.join(1);
+    assert.deepEqual(await Promise.all([a.arrive({ kind: "prompt", remaining: 5 }), b.arrive({ kind: "prompt", remaining: 50 })]), [5, 5]);
+    now += 50; // 10 prompt tokens: 5 ms each
     a.received();
     b.received();
-    let aStarted = false;
-    const aStart = a.arrive({ kind: "start" }).then(() => { aStarted = true; });
-    assert.equal(await b.arrive({ kind: "prompt", remaining: 15 }), 10); // b was there when a became ready: a waits
-    await nextTurn();
-    assert.equal(aStarted, false);
-    b.received();
-    const bStart = b.arrive({ kind: "start" });
-    const c = gate.join(2); // a new request, after a and b became ready, in the same step
-    const cAsk = c.arrive({ kind: "prompt", remaining: 500 });
-    assert.deepEqual(await Promise.all([aStart.then(() => 0), bStart, cAsk]), [0, 0, 10], "a and b start; c's prompt holds neither");
-    assert.deepEqual(gate.snapshot(), { members: 3, streaming: 0, waiting: 0, inStep: 3 });
+    assert.equal(gate.costs().promptTokenMs, 5);
+    const [start, n] = await Promise.all([a.arrive({ kind: "start" }), b.arrive({ kind: "prompt", remaining: 45 })]);
+    assert.equal(start, 0);
+    assert.equal(n, 8, "a's first token is due: b's prompt gets what keeps the step near 40 ms (8 tokens of 5 ms)");
   });
 });
 
-describe("step gate: a member busy before its first prompt step still holds a ready sequence", () => {
-  test("a ready sequence waits for a member that joined with a prompt and is busy elsewhere, and goes when it leaves", async () => {
-    const gate = new StepGate({ promptTokens: 100, streamingPromptTokens: 4, holdTokens: 1000 });
-    const a = gate.join(0, 50);
-    assert.equal(await a.arrive({ kind: "prompt", remaining: 50 }), 50);
-    const b = gate.join(1, 80); // its sequence is being cleared: it has not asked for a step yet
-    a.received();
-    let started = false;
-    const aStart = a.arrive({ kind: "start" }).then(() => { started = true; });
-    await nextTurn();
-    await nextTurn();
-    assert.equal(started, false, "b's 80 prompt tokens are coming");
-    b.leave(); // b's client went away
-    await aStart;
-    assert.equal(started, true);
+/**
+ * A simulated engine: requests arrive at given times (ms), and every step costs what a CPU step of llama.cpp costs,
+ * by a linear model with the extra micro-batch a step with prompt tokens beside streams takes. The clock is the
+ * simulation's own, so the tests depend on no real timing.
+ */
+interface SimRequest { at: number; prompt: number; output: number }
+interface SimResult {
+  /** Each request's token times (ms): the first is its first token. */
+  tokens: number[][];
+  /** Each step: its cost (ms), its tokens due, its prompt tokens, whether a member streamed beside it. */
+  steps: Array<{ at: number; ms: number; decodes: number; prompt: number; streams: boolean }>;
+  gate: StepGate;
+}
+
+const stepCost = (decodes: number, prompt: number) => 20 + 2 * decodes + (prompt > 0 ? 20 + 1.5 * prompt : 0);
+
+async function simulate(requests: SimRequest[], opts: { promptTokens: number; targetStepMs: number; minPromptTokens: number }): Promise<SimResult> {
+  let now = 0;
+  const gate = new StepGate({ ...opts, now: () => now });
+  const tokens: number[][] = requests.map(() => []);
+  const steps: SimResult["steps"] = [];
+  let released: Array<{ kind: "decode" | "prompt"; n: number; done: () => void; streaming: boolean }> = [];
+  let busy = 0;
+  const freeIds: number[] = Array.from({ length: requests.length }, (_, i) => i);
+  const pending = requests.map((r, i) => ({ ...r, i })).sort((a, b) => a.at - b.at);
+
+  /** One request's life, as the engine runs it: prompt chunks, then its first token, then one token a step. */
+  const run = async (r: SimRequest & { i: number }) => {
+    busy++;
+    const id = freeIds.shift()!;
+    const m = gate.join(id);
+    const step = (kind: "decode" | "prompt", n: number, streaming: boolean) =>
+      new Promise<void>((done) => released.push({ kind, n, done, streaming }));
+    let left = r.prompt - 1;
+    while (left > 0) {
+      const n = await m.arrive({ kind: "prompt", remaining: left });
+      await step("prompt", n, false);
+      m.received();
+      left -= n;
+    }
+    for (let k = 0; k < r.output; k++) {
+      await m.arrive(k === 0 ? { kind: "start" } : { kind: "stream" });
+      await step("decode", 1, k > 0);
+      tokens[r.i].push(now);
+      m.received();
+    }
+    m.leave();
+    freeIds.push(id);
+    freeIds.sort((a, b) => a - b);
+    busy--;
+  };
+
+  const settle = async () => {
+    for (let i = 0; i < 4; i++) await nextTurn();
+  };
+  const arrivals: Promise<void>[] = [];
+  const admit = () => {
+    while (pending.length > 0 && pending[0].at <= now) arrivals.push(run(pending.shift()!));
+  };
+  admit();
+  for (let guard = 0; guard < 100_000; guard++) {
+    await settle();
+    const step = released;
+    released = [];
+    if (step.length === 0) {
+      if (pending.length === 0 && busy === 0) break;
+      if (pending.length === 0) throw new Error("the gate released nothing while requests wait");
+      now = Math.max(now, pending[0].at);
+      admit();
+      continue;
+    }
+    const decodes = step.filter((s) => s.kind === "decode").length;
+    const prompt = step.filter((s) => s.kind === "prompt").reduce((a, s) => a + s.n, 0);
+    const ms = stepCost(decodes, prompt);
+    steps.push({ at: now, ms, decodes, prompt, streams: step.some((s) => s.streaming) });
+    now += ms;
+    admit(); // requests that arrived during the step join now, and wait for the next one
+    for (const s of step) s.done();
+  }
+  await Promise.all(arrivals);
+  return { tokens, steps, gate };
+}
+
+const gaps = (times: number[]) => times.slice(1).map((t, i) => t - times[i]);
+
+describe("step gate: a token budget against a simulated step cost", () => {
+  const opts = { promptTokens: 512, targetStepMs: 250, minPromptTokens: 16 };
+
+  test("requests arriving during a stream get their prompts in steps sized to the target, and the stream's tokens keep to it", async () => {
+    const requests: SimRequest[] = [
+      { at: 0, prompt: 100, output: 200 },
+      ...Array.from({ length: 6 }, (_, k) => ({ at: 1000 + 700 * k, prompt: 300 + 50 * k, output: 40 })),
+    ];
+    const { tokens, steps, gate } = await simulate(requests, opts);
+    const costs = gate.costs();
+    assert.ok(costs.promptTokenMs !== null && costs.promptTokenMs > 1.5, `learned ${costs.promptTokenMs} ms a prompt token`);
+    // Once a step beside streams has been measured, every such step stays within 10% of the target.
+    const beside = steps.filter((s) => s.streams && s.prompt > 0);
+    assert.ok(beside.length > 10, `${beside.length} steps had prompt tokens beside a stream`);
+    const late = beside.slice(2);
+    for (const s of late) assert.ok(s.ms <= opts.targetStepMs * 1.1, `a step beside streams took ${s.ms} ms (${s.prompt} prompt tokens, ${s.decodes} due)`);
+    // They are not starved either: steps beside streams are near the target, not at the floor.
+    const mean = late.reduce((a, s) => a + s.ms, 0) / late.length;
+    assert.ok(mean >= opts.targetStepMs * 0.8, `mean step beside streams ${mean} ms`);
+    // The first stream's time per output token is the target at most (after the first measured steps).
+    const worst = Math.max(...gaps(tokens[0]).slice(3));
+    assert.ok(worst <= opts.targetStepMs * 1.1, `worst gap ${worst} ms`);
+    // Every request got its whole output.
+    assert.deepEqual(tokens.map((t) => t.length), requests.map((r) => r.output));
+  });
+
+  test("each arrival's first token comes within the steps its prompt needs at the measured budget", async () => {
+    const requests: SimRequest[] = [{ at: 0, prompt: 50, output: 300 }, { at: 2000, prompt: 800, output: 5 }];
+    const { tokens, steps } = await simulate(requests, opts);
+    const arrivalStep = steps.findIndex((s) => s.at >= 2000);
+    const firstToken = tokens[1][0];
+    const stepsTaken = steps.filter((s) => s.at >= steps[arrivalStep - 1].at && s.at < firstToken).length;
+    // The budget beside one stream: (250 - 22) / 1.5 ms ≈ 150 prompt tokens a step (the learned cost includes the
+    // extra micro-batch), so 800 tokens take about 6 steps; a floor-sized budget would take 50.
+    assert.ok(stepsTaken <= 9, `${stepsTaken} steps to the first token of an 800-token prompt`);
+  });
+
+  test("no sequence starves: with more streams than the target has room for, prompts still advance by the floor", async () => {
+    // 20 ms + 2 ms a token: 120 streams would fill a 250 ms step alone; prompts get the floor of 16.
+    const streams = Array.from({ length: 120 }, () => ({ at: 0, prompt: 2, output: 80 }));
+    const { tokens, steps } = await simulate([...streams, { at: 500, prompt: 161, output: 3 }], opts);
+    const late = tokens[120];
+    assert.equal(late.length, 3);
+    const arrival = steps.findIndex((s) => s.at >= 500);
+    const until = steps.filter((s, i) => i >= arrival - 1 && s.at < late[0]).length;
+    assert.ok(until <= Math.ceil(160 / 16) + 2, `${until} steps to the first token of a 161-token prompt at a floor of 16`);
+    assert.ok(steps.every((s) => s.prompt === 0 || s.prompt >= 16 || s.prompt === 160 % 16), "every prompt step had the floor");
+  });
+
+  test("prompts waiting together are served first come first served: the earliest's first token comes first", async () => {
+    const requests: SimRequest[] = [0, 1, 2, 3].map((k) => ({ at: k, prompt: 400, output: 20 }));
+    const { tokens } = await simulate(requests, opts);
+    const firsts = tokens.map((t) => t[0]);
+    assert.deepEqual([...firsts].sort((a, b) => a - b), firsts, `first tokens at ${firsts.join(", ")}`);
+    assert.ok(firsts[0] < firsts[3], "not all at once: the first request streams while the others' prompts go in");
   });
 });

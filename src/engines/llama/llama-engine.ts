@@ -15,7 +15,7 @@ import type { ChatMessage } from "../../api/chat-request.js";
 import type { ModelConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptEncoder } from "../../prompt/build.js";
-import { SAMPLING_DEFAULTS, type Engine, type EngineStats, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions } from "../engine.js";
+import { SAMPLING_DEFAULTS, type Engine, type EngineStats, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions, type SchedulerStats } from "../engine.js";
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { PromptTokenizer } from "./prompt-tokenizer.js";
@@ -58,18 +58,24 @@ export function engineThreads(configured: number): number {
 }
 
 /**
- * Prompt tokens per decode step (step-gate.ts). `batch_size: 0` (the default): 128 on a CPU, 512 with a GPU.
- * Measured on 2 cores with the bench model, prompt tokens per second by step size: 32: 604, 128: 653, 256: 644,
- * 512: 605; smaller steps also let a request that arrives meanwhile start sooner.
- * `streaming_batch_size: 0`: 16 on a CPU, where a step with prompt tokens beside streaming sequences costs about
- * two decode steps plus the prompt (bench model, 4 streams: 26 ms a decode step, 60 ms with 16 prompt tokens,
- * 91 ms with 32); with a GPU, `batch_size`.
+ * The step scheduler's settings (step-gate.ts).
+ * - `batch_size: 0` (the default): most prompt tokens in a step, 256 on a CPU, 512 with a GPU. Measured on 2 cores
+ *   with the bench model, prompt tokens per second by step size: 32: 604, 128: 653, 256: 644, 512: 605; a step of
+ *   256 holds the budget a 250 ms step has room for beside streams (about 1.7 ms a prompt token).
+ * - `tpot_target_ms: 0`: 250 ms on a CPU, 50 with a GPU.
+ * - Beside streams, a step always has room for at least MIN_PROMPT_TOKENS prompt tokens (or `batch_size`, if less).
  */
-export function engineBatchSizes(config: Pick<ModelConfig, "batch_size" | "streaming_batch_size">, gpu: boolean): { prompt: number; streaming: number } {
-  const prompt = config.batch_size > 0 ? config.batch_size : gpu ? 512 : 128;
-  const streaming = config.streaming_batch_size > 0 ? Math.min(config.streaming_batch_size, prompt) : gpu ? prompt : Math.min(16, prompt);
-  return { prompt, streaming };
+export function engineStepOptions(config: Pick<ModelConfig, "batch_size" | "tpot_target_ms">, gpu: boolean): { promptTokens: number; targetStepMs: number; minPromptTokens: number } {
+  const promptTokens = config.batch_size > 0 ? config.batch_size : gpu ? 512 : 256;
+  const targetStepMs = config.tpot_target_ms > 0 ? config.tpot_target_ms : gpu ? 50 : 250;
+  return { promptTokens, targetStepMs, minPromptTokens: Math.min(MIN_PROMPT_TOKENS, promptTokens) };
 }
+
+/**
+ * Fewest prompt tokens a step beside streams holds: however many streams there are and however slow the machine,
+ * a waiting prompt advances by at least this much a step (bench model: about 55 ms of prompt work).
+ */
+const MIN_PROMPT_TOKENS = 32;
 
 /**
  * node-llama-cpp's batch (llama.cpp's n_batch and n_ubatch): room for a step's prompt tokens and every sequence's
@@ -80,13 +86,6 @@ export function engineBatchSizes(config: Pick<ModelConfig, "batch_size" | "strea
 export function contextBatchSize(promptTokens: number, sequences: number): number {
   return Math.ceil((promptTokens + sequences) / 32) * 32;
 }
-
-/**
- * A sequence ready to stream waits for the members that joined before it and are still evaluating their prompts,
- * when between them they have at most this many tokens left (step-gate.ts, "Starting together"): about 1.6 s of
- * prompt work for the bench model on 2 cores.
- */
-const HOLD_TOKENS = 1024;
 
 /** How long close() waits for a load to stop, then for running generations to stop (each at its next step). */
 const DRAIN_WAIT_MS = 10_000;
@@ -142,14 +141,14 @@ export class LlamaEngine implements Engine {
       const llama = await llamaRuntime(this.log);
       this.model = await llama.loadModel({ modelPath, useMmap: this.config.mmap, loadSignal: this.loadAbort.signal });
       const train = this.model.trainContextSize || Infinity;
-      const batch = engineBatchSizes(this.config, llama.gpu !== false);
-      this.gate = new StepGate({ promptTokens: batch.prompt, streamingPromptTokens: batch.streaming, holdTokens: HOLD_TOKENS });
+      const steps = engineStepOptions(this.config, llama.gpu !== false);
+      this.gate = new StepGate(steps);
       this.context = await this.model.createContext({
         contextSize: Math.min(this.config.context_size, train),
         sequences: this.config.parallel,
         threads: engineThreads(this.config.threads),
         flashAttention: this.config.flash_attention,
-        batchSize: contextBatchSize(batch.prompt, this.config.parallel),
+        batchSize: contextBatchSize(steps.promptTokens, this.config.parallel),
         createSignal: this.loadAbort.signal,
       });
       // Made in order, so each one's index in the pool is its llama.cpp sequence id (the step gate orders by it).
@@ -168,8 +167,8 @@ export class LlamaEngine implements Engine {
           sequences: this.config.parallel,
           threads: this.context.currentThreads,
           flashAttention: this.context.flashAttention,
-          batchSize: batch.prompt,
-          streamingBatchSize: batch.streaming,
+          batchSize: steps.promptTokens,
+          tpotTargetMs: steps.targetStepMs,
           mmap: this.model.useMmap,
           chatTemplate: this.chatWrapper.wrapperName,
           ms: Math.round(performance.now() - started),
@@ -199,6 +198,19 @@ export class LlamaEngine implements Engine {
       sequences: this.config.parallel,
       promptTokensEvaluated: this.promptTokensEvaluated,
       promptTokensReused: this.promptTokensReused,
+      ...(this.gate ? { scheduler: this.schedulerStats(this.gate) } : {}),
+    };
+  }
+
+  private schedulerStats(gate: StepGate): SchedulerStats {
+    const c = gate.costs();
+    const round = (v: number | null | undefined) => (v == null ? null : Math.round(v * 1000) / 1000);
+    return {
+      steps: c.steps,
+      tpotTargetMs: gate.targetStepMs,
+      promptTokenMs: round(c.promptTokenMs),
+      decodeStepMs: round(c.decodeMs[1]),
+      promptBudget: c.lastPromptBudget,
     };
   }
 
@@ -242,11 +254,9 @@ export class LlamaEngine implements Engine {
       const room = this.contextSize - prompt.length;
 
       // Every step of this sequence is asked for through the step gate (step-gate.ts): the prompt in chunks the
-      // gate sizes, then its last token, whose logits give the first generated token, then one token a step. It
-      // joins before erasing what the sequence held beyond the reused prefix (the erase waits for a running step),
-      // so that a sequence ready to start knows this prompt is coming.
+      // gate sizes, then its last token, whose logits give the first generated token, then one token a step.
       const last = prompt.length - 1;
-      const member = this.gate!.join(this.pool!.indexOf(seq), last - reuse);
+      const member = this.gate!.join(this.pool!.indexOf(seq));
       try {
         if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
         let at = reuse;

@@ -1,14 +1,15 @@
 /**
- * Decides what each decode step of one context holds: which sequences take part, and how many prompt tokens each
- * prompt being evaluated puts in.
+ * The engine's scheduler: decides what each decode step of one context holds, against a token budget, as vLLM's
+ * chunked prefill and Sarathi-Serve do. Every sequence due a token gets it in the step; prompt chunks fill the rest
+ * of the step's budget, first come first served; the budget is sized from the measured cost of past steps so that
+ * a step, and so the time between two tokens of a stream, stays near a target.
  *
  * Why steps are gated at all: node-llama-cpp batches whatever decodes are queued when it starts a step, and starts
  * the next step as soon as one is queued. After a step, the sequences ask for their next token one after another;
  * the first one asks before the others and is decoded alone, the others are decoded alone next, and the streams
  * end up taking turns instead of sharing steps (measured on the bench model, 2 streams: 94 of 95 steps held one
  * sequence, and 54 tok/s in all against 77 when both share each step). A prompt handed to node-llama-cpp whole
- * is worse: its chunks run back to back, and a streaming sequence, still busy with its last token when the next
- * chunk starts, gets a token every other step.
+ * is worse: its chunks run back to back, and a streaming sequence gets a token between two of them at best.
  *
  * So every sequence of the context is a member from the moment it has its lease, and asks for each of its steps
  * here (`arrive`), saying where it is:
@@ -22,85 +23,94 @@
  * - else on the next turn of the event loop (`setImmediate`), so a member whose answer is still being written
  *   (waiting for a socket to drain) never holds the others back; it joins the step after.
  *
- * Prompt tokens per step:
- * - while no member streams, up to `promptTokens` in all (prompts are evaluated fastest in large steps);
- * - beside streaming members, up to `streamingPromptTokens` in all. On a CPU, with a KV cache per sequence, a
- *   step that holds prompt tokens beside the streams' tokens is split in two micro-batches and costs about two
- *   decode steps plus the prompt tokens: small prompt chunks keep the streams' inter-token time steady, at the cost
- *   of a slower first token for the request that arrived while others stream.
- * Prompts evaluated in the same step share its prompt tokens equally (what one cannot use goes to the others).
+ * The budget of a step:
+ * - Every `start` and `stream` member that is ready goes, one token each: no stream ever waits for a prompt.
+ * - While no member streams or starts, prompts fill the whole step (`promptTokens`): nobody's next token is waiting,
+ *   and prompts are evaluated fastest in large steps.
+ * - Otherwise prompts get the tokens that keep the step near `targetStepMs`: (target − the measured cost of a step
+ *   of that many tokens without prompt) ÷ the measured cost of a prompt token, never fewer than `minPromptTokens`
+ *   (so prompts are never starved, however many streams there are) nor more than `promptTokens`. Until a
+ *   prompt step has been measured, `minPromptTokens`.
+ * - Prompts share their tokens first come, first served: the prompt that arrived first gets all it can use, then
+ *   the next. That gives the earliest request its first token soonest, and keeps the number of sequences with
+ *   prompt tokens in a step, and so llama.cpp's micro-batches, small (each distinct chunk length is one more).
  *
- * Starting together: when no member streams yet and the prompts that were being evaluated when a member became
- * ready to start are still being evaluated, with at most `holdTokens` left between them, the member waits for them,
- * and they start streaming in the same step (prompts that arrive later never hold it). That is what happens when
- * several requests arrive at once: the first prompt is in a step before the others arrive, and, were it to start
- * streaming at once, every step of the other prompts would fall between two of its tokens. Waiting costs the first
- * request a later first token (the time to evaluate the others' prompts, bounded by `holdTokens`), and no streaming
- * sequence ever waits for a prompt.
+ * The costs are learned from the steps themselves (the time from a step's release until its last member has its
+ * result, event loop included): a step with no prompt tokens gives the cost of a step of that many tokens; a step
+ * with prompt tokens gives the cost of a prompt token, after the cost of its other tokens. Both are moving averages,
+ * so they follow the machine (another process taking a core, say).
  */
 export interface StepGateOptions {
-  /** Most prompt tokens in one step while no member streams. */
+  /** Most prompt tokens in one step (the context's batch has room for these and one token per sequence). */
   promptTokens: number;
-  /** Most prompt tokens in one step beside streaming members. */
-  streamingPromptTokens: number;
-  /**
-   * A member ready to start waits for the prompts of the members joined before it when they have at most this
-   * many tokens left.
-   */
-  holdTokens: number;
+  /** While any member streams, steps are sized to take about this long (ms): the time per output token kept. */
+  targetStepMs: number;
+  /** Fewest prompt tokens a step holds, beside any number of streams, while prompts wait. */
+  minPromptTokens: number;
+  /** The clock (ms); tests pass a simulated one. */
+  now?: () => number;
 }
 
 export type Phase = { kind: "prompt"; remaining: number } | { kind: "start" } | { kind: "stream" };
 
 interface Waiting {
   order: number;
+  /** Its place among the members joined so far: prompts are served in this order. */
+  since: number;
   phase: Phase;
-  /** For a start: the count of members joined when it became ready; members that join later never hold it. */
-  readyAt: number;
   release: (promptTokens: number) => void;
 }
 
-/** What the gate knows of a member whose prompt is not in yet. */
-interface Prompting {
-  /** Its place among the members joined so far. */
-  since: number;
-  /** Prompt tokens it has left to evaluate (at most). */
-  remaining: number;
+/** What the gate has measured so far. */
+export interface StepCosts {
+  /** Steps released. */
+  steps: number;
+  /** Moving average of a step's time by its count of tokens, for steps without prompt tokens (ms). */
+  decodeMs: Record<number, number>;
+  /** Moving average of the time a prompt token adds to a step (ms), or null before any prompt step came back. */
+  promptTokenMs: number | null;
+  /** The prompt tokens the last step beside streams was given. */
+  lastPromptBudget: number | null;
 }
 
 /** Large enough that the gate's own tests need no options; the engine passes its own. */
-const DEFAULTS: StepGateOptions = { promptTokens: 128, streamingPromptTokens: 16, holdTokens: 1024 };
+const DEFAULTS: StepGateOptions = { promptTokens: 128, targetStepMs: 250, minPromptTokens: 16 };
+
+/** Weight of the newest step in the moving averages: a few steps follow a change, one odd step moves little. */
+const SMOOTHING = 0.25;
+
+const smooth = (old: number | undefined, sample: number) => (old === undefined ? sample : old + SMOOTHING * (sample - old));
 
 export class StepGate {
-  private readonly opts: StepGateOptions;
+  private readonly opts: Required<StepGateOptions>;
   private members = 0;
   /** Members that have sent a generated token and not left. */
   private streaming = 0;
   private inStep = 0;
   /** Members joined so far. */
   private joined = 0;
-  /** Members still evaluating their prompts, whether they are waiting here or busy elsewhere. */
-  private readonly prompting = new Set<Prompting>();
   private waiting: Waiting[] = [];
   private openScheduled = false;
   private openQueued = false;
+  /** The step running: when it was released, its tokens due (starts and streams), its prompt tokens. */
+  private current?: { at: number; decodes: number; prompt: number };
+  private readonly decodeMs = new Map<number, number>();
+  private promptTokenMs?: number;
+  private lastPromptBudget: number | null = null;
+  private steps = 0;
 
   constructor(opts: Partial<StepGateOptions> = {}) {
-    this.opts = { ...DEFAULTS, ...opts };
-    if (this.opts.promptTokens < 1 || this.opts.streamingPromptTokens < 1) throw new RangeError("a step needs room for at least one prompt token");
+    this.opts = { now: () => performance.now(), ...DEFAULTS, ...opts };
+    if (this.opts.minPromptTokens < 1) throw new RangeError("a step needs room for at least one prompt token");
+    if (this.opts.promptTokens < this.opts.minPromptTokens) throw new RangeError("promptTokens is below minPromptTokens");
   }
 
-  /**
-   * A sequence has its lease, with `promptTokens` at most to evaluate: it is a member until it leaves, and asks
-   * for each of its steps here.
-   */
-  join(order: number, promptTokens = 0): Member {
+  /** A sequence has its lease: it is a member until it leaves, and asks for each of its steps here. */
+  join(order: number): Member {
     this.members++;
-    const prompting: Prompting = { since: ++this.joined, remaining: promptTokens };
-    if (promptTokens > 0) this.prompting.add(prompting);
+    const since = ++this.joined;
     let state: "processing" | "waiting" | "stepping" | "gone" = "processing";
     let streams = false;
-    let readyAt: number | undefined;
     let entry: Waiting | undefined;
     return {
       arrive: (phase: Phase = { kind: "stream" }) =>
@@ -112,17 +122,10 @@ export class StepGate {
             streams = true;
             this.streaming++;
           }
-          if (phase.kind === "prompt") {
-            prompting.remaining = phase.remaining;
-            this.prompting.add(prompting);
-          } else {
-            this.prompting.delete(prompting);
-          }
-          if (phase.kind === "start") readyAt ??= this.joined;
           entry = {
             order,
+            since,
             phase,
-            readyAt: readyAt ?? 0,
             release: (promptTokens) => {
               state = "stepping";
               this.inStep++;
@@ -135,25 +138,80 @@ export class StepGate {
       received: () => {
         if (state !== "stepping") return;
         state = "processing";
-        this.inStep--;
-        this.maybeOpen();
+        this.stepped();
       },
       leave: () => {
         if (state === "gone") return;
-        if (state === "stepping") this.inStep--;
         if (state === "waiting") this.waiting = this.waiting.filter((e) => e !== entry);
         if (streams) this.streaming--;
-        this.prompting.delete(prompting);
+        const wasStepping = state === "stepping";
         state = "gone";
         this.members--;
-        this.maybeOpen();
+        if (wasStepping) this.stepped();
+        else this.maybeOpen();
       },
     };
+  }
+
+  get targetStepMs(): number {
+    return this.opts.targetStepMs;
   }
 
   /** For tests and stats: members, how many of them stream, wait or are in a step. */
   snapshot(): { members: number; streaming: number; waiting: number; inStep: number } {
     return { members: this.members, streaming: this.streaming, waiting: this.waiting.length, inStep: this.inStep };
+  }
+
+  costs(): StepCosts {
+    return {
+      steps: this.steps,
+      decodeMs: Object.fromEntries([...this.decodeMs].sort((a, b) => a[0] - b[0])),
+      promptTokenMs: this.promptTokenMs ?? null,
+      lastPromptBudget: this.lastPromptBudget,
+    };
+  }
+
+  /** A member of the running step has its result (or left): the step is over when none is left in it. */
+  private stepped(): void {
+    this.inStep--;
+    if (this.inStep === 0 && this.current) {
+      this.learn(this.current, this.opts.now() - this.current.at);
+      this.current = undefined;
+    }
+    this.maybeOpen();
+  }
+
+  private learn(step: { decodes: number; prompt: number }, ms: number): void {
+    if (step.prompt === 0) {
+      if (step.decodes > 0) this.decodeMs.set(step.decodes, smooth(this.decodeMs.get(step.decodes), ms));
+      return;
+    }
+    const others = step.decodes > 0 ? this.decodeCost(step.decodes) : 0;
+    this.promptTokenMs = smooth(this.promptTokenMs, Math.max(0, ms - others) / step.prompt);
+  }
+
+  /**
+   * The cost of a step of `n` tokens without prompt: measured for `n`, else drawn through the two measured counts
+   * nearest (a step's cost grows about linearly with its tokens), else the one measured, else 0.
+   */
+  private decodeCost(n: number): number {
+    const known = this.decodeMs.get(n);
+    if (known !== undefined) return known;
+    const counts = [...this.decodeMs.keys()].sort((a, b) => Math.abs(a - n) - Math.abs(b - n) || a - b);
+    if (counts.length === 0) return 0;
+    if (counts.length === 1) return this.decodeMs.get(counts[0])!;
+    const [a, b] = counts;
+    const ca = this.decodeMs.get(a)!;
+    const cb = this.decodeMs.get(b)!;
+    return Math.max(0, ca + ((cb - ca) / (b - a)) * (n - a));
+  }
+
+  /** Prompt tokens for a step with `decodes` tokens due, while someone streams or starts. */
+  private promptBudget(decodes: number): number {
+    const floor = this.opts.minPromptTokens;
+    if (this.promptTokenMs === undefined) return floor;
+    const fit = Math.floor((this.opts.targetStepMs - this.decodeCost(Math.max(1, decodes))) / Math.max(this.promptTokenMs, 1e-3));
+    return Math.min(this.opts.promptTokens, Math.max(floor, fit));
   }
 
   private maybeOpen(): void {
@@ -184,53 +242,33 @@ export class StepGate {
 
   private open(): void {
     const ready = this.waiting.sort((a, b) => a.order - b.order);
-    const prompts = ready.filter((e) => e.phase.kind === "prompt");
-    // A start waits while no one streams and the members that had joined when it became ready are still
-    // evaluating their prompts (waiting here, or busy elsewhere, such as erasing what their sequence held), if
-    // they have few enough tokens left between them.
-    const held = (start: Waiting): boolean => {
-      if (this.streaming > 0) return false;
-      let left = 0;
-      for (const p of this.prompting) if (p.since <= start.readyAt) left += p.remaining;
-      return left > 0 && left <= this.opts.holdTokens;
-    };
-    const shares = this.share(prompts, this.streaming === 0 ? this.opts.promptTokens : this.opts.streamingPromptTokens);
+    const decodes = ready.filter((e) => e.phase.kind !== "prompt").length;
+    const prompts = ready.filter((e) => e.phase.kind === "prompt").sort((a, b) => a.since - b.since);
+    const protect = decodes > 0 || this.streaming > 0;
+    let budget = protect ? this.promptBudget(decodes) : this.opts.promptTokens;
+    if (protect && prompts.length > 0) this.lastPromptBudget = budget;
+
+    const shares = new Map<Waiting, number>();
+    for (const e of prompts) {
+      if (budget === 0) break;
+      const n = Math.min(budget, e.phase.kind === "prompt" ? e.phase.remaining : 0);
+      shares.set(e, n);
+      budget -= n;
+    }
 
     const go: Array<[Waiting, number]> = [];
     this.waiting = [];
+    let prompt = 0;
     for (const e of ready) {
-      if (e.phase.kind === "prompt") {
-        const n = shares.get(e) ?? 0;
-        if (n > 0) go.push([e, n]);
-        else this.waiting.push(e); // more prompts than room in this step: the next one
-      } else if (e.phase.kind === "start" && held(e)) {
-        this.waiting.push(e);
-      } else {
-        go.push([e, 0]);
-      }
+      if (e.phase.kind !== "prompt") go.push([e, 0]);
+      else if (shares.has(e)) {
+        go.push([e, shares.get(e)!]);
+        prompt += shares.get(e)!;
+      } else this.waiting.push(e); // no room left in this step: the next one
     }
+    this.steps++;
+    this.current = { at: this.opts.now(), decodes, prompt };
     for (const [e, n] of go) e.release(n);
-  }
-
-  /** `budget` prompt tokens shared equally between the prompts; what one cannot use goes to the others, in order. */
-  private share(prompts: Waiting[], budget: number): Map<Waiting, number> {
-    const shares = new Map<Waiting, number>();
-    let open = prompts.slice();
-    let left = budget;
-    while (open.length > 0 && left > 0) {
-      const each = Math.max(1, Math.floor(left / open.length));
-      const next: Waiting[] = [];
-      for (const e of open) {
-        if (left === 0) break;
-        const want = (e.phase.kind === "prompt" ? e.phase.remaining : 0) - (shares.get(e) ?? 0);
-        const n = Math.min(want, each, left);
-        shares.set(e, (shares.get(e) ?? 0) + n);
-        left -= n;
-        if (n < want) next.push(e);
-      }
-      open = next;
-    }
-    return shares;
   }
 }
 

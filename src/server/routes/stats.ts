@@ -5,7 +5,8 @@ const MiB = 1024 * 1024;
 
 /**
  * The reference's three memory figures, then (decisions.md allows more fields) each model's engine counters:
- * sequences busy and waiting, and prompt tokens evaluated or served from a sequence's cache (prefix reuse).
+ * sequences busy and waiting, prompt tokens evaluated or served from a sequence's cache (prefix reuse), and for
+ * embedded models the step scheduler's measured costs and prompt budget (step-gate.ts).
  */
 export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void {
   app.get("/v1/stats", async (req) => {
@@ -20,6 +21,17 @@ export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void 
         waiting: s.waiting,
         prompt_tokens_evaluated: s.promptTokensEvaluated,
         prompt_tokens_reused: s.promptTokensReused,
+        ...(s.scheduler
+          ? {
+              scheduler: {
+                steps: s.scheduler.steps,
+                tpot_target_ms: s.scheduler.tpotTargetMs,
+                prompt_token_ms: s.scheduler.promptTokenMs,
+                decode_step_ms: s.scheduler.decodeStepMs,
+                prompt_budget: s.scheduler.promptBudget,
+              },
+            }
+          : {}),
       }];
     }));
     return {
