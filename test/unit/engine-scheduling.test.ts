@@ -41,6 +41,18 @@ describe("decode steps of the real engine", () => {
     assert.equal(contextBatchSize(24, 8), 32);
   });
 
+  test("a prompt's last chunk gives the first token in its own step: no step for the last token alone", async (t) => {
+    const e = await engine(t, { parallel: 1, batch_size: 64 });
+    const order: string[] = [];
+    const content = await longMessage(e, 100, "A question in two chunks.");
+    const promptTokens = (await encodeAll(e, [{ role: "user", content }])).length;
+    assert.ok(promptTokens > 64 && promptTokens <= 128, `${promptTokens} prompt tokens`);
+    assert.equal(await run(e, "only", content, 3, order), 3);
+    // Two prompt steps (64, then the rest with the last token, whose logits give the first token), then one step
+    // for each of the two other tokens.
+    assert.equal(e.stats().scheduler!.steps, 4);
+  });
+
   test("requests that arrive together are served first come first served: the first streams once its prompt is in", async (t) => {
     const e = await engine(t, { parallel: 2, batch_size: 16 });
     const order: string[] = [];

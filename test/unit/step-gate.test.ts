@@ -153,16 +153,20 @@ async function simulate(requests: SimRequest[], opts: { promptTokens: number; ta
     const m = gate.join(id);
     const step = (kind: "decode" | "prompt", n: number, streaming: boolean) =>
       new Promise<void>((done) => released.push({ kind, n, done, streaming }));
-    let left = r.prompt - 1;
-    while (left > 0) {
-      const n = await m.arrive({ kind: "prompt", remaining: left });
-      await step("prompt", n, false);
+    // The prompt in chunks, the last token included: the step given the rest of it gives the first token.
+    let left = r.prompt;
+    for (;;) {
+      const n = await m.arrive(left === 1 ? { kind: "start" } : { kind: "prompt", remaining: left });
+      await step(left === 1 ? "decode" : "prompt", n || 1, false);
+      if (left === 1 || n >= left) break;
       m.received();
       left -= n;
     }
-    for (let k = 0; k < r.output; k++) {
-      await m.arrive(k === 0 ? { kind: "start" } : { kind: "stream" });
-      await step("decode", 1, k > 0);
+    tokens[r.i].push(now);
+    m.received();
+    for (let k = 1; k < r.output; k++) {
+      await m.arrive({ kind: "stream" });
+      await step("decode", 1, true);
       tokens[r.i].push(now);
       m.received();
     }

@@ -254,23 +254,27 @@ export class LlamaEngine implements Engine {
       const room = this.contextSize - prompt.length;
 
       // Every step of this sequence is asked for through the step gate (step-gate.ts): the prompt in chunks the
-      // gate sizes, then its last token, whose logits give the first generated token, then one token a step.
-      const last = prompt.length - 1;
+      // gate sizes, the last of them with the prompt's last token, whose logits give the first generated token,
+      // then one token a step.
       const member = this.gate!.join(this.pool!.indexOf(seq));
       try {
         if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
+        // The chunk that holds the prompt's last token is evaluated with generation: its step gives the first token.
         let at = reuse;
-        while (at < last && !opts.signal.aborted) {
-          const n = await member.arrive({ kind: "prompt", remaining: last - at });
+        let lastChunk = false;
+        while (!opts.signal.aborted) {
+          const left = prompt.length - at;
+          const n = await member.arrive(left === 1 ? { kind: "start" } : { kind: "prompt", remaining: left });
           if (opts.signal.aborted) break;
+          if (left === 1 || n >= left) { lastChunk = true; break; }
           await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(at, at + n));
           member.received();
           at += n;
           evaluated = at;
         }
-        if (opts.signal.aborted) finish = "cancelled";
+        if (!lastChunk) finish = "cancelled";
         else {
-          const tokens = seq.evaluate(prompt.slice(last), {
+          const tokens = seq.evaluate(prompt.slice(at), {
             temperature: opts.temperature,
             topK: opts.topK,
             topP: opts.topP,
@@ -293,10 +297,10 @@ export class LlamaEngine implements Engine {
           const it = tokens[Symbol.asyncIterator]();
           try {
             for (let first = true; ; first = false) {
-              await member.arrive({ kind: first ? "start" : "stream" });
+              if (!first) await member.arrive({ kind: "stream" });
               const step = await it.next();
               member.received();
-              evaluated = prompt.length; // the first step evaluated the prompt's last token
+              evaluated = prompt.length; // the first step evaluated the rest of the prompt
               if (step.done) break;
               const token = step.value;
               if (opts.signal.aborted) { finish = "cancelled"; break; }

@@ -13,8 +13,9 @@
  *
  * So every sequence of the context is a member from the moment it has its lease, and asks for each of its steps
  * here (`arrive`), saying where it is:
- * - `prompt`: evaluating its prompt, with `remaining` tokens to go before the last one;
- * - `start`: its prompt is in but for the last token, whose evaluation gives the first generated token;
+ * - `prompt`: evaluating its prompt, with `remaining` tokens to go, the last one included (a step given them all
+ *   gives its first generated token, from the last one's logits);
+ * - `start`: its prompt is in but for the last token (one to go, its first generated token due);
  * - `stream`: generating, its previous token sent.
  * A member that arrives waits until no member's step is still running; the members that are ready then go
  * together, in ascending `order` (the sequence id: llama.cpp puts only consecutive, ascending sequence ids into
