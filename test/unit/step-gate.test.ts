@@ -101,7 +101,22 @@ describe("step gate: the prompt tokens a step is given", () => {
     const c = gate.join(2);
     const got = await Promise.all([a.arrive({ kind: "start" }), b.arrive({ kind: "prompt", remaining: 400 }), c.arrive()]);
     assert.deepEqual(got, [0, 4, 0]);
-    assert.deepEqual(gate.snapshot(), { members: 3, streaming: 1, waiting: 0, inStep: 3 });
+    assert.deepEqual(gate.snapshot(), { members: 3, streaming: 2, waiting: 0, inStep: 3 }, "a start streams from its first step");
+  });
+
+  test("a sequence whose first token has just come counts as streaming: a prompt beside it gets the protected budget", async () => {
+    let now = 0;
+    const gate = new StepGate({ promptTokens: 100, minPromptTokens: 8, targetStepMs: 50, now: () => now });
+    const a = gate.join(0);
+    const b = gate.join(1);
+    // a's last chunk: its whole prompt, so this step gives its first token.
+    assert.deepEqual(await Promise.all([a.arrive({ kind: "prompt", remaining: 30 }), b.arrive({ kind: "prompt", remaining: 500 })]), [30, 70]);
+    assert.equal(gate.snapshot().streaming, 1);
+    now += 100; // 100 prompt tokens: 1 ms each
+    a.received();
+    b.received();
+    // a is still sending its first token (not back at the gate): b goes alone, but a's next token is due soon.
+    assert.equal(await b.arrive({ kind: "prompt", remaining: 430 }), 50, "what fits in the 50 ms target, not the whole step");
   });
 
   test("a ready sequence starts at once: it never waits for prompts that are still being evaluated", async () => {

@@ -85,7 +85,7 @@ const smooth = (old: number | undefined, sample: number) => (old === undefined ?
 export class StepGate {
   private readonly opts: Required<StepGateOptions>;
   private members = 0;
-  /** Members that have sent a generated token and not left. */
+  /** Members that have been in the step giving their first token (or a later one) and not left. */
   private streaming = 0;
   private inStep = 0;
   /** Members joined so far. */
@@ -119,10 +119,6 @@ export class StepGate {
           if (state !== "processing") return reject(new Error(`arrive while ${state}`));
           if (phase.kind === "prompt" && phase.remaining < 1) return reject(new RangeError("a prompt step needs a token to evaluate"));
           state = "waiting";
-          if (phase.kind === "stream" && !streams) {
-            streams = true;
-            this.streaming++;
-          }
           entry = {
             order,
             since,
@@ -130,6 +126,11 @@ export class StepGate {
             release: (promptTokens) => {
               state = "stepping";
               this.inStep++;
+              // From the step that gives its first token on, its next token is always due: it streams.
+              if (!streams && (phase.kind !== "prompt" || promptTokens >= phase.remaining)) {
+                streams = true;
+                this.streaming++;
+              }
               resolve(promptTokens);
             },
           };
