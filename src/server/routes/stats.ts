@@ -5,7 +5,8 @@ const MiB = 1024 * 1024;
 
 /**
  * The reference's three memory figures, then (decisions.md allows more fields) each model's engine counters:
- * sequences busy and waiting, and prompt tokens evaluated or served from a sequence's cache (prefix reuse).
+ * sequences busy and waiting, and prompt tokens evaluated or served from a sequence's cache (prefix reuse); for
+ * an embedded model, the CPU threads its decode steps use now.
  */
 export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void {
   app.get("/v1/stats", async (req) => {
@@ -20,6 +21,7 @@ export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void 
         waiting: s.waiting,
         prompt_tokens_evaluated: s.promptTokensEvaluated,
         prompt_tokens_reused: s.promptTokensReused,
+        ...(s.threads !== undefined ? { threads: s.threads } : {}),
       }];
     }));
     return {
