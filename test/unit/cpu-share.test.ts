@@ -26,12 +26,12 @@ describe("cpu share: the thread count from other processes' CPU use", () => {
   });
 
   test("between lowering and raising there is a band where the count stays as it is", () => {
-    // 0.4 cores of other work: 2 threads stay 2 (1.6 free ≥ 1.5), 1 thread stays 1 (1.6 free < 1.75).
+    // 0.45 cores of other work: 2 threads stay 2 (1.55 free ≥ 1.5), 1 thread stays 1 (1.55 free < 1.6).
     const two = new ThreadShare(2, 2);
-    assert.deepEqual(run(two, [0.4, 0.4, 0.4]), [2, 2, 2]);
+    assert.deepEqual(run(two, [0.45, 0.45, 0.45]), [2, 2, 2]);
     const one = new ThreadShare(2, 2);
-    assert.deepEqual(run(one, [1, 0.4, 0.4, 0.4]), [1, 1, 1, 1]);
-    assert.deepEqual(run(one, [0.2, 0.2]), [1, 2]);
+    assert.deepEqual(run(one, [1, 0.45, 0.45, 0.45]), [1, 1, 1, 1]);
+    assert.deepEqual(run(one, [0.35, 0.35]), [1, 2]);
   });
 
   test("never below one thread, never above the ideal count", () => {
