@@ -79,7 +79,8 @@ export const ModelSchema = Type.Object(
     queue_size: Type.Integer({ minimum: 0 }),
     /**
      * CPU threads for the engine; 0: every core when the engine's threads persist across decode steps
-     * (native/ggml-pool, built by npm install), else all cores but one, which stays with Node's event loop.
+     * (native/ggml-pool, built by npm install), else all cores but one, which stays with Node's event loop;
+     * fewer while other processes use the cores (cpu-share.ts). An explicit count stays fixed.
      */
     threads: Type.Integer({ minimum: 0 }),
     temperature: Type.Number({ minimum: 0, maximum: 2 }),

@@ -58,6 +58,11 @@ export interface EngineStats {
   busy: number;
   waiting: number;
   sequences: number;
+  /**
+   * CPU threads the embedded engine's decode steps use now: its configured count, fewer while other processes
+   * use the cores (cpu-share.ts). Absent for upstream models.
+   */
+  threads?: number;
   /** Prompt tokens evaluated since start, and prompt tokens served from a sequence's cache instead. */
   promptTokensEvaluated: number;
   promptTokensReused: number;

@@ -62,6 +62,17 @@ export class Metrics {
       });
     perModel("lucena_queue_depth", "Requests waiting for a free sequence.", (s) => s.waiting);
     perModel("lucena_sequences_busy", "Sequences generating now.", (s) => s.busy);
+    new Gauge({
+      name: "lucena_engine_threads", help: "CPU threads an embedded model's decode steps use now (fewer while other processes use the cores).",
+      labelNames: ["model"], registers,
+      collect() {
+        this.reset();
+        for (const m of sources.models.models) {
+          const threads = m.engine.stats().threads;
+          if (threads !== undefined) this.set({ model: m.config.id }, threads);
+        }
+      },
+    });
     // Upstream models: one series per replica, read from the replica pool when scraped.
     const perReplica = (name: string, help: string, pick: (r: ReplicaStats) => number, counter = false) => {
       const collect = function (this: Gauge<"model" | "replica"> | Counter<"model" | "replica">) {

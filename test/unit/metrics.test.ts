@@ -53,7 +53,7 @@ const completion = (over: Partial<NonNullable<RequestRecord["completion"]>> = {}
 describe("metrics", () => {
   test("the observer counts requests, latency, tokens, finishes and TTFT; the gauges read the sources when scraped", async () => {
     let streams = 3;
-    const stats = { busy: 2, waiting: 5, sequences: 4, promptTokensEvaluated: 0, promptTokensReused: 0 };
+    const stats = { busy: 2, waiting: 5, sequences: 4, threads: 2, promptTokensEvaluated: 0, promptTokensReused: 0 };
     const metrics = new Metrics({
       models: { models: [{ config: { id: "m1" }, engine: { stats: () => stats } }, { config: { id: "m2" }, engine: { stats: () => ({ busy: 0, waiting: 0, sequences: 0, promptTokensEvaluated: 0, promptTokensReused: 0 }) } }] },
       activeStreams: () => streams,
@@ -94,13 +94,17 @@ describe("metrics", () => {
     assert.equal(valueOf(s, "lucena_queue_depth", { model: "m1" }), 5);
     assert.equal(valueOf(s, "lucena_queue_depth", { model: "m2" }), 0);
     assert.equal(valueOf(s, "lucena_sequences_busy", { model: "m1" }), 2);
+    assert.equal(valueOf(s, "lucena_engine_threads", { model: "m1" }), 2);
+    assert.equal(valueOf(s, "lucena_engine_threads", { model: "m2" }), undefined, "only engines that say how many threads they use");
     assert.equal(valueOf(s, "lucena_active_streams"), 3);
     assert.ok(valueOf(s, "process_cpu_user_seconds_total") !== undefined, "prom-client's default process metrics");
     assert.ok(valueOf(s, "nodejs_heap_size_used_bytes") !== undefined);
 
     streams = 0;
     stats.waiting = 1;
+    stats.threads = 1;
     const again = parse((await metrics.scrape()).body);
+    assert.equal(valueOf(again, "lucena_engine_threads", { model: "m1" }), 1);
     assert.equal(valueOf(again, "lucena_active_streams"), 0, "gauges are computed at scrape time");
     assert.equal(valueOf(again, "lucena_queue_depth", { model: "m1" }), 1);
   });

@@ -17,6 +17,7 @@ import type { Logger } from "../../observability/log.js";
 import type { PromptEncoder } from "../../prompt/build.js";
 import { SAMPLING_DEFAULTS, type Engine, type EngineStats, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions, type SchedulerStats } from "../engine.js";
 import { StopMatcher } from "../stop-sequences.js";
+import { cpuShare, type ThreadsHandle } from "./cpu-share.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { PromptTokenizer } from "./prompt-tokenizer.js";
 import { resolveModelPath } from "./model-source.js";
@@ -51,6 +52,7 @@ export function llamaRuntime(log: Logger): Promise<Llama> {
  * `threads: 0` (the default): every core when the engine's threads persist across decode steps (thread-pool.ts).
  * Without that, all cores but one: each step would start its threads anew and wait on the scheduler for them
  * (measured on 2 cores: the tiny model decodes about 30x slower with 2 such threads than with 1).
+ * While other processes use the cores, an engine with `threads: 0` decodes with fewer (cpu-share.ts).
  */
 export function engineThreads(configured: number): number {
   if (configured > 0) return configured;
@@ -107,6 +109,8 @@ export class LlamaEngine implements Engine {
   private pool?: SequencePool<LlamaContextSequence>;
   /** Decides what each decode step holds. */
   private gate?: StepGate;
+  /** The engine's share of the cores (cpu-share.ts). */
+  private threads?: ThreadsHandle;
   private readonly loadAbort = new AbortController();
   /** Aborted by close(): every generation stops at its next step, so none runs while the context is disposed. */
   private readonly closing = new AbortController();
@@ -143,14 +147,17 @@ export class LlamaEngine implements Engine {
       const train = this.model.trainContextSize || Infinity;
       const steps = engineStepOptions(this.config, llama.gpu !== false);
       this.gate = new StepGate(steps);
-      this.context = await this.model.createContext({
+      const share = cpuShare(llama, this.log);
+      const threads = engineThreads(this.config.threads);
+      this.context = await share.whileCreating(() => this.model!.createContext({
         contextSize: Math.min(this.config.context_size, train),
         sequences: this.config.parallel,
-        threads: engineThreads(this.config.threads),
+        threads,
         flashAttention: this.config.flash_attention,
         batchSize: contextBatchSize(steps.promptTokens, this.config.parallel),
         createSignal: this.loadAbort.signal,
-      });
+      }));
+      this.threads = this.config.threads > 0 ? share.fix(threads) : share.adapt(threads);
       // Made in order, so each one's index in the pool is its llama.cpp sequence id (the step gate orders by it).
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
       this.pool = new SequencePool(this.config.id, sequences, this.config.queue_size);
@@ -196,6 +203,7 @@ export class LlamaEngine implements Engine {
       busy: this.pool?.busy ?? 0,
       waiting: this.pool?.waiting ?? 0,
       sequences: this.config.parallel,
+      threads: this.threads?.threads ?? 0,
       promptTokensEvaluated: this.promptTokensEvaluated,
       promptTokensReused: this.promptTokensReused,
       ...(this.gate ? { scheduler: this.schedulerStats(this.gate) } : {}),
@@ -360,6 +368,7 @@ export class LlamaEngine implements Engine {
     }
     this.status = "unavailable";
     await this.context?.dispose();
+    this.threads?.release();
     await this.model?.dispose();
   }
 }

@@ -5,8 +5,9 @@ const MiB = 1024 * 1024;
 
 /**
  * The reference's three memory figures, then (decisions.md allows more fields) each model's engine counters:
- * sequences busy and waiting, prompt tokens evaluated or served from a sequence's cache (prefix reuse), and for
- * embedded models the step scheduler's measured costs and prompt budget (step-gate.ts).
+ * sequences busy and waiting, prompt tokens evaluated or served from a sequence's cache (prefix reuse); for an
+ * embedded model, the CPU threads its decode steps use now, and the step scheduler's measured costs and prompt
+ * budget (step-gate.ts).
  */
 export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void {
   app.get("/v1/stats", async (req) => {
@@ -21,6 +22,7 @@ export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void 
         waiting: s.waiting,
         prompt_tokens_evaluated: s.promptTokensEvaluated,
         prompt_tokens_reused: s.promptTokensReused,
+        ...(s.threads !== undefined ? { threads: s.threads } : {}),
         ...(s.scheduler
           ? {
               scheduler: {
