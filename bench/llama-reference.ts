@@ -276,29 +276,32 @@ export async function startLlamaServer(
 export interface LlamaBenchResult {
   /** tok/s (mean over repetitions) and its standard deviation, by test name: pp512, tg128, tg128@d512. */
   tests: Record<string, { tok_s: number; stddev: number }>;
-  args: string[];
+  /** Each invocation's arguments (the model path left out). */
+  runs: string[][];
   cpu_variant: string | null;
 }
 
 /**
- * llama-bench on the model: pp512 and tg128 on an empty context and tg128 after 512 tokens (the depth of the
+ * llama-bench on the model: pp512 and tg128 on an empty context, then tg128 after 512 tokens (the depth of the
  * harness's 512-token single stream), `threads` threads, flash attention off (as served).
  */
 export async function runLlamaBench(build: ReferenceBuild, opts: { model: string; threads: number; repetitions: number }): Promise<LlamaBenchResult> {
-  const args = ["-m", opts.model, "-t", String(opts.threads), "-p", "512", "-n", "128", "-d", "0,512", "-fa", "off", "-r", String(opts.repetitions), "-o", "json"];
-  const proc = spawn(join(build.bin, "llama-bench"), args, { env: referenceEnv(build), stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  let variant: string | null = null;
-  proc.stdout.on("data", (b: Buffer) => { out += b.toString(); });
-  proc.stderr.on("data", (b: Buffer) => { err += b.toString(); variant ??= loadedCpuVariant(proc.pid!); });
-  const code = await new Promise<number>((resolve) => proc.once("exit", (c) => resolve(c ?? -1)));
-  if (code !== 0) throw new Error(`llama-bench exited with ${code}: ${err.trim().split("\n").slice(-5).join("\n")}`);
-  const rows = JSON.parse(out) as { n_prompt: number; n_gen: number; n_depth?: number; avg_ts: number; stddev_ts: number }[];
-  const tests: LlamaBenchResult["tests"] = {};
-  for (const r of rows) {
-    const name = `${r.n_prompt > 0 ? `pp${r.n_prompt}` : `tg${r.n_gen}`}${r.n_depth ? `@d${r.n_depth}` : ""}`;
-    tests[name] = { tok_s: round(r.avg_ts), stddev: round(r.stddev_ts) };
+  const common = ["-t", String(opts.threads), "-fa", "off", "-r", String(opts.repetitions), "-o", "json"];
+  const runs = [["-p", "512", "-n", "128", ...common], ["-p", "0", "-n", "128", "-d", "512", ...common]];
+  const out: LlamaBenchResult = { tests: {}, runs, cpu_variant: null };
+  for (const args of runs) {
+    const proc = spawn(join(build.bin, "llama-bench"), ["-m", opts.model, ...args], { env: referenceEnv(build), stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    proc.stdout.on("data", (b: Buffer) => { stdout += b.toString(); });
+    // The CPU backend is loaded before the model, which is logged: by the first lines, the variant is mapped.
+    proc.stderr.on("data", (b: Buffer) => { stderr += b.toString(); out.cpu_variant ??= loadedCpuVariant(proc.pid!); });
+    const code = await new Promise<number>((resolve) => proc.once("exit", (c) => resolve(c ?? -1)));
+    if (code !== 0) throw new Error(`llama-bench exited with ${code}: ${stderr.trim().split("\n").slice(-5).join("\n")}`);
+    for (const r of JSON.parse(stdout) as { n_prompt: number; n_gen: number; n_depth?: number; avg_ts: number; stddev_ts: number }[]) {
+      const name = `${r.n_prompt > 0 ? `pp${r.n_prompt}` : `tg${r.n_gen}`}${r.n_depth ? `@d${r.n_depth}` : ""}`;
+      out.tests[name] = { tok_s: round(r.avg_ts), stddev: round(r.stddev_ts) };
+    }
   }
-  return { tests, args, cpu_variant: variant };
+  return out;
 }
