@@ -16,9 +16,9 @@ import { percentile, round, sleep, sum } from "./stats.js";
  */
 
 /**
- * Goodput's targets, for a 0.43B model on 2 CPU cores: a first token within 10 s (a 550-token prompt alone takes
- * about 1–3 s to evaluate here, so this leaves room for a queue a few requests deep), then tokens at least 4 a
- * second on average (250 ms each: about reading speed), where one stream alone decodes at about 25–45.
+ * Goodput's targets, for a 0.43B model on 2 CPU cores: a first token within 10 s (a 320-token prompt alone takes
+ * about 3 s to evaluate on 2 AVX2 cores, so this leaves room for a queue a few requests deep), then tokens at
+ * least 4 a second on average (250 ms each: about reading speed), where one stream alone decodes at about 30.
  */
 export const SLO = { ttft_ms: 10_000, tpot_ms: 250 } as const;
 
@@ -29,7 +29,11 @@ export interface ServingShape {
   outputTokens: readonly [number, number];
 }
 
-export const SERVING_SHAPE: ServingShape = { promptTokens: [100, 600], outputTokens: [32, 192] };
+/**
+ * Prompts from about the chat template and a sentence (the template and system message of these prompts take ~75
+ * tokens) to a page; answers from a line to a paragraph.
+ */
+export const SERVING_SHAPE: ServingShape = { promptTokens: [80, 320], outputTokens: [32, 128] };
 
 export interface PlannedRequest {
   index: number;
