@@ -22,7 +22,7 @@ const PANELS: { title: string; pick: (r: ServingRun) => [stat: string, value: nu
  * The serving sweep as an SVG: request rate across (log scale, the rates measured as ticks), a line per server,
  * one panel per figure (tokens/s, TTFT p50 and p90, TPOT p50, goodput). Rendered by Vega without a browser.
  */
-export async function servingPlotSvg(runs: readonly ServingRun[], subtitle: string): Promise<string> {
+export async function servingPlotSvg(runs: readonly ServingRun[], subtitle: string | string[]): Promise<string> {
   const points: Point[] = runs.flatMap((r) =>
     PANELS.flatMap((p) => p.pick(r).map(([stat, value]) => ({ server: r.server, rate: r.rate, panel: p.title, stat, value })))
       .filter((pt) => Number.isFinite(pt.value)),
