@@ -4,10 +4,52 @@ import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
 import type { FuzzResult } from "./fuzz.js";
 import type { FailoverResult } from "./failover.js";
 import type { GatewayResult } from "./gateway.js";
+import type { LlamaBenchResult } from "./llama-reference.js";
 import type { LoadResult } from "./load.js";
 import type { Machine } from "./machine.js";
 import type { ConcurrencyResult, PrefixResult, SingleStreamResult } from "./scenarios.js";
+import type { ServingRun } from "./serving.js";
 import type { GenerationSummary } from "./sse-client.js";
+
+/** The servers as the serving table and plot name them. */
+export const SERVER_NAMES = { lucena: "Lucena One", llama: "llama.cpp server" } as const;
+
+export interface ServingResult {
+  settings: {
+    rates: number[];
+    requests_per_rate: number;
+    seed: number;
+    prompt_tokens: readonly [number, number];
+    output_tokens: readonly [number, number];
+    slo: { ttft_ms: number; tpot_ms: number };
+    temperature: number;
+    ignore_eos: boolean;
+    timeout_s: number;
+  };
+  /** A run per rate and server, the project's server first. */
+  runs: ServingRun[];
+  /** The ggml CPU backend variant each server's process loaded. */
+  cpu_variants: Record<string, string | null>;
+  /** Prompt lengths as llama.cpp's server counts them against the project server's count (null without it). */
+  prompt_check: ReferenceResult["prompt_check"] | null;
+  /** The plot's file name, beside the JSON results. */
+  plot: string | null;
+}
+
+/** llama.cpp's own server and llama-bench, from the same run. */
+export interface ReferenceResult {
+  /** Why there is no llama.cpp column. */
+  skipped?: string;
+  /** Seconds this run spent building it (null: it was cached). */
+  built_s?: number | null;
+  build?: { tag: string; commit: string; dir: string; cmake_flags: string[]; prebuilt: string };
+  threads?: number;
+  llama_bench?: LlamaBenchResult | null;
+  server?: { args: string[]; cpu_variant: string | null };
+  prompt_check?: { checked: number; mismatches: number; diffs: number[] };
+  single512?: Omit<SingleStreamResult, "prompts">;
+  concurrency?: ConcurrencyResult[];
+}
 
 export interface InProcessResult {
   loaded: Record<string, unknown>;
@@ -39,6 +81,10 @@ export interface BenchResults {
   gateway?: GatewayResult | null;
   /** A request on a frozen replica answered by another (absent in older results). */
   failover?: FailoverResult | null;
+  /** The open-loop serving sweep (absent in older results). */
+  serving?: ServingResult | null;
+  /** llama.cpp's server and llama-bench in the same run (absent in older results). */
+  reference?: ReferenceResult | null;
   duration_s: number;
 }
 
@@ -96,13 +142,32 @@ function singleRows(r: BenchResults, threads: number): Row[] {
     const best = (LLAMA_CPP.tg128[2].low + LLAMA_CPP.tg128[2].high) / 2;
     rows.push(["… against llama.cpp's 2-thread tg128", `${f2(m512.decode_tok_s / best)}× (${best} tok/s)`, "—", "info"]);
   }
-  {
+  const live = r.reference?.llama_bench?.tests;
+  const ref512 = r.reference?.single512?.median;
+  if (live?.["tg128@d512"]) {
+    const d = live["tg128@d512"].tok_s;
+    rows.push([
+      `… against llama-bench in this run (tg128 at depth 512; ${f1(live.tg128?.tok_s ?? NaN)} tok/s on an empty context), ${r.reference?.threads} threads`,
+      `${f2(m512.decode_tok_s / d)}× of ${f1(d)} tok/s`, `≥ 0.95× = ${f1(0.95 * d)}`, verdict(m512.decode_tok_s >= 0.95 * d),
+    ]);
+  } else {
     const here = LLAMA_BENCH_HERE.tg128_d512;
     rows.push([
       "… against llama-bench on this bench model, same AMX kernels (tg128 at depth 512)",
       `${f2(m512.decode_tok_s / here[1])}× of ${here[1]} tok/s at 1 thread; ${f2(m512.decode_tok_s / here[2])}× of ${here[2]} at 2`,
       "≥ 0.95× at the same threads", here[threads] ? verdict(m512.decode_tok_s >= 0.95 * here[threads]) : "info",
     ]);
+  }
+  if (ref512) {
+    rows.push([`… llama.cpp's server, the same ${m512.prompt_tokens}-token prompts, same run`,
+      `${f1(ref512.decode_tok_s)} tok/s (${SERVER_NAMES.lucena} ÷ llama.cpp server = ${f2(m512.decode_tok_s / ref512.decode_tok_s)})`, "—", "info"]);
+  }
+  if (live?.pp512) {
+    const pp = live.pp512.tok_s;
+    const http = m512.prompt_tokens / (m512.ttft_ms / 1000);
+    const other = ref512 ? `; llama.cpp server ${f0(ref512.prompt_tokens / (ref512.ttft_ms / 1000))} tok/s (${f2(ref512.prompt_tokens / (ref512.ttft_ms / 1000) / pp)}×)` : "";
+    rows.push([`Prompt processing over HTTP, ${m512.prompt_tokens}-token prompt (prompt tokens ÷ time to first token), against llama-bench pp512 in this run`,
+      `${f0(http)} tok/s (${f2(http / pp)}× of ${f0(pp)})${other}`, `≥ 0.95× = ${f0(0.95 * pp)}`, verdict(http >= 0.95 * pp)]);
   }
   rows.push([`Decode, 1 stream, HTTP/SSE, ${m2k.prompt_tokens}-token prompt`, `${f1(m2k.decode_tok_s)} tok/s`, "—", "info"]);
   rows.push([`Time to first token, ${m512.prompt_tokens}-token prompt`, `${f0(m512.ttft_ms)} ms (${f0(m512.prompt_tokens / (m512.ttft_ms / 1000))} prompt tok/s)`, "—", "info"]);
@@ -133,6 +198,7 @@ function singleRows(r: BenchResults, threads: number): Row[] {
 function concurrencyRows(r: BenchResults): Row[] {
   const rows: Row[] = [];
   for (const level of r.concurrency ?? []) {
+    const other = r.reference?.concurrency?.find((l) => l.streams === level.streams)?.median;
     const m = level.median;
     const ref = LLAMA_CPP.batched[level.streams];
     const judged = level.streams > 1 && ref !== undefined;
@@ -150,6 +216,15 @@ function concurrencyRows(r: BenchResults): Row[] {
       `Inter-token time, ${level.streams} stream${level.streams > 1 ? "s" : ""}: p50 / p99 (worst stream's p99 ÷ its median)`,
       `${f1(m.itl_p50_ms)} / ${f1(m.itl_p99_ms)} ms (${f2(m.worst_p99_over_p50)}×)`, "p99 ≤ 2× median", verdict(m.worst_p99_over_p50 <= 2),
     ]);
+    if (other) {
+      rows.push([
+        `… end to end, ${level.streams} stream${level.streams > 1 ? "s" : ""}, against llama.cpp's server (the same prompts, same run): first request sent → last token`,
+        `${SERVER_NAMES.lucena} ${f1(m.aggregate_tok_s)} tok/s, mean time to first token ${f0(m.ttft_mean_ms)} ms; ` +
+          `llama.cpp server ${f1(other.aggregate_tok_s)} tok/s, ${f0(other.ttft_mean_ms)} ms (${f1(other.decode_aggregate_tok_s)} tok/s while all decode); ` +
+          `ratio ${f2(m.aggregate_tok_s / other.aggregate_tok_s)}`,
+        "—", "info",
+      ]);
+    }
   }
   return rows;
 }
@@ -257,22 +332,88 @@ function machineLine(r: BenchResults): string {
   ].join("\n");
 }
 
+const fs1 = (ms: number) => f1(ms / 1000);
+
+/** The headline: a line per rate and server, the settings above it, the plot below. */
+function servingSection(r: BenchResults): string[] {
+  const sv = r.serving;
+  if (!sv) return [];
+  const s = sv.settings;
+  const lines = [
+    `**Open-loop serving** (after vLLM's benchmark_serving): ${s.requests_per_rate} chat completions per rate arriving as a Poisson process (seed ${s.seed}), ` +
+      `prompts of ${s.prompt_tokens[0]}–${s.prompt_tokens[1]} tokens, answers of ${s.output_tokens[0]}–${s.output_tokens[1]} (max_tokens, with \`ignore_eos\`), ` +
+      `temperature ${s.temperature}, streamed; the same requests at the same times to each server. ` +
+      `Goodput: requests per second with time to first token ≤ ${fs1(s.slo.ttft_ms)} s and time per output token ≤ ${f0(s.slo.tpot_ms)} ms.`,
+    "",
+    "| rate (req/s) | server | answered | req/s | completion tok/s | TTFT p50 / p90 / p99 (s) | TPOT p50 / p90 / p99 (ms) | goodput req/s (share) |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  const rates = [...new Set(sv.runs.map((x) => x.rate))];
+  for (const rate of rates) {
+    for (const x of sv.runs.filter((y) => y.rate === rate)) {
+      lines.push(`| ${rate} | ${x.server} | ${x.completed}/${x.requests} | ${f2(x.request_s)} | ${f1(x.output_tok_s)} | ` +
+        `${fs1(x.ttft_ms.p50)} / ${fs1(x.ttft_ms.p90)} / ${fs1(x.ttft_ms.p99)} | ${f0(x.tpot_ms.p50)} / ${f0(x.tpot_ms.p90)} / ${f0(x.tpot_ms.p99)} | ` +
+        `${f2(x.goodput_req_s)} (${f0(100 * x.slo_met)}%) |`);
+    }
+  }
+  const notes: string[] = [];
+  const early = sv.runs.filter((x) => x.ended_early > 0);
+  notes.push(early.length
+    ? `Answers that ended before max_tokens: ${early.map((x) => `${x.ended_early} of ${x.completed} (${x.server}, ${x.rate} req/s)`).join("; ")}; tokens/s counts the tokens received.`
+    : "Every answer was held to its max_tokens on both servers.");
+  if (sv.prompt_check) {
+    const c = sv.prompt_check;
+    notes.push(c.mismatches === 0
+      ? `Prompt lengths: all ${c.checked} prompts of the run count the same on llama.cpp's server (\`/apply-template\` + \`/tokenize\`) as on the project's.`
+      : `Prompt lengths: ${c.mismatches} of the run's ${c.checked} prompts count differently on llama.cpp's server (\`/apply-template\` + \`/tokenize\`; by ${c.diffs.map((d) => `${d > 0 ? "+" : ""}${d}`).join(", ")} tokens).`);
+  }
+  const offsets = sv.runs.filter((x) => Object.keys(x.prompt_token_offsets ?? {}).length > 0);
+  if (offsets.length) {
+    notes.push(`Prompt tokens the server reported against the plan: ${offsets.map((x) =>
+      `${Object.entries(x.prompt_token_offsets).map(([d, n]) => `${Number(d) > 0 ? "+" : ""}${d} in ${n} of ${x.completed}`).join(", ")} (${x.server}, ${x.rate} req/s)`).join("; ")}.`);
+  }
+  const failed = sv.runs.filter((x) => x.failed > 0);
+  if (failed.length) notes.push(`Failed requests: ${failed.map((x) => `${x.failed} (${x.server}, ${x.rate} req/s: ${(x.errors ?? []).join("; ")})`).join("; ")}.`);
+  const variants = Object.entries(sv.cpu_variants).map(([k, v]) => `${k}: ${v ?? "?"}`).join(", ");
+  notes.push(`ggml CPU backend loaded: ${variants}. Tokens/s and req/s over each run's wall time, first request sent → last token; TPOT per request = (last token − first) ÷ (tokens − 1).`);
+  if (sv.plot) notes.push(`Plot: \`${sv.plot}\`${r.mode === "full" ? " and `latest-serving.svg`" : ""}, beside the JSON results.`);
+  if (r.reference?.skipped) notes.push(`No llama.cpp column: ${r.reference.skipped}`);
+  return [...lines, "", ...notes.map((n) => `- ${n}`), ...(sv.plot && r.mode === "full" ? ["", "![Open-loop serving sweep](bench/results/latest-serving.svg)"] : []), ""];
+}
+
+function referenceNote(r: BenchResults): string | null {
+  const ref = r.reference;
+  if (!ref?.build) return null;
+  const b = ref.build;
+  const lb = ref.llama_bench;
+  const tests = lb ? Object.entries(lb.tests).map(([k, v]) => `${k} ${f1(v.tok_s)} ± ${f1(v.stddev)}`).join(", ") : "failed";
+  return `llama.cpp in this run: release ${b.tag} (${b.commit.slice(0, 7)}), the source node-llama-cpp bundles, built with \`${b.cmake_flags.join(" ")}\` ` +
+    `and run with node-llama-cpp's prebuilt ggml base and CPU backends in place of the built ones (variant loaded: ${ref.server?.cpu_variant ?? lb?.cpu_variant ?? "?"}). ` +
+    `llama-bench (${(lb?.runs ?? []).map((a) => `\`${a.join(" ")}\``).join(", ")}): ${tests} tok/s. ` +
+    `llama-server: \`${(ref.server?.args ?? []).filter((a, i, all) => !["-m", "--port"].includes(a) && !["-m", "--port"].includes(all[i - 1])).join(" ")}\`, ` +
+    "each server's own sampling defaults at the same temperature.";
+}
+
 /** The markdown report: the machine, then one row per measured item with its goal and pass/miss. */
 export function buildReport(r: BenchResults): string {
   const threads = Number(r.server?.loaded.threads ?? r.settings.threads);
   const rows: Row[] = [...singleRows(r, threads), ...concurrencyRows(r), ...loadRows(r), ...gatewayRows(r), ...otherRows(r)];
-  const table = [
+  const table = rows.length ? [
     "| item | measured | goal | result |",
     "| --- | --- | --- | --- |",
     ...rows.map((row) => `| ${row.join(" | ")} |`),
-  ];
+    "",
+  ] : [];
   const notes = [
+    ...[referenceNote(r)].filter((n): n is string => n !== null),
+  ];
+  if (r.http) notes.push(
     `llama.cpp figures are constants: ${LLAMA_CPP.source}. llama.cpp's own tools on the bench model itself, built here from node-llama-cpp's bundled llama.cpp and loading node-llama-cpp's prebuilt AMX CPU backend: llama-bench tg128 ${LLAMA_BENCH_HERE.tg128[1]} / ${LLAMA_BENCH_HERE.tg128[2]} tok/s, tg128 at depth 512 ${LLAMA_BENCH_HERE.tg128_d512[1]} / ${LLAMA_BENCH_HERE.tg128_d512[2]}, pp512 ${LLAMA_BENCH_HERE.pp512[1]} / ${LLAMA_BENCH_HERE.pp512[2]} at 1 / 2 threads; llama-batched-bench (128-token prompts, 64 tokens each, 2 threads) 1 / 2 / 4 / 8 sequences ${[1, 2, 4, 8].map((n) => LLAMA_BENCH_HERE.batched[n]).join(" / ")} tok/s, and ${LLAMA_BENCH_HERE.batchedNoFlash[1]} / ${LLAMA_BENCH_HERE.batchedNoFlash[8]} at 1 / 8 without flash attention (as served).`,
     "Decode tok/s = (completion tokens − 1) ÷ (last content chunk − first); time to first token from the request's start, as the client sees it.",
     "Aggregate decode is judged on the window where every stream is decoding (batched-bench's S_TG), or on the whole decode span when a run had no such window; \"end to end\" includes prefill and queueing.",
-    "autocannon runs in the harness's own process, on the same cores as the server.",
-    "Counting runs on a second server with the tiny made model (110,000-token context): counting costs the tokenizer and template, not the weights.",
-  ];
+  );
+  if (r.load) notes.push("autocannon runs in the harness's own process, on the same cores as the server.");
+  if (r.count100k) notes.push("Counting runs on a second server with the tiny made model (110,000-token context): counting costs the tokenizer and template, not the weights.");
   if (r.gateway) {
     notes.push(
       "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings; with max_tokens given and a short prompt the gateway needs no count from the worker; a JSON client's answer is streamed from the worker too), " +
@@ -290,14 +431,19 @@ export function buildReport(r: BenchResults): string {
   }
   const warnings = [...(r.server?.warnings ?? []), ...(r.gateway?.warnings ?? [])];
   if (warnings.length) notes.push(`Server warnings: ${[...new Set(warnings)].slice(0, 5).join("; ")}.`);
-  return [machineLine(r), "", ...table, "", ...notes.map((n) => `- ${n}`)].join("\n");
+  return [machineLine(r), "", ...servingSection(r), ...table, ...notes.map((n) => `- ${n}`)].join("\n");
 }
 
 /** Writes the JSON (never the prompts' text) and, when asked, the table into README.md between the markers. */
-export function writeResults(r: BenchResults, report: string, opts: { outDir: string; readme: string | null; latest: boolean }): string[] {
+export function writeResults(
+  r: BenchResults,
+  report: string,
+  opts: { outDir: string; readme: string | null; latest: boolean; plot?: string | null },
+): string[] {
   const slim = {
     ...r,
     http: r.http && Object.fromEntries(Object.entries(r.http).map(([k, v]) => [k, { ...v, prompts: undefined }])),
+    concurrency: r.concurrency && r.concurrency.map((l) => ({ ...l, prompts: undefined })),
   };
   const json = `${JSON.stringify(slim, null, 1)}\n`;
   mkdirSync(opts.outDir, { recursive: true });
@@ -305,6 +451,11 @@ export function writeResults(r: BenchResults, report: string, opts: { outDir: st
   const written = [join(opts.outDir, `${stamp}${r.mode === "quick" ? "-quick" : ""}.json`)];
   if (opts.latest) written.push(join(opts.outDir, "latest.json"));
   for (const file of written) writeFileSync(file, json);
+  if (opts.plot && r.serving?.plot) {
+    const plots = [join(opts.outDir, r.serving.plot), ...(opts.latest ? [join(opts.outDir, "latest-serving.svg")] : [])];
+    for (const file of plots) writeFileSync(file, opts.plot);
+    written.push(...plots);
+  }
   if (opts.readme) {
     updateReadme(opts.readme, report);
     written.push(opts.readme);
@@ -322,8 +473,8 @@ function updateReadme(path: string, report: string): void {
       "## Performance\n\n" +
       "`npm run bench` makes the bench model if needed (`data/bench/`), starts the real server and measures decode speed\n" +
       "and time to first token over HTTP/SSE and in-process, concurrent streams, prefix reuse, API throughput (autocannon)\n" +
-      "and memory; it prints this table and writes JSON to `bench/results/`. A full run takes a few minutes;\n" +
-      "`npm run bench -- --quick` is a smoke check of about a minute (`npm run bench -- --help` for the options).\n" +
+      "and memory, and an open-loop serving sweep against llama.cpp's own server; it prints this table and writes JSON\n" +
+      "to `bench/results/`. `npm run bench -- --quick` is a smoke check (`npm run bench -- --help` for the options).\n" +
       "The latest full run:\n\n" +
       `${START}\n${END}\n\n`;
     const at = text.indexOf("## Layout");

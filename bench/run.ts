@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError } from "commander";
 import { existsSync, statSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_MODEL } from "../src/config/defaults.js";
@@ -9,13 +10,16 @@ import { fuzzBurst } from "./fuzz.js";
 import { measureFailover } from "./failover.js";
 import { measureGateway } from "./gateway.js";
 import { loadInProcess } from "./inproc.js";
+import { CMAKE_FLAGS, ensureReference, loadedCpuVariant, runLlamaBench, startLlamaServer, type ReferenceBuild } from "./llama-reference.js";
 import { runLoad, type LoadResult } from "./load.js";
 import { describeMachine } from "./machine.js";
 import { exactPrompt, serverCounter } from "./prompts.js";
-import { buildReport, writeResults, type BenchResults, type InProcessResult } from "./report.js";
-import { concurrency, medians, singleStream, TEMPERATURE, type ConcurrencyResult } from "./scenarios.js";
+import { servingPlotSvg } from "./plot.js";
+import { buildReport, SERVER_NAMES, writeResults, type BenchResults, type InProcessResult, type ReferenceResult } from "./report.js";
+import { concurrency, medians, replayConcurrency, replaySingle, singleStream, TEMPERATURE, type ConcurrencyResult } from "./scenarios.js";
+import { buildWorkloads, SERVING_SHAPE, SLO, sweep, type RateWorkload } from "./serving.js";
 import { api, procMemory, rssMb, startServer, type BenchServer } from "./server.js";
-import { summarise, streamChat, type GenerationSummary } from "./sse-client.js";
+import { summarise, streamChat, type ChatTarget, type GenerationSummary } from "./sse-client.js";
 import { median, round, sleep } from "./stats.js";
 
 const repoRoot = (() => {
@@ -38,6 +42,10 @@ interface Options {
   concurrency: boolean;
   gateway: boolean;
   failover: boolean;
+  serving: boolean;
+  reference: boolean;
+  servingRates?: number[];
+  servingRequests?: number;
   readme?: boolean;
 }
 
@@ -61,6 +69,18 @@ function plan(o: Options) {
     },
     // One frozen replica: about 15 s whatever the mode (the time measured is the gateway's bounds).
     failoverRequests: 8,
+    // The open-loop sweep: the same requests at each rate, to each server. On 2 AVX2 cores (prompts cost ~9 ms a
+    // token there) the servers saturate at about 0.2–0.4 req/s with these lengths: rates from under that to well
+    // over it. About 4 minutes a server in full, 1 quick; a rate under capacity takes requests ÷ rate seconds.
+    serving: {
+      rates: o.servingRates ?? (o.quick ? [0.25, 1] : [0.125, 0.25, 0.5, 1]),
+      requests: o.servingRequests ?? (o.quick ? 6 : 10),
+      seed: 13,
+      shape: SERVING_SHAPE,
+      slo: SLO,
+      timeoutS: 600,
+    },
+    llamaBenchRepetitions: o.quick ? 1 : 3,
   };
 }
 
@@ -197,6 +217,96 @@ async function inProcessPhase(o: Options, p: ReturnType<typeof plan>, bench: { p
   results.inproc = out;
 }
 
+/** Threads the project's engine ran with (its "model loaded" line), for llama.cpp's tools to use as many. */
+let engineThreadsUsed = 0;
+
+async function servingPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults): Promise<RateWorkload[]> {
+  say("starting the server on the bench model for the open-loop serving sweep");
+  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize) });
+  try {
+    engineThreadsUsed = Number(server.loaded.threads) || engineThreadsUsed;
+    results.server ??= { loaded: loadedFields(server.loaded) };
+    await warmUp(server);
+    const s = p.serving;
+    say(`writing ${s.requests} prompts for each of ${s.rates.length} rates, exact to the token`);
+    const workloads = await buildWorkloads(serverCounter(server, s.shape.outputTokens[1]), { rates: s.rates, requests: s.requests, seed: s.seed, shape: s.shape });
+    const runs = await sweep(SERVER_NAMES.lucena, { url: server.url, key: server.key, model: server.model }, workloads, {
+      temperature: TEMPERATURE, timeoutMs: s.timeoutS * 1000, say,
+    });
+    results.serving = {
+      settings: {
+        rates: s.rates, requests_per_rate: s.requests, seed: s.seed, prompt_tokens: s.shape.promptTokens, output_tokens: s.shape.outputTokens,
+        slo: s.slo, temperature: TEMPERATURE, ignore_eos: true, timeout_s: s.timeoutS,
+      },
+      runs,
+      cpu_variants: { [SERVER_NAMES.lucena]: loadedCpuVariant(server.pid) },
+      prompt_check: null,
+      plot: null,
+    };
+    return workloads;
+  } finally {
+    await server.stop();
+  }
+}
+
+/**
+ * llama.cpp's own tools in the same run: llama-bench (no server running), then llama-server on the same model
+ * file with the same threads, sequences and context, sent the very conversations the project's server was sent.
+ */
+async function referencePhase(
+  p: ReturnType<typeof plan>, bench: { path: string }, build: ReferenceBuild, workloads: RateWorkload[], results: BenchResults,
+): Promise<void> {
+  const threads = engineThreadsUsed || Number(results.server?.loaded.threads) || availableParallelism();
+  const ref: ReferenceResult = (results.reference ??= {});
+  ref.build = { tag: build.tag, commit: build.commit, dir: build.dir, cmake_flags: CMAKE_FLAGS, prebuilt: build.prebuilt };
+  ref.threads = threads;
+  say(`llama-bench: pp512, tg128 and tg128 at depth 512, ${threads} threads, ${p.llamaBenchRepetitions} repetition(s)`);
+  try {
+    ref.llama_bench = await runLlamaBench(build, { model: bench.path, threads, repetitions: p.llamaBenchRepetitions });
+  } catch (err) {
+    ref.llama_bench = null;
+    say(`llama-bench failed: ${(err as Error).message}`);
+  }
+  say("starting llama.cpp's server on the bench model");
+  const server = await startLlamaServer(build, { model: bench.path, parallel: 8, contextPerSequence: 3072, threads });
+  try {
+    ref.server = { args: server.args, cpu_variant: loadedCpuVariant(server.pid) };
+    const to: ChatTarget = { url: server.url, key: "none", model: "bench" };
+    // Both servers apply the GGUF's chat template: every prompt must be as long on llama.cpp's server.
+    const prompts = [
+      ...workloads.flatMap((w) => w.requests.map((r) => ({ messages: r.messages, tokens: r.prompt_tokens }))),
+      ...(results.http?.single512.prompts ?? []),
+      ...(results.concurrency ?? []).flatMap((l) => (l.prompts ?? []).flat()),
+    ];
+    const diffs: number[] = [];
+    for (const q of prompts) diffs.push((await server.promptTokens(q.messages)) - q.tokens);
+    const off = diffs.filter((d) => d !== 0);
+    ref.prompt_check = { checked: diffs.length, mismatches: off.length, diffs: [...new Set(off)].slice(0, 5) };
+    say(`prompt lengths on llama.cpp's server: ${diffs.length - off.length} of ${diffs.length} the same as counted by the project's server`);
+    await streamChat(to, { messages: [{ role: "user", content: "Warm up: say something." }], max_tokens: 8, temperature: TEMPERATURE });
+
+    if (results.http) {
+      say(`llama.cpp's server: the single-stream ${results.http.single512.prompt_tokens}-token prompts again`);
+      ref.single512 = await replaySingle(to, results.http.single512, p.maxTokens);
+    }
+    if (results.concurrency) {
+      ref.concurrency = [];
+      for (const level of results.concurrency) {
+        say(`llama.cpp's server: ${level.streams} concurrent stream(s), the same prompts`);
+        ref.concurrency.push(await replayConcurrency(to, level));
+      }
+    }
+    if (results.serving && workloads.length) {
+      const runs = await sweep(SERVER_NAMES.llama, to, workloads, { temperature: TEMPERATURE, timeoutMs: p.serving.timeoutS * 1000, say });
+      results.serving.runs.push(...runs);
+      results.serving.cpu_variants[SERVER_NAMES.llama] = ref.server.cpu_variant;
+      results.serving.prompt_check = ref.prompt_check;
+    }
+  } finally {
+    await server.stop();
+  }
+}
+
 async function main(o: Options): Promise<void> {
   const began = performance.now();
   const p = plan(o);
@@ -208,9 +318,37 @@ async function main(o: Options): Promise<void> {
     settings: { ...p, threads: o.threads, temperature: TEMPERATURE, prompt_lengths: [512, 2048] },
     model: { file: "data/bench/bench.gguf", bytes: bench.bytes, mb: round(bench.bytes / 2 ** 20, 1) },
     rss: { idle_mb: null, idle_detail: null, under_load_max_mb: null },
-    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, failover: null, duration_s: 0,
+    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, failover: null,
+    serving: null, reference: null, duration_s: 0,
   };
+  // The reference is built before anything is measured: the first build keeps both cores busy for minutes.
+  let reference: ReferenceBuild | null = null;
+  if (o.reference && (o.serving || o.http)) {
+    const outcome = await ensureReference({ repoRoot, say, jobs: availableParallelism() });
+    if (outcome.ok) {
+      reference = outcome.build;
+      results.reference = { built_s: outcome.built_s };
+    } else {
+      say(`no llama.cpp column in this run: ${outcome.reason}`);
+      results.reference = { skipped: outcome.reason };
+    }
+  }
   if (o.http) await httpPhase(o, p, bench, results);
+  const workloads = o.serving ? await servingPhase(o, p, bench, results) : [];
+  if (reference) {
+    try {
+      await referencePhase(p, bench, reference, workloads, results);
+    } catch (err) {
+      // The project's own figures stand without the reference; the report says what went wrong.
+      const reason = `llama.cpp's server failed: ${err instanceof Error ? err.message : String(err)}`;
+      say(reason);
+      results.reference = { ...results.reference, skipped: reason };
+    }
+  }
+  if (results.serving) {
+    const stamp = results.machine.date.replace(/[:.]/g, "-");
+    results.serving.plot = `${stamp}${o.quick ? "-quick" : ""}-serving.svg`;
+  }
   if (o.count) await countPhase(p, tiny, results);
   if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, plan: p.gateway, say });
   if (o.failover) results.failover = await measureFailover({ cliPath, modelPath: tiny.path, requests: p.failoverRequests, say });
@@ -219,19 +357,36 @@ async function main(o: Options): Promise<void> {
 
   const report = buildReport(results);
   process.stdout.write(`${report}\n`);
+  const plot = results.serving ? await servingPlotSvg(results.serving.runs, plotSubtitle(results)) : null;
   const written = writeResults(results, report, {
     outDir: resolve(o.out),
     readme: (o.readme ?? !o.quick) ? join(repoRoot, "README.md") : null,
     latest: !o.quick,
+    plot,
   });
   for (const f of written) say(`wrote ${f}`);
   say(`done in ${results.duration_s} s`);
+}
+
+function plotSubtitle(r: BenchResults): string[] {
+  const s = r.serving!.settings;
+  return [
+    `${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.date.slice(0, 10)}; bench model (${r.model.mb} MiB Q8_0), 8 sequences, the same CPU backend`,
+    `${s.requests_per_rate} requests per rate, prompts of ${s.prompt_tokens.join("–")} tokens, answers of ${s.output_tokens.join("–")}; ` +
+      `goodput: TTFT ≤ ${s.slo.ttft_ms / 1000} s and TPOT ≤ ${s.slo.tpot_ms} ms`,
+  ];
 }
 
 const int = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number");
   return n;
+};
+
+const rateList = (v: string) => {
+  const rates = v.split(",").map(Number);
+  if (!rates.length || rates.some((r) => !Number.isFinite(r) || r <= 0)) throw new InvalidArgumentError("expected request rates above 0, e.g. 0.5,1,2");
+  return rates;
 };
 
 const program = new Command("bench")
@@ -248,17 +403,33 @@ const program = new Command("bench")
   .option("--skip-concurrency", "skip the concurrent-stream tests")
   .option("--skip-gateway", "skip the gateway's added latency (a gateway in front of a tiny-model worker)")
   .option("--skip-failover", "skip the time a request on a frozen replica takes to be answered by another")
+  .option("--skip-serving", "skip the open-loop serving sweep (Poisson arrivals at several rates)")
+  .option("--skip-reference", "no llama.cpp column: neither build nor run llama.cpp's server and llama-bench")
+  .option("--serving-only", "the serving sweep (and llama.cpp's, unless --skip-reference) and nothing else; with --quick, two short rates")
+  .option("--serving-rates <list>", "the sweep's request rates, req/s, comma-separated (default 0.125,0.25,0.5,1; quick 0.25,1)", rateList)
+  .option("--serving-requests <n>", "requests per rate (default 10, quick 6)", int)
   .option("--readme", "write the table into README.md (default: full runs only)")
   .option("--no-readme", "leave README.md alone")
   .addHelpText("after", "\nFull runs write <date>.json and latest.json and update README.md; quick runs write <date>-quick.json only." +
-    "\nThe gateway phases alone: --quick --skip-http --skip-count --no-readme (add --skip-gateway for the failover one only).");
+    "\nThe gateway phases alone: --quick --skip-http --skip-count --no-readme (add --skip-gateway for the failover one only)." +
+    "\nllama.cpp's server and llama-bench are built once from node-llama-cpp's bundled source into ${XDG_CACHE_HOME:-~/.cache}/lucena-one/llama.cpp/" +
+    "\n(about 10 minutes on 2 cores; cmake and a C++ compiler needed, else the column is left out).");
+
+// Ctrl-C or a timeout's SIGTERM: exit through process.exit, so the servers started are stopped on the way out.
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 
 program.parse();
-const raw = program.opts<{ quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean; skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; readme?: boolean }>();
+const raw = program.opts<{
+  quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean;
+  skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; skipServing?: boolean; skipReference?: boolean;
+  servingOnly?: boolean; servingRates?: number[]; servingRequests?: number; readme?: boolean;
+}>();
+const others = !raw.servingOnly;
 main({
   quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
-  http: !raw.skipHttp, inproc: !raw.skipInproc, load: !raw.skipLoad, count: !raw.skipCount, concurrency: !raw.skipConcurrency,
-  gateway: !raw.skipGateway, failover: !raw.skipFailover,
+  http: others && !raw.skipHttp, inproc: others && !raw.skipInproc, load: !raw.skipLoad, count: others && !raw.skipCount, concurrency: !raw.skipConcurrency,
+  gateway: others && !raw.skipGateway, failover: others && !raw.skipFailover, serving: !raw.skipServing, reference: !raw.skipReference,
+  ...(raw.servingRates ? { servingRates: raw.servingRates } : {}), ...(raw.servingRequests ? { servingRequests: raw.servingRequests } : {}),
   ...(raw.readme !== undefined ? { readme: raw.readme } : {}),
 }).catch((err: unknown) => {
   process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);

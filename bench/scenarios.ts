@@ -98,6 +98,7 @@ export interface ConcurrencyRun {
   decode_span_tok_s: number;
   wall_ms: number;
   ttft_median_ms: number;
+  ttft_mean_ms: number;
   ttft_max_ms: number;
   itl_p50_ms: number;
   itl_p99_ms: number;
@@ -116,6 +117,8 @@ export interface ConcurrencyResult {
   median: Record<string, number>;
   /** Max RSS of the server seen while this level ran (polled), when asked for. */
   rss_max_mb?: number;
+  /** Each run's conversations, so another server can be sent the same ones (not written to the results). */
+  prompts?: ExactPrompt[][];
 }
 
 function concurrencyRun(streams: number, t0: number, gens: Generation[]): ConcurrencyRun {
@@ -135,6 +138,7 @@ function concurrencyRun(streams: number, t0: number, gens: Generation[]): Concur
     decode_span_tok_s: round((completion - gens.length) / ((Math.max(...lasts) - Math.min(...firsts)) / 1000)),
     wall_ms: round(wall),
     ttft_median_ms: round(median(ttfts)),
+    ttft_mean_ms: round(sum(ttfts) / ttfts.length),
     ttft_max_ms: round(Math.max(...ttfts)),
     itl_p50_ms: round(percentile(gaps.flat(), 50)),
     itl_p99_ms: round(percentile(gaps.flat(), 99)),
@@ -151,6 +155,7 @@ export async function concurrency(
 ): Promise<ConcurrencyResult> {
   const count = serverCounter(server, opts.maxTokens);
   const runs: ConcurrencyRun[] = [];
+  const rounds: ExactPrompt[][] = [];
   let rssMax = 0;
   for (let r = 0; r < opts.runs; r++) {
     const prompts: ExactPrompt[] = [];
@@ -164,12 +169,10 @@ export async function concurrency(
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
     })();
-    const t0 = performance.now();
-    const gens = await Promise.all(
-      prompts.map((p) => streamChat(target(server), { messages: p.messages, max_tokens: opts.maxTokens, temperature: TEMPERATURE })),
-    ).finally(() => (polling = false));
+    const run = await concurrentRound(target(server), prompts, opts.maxTokens).finally(() => (polling = false));
     await poller;
-    runs.push(concurrencyRun(opts.streams, t0, gens));
+    runs.push(run);
+    rounds.push(prompts);
   }
   return {
     streams: opts.streams,
@@ -178,5 +181,36 @@ export async function concurrency(
     runs,
     median: medians(runs),
     ...(opts.pollRss ? { rss_max_mb: rssMax } : {}),
+    prompts: rounds,
   };
+}
+
+/** All the conversations sent at once; the run's figures from the first request's send to the last chunk. */
+async function concurrentRound(to: ChatTarget, prompts: readonly ExactPrompt[], maxTokens: number): Promise<ConcurrencyRun> {
+  const t0 = performance.now();
+  const gens = await Promise.all(prompts.map((p) => streamChat(to, { messages: p.messages, max_tokens: maxTokens, temperature: TEMPERATURE })));
+  return concurrencyRun(prompts.length, t0, gens);
+}
+
+/**
+ * The same concurrency level against another server (llama.cpp's): the very conversations each run sent, so
+ * both servers evaluate the same prompt tokens.
+ */
+export async function replayConcurrency(to: ChatTarget, level: ConcurrencyResult): Promise<ConcurrencyResult> {
+  const runs: ConcurrencyRun[] = [];
+  for (const prompts of level.prompts ?? []) runs.push(await concurrentRound(to, prompts, level.max_tokens));
+  return { streams: level.streams, prompt_tokens: level.prompt_tokens, max_tokens: level.max_tokens, runs, median: medians(runs) };
+}
+
+/** The single-stream conversations again, one at a time, against another server. */
+export async function replaySingle(
+  to: ChatTarget,
+  single: SingleStreamResult,
+  maxTokens: number,
+): Promise<Omit<SingleStreamResult, "prompts">> {
+  const runs: GenerationSummary[] = [];
+  for (const prompt of single.prompts) {
+    runs.push(summarise(await streamChat(to, { messages: prompt.messages, max_tokens: maxTokens, temperature: TEMPERATURE })));
+  }
+  return { prompt_tokens: single.prompt_tokens, runs, median: medians(runs) };
 }

@@ -46,8 +46,7 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     stdio: ["ignore", fd, fd],
   });
   closeSync(fd);
-  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  const alive = () => proc.exitCode === null && proc.signalCode === null;
+  const { alive, stop } = supervise(proc);
 
   const entries = () =>
     readFileSync(logFile, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => {
@@ -84,11 +83,29 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     pid: proc.pid!,
     warnings: () => entries().filter((e) => Number(e.level) >= 50 || (Number(e.level) >= 40 && e.component === "llama.cpp")).map((e) => String(e.msg)),
     stop: async () => {
+      await stop();
+      if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A server process's end: `stop()` sends SIGTERM, then SIGKILL after 15 s, and waits for the exit. A harness that
+ * exits before stopping it (an error, Ctrl-C) kills it on the way out, so no server is left behind.
+ */
+export function supervise(proc: ChildProcess): { alive: () => boolean; stop: () => Promise<void> } {
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const alive = () => proc.exitCode === null && proc.signalCode === null;
+  const orphan = () => { if (alive()) proc.kill("SIGKILL"); };
+  process.once("exit", orphan);
+  void exited.then(() => process.off("exit", orphan));
+  return {
+    alive,
+    stop: async () => {
       if (alive()) proc.kill("SIGTERM");
       const killer = setTimeout(() => { if (alive()) proc.kill("SIGKILL"); }, 15_000);
       await exited;
       clearTimeout(killer);
-      if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -70,17 +70,21 @@ interface StreamChunk {
 
 /**
  * Streams one chat completion over HTTP/SSE with plain fetch and timestamps every content chunk as it arrives.
- * Chunks that arrive in one read share that read's timestamp, which is what a client really sees.
+ * Chunks that arrive in one read share that read's timestamp, which is what a client really sees. Usage is asked
+ * for (the project's server sends it anyway; llama.cpp's only when asked). Fields of `body` beyond the three
+ * named ones go into the request as they are (e.g. `ignore_eos` for llama.cpp's server).
  */
 export async function streamChat(
   target: ChatTarget,
-  body: { messages: ChatMessageBody[]; max_tokens: number; temperature: number },
+  body: { messages: ChatMessageBody[]; max_tokens: number; temperature: number } & Record<string, unknown>,
+  signal?: AbortSignal,
 ): Promise<Generation> {
   const start = performance.now();
   const res = await fetch(`${target.url}/v1/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${target.key}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: target.model, stream: true, ...body }),
+    body: JSON.stringify({ model: target.model, stream: true, stream_options: { include_usage: true }, ...body }),
+    ...(signal ? { signal } : {}),
   });
   if (!res.ok || !res.body) throw new Error(`chat completion failed: ${res.status} ${await res.text()}`);
   const g: Generation = { start, chunkTimes: [], promptTokens: 0, completionTokens: 0, finishReason: null, text: "" };
