@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
+import type { ContentionResult } from "./contention.js";
 import type { FuzzResult } from "./fuzz.js";
 import type { FailoverResult } from "./failover.js";
 import type { GatewayResult } from "./gateway.js";
@@ -81,6 +82,8 @@ export interface BenchResults {
   gateway?: GatewayResult | null;
   /** A request on a frozen replica answered by another (absent in older results). */
   failover?: FailoverResult | null;
+  /** One stream with and without a process busy on one core (absent in older results). */
+  contention?: ContentionResult | null;
   /** The open-loop serving sweep (absent in older results). */
   serving?: ServingResult | null;
   /** llama.cpp's server and llama-bench in the same run (absent in older results). */
@@ -305,6 +308,15 @@ function otherRows(r: BenchResults): Row[] {
       `Worst event-loop delay during a burst of ${z.requests} hostile bodies (${f1(z.body_mb)} MB: 3.9 MB prompts, an 81-message conversation to trim, malformed JSON; 4 at a time, tiny model, beside streams)`,
       `${f1(z.loop_delay_max_ms)} ms; meanwhile \`GET /v1/models\` p50 / p99 / max ${f1(z.probe.p50_ms)} / ${f1(z.probe.p99_ms)} / ${f1(z.probe.max_ms)} ms, a stream's longest silence ${f1(z.stream_max_gap_ms)} ms (answers: ${statuses})`,
       "≤ 50 ms", verdict(z.loop_delay_max_ms <= 50),
+    ]);
+  }
+  if (r.contention) {
+    const c = r.contention;
+    const threads = [...new Set(c.runs.filter((x) => x.hog).map((x) => x.threads))].join("/");
+    rows.push([
+      `Decode, 1 stream, ${c.max_tokens} tokens, with a process busy on one core (in-process, \`threads: 0\`)`,
+      `${f1(c.contended_tok_s)} tok/s against ${f1(c.uncontended_tok_s)} quiet: ${c.ratio.toFixed(2)}× (engine threads while contended: ${threads})`,
+      `≥ ${c.goal}×`, verdict(c.ratio >= c.goal),
     ]);
   }
   if (r.rss.idle_mb !== null) {

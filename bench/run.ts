@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
 import { makeModel, type ModelSize } from "../src/gguf/model-maker.js";
+import { measureContention } from "./contention.js";
 import { fuzzBurst } from "./fuzz.js";
 import { measureFailover } from "./failover.js";
 import { measureGateway } from "./gateway.js";
@@ -42,6 +43,7 @@ interface Options {
   concurrency: boolean;
   gateway: boolean;
   failover: boolean;
+  contention: boolean;
   serving: boolean;
   reference: boolean;
   servingRates?: number[];
@@ -318,7 +320,7 @@ async function main(o: Options): Promise<void> {
     settings: { ...p, threads: o.threads, temperature: TEMPERATURE, prompt_lengths: [512, 2048] },
     model: { file: "data/bench/bench.gguf", bytes: bench.bytes, mb: round(bench.bytes / 2 ** 20, 1) },
     rss: { idle_mb: null, idle_detail: null, under_load_max_mb: null },
-    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, failover: null,
+    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, failover: null, contention: null,
     serving: null, reference: null, duration_s: 0,
   };
   // The reference is built before anything is measured: the first build keeps both cores busy for minutes.
@@ -353,6 +355,13 @@ async function main(o: Options): Promise<void> {
   if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, plan: p.gateway, say });
   if (o.failover) results.failover = await measureFailover({ cliPath, modelPath: tiny.path, requests: p.failoverRequests, say });
   if (o.inproc) await inProcessPhase(o, p, bench, results);
+  if (o.contention) {
+    say("one stream with and without a process busy on one core (the engine in this process)");
+    results.contention = await measureContention({
+      config: { ...benchModelConfig(bench.path, o.threads, o.batchSize), context_size: 2048, parallel: 1 },
+      maxTokens: o.quick ? 64 : 256, rounds: o.quick ? 1 : 3, settleMs: 3000, timeLimitMs: 60_000, say,
+    });
+  }
   results.duration_s = round((performance.now() - began) / 1000, 1);
 
   const report = buildReport(results);
@@ -403,6 +412,7 @@ const program = new Command("bench")
   .option("--skip-concurrency", "skip the concurrent-stream tests")
   .option("--skip-gateway", "skip the gateway's added latency (a gateway in front of a tiny-model worker)")
   .option("--skip-failover", "skip the time a request on a frozen replica takes to be answered by another")
+  .option("--skip-contention", "skip one stream's decode speed with a process busy on one core")
   .option("--skip-serving", "skip the open-loop serving sweep (Poisson arrivals at several rates)")
   .option("--skip-reference", "no llama.cpp column: neither build nor run llama.cpp's server and llama-bench")
   .option("--serving-only", "the serving sweep (and llama.cpp's, unless --skip-reference) and nothing else; with --quick, two short rates")
@@ -421,14 +431,14 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => 
 program.parse();
 const raw = program.opts<{
   quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean;
-  skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; skipServing?: boolean; skipReference?: boolean;
+  skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; skipContention?: boolean; skipServing?: boolean; skipReference?: boolean;
   servingOnly?: boolean; servingRates?: number[]; servingRequests?: number; readme?: boolean;
 }>();
 const others = !raw.servingOnly;
 main({
   quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
   http: others && !raw.skipHttp, inproc: others && !raw.skipInproc, load: !raw.skipLoad, count: others && !raw.skipCount, concurrency: !raw.skipConcurrency,
-  gateway: others && !raw.skipGateway, failover: others && !raw.skipFailover, serving: !raw.skipServing, reference: !raw.skipReference,
+  gateway: others && !raw.skipGateway, failover: others && !raw.skipFailover, contention: others && !raw.skipContention, serving: !raw.skipServing, reference: !raw.skipReference,
   ...(raw.servingRates ? { servingRates: raw.servingRates } : {}), ...(raw.servingRequests ? { servingRequests: raw.servingRequests } : {}),
   ...(raw.readme !== undefined ? { readme: raw.readme } : {}),
 }).catch((err: unknown) => {
