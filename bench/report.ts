@@ -224,7 +224,7 @@ function concurrencyRows(r: BenchResults): Row[] {
         `… end to end, ${level.streams} stream${level.streams > 1 ? "s" : ""}, against llama.cpp's server (the same prompts, same run): first request sent → last token`,
         `${SERVER_NAMES.lucena} ${f1(m.aggregate_tok_s)} tok/s, mean time to first token ${f0(m.ttft_mean_ms)} ms; ` +
           `llama.cpp server ${f1(other.aggregate_tok_s)} tok/s, ${f0(other.ttft_mean_ms)} ms (${f1(other.decode_aggregate_tok_s)} tok/s while all decode); ` +
-          `ratio ${f2(m.aggregate_tok_s / other.aggregate_tok_s)}`,
+          `${SERVER_NAMES.lucena} ÷ llama.cpp server = ${f2(m.aggregate_tok_s / other.aggregate_tok_s)}`,
         "—", "info",
       ]);
     }

@@ -11,7 +11,7 @@ function outcome(index: number, o: Partial<RequestOutcome>): RequestOutcome {
 }
 
 describe("serving benchmark: workload and figures", () => {
-  test("the plan: lengths within their ranges, the first request at once, exponential gaps of mean 1", () => {
+  test("the plan: lengths within their ranges, the first request at once, exponential gaps of mean exactly 1", () => {
     const plan = planRequests(13, 20_000, { promptTokens: [100, 600], outputTokens: [32, 192] });
     assert.deepEqual(plan, planRequests(13, 20_000, { promptTokens: [100, 600], outputTokens: [32, 192] }));
     assert.notDeepEqual(plan.slice(0, 50), planRequests(14, 50, { promptTokens: [100, 600], outputTokens: [32, 192] }));
@@ -20,17 +20,18 @@ describe("serving benchmark: workload and figures", () => {
     assert.ok(plan.some((p) => p.prompt_tokens === 100) && plan.some((p) => p.prompt_tokens === 600));
     const gaps = plan.slice(1).map((p) => p.gap);
     const mean = gaps.reduce((s, g) => s + g, 0) / gaps.length;
-    assert.ok(Math.abs(mean - 1) < 0.03, `mean gap ${mean}`);
+    assert.ok(Math.abs(mean - 1) < 1e-9, `mean gap ${mean}`);
     // Exponential: the median gap is ln 2, and about e^-2 of the gaps exceed 2.
     assert.ok(Math.abs(percentile(gaps, 50) - Math.LN2) < 0.03);
     assert.ok(Math.abs(gaps.filter((g) => g > 2).length / gaps.length - Math.exp(-2)) < 0.01);
   });
 
-  test("arrival times: the same pattern at every rate, scaled by 1 / rate", () => {
-    const plan = planRequests(7, 50);
+  test("arrival times: the same pattern at every rate, scaled by 1 / rate; the last at (count − 1) ÷ rate", () => {
+    const plan = planRequests(7, 10);
     const at1 = arrivalTimes(plan, 1);
     const at4 = arrivalTimes(plan, 4);
     assert.equal(at1[0], 0);
+    assert.ok(Math.abs(at4[9] - 9 / 4) < 1e-9);
     for (let i = 1; i < at1.length; i++) {
       assert.ok(at1[i] >= at1[i - 1]);
       assert.ok(Math.abs(at4[i] - at1[i] / 4) < 1e-9);
