@@ -35,6 +35,7 @@ interface Options {
   out: string;
   threads: number;
   batchSize?: number;
+  tpotTargetMs?: number;
   runs?: number;
   http: boolean;
   inproc: boolean;
@@ -97,11 +98,12 @@ function ensureModel(size: ModelSize): { path: string; bytes: number } {
   return { path, bytes: statSync(path).size };
 }
 
-function benchModelConfig(source: string, threads: number, batchSize?: number): ModelConfig {
+function benchModelConfig(source: string, threads: number, batchSize?: number, tpotTargetMs?: number): ModelConfig {
   // 2,048 prompt tokens + an answer + a second turn fit in 3,072 per sequence, for each of 8 sequences.
   return {
     ...DEFAULT_MODEL, id: "bench", name: "Bench model", source, context_size: 3072, parallel: 8, queue_size: 64, threads,
     ...(batchSize !== undefined ? { batch_size: batchSize } : {}),
+    ...(tpotTargetMs !== undefined ? { tpot_target_ms: tpotTargetMs } : {}),
   };
 }
 
@@ -120,7 +122,7 @@ async function warmUp(server: BenchServer): Promise<void> {
 
 async function httpPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults) {
   say("starting the server on the bench model");
-  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize) });
+  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs) });
   results.server = { loaded: loadedFields(server.loaded) };
   try {
     await sleep(500);
@@ -198,7 +200,7 @@ async function countPhase(p: ReturnType<typeof plan>, tiny: { path: string }, re
 async function inProcessPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults) {
   if (!results.http) return;
   say("loading the same engine in-process (the server is stopped)");
-  const engine = await loadInProcess(benchModelConfig(bench.path, o.threads, o.batchSize));
+  const engine = await loadInProcess(benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs));
   const out: InProcessResult = { loaded: loadedFields(engine.loaded) };
   try {
     await engine.generate(await engine.encode([{ role: "user", content: "Warm up: say something." }]), 8, TEMPERATURE);
@@ -224,7 +226,7 @@ let engineThreadsUsed = 0;
 
 async function servingPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults): Promise<RateWorkload[]> {
   say("starting the server on the bench model for the open-loop serving sweep");
-  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize) });
+  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs) });
   try {
     engineThreadsUsed = Number(server.loaded.threads) || engineThreadsUsed;
     results.server ??= { loaded: loadedFields(server.loaded) };
@@ -358,7 +360,7 @@ async function main(o: Options): Promise<void> {
   if (o.contention) {
     say("one stream with and without a process busy on one core (the engine in this process)");
     results.contention = await measureContention({
-      config: { ...benchModelConfig(bench.path, o.threads, o.batchSize), context_size: 2048, parallel: 1 },
+      config: { ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs), context_size: 2048, parallel: 1 },
       maxTokens: o.quick ? 64 : 256, rounds: o.quick ? 1 : 3, settleMs: 3000, timeLimitMs: 60_000, say,
     });
   }
@@ -404,6 +406,7 @@ const program = new Command("bench")
   .option("--out <dir>", "where the JSON results go", join(repoRoot, "bench", "results"))
   .option("--threads <n>", "engine threads, passed to the model config (0: the server's default)", int, 0)
   .option("--runs <n>", "runs per measurement (default 3, quick 1)", int)
+  .option("--tpot-target <ms>", "the model's tpot_target_ms (default: the server's default)", int)
   .option("--batch-size <n>", "the model's batch_size (default: the server's default)", int)
   .option("--skip-http", "skip the bench-model server (single streams, concurrency, load; and so the in-process comparison)")
   .option("--skip-inproc", "skip the in-process engine comparison")
@@ -430,13 +433,13 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => 
 
 program.parse();
 const raw = program.opts<{
-  quick: boolean; out: string; threads: number; batchSize?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean;
+  quick: boolean; out: string; threads: number; batchSize?: number; tpotTarget?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean;
   skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; skipContention?: boolean; skipServing?: boolean; skipReference?: boolean;
   servingOnly?: boolean; servingRates?: number[]; servingRequests?: number; readme?: boolean;
 }>();
 const others = !raw.servingOnly;
 main({
-  quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
+  quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.tpotTarget ? { tpotTargetMs: raw.tpotTarget } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
   http: others && !raw.skipHttp, inproc: others && !raw.skipInproc, load: !raw.skipLoad, count: others && !raw.skipCount, concurrency: !raw.skipConcurrency,
   gateway: others && !raw.skipGateway, failover: others && !raw.skipFailover, contention: others && !raw.skipContention, serving: !raw.skipServing, reference: !raw.skipReference,
   ...(raw.servingRates ? { servingRates: raw.servingRates } : {}), ...(raw.servingRequests ? { servingRequests: raw.servingRequests } : {}),
