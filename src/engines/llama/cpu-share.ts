@@ -77,25 +77,21 @@ export class ThreadShare {
     const free = this.cores - others;
     const fit = (margin: number) => Math.min(this.ideal, Math.max(1, Math.floor(free + margin)));
     const keep = fit(LOWER_MARGIN);
-    if (keep < this.threads) {
-      this.threads = keep;
-      this.streak = 0;
-      this.raiseTo = Infinity;
-      return this.threads;
-    }
     const room = fit(RAISE_MARGIN);
-    if (room <= this.threads) {
-      this.streak = 0;
-      this.raiseTo = Infinity;
-      return this.threads;
-    }
-    this.raiseTo = Math.min(this.raiseTo, room);
-    if (++this.streak >= this.raiseAfter) {
-      this.threads = this.raiseTo;
-      this.streak = 0;
-      this.raiseTo = Infinity;
+    if (keep < this.threads) this.set(keep);
+    else if (room <= this.threads) this.set(this.threads);
+    else {
+      this.raiseTo = Math.min(this.raiseTo, room);
+      if (++this.streak >= this.raiseAfter) this.set(this.raiseTo);
     }
     return this.threads;
+  }
+
+  /** A decision: `threads` from now on, and a raise needs a fresh streak of readings. */
+  private set(threads: number): void {
+    this.threads = threads;
+    this.streak = 0;
+    this.raiseTo = Infinity;
   }
 }
 
