@@ -62,8 +62,9 @@ export function engineThreads(configured: number): number {
 /**
  * The step scheduler's settings (step-gate.ts).
  * - `batch_size: 0` (the default): most prompt tokens in a step, 256 on a CPU, 512 with a GPU. Measured on 2 cores
- *   with the bench model, prompt tokens per second by step size: 32: 604, 128: 653, 256: 644, 512: 605; a step of
- *   256 holds the budget a 250 ms step has room for beside streams (about 1.7 ms a prompt token).
+ *   with AMX and the bench model, prompt tokens per second by step size: 32: 604, 128: 653, 256: 644, 512: 605
+ *   (about 1.7 ms a prompt token, so a 250 ms step beside streams has room for ~130). Without AMX (AVX2 only)
+ *   a prompt token costs about 8 ms: 256 tokens are a 2 s step, the longest pause a stream can see.
  * - `tpot_target_ms: 0`: 250 ms on a CPU, 50 with a GPU.
  * - Beside streams, a step always has room for at least MIN_PROMPT_TOKENS prompt tokens (or `batch_size`, if less).
  */

@@ -28,10 +28,17 @@
  * - Every `start` and `stream` member that is ready goes, one token each: no stream ever waits for a prompt.
  * - While no member streams or starts, prompts fill the whole step (`promptTokens`): nobody's next token is waiting,
  *   and prompts are evaluated fastest in large steps.
- * - Otherwise prompts get the tokens that keep the step near `targetStepMs`: (target − the measured cost of a step
- *   of that many tokens without prompt) ÷ the measured cost of a prompt token, never fewer than `minPromptTokens`
+ * - Otherwise prompts get the tokens that fit the step's allowance: (allowance − the measured cost of a step of
+ *   that many tokens without prompt) ÷ the measured cost of a prompt token, never fewer than `minPromptTokens`
  *   (so prompts are never starved, however many streams there are) nor more than `promptTokens`. Until a
  *   prompt step has been measured, `minPromptTokens`.
+ * - The allowance keeps every stream's time per output token under `targetStepMs`, as a mean over its last
+ *   TPOT_WINDOW tokens (the measure users and benchmarks judge a stream by: vLLM's TPOT): a stream whose recent
+ *   tokens came faster than the target has time in hand, and a step may spend part of it (SLACK_SHARE) on prompts;
+ *   a stream that fell behind gets shorter steps until it is back. A sequence whose first token is due (`start`),
+ *   and a stream with a single token so far, allow `targetStepMs`. The longest pause a stream sees is a step of
+ *   `promptTokens` prompt tokens. So an arrival beside a stream that has been decoding alone gets its prompt in
+ *   large steps, as it would with nobody streaming, and the stream's mean still keeps to the target.
  * - Prompts share their tokens first come, first served: the prompt that arrived first gets all it can use, then
  *   the next. That gives the earliest request its first token soonest, and keeps the number of sequences with
  *   prompt tokens in a step, and so llama.cpp's micro-batches, small (each distinct chunk length is one more).
@@ -82,6 +89,20 @@ const SMOOTHING = 0.25;
 
 const smooth = (old: number | undefined, sample: number) => (old === undefined ? sample : old + SMOOTHING * (sample - old));
 
+/** Tokens over which a stream's mean time per token is kept under the target. */
+export const TPOT_WINDOW = 32;
+
+/**
+ * The share of a stream's time in hand that one step may spend: the rest absorbs the error of the cost estimate
+ * (a prompt token costs more as the context fills), so that the mean stays under the target, not at it.
+ */
+const SLACK_SHARE = 0.75;
+
+/** When a stream's last tokens came (its first token first), at most TPOT_WINDOW + 1 of them. */
+interface StreamClock {
+  times: number[];
+}
+
 export class StepGate {
   private readonly opts: Required<StepGateOptions>;
   private members = 0;
@@ -99,6 +120,8 @@ export class StepGate {
   private promptTokenMs?: number;
   private lastPromptBudget: number | null = null;
   private steps = 0;
+  /** The clocks of the members that stream. */
+  private readonly clocks = new Set<StreamClock>();
 
   constructor(opts: Partial<StepGateOptions> = {}) {
     this.opts = { now: () => performance.now(), ...DEFAULTS, ...opts };
@@ -112,6 +135,7 @@ export class StepGate {
     const since = ++this.joined;
     let state: "processing" | "waiting" | "stepping" | "gone" = "processing";
     let streams = false;
+    const clock: StreamClock = { times: [] };
     let entry: Waiting | undefined;
     return {
       arrive: (phase: Phase = { kind: "stream" }) =>
@@ -130,6 +154,7 @@ export class StepGate {
               if (!streams && (phase.kind !== "prompt" || promptTokens >= phase.remaining)) {
                 streams = true;
                 this.streaming++;
+                this.clocks.add(clock);
               }
               resolve(promptTokens);
             },
@@ -140,12 +165,19 @@ export class StepGate {
       received: () => {
         if (state !== "stepping") return;
         state = "processing";
+        if (streams) {
+          clock.times.push(this.opts.now());
+          if (clock.times.length > TPOT_WINDOW + 1) clock.times.shift();
+        }
         this.stepped();
       },
       leave: () => {
         if (state === "gone") return;
         if (state === "waiting") this.waiting = this.waiting.filter((e) => e !== entry);
-        if (streams) this.streaming--;
+        if (streams) {
+          this.streaming--;
+          this.clocks.delete(clock);
+        }
         const wasStepping = state === "stepping";
         state = "gone";
         this.members--;
@@ -208,11 +240,32 @@ export class StepGate {
     return Math.max(0, ca + ((cb - ca) / (b - a)) * (n - a));
   }
 
-  /** Prompt tokens for a step with `decodes` tokens due, while someone streams or starts. */
-  private promptBudget(decodes: number): number {
+  /**
+   * How long a step may take (ms) with every stream's mean time per token over its last TPOT_WINDOW tokens, this
+   * step's included, kept under the target; `targetStepMs` when a member's first token is due in it.
+   */
+  private allowance(starts: boolean): number {
+    const target = this.opts.targetStepMs;
+    const now = this.opts.now();
+    let allowed = starts ? target : Infinity;
+    for (const { times } of this.clocks) {
+      if (times.length === 0) {
+        allowed = Math.min(allowed, target); // its first step has not come back (it left the step early)
+        continue;
+      }
+      // After this step the window holds min(L, W) gaps, from times[max(0, L - W)] to this step's end.
+      const gaps = Math.min(times.length, TPOT_WINDOW);
+      const room = target * gaps - (now - times[Math.max(0, times.length - TPOT_WINDOW)]);
+      allowed = Math.min(allowed, room > target ? target + SLACK_SHARE * (room - target) : room);
+    }
+    return allowed === Infinity ? target : allowed;
+  }
+
+  /** Prompt tokens for a step with `decodes` tokens due that may take `allowanceMs`, while someone streams or starts. */
+  private promptBudget(decodes: number, allowanceMs: number): number {
     const floor = this.opts.minPromptTokens;
     if (this.promptTokenMs === undefined) return floor;
-    const fit = Math.floor((this.opts.targetStepMs - this.decodeCost(Math.max(1, decodes))) / Math.max(this.promptTokenMs, 1e-3));
+    const fit = Math.floor((allowanceMs - this.decodeCost(Math.max(1, decodes))) / Math.max(this.promptTokenMs, 1e-3));
     return Math.min(this.opts.promptTokens, Math.max(floor, fit));
   }
 
@@ -247,7 +300,8 @@ export class StepGate {
     const decodes = ready.filter((e) => e.phase.kind !== "prompt").length;
     const prompts = ready.filter((e) => e.phase.kind === "prompt").sort((a, b) => a.since - b.since);
     const protect = decodes > 0 || this.streaming > 0;
-    let budget = protect ? this.promptBudget(decodes) : this.opts.promptTokens;
+    const starts = ready.some((e) => e.phase.kind === "start");
+    let budget = protect ? this.promptBudget(decodes, this.allowance(starts)) : this.opts.promptTokens;
     if (protect && prompts.length > 0) this.lastPromptBudget = budget;
 
     const shares = new Map<Waiting, number>();
