@@ -96,7 +96,7 @@ async function decode(engine: LlamaEngine, prompt: number[], maxTokens: number, 
   let tokens = 0;
   try {
     for await (const ev of engine.generate({
-      prompt, messages: [], promptTokens: prompt.length, maxTokens, temperature: 0.7, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK,
+      input: { kind: "tokens", tokens: prompt }, maxTokens, temperature: 0.7, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK,
       seed: 7, presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: abort.signal,
     })) {
       if (ev.type !== "text") {

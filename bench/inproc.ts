@@ -39,7 +39,7 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
       const g: Generation = { start, chunkTimes: [], promptTokens: prompt.length, completionTokens: 0, finishReason: null, text: "" };
       try {
         for await (const ev of engine.generate({
-          prompt, messages: [], promptTokens: prompt.length, maxTokens, temperature, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK, seed: null,
+          input: { kind: "tokens", tokens: prompt }, maxTokens, temperature, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK, seed: null,
           presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: abort.signal,
         })) {
           if (ev.type === "text") {

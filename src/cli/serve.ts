@@ -9,7 +9,7 @@ import { announceFirstKey } from "../keys/first-key.js";
 import { UsageLedger } from "../keys/ledger.js";
 import { RateLimiter } from "../keys/limiter.js";
 import { KeyStore } from "../keys/store.js";
-import { KeyChain, StaticKeys } from "../server/auth.js";
+import { KeyChain, StaticKeys } from "../keys/verifiers.js";
 import { ModelRegistry } from "../server/registry.js";
 import { releaseThreadPools } from "../engines/llama/thread-pool.js";
 import { Metrics } from "../observability/metrics.js";

@@ -1,5 +1,4 @@
-import type { ChatMessage } from "../api/chat-request.js";
-import type { PromptCounter, PromptEncoder } from "../prompt/build.js";
+import type { PromptCounter, PromptEncoder, PromptInput } from "../prompt/build.js";
 
 /** llama.cpp's server defaults, which suit local models better than sampling the whole distribution. */
 export const SAMPLING_DEFAULTS = { topK: 40, topP: 0.95, minP: 0.05 } as const;
@@ -7,17 +6,8 @@ export const SAMPLING_DEFAULTS = { topK: 40, topP: 0.95, minP: 0.05 } as const;
 /** Why a generation ended. `cancelled`: the client went away (never sent on the wire). */
 export type FinishReason = "stop" | "length" | "cancelled";
 
-export interface GenerateOptions {
-  /** Prompt tokens from the prompt builder, for an engine that tokenizes here (a PromptEncoder); else null. */
-  prompt: number[] | null;
-  /** The conversation the prompt was built from (system prompt resolved, trimmed): what a remote model is sent. */
-  messages: readonly ChatMessage[];
-  /** The prompt's length in tokens, as counted by the engine's encoder or counter. */
-  promptTokens: number;
-  /** False when the caller needs only the whole answer (a JSON response): an engine may then fetch it whole. */
-  incremental?: boolean;
-  /** `promptTokens` is an upper bound, not a count (the counter's bound showed the prompt fits). */
-  promptEstimated?: boolean;
+/** How an answer is sampled, every parameter resolved (prompt/resolve.ts). */
+export interface Sampling {
   maxTokens: number;
   temperature: number;
   topP: number;
@@ -26,6 +16,11 @@ export interface GenerateOptions {
   presencePenalty: number;
   frequencyPenalty: number;
   stop: string[];
+}
+
+export interface GenerateOptions extends Sampling {
+  /** The prompt, in the form the engine's encoder made it: tokens for a tokenizer, messages for a counter. */
+  input: PromptInput;
   /** Aborted when the client disconnects: generation stops within one decode step. */
   signal: AbortSignal;
 }
@@ -95,7 +90,7 @@ export interface ReplicaStats {
 
 /**
  * One served model. Concurrency contract: `generate` may be called any number of times at once; the engine
- * queues what it cannot run yet (throwing a queue-full ApiError when its queue is full) and never blocks the
+ * queues what it cannot run yet (throwing LUCENA_QUEUE_FULL when its queue is full) and never blocks the
  * event loop. `encoder`, `contextSize` and `generate` are usable only once `status` is `ready`.
  */
 export interface Engine {
@@ -103,7 +98,10 @@ export interface Engine {
   readonly status: EngineStatus;
   /** Tokens of context allocated per sequence (limits.context_size). */
   readonly contextSize: number;
-  /** Tokenizes prompts here (embedded models), or counts them where the model runs (upstream models). */
+  /**
+   * Tokenizes prompts here (embedded models: `kind: "tokenizer"`), or counts them where the model runs (upstream
+   * models: `kind: "counter"`); `generate` is given the prompt in the matching form.
+   */
   readonly encoder: PromptEncoder | PromptCounter;
   load(): Promise<void>;
   /** Sequences in use, requests waiting for one, and the pool's size (all 0 before loading). */
@@ -111,7 +109,7 @@ export interface Engine {
   /** The replicas behind an upstream model (absent for embedded models). */
   replicaStats?(): ReplicaStats[];
   /**
-   * Admits the request synchronously (throws a 503 ApiError when the model's queue is full), then yields events
+   * Admits the request synchronously (throws LUCENA_QUEUE_FULL when the model's queue is full), then yields events
    * as the caller iterates. The caller aborts `opts.signal` when it is done, whatever happened.
    */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined>;

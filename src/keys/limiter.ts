@@ -1,5 +1,5 @@
-import type { Principal } from "../server/auth.js";
-import { ApiError } from "../server/errors.js";
+import type { Principal } from "../core/principal.js";
+import { errors } from "../core/errors.js";
 
 const SLOT_MS = 1000;
 /** The window is a minute of one-second slots: a request leaves it 60 to 61 s after it was admitted. */
@@ -106,7 +106,7 @@ function resetIn(ms: number): string {
   return `${Math.floor(s / 60)}m${Math.round(s % 60)}s`;
 }
 
-const retryAfter = (ms: number) => String(Math.max(1, Math.ceil(ms / 1000)));
+const retryAfter = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 
 /**
  * Per-key limits over a sliding minute, in one-second steps: completions per minute (`rpm`), tokens per minute
@@ -164,7 +164,7 @@ export class RateLimiter {
     };
     const refuse = (message: string, retryMs: number): never => {
       describe(0, state.active, 0);
-      throw new ApiError(429, "rate_limit_error", message, null, { ...headers, "retry-after": retryAfter(retryMs) });
+      throw errors.rateLimited(message, retryAfter(retryMs), { ...headers });
     };
     if (concurrency !== null && state.active >= concurrency) {
       refuse(`Too many requests at once for this key (limit ${concurrency}). Retry when one finishes.`, SLOT_MS);
@@ -224,10 +224,7 @@ export class RateLimiter {
     headers["x-ratelimit-remaining-counts"] = String(Math.max(0, limit - w.requestTotal));
     headers["x-ratelimit-reset-counts"] = resetIn(w.requestTotal >= limit ? w.requestsFreeIn(now) : 0);
     if (full) {
-      throw new ApiError(429, "rate_limit_error", `Rate limit reached: ${limit} token counts per minute for this key.`, null, {
-        ...headers,
-        "retry-after": retryAfter(w.requestsFreeIn(now)),
-      });
+      throw errors.rateLimited(`Rate limit reached: ${limit} token counts per minute for this key.`, retryAfter(w.requestsFreeIn(now)), { ...headers });
     }
     return headers;
   }

@@ -1,7 +1,8 @@
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { base62, secretBase62 } from "../api/responses.js";
-import { sha256Hex, type KeyVerifier, type Principal } from "../server/auth.js";
+import { base62, secretBase62 } from "../core/ids.js";
+import { sha256Hex } from "../core/ids.js";
+import type { KeyVerifier, Principal } from "../core/principal.js";
 import { privateDataDir, privateFile } from "./data-dir.js";
 import { CLIENT_CLOSED_STATUS } from "./ledger.js";
 

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { EngineStats, ReplicaStats } from "../engines/engine.js";
-import type { RequestRecord } from "../server/app.js";
+import type { RequestRecord } from "../core/request-record.js";
 
 /** What the scrape-time gauges read: the served models (a ModelRegistry fits) and the open SSE streams. */
 export interface MetricsSources {

@@ -1,6 +1,6 @@
 import type { ChatMessage } from "../api/chat-request.js";
 import type { ModelConfig, ShapeConfig } from "../config/schema.js";
-import { echo, errors } from "../server/errors.js";
+import { echo, errors } from "../core/errors.js";
 
 /** An encoding that stopped early: the prompt has at least `atLeast` tokens, more than the limit it was given. */
 export interface OverLimit {
@@ -9,6 +9,7 @@ export interface OverLimit {
 
 /** Applies a model's chat template (ending with the assistant's turn) and tokenizes the result. */
 export interface PromptEncoder {
+  readonly kind: "tokenizer";
   /**
    * The prompt's tokens. With a `limit`, an encoder may stop once the prompt has more than `limit` tokens and
    * return how many it has found so far: a prompt that cannot fit is then never tokenized whole.
@@ -25,6 +26,7 @@ const encodedLength = (e: Encoded): number => (Array.isArray(e) ? e.length : e.a
  * elsewhere and only the count is needed here (an upstream's tokenize endpoint, or a local vocabulary file).
  */
 export interface PromptCounter {
+  readonly kind: "counter";
   count(messages: readonly ChatMessage[]): Promise<number>;
   /**
    * A cheap upper bound on `count`, when the counter has one. When the bound already fits the budget, a
@@ -71,6 +73,18 @@ export interface CountedPrompt {
 
 export interface BuiltPrompt extends CountedPrompt {
   tokens: number[];
+}
+
+/**
+ * A prompt as the engine that answers it takes it: its tokens, where the model's tokenizer runs here; else the
+ * conversation, with its count (`estimated`: an upper bound, the counter's, stood in for the count).
+ */
+export type PromptInput =
+  | { kind: "tokens"; tokens: number[] }
+  | { kind: "messages"; messages: readonly ChatMessage[]; estimated: boolean };
+
+export interface PreparedPrompt extends CountedPrompt {
+  input: PromptInput;
 }
 
 /**
@@ -159,8 +173,8 @@ async function countKept(
 }
 
 /**
- * The prompt for an engine, whichever way it measures prompts: tokens when it tokenizes here, else null.
- * `exact: false` (completions) lets a counted model skip its count when a bound shows the prompt fits.
+ * The prompt for an engine, whichever way it measures prompts. `exact: false` (completions) lets a counted model
+ * skip its count when a bound shows the prompt fits.
  */
 export async function preparePrompt(
   model: ModelConfig,
@@ -168,9 +182,13 @@ export async function preparePrompt(
   encoder: PromptEncoder | PromptCounter,
   req: PromptRequest,
   exact = true,
-): Promise<CountedPrompt & { tokens: number[] | null; estimated: boolean }> {
-  if ("encode" in encoder) return { ...(await buildPrompt(model, contextSize, encoder, req)), estimated: false };
-  return { ...(await countPrompt(model, contextSize, encoder, req, exact)), tokens: null };
+): Promise<PreparedPrompt> {
+  if (encoder.kind === "tokenizer") {
+    const { tokens, ...built } = await buildPrompt(model, contextSize, encoder, req);
+    return { ...built, input: { kind: "tokens", tokens } };
+  }
+  const { estimated, ...counted } = await countPrompt(model, contextSize, encoder, req, exact);
+  return { ...counted, input: { kind: "messages", messages: counted.messages, estimated } };
 }
 
 /**

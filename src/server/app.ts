@@ -1,37 +1,26 @@
 import { setMaxListeners } from "node:events";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { base62 } from "../api/responses.js";
+import { base62 } from "../core/ids.js";
 import { KeyWatch } from "../keys/key-watch.js";
 import { NO_USAGE_JOURNAL, type UsageJournal } from "../keys/ledger.js";
 import { RateLimiter } from "../keys/limiter.js";
 import type { KeyStore } from "../keys/store.js";
 import { adminGuard, adminRoutes } from "./routes/admin.js";
 import type { Logger } from "../observability/log.js";
-import { authenticate, type KeyVerifier } from "./auth.js";
-import { ApiError, errors } from "./errors.js";
+import { authenticate } from "./auth.js";
+import type { KeyVerifier } from "../core/principal.js";
+import { LucenaError, errors } from "../core/errors.js";
+import { httpError, type HttpError } from "./http-errors.js";
 import { JsonBodyParser } from "./json-body.js";
 import type { ModelRegistry } from "./registry.js";
-import { chatRoute, type CompletionOutcome, type CompletionSummary } from "./routes/chat.js";
+import { chatRoute, type CompletionOutcome } from "./routes/chat.js";
+import type { CompletionSummary, RequestRecord } from "../core/request-record.js";
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
 import { applyTransport, capConnections, isCorsPreflight, serverOptions, timedOut, type TransportOptions } from "./transport.js";
 
-/** What one request did: no text, never a key, prompt or completion. */
-export interface RequestRecord {
-  requestId: string;
-  method: string;
-  /** The matched route pattern, or null for a 404. */
-  route: string | null;
-  status: number;
-  durationMs: number;
-  keyId: string | null;
-  /** The client went away before the response was complete. */
-  aborted: boolean;
-  /** Set when the request reached a model for a completion. */
-  completion: CompletionSummary | null;
-}
-
+/** Told of each request when it is over (core/request-record.ts). */
 export type RequestObserver = (record: RequestRecord) => void;
 
 export interface AppOptions {
@@ -68,7 +57,7 @@ function isApiPath(url: string): boolean {
 }
 
 /** Ajv's first error → a 400 naming the parameter (`messages[0].role`, `temperature`, …). */
-function validationError(err: FastifyError): ApiError {
+function validationError(err: FastifyError): LucenaError {
   const v = err.validation?.[0];
   if (!v) return errors.invalidRequest("Invalid request body.");
   const path = v.instancePath
@@ -99,7 +88,7 @@ function recordedStatus(req: FastifyRequest, reply: FastifyReply): number {
 
 /** An error that only says the request could not be read because its connection closed. */
 function isClientGone(err: FastifyError): boolean {
-  return err instanceof ApiError || err.code === "ECONNRESET" || err.code === "ERR_STREAM_PREMATURE_CLOSE" || (err.code?.startsWith("FST_") ?? false);
+  return err instanceof LucenaError || err.code === "ECONNRESET" || err.code === "ERR_STREAM_PREMATURE_CLOSE" || (err.code?.startsWith("FST_") ?? false);
 }
 
 function summary({ settled: _settled, ...c }: CompletionOutcome): CompletionSummary {
@@ -208,22 +197,22 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       reply.hijack();
       return;
     }
-    let apiErr: ApiError;
-    if (err instanceof ApiError) apiErr = err;
-    else if (err.validation) apiErr = validationError(err);
-    else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = errors.bodyTooLarge(opts.bodyLimit);
+    let apiErr: HttpError;
+    if (err instanceof LucenaError) apiErr = httpError(err);
+    else if (err.validation) apiErr = httpError(validationError(err));
+    else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = httpError(errors.bodyTooLarge(opts.bodyLimit));
     else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       const type = req.headers["content-type"];
-      apiErr = type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type);
+      apiErr = httpError(type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type));
     }
     // Only Fastify's own errors speak for the client's request; any other error's statusCode is not ours.
     else if (err.code?.startsWith("FST_") && typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
-      apiErr = new ApiError(err.statusCode, "invalid_request_error", "The request could not be read.");
+      apiErr = httpError(errors.invalidRequest("The request could not be read."), err.statusCode);
     } else {
       req.log.error({ err }, "request failed");
-      apiErr = errors.internal();
+      apiErr = httpError(errors.internal());
     }
-    reply.code(apiErr.status).headers(apiErr.headers).send(apiErr.body());
+    reply.code(apiErr.status).headers(apiErr.headers).send(apiErr.body);
   });
   app.setNotFoundHandler(async () => {
     throw errors.routeNotFound();
@@ -250,7 +239,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
 declare module "fastify" {
   interface FastifyRequest {
-    principal: import("./auth.js").Principal | null;
+    principal: import("../core/principal.js").Principal | null;
   }
   interface FastifyInstance {
     /** Requests received and not yet finished (their generation included). */

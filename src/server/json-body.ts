@@ -1,7 +1,7 @@
 import { isUtf8 } from "node:buffer";
 import { Worker } from "node:worker_threads";
 import sjson from "secure-json-parse";
-import { errors } from "./errors.js";
+import { errors } from "../core/errors.js";
 
 /**
  * Bodies up to this size are parsed on the event loop (well under a millisecond); larger ones in a worker thread.

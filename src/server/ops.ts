@@ -2,7 +2,8 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { EngineStatus } from "../engines/engine.js";
 import type { Logger } from "../observability/log.js";
 import type { Metrics } from "../observability/metrics.js";
-import { errors } from "./errors.js";
+import { errors } from "../core/errors.js";
+import { httpError } from "./http-errors.js";
 import type { ModelRegistry } from "./registry.js";
 
 export interface OpsOptions {
@@ -44,8 +45,8 @@ export function buildOpsApp(opts: OpsOptions): FastifyInstance {
     return reply.type(contentType).header("cache-control", "no-store").send(body);
   });
   app.setNotFoundHandler(async (_req, reply) => {
-    const err = errors.routeNotFound();
-    return reply.code(err.status).send(err.body());
+    const { status, body } = httpError(errors.routeNotFound());
+    return reply.code(status).send(body);
   });
   return app;
 }

@@ -2,8 +2,8 @@ import { DEMO_NOTICE } from "../config/defaults.js";
 import type { ModelConfig } from "../config/schema.js";
 import type { Engine } from "../engines/engine.js";
 import type { Logger } from "../observability/log.js";
-import type { Principal } from "./auth.js";
-import { errors } from "./errors.js";
+import type { Principal } from "../core/principal.js";
+import { errors } from "../core/errors.js";
 
 export interface ServedModel {
   readonly config: ModelConfig;

@@ -49,6 +49,17 @@ export class SseStream {
     if (!this.res.write(`data: ${payload}\n\n`)) await this.drained();
   }
 
+  /** Sends the `[DONE]` frame that ends an OpenAI-style stream. */
+  done(): Promise<void> {
+    return this.send("[DONE]");
+  }
+
+  /** Ends the stream with an error: its body as an event, then `[DONE]` (never a silently truncated stream). */
+  async fail(errorBody: unknown): Promise<void> {
+    await this.send(JSON.stringify(errorBody));
+    await this.done();
+  }
+
   private keepalive(): void {
     if (!this.writable) return;
     this.res.write(": keepalive\n\n");
@@ -76,5 +87,28 @@ export class SseStream {
     if (this.ended) return;
     this.ended = true;
     if (!this.res.destroyed) this.res.end();
+  }
+}
+
+/**
+ * Runs `write` on an SSE response opened with `headers` (as hono's streamSSE does): whatever `write` throws becomes
+ * the stream's error event (`errorBody(err)`) and `[DONE]`, since the headers are out; the stream is closed
+ * whatever happens.
+ */
+export async function streamSse(
+  res: ServerResponse,
+  headers: Record<string, string | number | string[] | undefined>,
+  keepaliveMs: number,
+  write: (sse: SseStream) => Promise<void>,
+  errorBody: (err: unknown) => unknown,
+): Promise<void> {
+  const sse = new SseStream(res, keepaliveMs);
+  sse.open(headers);
+  try {
+    await write(sse);
+  } catch (err) {
+    await sse.fail(errorBody(err));
+  } finally {
+    sse.close();
   }
 }

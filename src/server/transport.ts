@@ -4,9 +4,9 @@ import type { Server as NetServer, Socket } from "node:net";
 import { createSecureContext } from "node:tls";
 import cors from "@fastify/cors";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { base62 } from "../api/responses.js";
+import { base62 } from "../core/ids.js";
 import type { Logger } from "../observability/log.js";
-import { ApiError } from "./errors.js";
+import { unreadableRequestBody } from "./http-errors.js";
 
 /** A PEM certificate (chain) and its private key, read once at start. */
 export interface TlsFiles {
@@ -88,7 +88,7 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
     : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "The request was not received in time."]
     : [400, "The request could not be read."];
   if (socket.writable) {
-    const body = JSON.stringify(new ApiError(status, "invalid_request_error", message).body());
+    const body = JSON.stringify(unreadableRequestBody(message, status));
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: req_${base62(20)}\r\nconnection: close\r\n\r\n${body}`,
@@ -226,7 +226,7 @@ export function createRedirectServer(opts: { httpsPort: number; maxHeaderBytes: 
     const id = requestIdOf(req);
     const location = redirectLocation(req, opts.httpsPort);
     if (location === null) {
-      const body = JSON.stringify(new ApiError(400, "invalid_request_error", "The Host header is missing or invalid.").body());
+      const body = JSON.stringify(unreadableRequestBody("The Host header is missing or invalid.", 400));
       res.writeHead(400, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), "x-request-id": id });
       res.end(body);
     } else {

@@ -8,11 +8,12 @@ import type { ModelConfig } from "../../src/config/schema.js";
 import type { UsageJournal } from "../../src/keys/ledger.js";
 import type { RateLimiter } from "../../src/keys/limiter.js";
 import { buildApp } from "../../src/server/app.js";
-import { KeyChain, StaticKeys, type KeyVerifier } from "../../src/server/auth.js";
+import { KeyChain, StaticKeys } from "../../src/keys/verifiers.js";
+import type { KeyVerifier } from "../../src/core/principal.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions } from "../../src/engines/engine.js";
 import type { PromptEncoder } from "../../src/prompt/build.js";
-import { errors } from "../../src/server/errors.js";
+import { errors } from "../../src/core/errors.js";
 
 /** Tokens the fake template adds around every message (role marker, separators). */
 export const FAKE_MESSAGE_OVERHEAD = 3;
@@ -25,6 +26,7 @@ export const FAKE_ASSISTANT_PRIMER = 2;
  * prompt ends with {@link FAKE_ASSISTANT_PRIMER} tokens. Token ids are small stable numbers.
  */
 export class FakeEncoder implements PromptEncoder {
+  readonly kind = "tokenizer";
   /** Every message list it encoded, in order (the prompt builder may encode several while trimming). */
   readonly calls: ChatMessage[][] = [];
 
@@ -38,6 +40,12 @@ export class FakeEncoder implements PromptEncoder {
     out.push(1, 12);
     return out;
   }
+}
+
+/** The prompt tokens an engine was given (its input, when a tokenizer made it). */
+export function tokensOf(opts: GenerateOptions): number[] {
+  if (opts.input.kind !== "tokens") throw new Error(`the engine was given ${opts.input.kind}, not tokens`);
+  return opts.input.tokens;
 }
 
 /** How many tokens {@link FakeEncoder} makes of these messages: the expected prompt_tokens in tests. */
@@ -58,7 +66,7 @@ export interface FakeEngineOptions {
 
 /**
  * An Engine for fast route tests: no model, no native code. `generate` admits synchronously (throwing the
- * queue-full ApiError when `queueFull` is set), then yields the scripted pieces (one token each) and a done
+ * queue-full LucenaError when `queueFull` is set), then yields the scripted pieces (one token each) and a done
  * event: `length` when `maxTokens` is reached first, `stop` when the script ends, `cancelled` as soon as the
  * signal aborts. Every GenerateOptions received is recorded in `calls`.
  */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { tokensOf } from "../helpers/fake-engine.js";
 import { describe, test } from "node:test";
 import type { EngineEvent } from "../../src/engines/engine.js";
 import { embeddedEngine, greedyOptions } from "../helpers/engine.js";
@@ -16,7 +17,7 @@ describe("the embedded engine's figures for the ledger", () => {
       if (ev.type === "text") tokens += ev.tokens ?? 1;
       else done = ev;
     }
-    assert.deepEqual(done, { type: "done", finishReason: "length", completionTokens: 40, promptTokens: opts.prompt!.length });
+    assert.deepEqual(done, { type: "done", finishReason: "length", completionTokens: 40, promptTokens: tokensOf(opts).length });
     assert.equal(tokens, 40);
   });
 
@@ -38,6 +39,6 @@ describe("the embedded engine's figures for the ledger", () => {
     stopBusy.abort();
     let last: EngineEvent | undefined;
     for await (const ev of busyEvents) last = ev;
-    assert.equal(last?.type === "done" && last.promptTokens, busy.prompt!.length, "a generation cancelled while streaming had evaluated its whole prompt");
+    assert.equal(last?.type === "done" && last.promptTokens, tokensOf(busy).length, "a generation cancelled while streaming had evaluated its whole prompt");
   });
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { base62, secretBase62 } from "../../src/api/responses.js";
+import { base62, secretBase62 } from "../../src/core/ids.js";
 
 describe("random ids", () => {
   test("base62: the asked length, only base62 characters, no repeats, across many pool refills", () => {

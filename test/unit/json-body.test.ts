@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { asHttp } from "../helpers/errors.js";
 import { test } from "node:test";
 import { INLINE_BODY_BYTES, JsonBodyParser, MAX_BODY_DEPTH } from "../../src/server/json-body.js";
-import { ApiError } from "../../src/server/errors.js";
+import { LucenaError } from "../../src/core/errors.js";
 import { assertError, chat, count, setup } from "../helpers/fake-engine.js";
 
 const big = (content: string) => Buffer.from(JSON.stringify({ model: "m", messages: [{ role: "user", content }] }));
@@ -34,7 +35,7 @@ test("large and small bodies are judged alike: broken UTF-8, bad JSON and protot
   ];
   for (const [name, body, message] of cases) {
     for (const b of [body, Buffer.from(body.toString("latin1").replace(pad, "x"), "latin1")]) {
-      await assert.rejects(parser.parse(b), (err: unknown) => err instanceof ApiError && err.status === 400 && message.test(err.message), `${name}, ${b.length} bytes`);
+      await assert.rejects(parser.parse(b), (err: unknown) => err instanceof LucenaError && asHttp(err).status === 400 && message.test(err.message), `${name}, ${b.length} bytes`);
     }
   }
   assert.deepEqual(await parser.parse(Buffer.from(`{"a":"${pad}","b":[1,{"c":null}]}`)), { a: pad, b: [1, { c: null }] });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { KeyWatch } from "../../src/keys/key-watch.js";
-import type { KeyVerifier, Principal } from "../../src/server/auth.js";
+import type { KeyVerifier, Principal } from "../../src/core/principal.js";
 import { assertError, chat, setup, sseEvents } from "../helpers/fake-engine.js";
 
 describe("KeyWatch", () => {

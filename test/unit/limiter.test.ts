@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import { asHttp } from "../helpers/errors.js";
 import { describe, test } from "node:test";
 import { RateLimiter } from "../../src/keys/limiter.js";
-import type { Principal } from "../../src/server/auth.js";
-import { ApiError } from "../../src/server/errors.js";
+import type { Principal } from "../../src/core/principal.js";
+import { LucenaError } from "../../src/core/errors.js";
 
 const key = (limits: Partial<Principal["limits"]>, keyId = "k"): Principal => ({
   keyId,
@@ -10,13 +11,13 @@ const key = (limits: Partial<Principal["limits"]>, keyId = "k"): Principal => ({
   models: null,
 });
 
-function refused(fn: () => unknown): ApiError {
+function refused(fn: () => unknown): LucenaError {
   try {
     fn();
   } catch (err) {
-    assert.ok(err instanceof ApiError);
-    assert.equal(err.status, 429);
-    assert.equal(err.type, "rate_limit_error");
+    assert.ok(err instanceof LucenaError);
+    assert.equal(asHttp(err).status, 429);
+    assert.equal(asHttp(err).type, "rate_limit_error");
     return err;
   }
   assert.fail("expected a 429");
@@ -36,8 +37,8 @@ describe("RateLimiter", () => {
     admit(l, p, 0, 0).settle(0);
     admit(l, p, 0, 10_000).settle(0);
     const err = refused(() => l.admit(p, 30_000));
-    assert.equal(err.headers["retry-after"], "30", "the oldest request leaves the window at 60 s");
-    assert.equal(err.headers["x-ratelimit-remaining-requests"], "0");
+    assert.equal(asHttp(err).headers["retry-after"], "30", "the oldest request leaves the window at 60 s");
+    assert.equal(asHttp(err).headers["x-ratelimit-remaining-requests"], "0");
     admit(l, p, 0, 60_001).settle(0); // the first one has left the window
     refused(() => l.admit(p, 60_002));
   });
@@ -87,10 +88,10 @@ describe("RateLimiter", () => {
     admit(l, p, 0, 0);
     const err = refused(() => l.admit(p, 1));
     assert.match(err.message, /at once/);
-    assert.equal(err.headers["x-ratelimit-limit-concurrency"], "2");
-    assert.equal(err.headers["x-ratelimit-remaining-concurrency"], "0");
-    assert.equal(err.headers["x-ratelimit-remaining-requests"], "98", "the requests limit is not the one hit");
-    assert.equal(err.headers["retry-after"], "1");
+    assert.equal(asHttp(err).headers["x-ratelimit-limit-concurrency"], "2");
+    assert.equal(asHttp(err).headers["x-ratelimit-remaining-concurrency"], "0");
+    assert.equal(asHttp(err).headers["x-ratelimit-remaining-requests"], "98", "the requests limit is not the one hit");
+    assert.equal(asHttp(err).headers["retry-after"], "1");
   });
 
   test("a cancelled admission spends nothing; settle and cancel count once", () => {
@@ -149,7 +150,7 @@ describe("RateLimiter: token counts", () => {
     }
     const err = refused(() => l.admitCount(p, 10));
     assert.match(err.message, /3 token counts per minute/);
-    assert.equal(err.headers["retry-after"], "60");
+    assert.equal(asHttp(err).headers["retry-after"], "60");
     admit(l, p, 0, 11); // the key's one completion of the minute is still there
     assert.equal(l.admitCount(p, 60_000)["x-ratelimit-remaining-counts"], "2", "the first counts have left the window");
   });

@@ -1,11 +1,12 @@
 import { describe, test } from "node:test";
+import { asHttp } from "../helpers/errors.js";
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
 import { buildPrompt, countPrompt, outputReserve, preparePrompt, type PromptCounter, type PromptEncoder, type PromptRequest } from "../../src/prompt/build.js";
-import { ApiError } from "../../src/server/errors.js";
+import { LucenaError } from "../../src/core/errors.js";
 
 /**
  * A deterministic stand-in for "apply the chat template, then tokenize": every message costs a fixed
@@ -22,6 +23,7 @@ const cost = (m: ChatMessage) => PER_MESSAGE + words(m.content);
 const costOf = (ms: readonly ChatMessage[]) => GENERATION_PROMPT + ms.reduce((n, m) => n + cost(m), 0);
 
 class FakeEncoder implements PromptEncoder {
+  readonly kind = "tokenizer";
   private readonly keys = new Map<string, number>();
   private readonly byKey: ChatMessage[] = [];
 
@@ -69,11 +71,11 @@ function turns(n: number, w = 2): ChatMessage[] {
   return out;
 }
 
-async function assertApiError(fn: () => unknown, status: number, param: string | null, check?: (e: ApiError) => void): Promise<void> {
+async function assertLucenaError(fn: () => unknown, status: number, param: string | null, check?: (e: LucenaError) => void): Promise<void> {
   await assert.rejects(async () => fn(), (err: unknown) => {
-    assert.ok(err instanceof ApiError, `expected an ApiError, got ${String(err)}`);
-    assert.equal(err.status, status);
-    assert.equal(err.type, "invalid_request_error");
+    assert.ok(err instanceof LucenaError, `expected an LucenaError, got ${String(err)}`);
+    assert.equal(asHttp(err).status, status);
+    assert.equal(asHttp(err).type, "invalid_request_error");
     assert.equal(err.param, param);
     check?.(err);
     return true;
@@ -177,7 +179,7 @@ describe("buildPrompt: system prompt resolution", () => {
   });
 
   test("an unknown shape is a 400 naming the param 'shape' and the available shapes", async () => {
-    await assertApiError(
+    await assertLucenaError(
       () => buildPrompt(SHAPED, 8192, new FakeEncoder(), req([user("hi")], { shape: "nope" })),
       400,
       "shape",
@@ -189,14 +191,14 @@ describe("buildPrompt: system prompt resolution", () => {
   });
 
   test("an unknown shape is a 400 even on a model without shapes", async () => {
-    await assertApiError(() => buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { shape: "x" })), 400, "shape");
+    await assertLucenaError(() => buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { shape: "x" })), 400, "shape");
   });
 });
 
 describe("buildPrompt: max_tokens and the output limit", () => {
   test("max_tokens above max_output_tokens is a 400 on 'max_tokens'", async () => {
     const m = model({ max_output_tokens: 100 });
-    await assertApiError(() => buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 101 })), 400, "max_tokens", (e) => {
+    await assertLucenaError(() => buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 101 })), 400, "max_tokens", (e) => {
       assert.match(e.message, /101/);
       assert.match(e.message, /100/);
     });
@@ -238,7 +240,7 @@ describe("buildPrompt: max_tokens and the output limit", () => {
 
   test("max_tokens that leaves no room in the context is a 400 on 'max_tokens'", async () => {
     const m = model({ max_output_tokens: 1000 });
-    await assertApiError(() => buildPrompt(m, 500, new FakeEncoder(), req([user("hi")], { maxTokens: 500 })), 400, "max_tokens");
+    await assertLucenaError(() => buildPrompt(m, 500, new FakeEncoder(), req([user("hi")], { maxTokens: 500 })), 400, "max_tokens");
   });
 
   test("outputReserve: max_tokens, else min(max_output_tokens, floor(context/4))", async () => {
@@ -385,7 +387,7 @@ describe("buildPrompt: trimming", () => {
     assert.deepEqual(enc.sourceOf(p.tokens), messages.slice(2));
     assert.equal(p.keptMessages, 2);
     // One token less: the tail cannot be cut, so it is a 400.
-    await assertApiError(
+    await assertLucenaError(
       () => buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(2)) - 1 }, 8192, new FakeEncoder(), req(messages)),
       400,
       "messages",
@@ -398,7 +400,7 @@ describe("buildPrompt: trimming", () => {
     const minimal = costOf([system("sys"), messages[2]]); // 3 + 5 + 14 = 22
     assert.equal(minimal, 22);
     const budget = 15;
-    await assertApiError(
+    await assertLucenaError(
       () => buildPrompt({ ...m, max_input_tokens: budget }, 8192, new FakeEncoder(), req(messages)),
       400,
       "messages",
@@ -412,7 +414,7 @@ describe("buildPrompt: trimming", () => {
   test("the budget named in the error is the context-derived one when that binds", async () => {
     const messages = [user("one two three four five six seven eight nine ten")]; // 17 tokens
     // context 25, max_tokens 10: budget 15.
-    await assertApiError(
+    await assertLucenaError(
       () => buildPrompt(base, 25, new FakeEncoder(), req(messages, { maxTokens: 10 })),
       400,
       "messages",
@@ -445,6 +447,7 @@ describe("countPrompt: the same rules for a model counted elsewhere", () => {
 
   /** Counts like FakeEncoder, asynchronously, and records the lists it was asked about. */
   class FakeCounter implements PromptCounter {
+    readonly kind = "counter";
     readonly calls: ChatMessage[][] = [];
     async count(messages: readonly ChatMessage[]): Promise<number> {
       this.calls.push([...messages]);
@@ -479,20 +482,20 @@ describe("countPrompt: the same rules for a model counted elsewhere", () => {
   test("a prompt that cannot fit is the same 400, and a counter's failure is passed on", async () => {
     const messages = [user("one two three four five six seven eight nine ten")];
     await assert.rejects(countPrompt({ ...base, max_input_tokens: 5 }, 8192, new FakeCounter(), req(messages)), (err: unknown) => {
-      assert.ok(err instanceof ApiError);
-      assert.equal(err.status, 400);
+      assert.ok(err instanceof LucenaError);
+      assert.equal(asHttp(err).status, 400);
       return true;
     });
-    const failing: PromptCounter = { count: async () => { throw new Error("tokenizer unreachable"); } };
+    const failing: PromptCounter = { kind: "counter", count: async () => { throw new Error("tokenizer unreachable"); } };
     await assert.rejects(countPrompt(base, 8192, failing, req(messages)), /tokenizer unreachable/);
   });
 
-  test("preparePrompt gives tokens for an encoder and null for a counter", async () => {
+  test("preparePrompt gives tokens for a tokenizer and the conversation for a counter", async () => {
     const messages = [user("hi there")];
     const a = await preparePrompt(base, 8192, new FakeEncoder(), req(messages));
     const b = await preparePrompt(base, 8192, new FakeCounter(), req(messages));
-    assert.equal(a.tokens?.length, a.promptTokens);
-    assert.equal(b.tokens, null);
+    assert.equal(a.input.kind === "tokens" && a.input.tokens.length, a.promptTokens);
+    assert.deepEqual(b.input, { kind: "messages", messages: b.messages, estimated: false });
     assert.equal(b.promptTokens, a.promptTokens);
   });
 });
@@ -501,6 +504,7 @@ describe("countPrompt: a counter's upper bound stands in for the count only wher
   const base = model({ system_prompt: null, max_input_tokens: 10_000, max_output_tokens: 1000 });
   /** Counts like FakeEncoder; its bound is the count plus a slack. */
   class BoundedCounter implements PromptCounter {
+    readonly kind = "counter";
     counts = 0;
     constructor(private readonly slack: number) {}
     async count(messages: readonly ChatMessage[]): Promise<number> {

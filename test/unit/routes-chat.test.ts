@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
+import { asHttp } from "../helpers/errors.js";
 import { describe, test } from "node:test";
 import { SAMPLING_DEFAULTS } from "../../src/engines/engine.js";
-import { errors } from "../../src/server/errors.js";
+import { errors } from "../../src/core/errors.js";
 import {
-  assertError, chat, count, FakeEngine, fakePromptTokens, requestId, setup, sseData, sseEvents, TEST_MODEL, USER_HELLO,
-} from "../helpers/fake-engine.js";
+  assertError, chat, count, FakeEngine, fakePromptTokens, requestId, setup, sseData, sseEvents, TEST_MODEL, USER_HELLO, tokensOf } from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";
 const GOOD = { model: MODEL, messages: USER_HELLO };
@@ -152,10 +152,10 @@ describe("sampling options reach the engine", () => {
     const { app, engine } = setup(t);
     const res = await chat(app, GOOD);
     const body = JSON.parse(res.body) as { usage: { prompt_tokens: number } };
-    assert.equal(engine.lastCall.prompt!.length, body.usage.prompt_tokens);
+    assert.equal(tokensOf(engine.lastCall).length, body.usage.prompt_tokens);
     assert.equal(body.usage.prompt_tokens, GOOD_PROMPT);
     assert.deepEqual(engine.encoder.calls.at(-1), [{ role: "system", content: TEST_MODEL.system_prompt }, ...USER_HELLO]);
-    assert.deepEqual(engine.lastCall.prompt, engine.encoder.encode([{ role: "system", content: TEST_MODEL.system_prompt! }, { role: "user", content: "Hello world" }]));
+    assert.deepEqual(tokensOf(engine.lastCall), engine.encoder.encode([{ role: "system", content: TEST_MODEL.system_prompt! }, { role: "user", content: "Hello world" }]));
   });
 
   test("refused requests never reach the engine", async (t) => {
@@ -223,7 +223,7 @@ describe("inference failure → 500 server_error without internals", () => {
     });
   }
 
-  test("stream: an ApiError from the engine mid-stream is sent as it is", async (t) => {
+  test("stream: an LucenaError from the engine mid-stream is sent as it is", async (t) => {
     const { app, engine } = setup(t);
     engine.failWith = errors.modelUnavailable(MODEL, 30);
     engine.failAfter = 1;
@@ -235,7 +235,7 @@ describe("inference failure → 500 server_error without internals", () => {
     });
   });
 
-  test("JSON: an ApiError from the engine keeps its status and Retry-After", async (t) => {
+  test("JSON: an LucenaError from the engine keeps its status and Retry-After", async (t) => {
     const { app, engine } = setup(t);
     engine.failWith = errors.modelUnavailable(MODEL, 30);
     const res = await chat(app, GOOD);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { KeyVerifier, Principal } from "../../src/server/auth.js";
+import type { KeyVerifier, Principal } from "../../src/core/principal.js";
 import { assertError, chat, count, setup, USER_HELLO } from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";

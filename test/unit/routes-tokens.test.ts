@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import {
-  assertError, chat, count, FakeEncoder, FakeEngine, fakePromptTokens, requestId, setup, sseData, TEST_MODEL, USER_HELLO,
-} from "../helpers/fake-engine.js";
+  assertError, chat, count, FakeEncoder, FakeEngine, fakePromptTokens, requestId, setup, sseData, TEST_MODEL, USER_HELLO, tokensOf } from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";
 const GOOD = { model: MODEL, messages: USER_HELLO };
@@ -110,7 +109,7 @@ describe("the count equals the completion's prompt_tokens for the same body", ()
       const json = await chat(app, b);
       assert.equal(json.statusCode, 200, json.body);
       assert.equal((JSON.parse(json.body) as { usage: { prompt_tokens: number } }).usage.prompt_tokens, c.usage.prompt_tokens);
-      assert.equal(engine.lastCall.prompt!.length, c.usage.prompt_tokens);
+      assert.equal(tokensOf(engine.lastCall).length, c.usage.prompt_tokens);
       const sse = await chat(app, { ...b, stream: true });
       const usage = sseData(sse.payload).find((ch) => ch.usage)?.usage;
       assert.equal(usage?.prompt_tokens, c.usage.prompt_tokens);
@@ -144,7 +143,7 @@ describe("trimming", () => {
     assert.equal(done.usage.prompt_tokens, c.usage.prompt_tokens);
     // The prompt generated from is the system prompt, the two newest older messages and the last one.
     const expected = new FakeEncoder().encode([{ role: "system", content: "Be brief." }, ...(older.slice(2) as ChatMessage[]), last as ChatMessage]);
-    assert.deepEqual(engine.lastCall.prompt, expected);
+    assert.deepEqual(tokensOf(engine.lastCall), expected);
   });
 
   test("a request's own system message is never dropped", async (t) => {
@@ -155,7 +154,7 @@ describe("trimming", () => {
     assert.equal(c._lucena.system_prompt_source, "request");
     assert.equal(c._lucena.trimmed_messages, 4);
     assert.equal((await chat(app, b)).statusCode, 200);
-    assert.deepEqual(engine.lastCall.prompt, new FakeEncoder().encode([sys, older[2], older[3], last] as ChatMessage[]));
+    assert.deepEqual(tokensOf(engine.lastCall), new FakeEncoder().encode([sys, older[2], older[3], last] as ChatMessage[]));
   });
 
   test("a prompt that does not fit even after trimming → 400 naming both token counts", async (t) => {

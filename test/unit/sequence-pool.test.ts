@@ -1,7 +1,8 @@
 import { describe, test } from "node:test";
+import { asHttp } from "../helpers/errors.js";
 import assert from "node:assert/strict";
 import { SequencePool, type Lease } from "../../src/engines/llama/sequence-pool.js";
-import { ApiError } from "../../src/server/errors.js";
+import { LucenaError } from "../../src/core/errors.js";
 
 const noScore = () => 0;
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -85,10 +86,10 @@ describe("SequencePool", () => {
         returned = pool.acquire(new AbortController().signal, noScore);
       },
       (err: unknown) => {
-        assert.ok(err instanceof ApiError);
-        assert.equal(err.status, 503);
-        assert.equal(err.type, "server_error");
-        assert.ok(err.headers["retry-after"], "carries Retry-After");
+        assert.ok(err instanceof LucenaError);
+        assert.equal(asHttp(err).status, 503);
+        assert.equal(asHttp(err).type, "server_error");
+        assert.ok(asHttp(err).headers["retry-after"], "carries Retry-After");
         assert.match(err.message, /lucena-coder-latest/);
         return true;
       },
@@ -101,7 +102,7 @@ describe("SequencePool", () => {
     const pool = new SequencePool("m", ["s"], 0);
     const l = pool.acquire(new AbortController().signal, noScore);
     assert.equal(l.claim(), "s");
-    assert.throws(() => pool.acquire(new AbortController().signal, noScore), (e: unknown) => e instanceof ApiError && e.status === 503);
+    assert.throws(() => pool.acquire(new AbortController().signal, noScore), (e: unknown) => e instanceof LucenaError && asHttp(e).status === 503);
   });
 
   test("aborting a waiter removes it from the queue and rejects its ready", async () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { asHttp } from "../helpers/errors.js";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { describe, test, type TestContext } from "node:test";
@@ -8,8 +9,8 @@ import type { ModelConfig, UpstreamConfig } from "../../src/config/schema.js";
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { buildApp } from "../../src/server/app.js";
-import { StaticKeys } from "../../src/server/auth.js";
-import { ApiError } from "../../src/server/errors.js";
+import { StaticKeys } from "../../src/keys/verifiers.js";
+import { LucenaError } from "../../src/core/errors.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import { chat, TEST_KEY } from "../helpers/fake-engine.js";
 import { listen } from "../helpers/sockets.js";
@@ -105,7 +106,7 @@ async function engineFor(t: TestContext, config: ModelConfig, log = pino({ level
 
 function options(signal = new AbortController().signal): GenerateOptions {
   return {
-    prompt: null, messages: [{ role: "user", content: "Hi" }], promptTokens: 3, maxTokens: 16, temperature: 0.7, topP: 0.95,
+    input: { kind: "messages", messages: [{ role: "user", content: "Hi" }], estimated: false }, maxTokens: 16, temperature: 0.7, topP: 0.95,
     topK: SAMPLING_DEFAULTS.topK, seed: null, presencePenalty: 0, frequencyPenalty: 0, stop: [], signal,
   };
 }
@@ -128,10 +129,10 @@ describe("upstream admission: a bounded queue in front of the replicas", () => {
     const running = Array.from({ length: 5 }, () => collect(engine.generate(options())));
     assert.deepEqual({ busy: engine.stats().busy, waiting: engine.stats().waiting }, { busy: 2, waiting: 3 });
     assert.throws(() => engine.generate(options()), (err: unknown) => {
-      assert.ok(err instanceof ApiError);
-      assert.equal(err.status, 503);
+      assert.ok(err instanceof LucenaError);
+      assert.equal(asHttp(err).status, 503);
       assert.match(err.message, /busy: too many requests are waiting/);
-      assert.equal(err.headers["retry-after"], "1");
+      assert.equal(asHttp(err).headers["retry-after"], "1");
       return true;
     });
     await until("two requests held on the replica", () => hold.held() === 2);
@@ -230,8 +231,8 @@ describe("upstream: a replica that stops answering", () => {
     const engine = await engineFor(t, modelConfig([a], { idle_timeout_seconds: 0.2 }));
     const r = await collect(engine.generate(options()));
     assert.equal(r.text, "partial");
-    assert.ok(r.error instanceof ApiError);
-    assert.equal(r.error.status, 500);
+    assert.ok(r.error instanceof LucenaError);
+    assert.equal(asHttp(r.error).status, 500);
     assert.match(r.error.message, /failed while answering/);
   });
 });

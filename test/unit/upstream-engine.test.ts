@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { asHttp } from "../helpers/errors.js";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -8,10 +9,11 @@ import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL, DEFAULT_UPSTREAM } from "../../src/config/defaults.js";
 import type { UpstreamConfig } from "../../src/config/schema.js";
 import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
-import { EndpointCounter, GgufCounter } from "../../src/engines/upstream/counter.js";
+import { EndpointCounter } from "../../src/engines/upstream/counter.js";
+import { GgufCounter } from "../../src/engines/llama/gguf-counter.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { createLogger } from "../../src/observability/log.js";
-import { ApiError } from "../../src/server/errors.js";
+import { LucenaError } from "../../src/core/errors.js";
 import { embeddedEngine, encodeAll } from "../helpers/engine.js";
 import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
@@ -215,11 +217,9 @@ const MESSAGES: ChatMessage[] = [
   { role: "user", content: "Say hello in French." },
 ];
 
-function options(over: Partial<GenerateOptions> = {}): GenerateOptions {
+function options({ messages = MESSAGES, ...over }: Partial<GenerateOptions> & { messages?: typeof MESSAGES } = {}): GenerateOptions {
   return {
-    prompt: null,
-    messages: MESSAGES,
-    promptTokens: 12,
+    input: { kind: "messages", messages, estimated: false },
     maxTokens: 64,
     temperature: 0.7,
     topP: 0.95,
@@ -252,10 +252,10 @@ async function collect(gen: AsyncGenerator<EngineEvent, void, undefined>): Promi
 const textOf = (events: EngineEvent[]) => events.map((e) => (e.type === "text" ? e.text : "")).join("");
 const texts = (events: EngineEvent[]) => events.filter((e) => e.type === "text");
 
-function assertApiError(err: unknown, status: number, type: string): asserts err is ApiError {
-  assert.ok(err instanceof ApiError, `expected an ApiError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
-  assert.equal(err.status, status, `status (message: ${err.message})`);
-  assert.equal(err.type, type);
+function assertLucenaError(err: unknown, status: number, type: string): asserts err is LucenaError {
+  assert.ok(err instanceof LucenaError, `expected an LucenaError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+  assert.equal(asHttp(err).status, status, `status (message: ${err.message})`);
+  assert.equal(asHttp(err).type, type);
 }
 
 /** The replica's counters and state, by its index in the pool. */
@@ -311,7 +311,7 @@ describe("UpstreamEngine: recorded transcripts", () => {
         const { events, error } = await collect(engine.generate(options({ messages: [{ role: "user", content: `${c.file}#${seed}` }] })));
         assert.equal(textOf(events), c.text, `${c.file} seed ${seed}`);
         assert.ok(events.every((e) => e.type === "text"), `${c.file}: no done event after an error`);
-        assertApiError(error, 500, "server_error");
+        assertLucenaError(error, 500, "server_error");
       }
     }
     assert.equal(fake.chats().length, (complete.length + broken.length) * SEEDS.length);
@@ -436,7 +436,7 @@ describe("UpstreamEngine: a replica that answers a stream request with a whole J
   test("a JSON client's answer is streamed too; a whole JSON answer is read whole: one text event, the replica's usage", async (t) => {
     const fake = await fakeUpstream(t, (_req, res) => json(res, 200, completion("whole answer")));
     const engine = await startEngine(t, [{ url: fake.origin }]);
-    const { events, error } = await collect(engine.generate(options({ incremental: false })));
+    const { events, error } = await collect(engine.generate(options()));
     assert.equal(error, undefined);
     assert.deepEqual(events, [
       { type: "text", text: "whole answer" },
@@ -456,7 +456,7 @@ describe("UpstreamEngine: a replica that answers a stream request with a whole J
       const a = await fakeUpstream(t, broken);
       const b = await fakeUpstream(t, (_req, res) => json(res, 200, completion("from B")));
       const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
-      const { events, error } = await collect(engine.generate(options({ incremental: false })));
+      const { events, error } = await collect(engine.generate(options()));
       assert.equal(error, undefined);
       assert.equal(textOf(events), "from B");
       assert.equal(a.chats().length, 1);
@@ -519,8 +519,8 @@ describe("UpstreamEngine: failures before the first text", () => {
     const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }], { retries: 5 });
     const { events, error } = await collect(engine.generate(options()));
     assert.deepEqual(events, []);
-    assertApiError(error, 503, "server_error");
-    assert.equal(error.headers["retry-after"], "5");
+    assertLucenaError(error, 503, "server_error");
+    assert.equal(asHttp(error).headers["retry-after"], "5");
     assert.equal(a.chats().length, 1);
     assert.equal(b.chats().length, 1);
     assert.equal(engine.stats().busy, 0);
@@ -531,25 +531,25 @@ describe("UpstreamEngine: failures before the first text", () => {
     const b = await fakeUpstream(t, (_req, res) => answer(res, ["B"]));
     const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }], { retries: 0 });
     const { error } = await collect(engine.generate(options()));
-    assertApiError(error, 503, "server_error");
+    assertLucenaError(error, 503, "server_error");
     assert.equal(a.chats().length, 1);
     assert.equal(b.chats().length, 0);
   });
 
-  test("a 400 from the upstream: ApiError 400, not retried on the other replica", async (t) => {
+  test("a 400 from the upstream: LucenaError 400, not retried on the other replica", async (t) => {
     const a = await fakeUpstream(t, (_req, res) => json(res, 400, { object: "error", message: "This model's maximum context length is 4096 tokens", code: 400 }));
     const b = await fakeUpstream(t, (_req, res) => answer(res, ["B"]));
     const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
     const { events, error } = await collect(engine.generate(options()));
     assert.deepEqual(events, []);
-    assertApiError(error, 400, "invalid_request_error");
+    assertLucenaError(error, 400, "invalid_request_error");
     assert.equal(a.chats().length, 1);
     assert.equal(b.chats().length, 0, "another replica would refuse it too");
     assert.equal(replica(engine, 0).state, "healthy");
     assert.equal(replica(engine, 0).requests, 1);
   });
 
-  test("a 4xx error object as the stream's first event: ApiError 400, not retried", async (t) => {
+  test("a 4xx error object as the stream's first event: LucenaError 400, not retried", async (t) => {
     const a = await fakeUpstream(t, async (_req, res) => {
       sseHead(res);
       await write(res, `data: ${JSON.stringify({ error: { code: 400, message: "the request exceeds the available context size", type: "exceed_context_size_error" } })}\n\n`);
@@ -559,21 +559,21 @@ describe("UpstreamEngine: failures before the first text", () => {
     const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
     const { events, error } = await collect(engine.generate(options()));
     assert.deepEqual(events, []);
-    assertApiError(error, 400, "invalid_request_error");
+    assertLucenaError(error, 400, "invalid_request_error");
     assert.equal(b.chats().length, 0);
   });
 
   // A refused request says nothing of the replica's health, yet UpstreamEngine.run's catch reports "server" for
-  // the 400 ApiError that refusal() (or the in-stream 4xx branch of stream()), having reported "ok", returns:
+  // the 400 LucenaError that refusal() (or the in-stream 4xx branch of stream()), having reported "ok", returns:
   // the replica's failure counter grows, its failure streak is left at 1 instead of 0, and with
   // failures_to_eject: 1 a single bad request ejects it.
   test("4xx refusals are not counted as replica failures and never eject a replica", async (t) => {
     const a = await fakeUpstream(t, (_req, res) => json(res, 400, { object: "error", message: "bad request", code: 400 }));
     const engine = await startEngine(t, [{ url: a.origin }], { failures_to_eject: 1, probes_to_readmit: 1000 });
-    assertApiError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
+    assertLucenaError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
     assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
     // The next request reaches the replica again: a client's mistake does not make the model unavailable (503).
-    assertApiError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
+    assertLucenaError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
     assert.equal(a.chats().length, 2);
   });
 
@@ -584,13 +584,13 @@ describe("UpstreamEngine: failures before the first text", () => {
       res.end();
     });
     const engine = await startEngine(t, [{ url: a.origin }], { failures_to_eject: 1, probes_to_readmit: 1000 });
-    assertApiError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
+    assertLucenaError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
     assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
   });
 });
 
 describe("UpstreamEngine: failures after the first text", () => {
-  test("the socket is destroyed after two content chunks: the text, then an ApiError 500", async (t) => {
+  test("the socket is destroyed after two content chunks: the text, then an LucenaError 500", async (t) => {
     const fake = await fakeUpstream(t, async (_req, res) => {
       sseHead(res);
       await write(res, chunk({ role: "assistant", content: "" }));
@@ -605,12 +605,12 @@ describe("UpstreamEngine: failures after the first text", () => {
       { type: "text", text: "Hello" },
       { type: "text", text: ", wor" },
     ]);
-    assertApiError(error, 500, "server_error");
+    assertLucenaError(error, 500, "server_error");
     assert.equal(fake.chats().length, 1, "never retried once text went out");
     assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures: 1, ejections: 0 });
   });
 
-  test("the body ends cleanly after text with neither finish_reason nor [DONE]: an ApiError 500, never a silent end", async (t) => {
+  test("the body ends cleanly after text with neither finish_reason nor [DONE]: an LucenaError 500, never a silent end", async (t) => {
     const fake = await fakeUpstream(t, async (_req, res) => {
       sseHead(res);
       await write(res, chunk({ content: "Hello" }));
@@ -622,7 +622,7 @@ describe("UpstreamEngine: failures after the first text", () => {
     const { events, error } = await collect(engine.generate(options()));
     assert.equal(textOf(events), "Hello, wor");
     assert.ok(events.every((e) => e.type === "text"));
-    assertApiError(error, 500, "server_error");
+    assertLucenaError(error, 500, "server_error");
     assert.equal(other.chats().length, 0);
   });
 
@@ -636,7 +636,7 @@ describe("UpstreamEngine: failures after the first text", () => {
     const engine = await startEngine(t, [{ url: fake.origin }]);
     const { events, error } = await collect(engine.generate(options()));
     assert.equal(textOf(events), "Hello");
-    assertApiError(error, 500, "server_error");
+    assertLucenaError(error, 500, "server_error");
   });
 });
 
@@ -769,8 +769,8 @@ describe("UpstreamEngine: admission", () => {
     assert.throws(
       () => (gen = engine.generate(options())),
       (err: unknown) => {
-        assertApiError(err, 503, "server_error");
-        assert.equal(err.headers["retry-after"], "5");
+        assertLucenaError(err, 503, "server_error");
+        assert.equal(asHttp(err).headers["retry-after"], "5");
         return true;
       },
     );
@@ -893,11 +893,11 @@ describe("UpstreamEngine: counting prompts", () => {
     assert.deepEqual(fake.requests.map((r) => r.path), ["/tokenize"]);
   });
 
-  test("an upstream with no known tokenize endpoint: a 503 ApiError", async (t) => {
+  test("an upstream with no known tokenize endpoint: a 503 LucenaError", async (t) => {
     const fake = await fakeUpstream(t, notFound);
     const engine = await startEngine(t, [{ url: fake.origin }]);
     await assert.rejects(engine.encoder.count(SHORT), (err: unknown) => {
-      assertApiError(err, 503, "server_error");
+      assertLucenaError(err, 503, "server_error");
       return true;
     });
     assert.deepEqual(fake.requests.map((r) => r.path), ["/v1/tokens/count", "/tokenize", "/apply-template"]);

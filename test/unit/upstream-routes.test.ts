@@ -7,7 +7,7 @@ import { DEFAULT_UPSTREAM } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { buildApp } from "../../src/server/app.js";
-import { StaticKeys } from "../../src/server/auth.js";
+import { StaticKeys } from "../../src/keys/verifiers.js";
 import { health } from "../../src/server/ops.js";
 import { ModelRegistry } from "../../src/server/registry.js";
 import { chat, count, sseEvents, TEST_KEY, TEST_MODEL, type Chunk } from "../helpers/fake-engine.js";

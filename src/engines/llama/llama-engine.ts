@@ -1,6 +1,4 @@
 import {
-  getLlama,
-  LlamaLogLevel,
   resolveChatWrapper,
   type ChatWrapper,
   type Llama,
@@ -9,44 +7,20 @@ import {
   type LlamaModel,
   type Token,
 } from "node-llama-cpp";
-import { randomInt } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { ModelConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptEncoder } from "../../prompt/build.js";
-import { SAMPLING_DEFAULTS, type Engine, type EngineStats, type EngineEvent, type EngineStatus, type FinishReason, type GenerateOptions, type SchedulerStats } from "../engine.js";
-import { StopMatcher } from "../stop-sequences.js";
+import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions, SchedulerStats } from "../engine.js";
 import { cpuShare, type ThreadsHandle } from "./cpu-share.js";
-import { IncrementalDetokenizer } from "./detokenizer.js";
+import { LlamaGeneration } from "./generation.js";
 import { PromptTokenizer } from "./prompt-tokenizer.js";
 import { resolveModelPath } from "./model-source.js";
 import { SequencePool, type Lease } from "./sequence-pool.js";
 import { StepGate } from "./step-gate.js";
-import { loadThreadPool, releaseFreedMemory, threadsPersist } from "./thread-pool.js";
-
-let runtime: Promise<Llama> | undefined;
-
-/** One llama.cpp runtime per process, shared by every embedded model; its log goes to ours. */
-export function llamaRuntime(log: Logger): Promise<Llama> {
-  if (!runtime) {
-    const pool = loadThreadPool(); // before getLlama: it must be in place when the CPU backend loads
-    if (pool.loaded) log.debug({ component: "engine" }, "engine threads persist across decode steps");
-    else log.warn({ component: "engine", reason: pool.reason }, "engine threads are started anew at every decode step; with more than one thread, decoding is much slower");
-  }
-  runtime ??= getLlama({
-    gpu: "auto",
-    logLevel: LlamaLogLevel.warn,
-    logger: (level, message) => {
-      const text = message.trim();
-      if (!text) return;
-      if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) log.error({ component: "llama.cpp" }, text);
-      else if (level === LlamaLogLevel.warn) log.warn({ component: "llama.cpp" }, text);
-      else log.debug({ component: "llama.cpp" }, text);
-    },
-  });
-  return runtime;
-}
+import { llamaRuntime } from "./runtime.js";
+import { releaseFreedMemory, threadsPersist } from "./thread-pool.js";
 
 /**
  * `threads: 0` (the default): every core when the engine's threads persist across decode steps (thread-pool.ts).
@@ -193,6 +167,7 @@ export class LlamaEngine implements Engine {
   private tokenizer?: PromptTokenizer;
 
   readonly encoder = {
+    kind: "tokenizer" as const,
     encode: (messages: readonly ChatMessage[], limit?: number) => this.tokenizer!.encode(messages, limit),
   } satisfies PromptEncoder;
 
@@ -225,15 +200,14 @@ export class LlamaEngine implements Engine {
 
   /** Admits the request at once (or throws a 503 when the queue is full); the wait happens while iterating. */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
-    if (!opts.prompt) throw new Error("the embedded engine needs prompt tokens"); // a caller's bug, never a client's
-    const prompt = opts.prompt as Token[];
+    if (opts.input.kind !== "tokens") throw new Error("the embedded engine needs prompt tokens"); // a caller's bug, never a client's
+    const prompt = opts.input.tokens as Token[];
     const signal = AbortSignal.any([opts.signal, this.closing.signal]);
     const lease = this.pool!.acquire(signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
     return this.run(lease, prompt, { ...opts, signal });
   }
 
   private async *run(lease: Lease<LlamaContextSequence>, prompt: Token[], opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
-    const model = this.model!;
     const seq = await lease.ready.then(() => lease.claim(), () => null);
     if (!seq) {
       // Cancelled while waiting for a sequence: nothing of the prompt was evaluated.
@@ -241,6 +215,7 @@ export class LlamaEngine implements Engine {
       return;
     }
     this.running++;
+    let generation: LlamaGeneration | undefined;
     try {
       // Keep what the sequence already holds of this prompt; at least the last token is evaluated anew,
       // since its logits are what the first generated token is sampled from.
@@ -248,102 +223,11 @@ export class LlamaEngine implements Engine {
       const reuse = Math.min(lease.score, prompt.length - 1);
       this.promptTokensReused += reuse;
       this.promptTokensEvaluated += prompt.length - reuse;
-
-      const detok = new IncrementalDetokenizer(model);
-      const stopper = new StopMatcher(opts.stop);
-      const generated: Token[] = [];
-      const penalties = opts.presencePenalty !== 0 || opts.frequencyPenalty !== 0;
-      let finish: FinishReason = "length";
-      let bySequence = false;
-      let count = 0;
-      /** Tokens whose text has been handed over (the rest is held back: an unfinished character, a possible stop). */
-      let emitted = 0;
-      /** The prompt tokens in the sequence for this request: the reused prefix, then each chunk evaluated. */
-      let evaluated = reuse;
-      const room = this.contextSize - prompt.length;
-
-      // Every step of this sequence is asked for through the step gate (step-gate.ts): the prompt in chunks the
-      // gate sizes, the last of them with the prompt's last token, whose logits give the first generated token,
-      // then one token a step.
-      const member = this.gate!.join(this.pool!.indexOf(seq));
-      try {
-        if (reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: reuse, end: seq.nextTokenIndex }]);
-        // The chunk that holds the prompt's last token is evaluated with generation: its step gives the first token.
-        let at = reuse;
-        let lastChunk = false;
-        while (!opts.signal.aborted) {
-          const left = prompt.length - at;
-          const n = await member.arrive(left === 1 ? { kind: "start" } : { kind: "prompt", remaining: left });
-          if (opts.signal.aborted) break;
-          if (left === 1 || n >= left) { lastChunk = true; break; }
-          await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(at, at + n));
-          member.received();
-          at += n;
-          evaluated = at;
-        }
-        if (!lastChunk) finish = "cancelled";
-        else {
-          const tokens = seq.evaluate(prompt.slice(at), {
-            temperature: opts.temperature,
-            topK: opts.topK,
-            topP: opts.topP,
-            minP: SAMPLING_DEFAULTS.minP,
-            // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
-            // request of that second the same "random" answer.
-            seed: opts.seed ?? randomInt(2 ** 32),
-            ...(penalties
-              ? {
-                  repeatPenalty: {
-                    punishTokens: () => generated,
-                    penalty: 1,
-                    presencePenalty: opts.presencePenalty,
-                    frequencyPenalty: opts.frequencyPenalty,
-                  },
-                }
-              : {}),
-            yieldEogToken: true,
-          });
-          const it = tokens[Symbol.asyncIterator]();
-          try {
-            for (let first = true; ; first = false) {
-              if (!first) await member.arrive({ kind: "stream" });
-              const step = await it.next();
-              member.received();
-              evaluated = prompt.length; // the first step evaluated the rest of the prompt
-              if (step.done) break;
-              const token = step.value;
-              if (opts.signal.aborted) { finish = "cancelled"; break; }
-              count++;
-              if (model.isEogToken(token)) { finish = "stop"; break; }
-              generated.push(token);
-              const text = detok.push(token);
-              if (text) {
-                const { emit, stopped } = stopper.push(text);
-                if (emit) {
-                  yield { type: "text", text: emit, tokens: count - emitted };
-                  emitted = count;
-                }
-                if (stopped) { finish = "stop"; bySequence = true; break; }
-              }
-              if (count >= opts.maxTokens || count >= room) break;
-            }
-          } finally {
-            await it.return?.();
-          }
-        }
-      } finally {
-        member.leave();
-      }
-      // Text held back (an unfinished character, a possible start of a stop sequence) is real text unless a
-      // stop sequence matched or the client is gone.
-      if (finish !== "cancelled" && !bySequence) {
-        const { emit, stopped } = stopper.push(detok.flush());
-        const rest = stopped ? emit : emit + stopper.flush();
-        if (stopped) finish = "stop";
-        if (rest) yield { type: "text", text: rest, tokens: Math.max(1, count - emitted) };
-      }
-      yield { type: "done", finishReason: finish, completionTokens: count, promptTokens: evaluated };
+      const limit = Math.min(opts.maxTokens, this.contextSize - prompt.length);
+      generation = new LlamaGeneration(this.model!, seq, this.gate!.join(this.pool!.indexOf(seq)), prompt, reuse, limit, opts);
+      yield* generation.events();
     } finally {
+      await generation?.dispose();
       this.pool!.release(seq);
       if (--this.running === 0) this.drained?.();
     }

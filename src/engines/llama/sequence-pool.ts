@@ -1,4 +1,4 @@
-import { errors } from "../../server/errors.js";
+import { errors } from "../../core/errors.js";
 
 /**
  * A place in line for a sequence. `ready` settles when a sequence is assigned (or rejects when the signal aborts

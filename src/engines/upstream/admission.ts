@@ -1,4 +1,4 @@
-import { errors } from "../../server/errors.js";
+import { errors } from "../../core/errors.js";
 import type { Replica, ReplicaPool } from "./replicas.js";
 
 /**

@@ -1,11 +1,7 @@
-import type { LlamaModel } from "node-llama-cpp";
-import { resolveChatWrapper } from "node-llama-cpp";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { Logger } from "../../observability/log.js";
 import type { KeptCount, PromptCounter } from "../../prompt/build.js";
-import { errors } from "../../server/errors.js";
-import { llamaRuntime } from "../llama/llama-engine.js";
-import { PromptTokenizer } from "../llama/prompt-tokenizer.js";
+import { errors } from "../../core/errors.js";
 import { failureOutcome, type Replica, type ReplicaPool } from "./replicas.js";
 
 /**
@@ -109,6 +105,7 @@ async function countWith(dialect: CountingDialect, replica: Replica, req: { mode
  * is remembered. A count goes to the least busy healthy replica; when it cannot be had, the request gets 503.
  */
 export class EndpointCounter implements PromptCounter {
+  readonly kind = "counter";
   /** The dialect, or its detection under way (one at a time, however many counts arrive first). */
   private dialect: Promise<CountingDialect> | null;
 
@@ -189,29 +186,3 @@ export class EndpointCounter implements PromptCounter {
 }
 
 class NoDialect extends Error {}
-
-/**
- * Counts prompts here with the model's own tokenizer and chat template, read from a GGUF file (a
- * vocabulary-only file is enough): no round trip to a replica.
- */
-export class GgufCounter implements PromptCounter {
-  private model?: LlamaModel;
-  private tokenizer?: PromptTokenizer;
-
-  constructor(private readonly path: string) {}
-
-  async load(log: Logger): Promise<void> {
-    const llama = await llamaRuntime(log);
-    this.model = await llama.loadModel({ modelPath: this.path, vocabOnly: true });
-    this.tokenizer = new PromptTokenizer(this.model, resolveChatWrapper(this.model));
-  }
-
-  async count(messages: readonly ChatMessage[]): Promise<number> {
-    const tokens = await this.tokenizer!.encode(messages);
-    return Array.isArray(tokens) ? tokens.length : tokens.atLeast;
-  }
-
-  async close(): Promise<void> {
-    await this.model?.dispose();
-  }
-}

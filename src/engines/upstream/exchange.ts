@@ -1,8 +1,8 @@
 import type { Dispatcher } from "undici";
 import type { UpstreamConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
-import type { PromptCounter } from "../../prompt/build.js";
-import { ApiError, errors } from "../../server/errors.js";
+import type { PromptCounter, PromptInput } from "../../prompt/build.js";
+import { LucenaError, errors } from "../../core/errors.js";
 import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOptions } from "../engine.js";
 import { decodeCompletionBody, UpstreamStreamDecoder, type UpstreamEvent } from "./chat-stream.js";
 import { errorCode, failureOutcome, type Replica, type ReplicaOutcome, type ReplicaPool } from "./replicas.js";
@@ -19,7 +19,7 @@ export class BeforeFirstText extends Error {
     message: string,
     readonly outcome: ReplicaOutcome,
     /** What the client gets when no replica is left to try. */
-    readonly clientError: ApiError,
+    readonly clientError: LucenaError,
   ) {
     super(message);
   }
@@ -73,11 +73,16 @@ class SilenceWatch {
   }
 }
 
+/** What a replica is asked: the conversation (the counter's prompt form) and the sampling. */
+export type MessagesOptions = GenerateOptions & { input: Extract<PromptInput, { kind: "messages" }> };
+
+export const sendsMessages = (opts: GenerateOptions): opts is MessagesOptions => opts.input.kind === "messages";
+
 /** The chat completion request a replica is sent. Always streamed: see `exchange`. */
-function requestBody(ctx: ExchangeContext, opts: GenerateOptions): Record<string, unknown> {
+function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string, unknown> {
   const body: Record<string, unknown> = {
     model: ctx.upstreamModel,
-    messages: opts.messages,
+    messages: opts.input.messages,
     stream: true,
     stream_options: { include_usage: true },
     max_tokens: opts.maxTokens,
@@ -104,7 +109,7 @@ export interface Said {
   promptTokens?: number;
 }
 
-export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: GenerateOptions, abandon: AbortSignal, said: Said = {}): AsyncGenerator<EngineEvent, void, undefined> {
+export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: MessagesOptions, abandon: AbortSignal, said: Said = {}): AsyncGenerator<EngineEvent, void, undefined> {
   const unavailable = () => errors.modelUnavailable(ctx.modelId, 5);
   // The client's abort reaches the upstream request until the answer is complete; after that, the rest of
   // the body is read for the connection's sake whatever the client does.
@@ -205,9 +210,9 @@ export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: Ge
     }
     ctx.pool.report(replica, "ok");
     let promptTokens = decoded.promptTokens;
-    if (promptTokens === undefined && opts.promptEstimated) {
+    if (promptTokens === undefined && opts.input.estimated) {
       // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
-      promptTokens = await ctx.encoder.count(opts.messages).catch(() => undefined);
+      promptTokens = await ctx.encoder.count(opts.input.messages).catch(() => undefined);
     }
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield {

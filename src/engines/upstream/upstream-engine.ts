@@ -1,10 +1,11 @@
 import type { ModelConfig, UpstreamConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
-import { ApiError, errors } from "../../server/errors.js";
+import { LucenaError, errors } from "../../core/errors.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions, ReplicaStats } from "../engine.js";
+import { sendsMessages, type MessagesOptions } from "./exchange.js";
 import { AdmissionQueue, type Slot } from "./admission.js";
-import { COUNTING_DIALECTS, EndpointCounter, GgufCounter, type CountingDialect } from "./counter.js";
+import { COUNTING_DIALECTS, EndpointCounter, type CountingDialect } from "./counter.js";
 import { BeforeFirstText, exchange, type ExchangeContext, type Said } from "./exchange.js";
 import { ReplicaPool, type Replica } from "./replicas.js";
 
@@ -56,12 +57,14 @@ export class UpstreamEngine implements Engine {
     return this.pool.anyHealthy ? "ready" : "unavailable";
   }
   readonly contextSize: number;
-  readonly encoder: PromptCounter;
+  /** The endpoint counter, or the GGUF counter once load() has made it. */
+  private counter: (PromptCounter & { close?(): Promise<void> }) | null = null;
   readonly pool: ReplicaPool;
   private readonly admission: AdmissionQueue;
   private readonly upstream: UpstreamConfig;
   private readonly upstreamModel: string;
-  private readonly gguf: GgufCounter | null;
+  /** `upstream.tokenizer` when it is a GGUF file: counted here, with node-llama-cpp, loaded only then. */
+  private readonly ggufPath: string | null;
 
   constructor(
     private readonly config: ModelConfig,
@@ -89,12 +92,16 @@ export class UpstreamEngine implements Engine {
     });
     const tokenizer = this.upstream.tokenizer;
     if (tokenizer === "auto" || (COUNTING_DIALECTS as readonly string[]).includes(tokenizer)) {
-      this.gguf = null;
-      this.encoder = new EndpointCounter(config.id, this.upstreamModel, this.pool, tokenizer as "auto" | CountingDialect, log, this.upstream.retries);
+      this.ggufPath = null;
+      this.counter = new EndpointCounter(config.id, this.upstreamModel, this.pool, tokenizer as "auto" | CountingDialect, log, this.upstream.retries);
     } else {
-      this.gguf = new GgufCounter(tokenizer);
-      this.encoder = this.gguf;
+      this.ggufPath = tokenizer;
     }
+  }
+
+  get encoder(): PromptCounter {
+    if (!this.counter) throw new Error(`model ${this.config.id}: its GGUF counter is not loaded yet`); // a caller's bug
+    return this.counter;
   }
 
   get modelId(): string {
@@ -103,7 +110,12 @@ export class UpstreamEngine implements Engine {
 
   async load(): Promise<void> {
     try {
-      await this.gguf?.load(this.log);
+      if (this.ggufPath !== null) {
+        const { GgufCounter } = await import("../llama/gguf-counter.js");
+        const counter = new GgufCounter(this.ggufPath);
+        await counter.load(this.log);
+        this.counter = counter;
+      }
       this.pool.start();
       const waited = new Promise<void>((resolve) => setTimeout(resolve, FIRST_PROBES_WAIT_MS).unref());
       await Promise.race([this.pool.firstProbes(), waited]);
@@ -141,18 +153,19 @@ export class UpstreamEngine implements Engine {
    * every replica at max_in_flight_per_replica and queue_size requests already waiting, a 503 (queue full).
    */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
+    if (!sendsMessages(opts)) throw new Error("an upstream model is sent the conversation, not tokens"); // a caller's bug
     if (!this.pool.anyHealthy) throw errors.modelUnavailable(this.config.id, 5);
     const attempt = new Attempt();
     const slot = this.admission.enter(opts.signal, { onEject: attempt.onEject });
     return this.run(opts, attempt, slot);
   }
 
-  private async *run(opts: GenerateOptions, first: Attempt, firstSlot: Slot): AsyncGenerator<EngineEvent, void, undefined> {
+  private async *run(opts: MessagesOptions, first: Attempt, firstSlot: Slot): AsyncGenerator<EngineEvent, void, undefined> {
     const ctx: ExchangeContext = {
       modelId: this.config.id, upstreamModel: this.upstreamModel, upstream: this.upstream, pool: this.pool, encoder: this.encoder, log: this.log,
     };
     const tried = new Set<Replica>();
-    let lastError: ApiError | null = null;
+    let lastError: LucenaError | null = null;
     let attempt = first;
     let slot = firstSlot;
     for (let n = 0; ; n++) {
@@ -178,12 +191,12 @@ export class UpstreamEngine implements Engine {
           return;
         }
         // A request the replica refused (4xx): the client's error, not the replica's; already reported "ok".
-        if (err instanceof ApiError && err.status < 500 && attempt.texts === 0) throw err;
+        if (err instanceof LucenaError && err.clientError && attempt.texts === 0) throw err;
         if (!(err instanceof BeforeFirstText) || attempt.texts > 0) {
           // After text went out: the failure ends the client's stream (the route writes the error event and [DONE]).
           this.pool.report(replica, "server");
           this.log.warn({ model: this.config.id, replica: replica.label, err: (err as Error).message }, "upstream stream failed mid-answer");
-          throw err instanceof ApiError ? err : errors.upstreamFailed();
+          throw err instanceof LucenaError ? err : errors.upstreamFailed();
         }
         this.pool.report(replica, err.outcome);
         this.log.warn({ model: this.config.id, replica: replica.label, attempt: n, err: err.message }, "upstream request failed before its first text");
@@ -200,6 +213,6 @@ export class UpstreamEngine implements Engine {
 
   async close(): Promise<void> {
     await this.pool.close();
-    await this.gguf?.close();
+    await this.counter?.close?.();
   }
 }

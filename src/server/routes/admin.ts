@@ -3,7 +3,7 @@ import type { FastifyInstance } from "fastify";
 import { createKey, KeyRequestError, keyJson, usageJson, type KeyRequest } from "../../keys/admin-ops.js";
 import type { KeyStore } from "../../keys/store.js";
 import { bearerToken } from "../auth.js";
-import { ApiError, echo, errors } from "../errors.js";
+import { errors } from "../../core/errors.js";
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
 
@@ -13,7 +13,7 @@ export function adminGuard(token: string): (header: string | undefined) => void 
   return (header) => {
     const presented = bearerToken(header) ?? "";
     if (!timingSafeEqual(digest(presented), expected)) {
-      throw new ApiError(401, "gateway_auth_error", "Invalid admin token");
+      throw errors.invalidAdminToken();
     }
   };
 }
@@ -36,7 +36,7 @@ export function adminRoutes(app: FastifyInstance, store: KeyStore): void {
   app.get("/admin/v1/keys", { config }, async () => ({ object: "list", data: store.list().map(keyJson) }));
   app.delete<{ Params: { id: string } }>("/admin/v1/keys/:id", { config }, async (req) => {
     const key = store.get(req.params.id);
-    if (!key) throw new ApiError(404, "not_found", `No key with id '${echo(req.params.id)}'.`);
+    if (!key) throw errors.keyNotFound(req.params.id);
     store.revoke(key.id);
     return keyJson(store.get(key.id)!);
   });

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
-import { ChatBodySchema, parseMessages, parseSampling, type ChatBody } from "../../api/chat-request.js";
+import { ChatBodySchema, type ChatBody } from "../../api/chat-request.js";
 import { tokenCountObject } from "../../api/responses.js";
-import { preparePrompt } from "../../prompt/build.js";
+import { resolveChat } from "../../prompt/resolve.js";
 import type { RateLimiter } from "../../keys/limiter.js";
 import type { ModelRegistry } from "../registry.js";
 
@@ -11,11 +11,7 @@ export function tokensRoute(app: FastifyInstance, registry: ModelRegistry, limit
     const { config, engine } = registry.ready(body.model, req.principal);
     // Counts have a rate of their own, checked before any tokenization.
     reply.headers(limiter.admitCount(req.principal!));
-    const built = await preparePrompt(config, engine.contextSize, engine.encoder, {
-      messages: parseMessages(body.messages),
-      shape: body.shape ?? null,
-      maxTokens: parseSampling(body).maxTokens,
-    });
+    const { prompt: built } = await resolveChat(config, engine, body, "count");
     return tokenCountObject({
       model: config.id,
       promptTokens: built.promptTokens,

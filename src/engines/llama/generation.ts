@@ -1,0 +1,158 @@
+import { randomInt } from "node:crypto";
+import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
+import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOptions } from "../engine.js";
+import { StopMatcher } from "../stop-sequences.js";
+import { IncrementalDetokenizer } from "./detokenizer.js";
+import type { Member } from "./step-gate.js";
+
+/**
+ * One request's generation on one sequence, as llama.cpp's server_response_reader is one request's reader: it
+ * owns what the request holds (its step-gate membership, the sampler's token iterator) from the moment it has its
+ * sequence, and `dispose()` gives all of it back, whatever happened: `events()` disposes it once the generation
+ * ends, and the engine again in its `finally` (a consumer that stops iterating early). The sequence itself stays
+ * the engine's (the pool's lease).
+ *
+ * Its steps go through the step gate (step-gate.ts): the prompt in chunks the gate sizes, the chunk holding the
+ * prompt's last token evaluated with generation (its logits give the first token), then one token a step.
+ */
+export class LlamaGeneration {
+  /** The prompt tokens in the sequence for this request: the reused prefix, then each chunk evaluated. */
+  private evaluated: number;
+  private count = 0;
+  /** Tokens whose text has been handed over (the rest is held back: an unfinished character, a possible stop). */
+  private emitted = 0;
+  private finish: FinishReason = "length";
+  /** A stop sequence ended it (the text held back is then not part of the answer). */
+  private bySequence = false;
+  private readonly generated: Token[] = [];
+  private readonly detok: IncrementalDetokenizer;
+  private readonly stopper: StopMatcher;
+  private tokens?: AsyncIterator<Token, void, void>;
+  private disposed = false;
+
+  constructor(
+    private readonly model: LlamaModel,
+    private readonly seq: LlamaContextSequence,
+    private readonly member: Member,
+    private readonly prompt: Token[],
+    /** How much of the prompt the sequence already holds (kept; at least the last token is evaluated anew). */
+    private readonly reuse: number,
+    /** The most tokens the answer may have: the request's max_tokens, or the room left in the context. */
+    private readonly limit: number,
+    private readonly opts: GenerateOptions,
+  ) {
+    this.evaluated = reuse;
+    this.detok = new IncrementalDetokenizer(model);
+    this.stopper = new StopMatcher(opts.stop);
+  }
+
+  /** The answer's events, ending with `done`. */
+  async *events(): AsyncGenerator<EngineEvent, void, undefined> {
+    try {
+      if (await this.evaluatePrompt()) yield* this.generate();
+      else this.finish = "cancelled";
+    } finally {
+      await this.dispose(); // out of the gate before the last events go: the other sequences' steps need not wait
+    }
+    // Text held back (an unfinished character, a possible start of a stop sequence) is real text unless a
+    // stop sequence matched or the client is gone.
+    if (this.finish !== "cancelled" && !this.bySequence) {
+      const { emit, stopped } = this.stopper.push(this.detok.flush());
+      const rest = stopped ? emit : emit + this.stopper.flush();
+      if (stopped) this.finish = "stop";
+      if (rest) yield { type: "text", text: rest, tokens: Math.max(1, this.count - this.emitted) };
+    }
+    yield { type: "done", finishReason: this.finish, completionTokens: this.count, promptTokens: this.evaluated };
+  }
+
+  /**
+   * Evaluates the prompt but for its last chunk, in the chunks the gate gives; true when the last chunk is due
+   * (it is evaluated with the first token), false when cancelled first.
+   */
+  private async evaluatePrompt(): Promise<boolean> {
+    const { seq, prompt, member, opts } = this;
+    if (this.reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: this.reuse, end: seq.nextTokenIndex }]);
+    while (!opts.signal.aborted) {
+      const left = prompt.length - this.evaluated;
+      const n = await member.arrive(left === 1 ? { kind: "start" } : { kind: "prompt", remaining: left });
+      if (opts.signal.aborted) break;
+      if (left === 1 || n >= left) return true;
+      await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(this.evaluated, this.evaluated + n));
+      member.received();
+      this.evaluated += n;
+    }
+    return false;
+  }
+
+  /** The prompt's last chunk with the first token, then one token a step, each through the gate. */
+  private async *generate(): AsyncGenerator<EngineEvent, void, undefined> {
+    const { opts, member, model } = this;
+    const penalties = opts.presencePenalty !== 0 || opts.frequencyPenalty !== 0;
+    const generated = this.generated;
+    this.tokens = this.seq
+      .evaluate(this.prompt.slice(this.evaluated), {
+        temperature: opts.temperature,
+        topK: opts.topK,
+        topP: opts.topP,
+        minP: SAMPLING_DEFAULTS.minP,
+        // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
+        // request of that second the same "random" answer.
+        seed: opts.seed ?? randomInt(2 ** 32),
+        ...(penalties
+          ? {
+              repeatPenalty: {
+                punishTokens: () => generated,
+                penalty: 1,
+                presencePenalty: opts.presencePenalty,
+                frequencyPenalty: opts.frequencyPenalty,
+              },
+            }
+          : {}),
+        yieldEogToken: true,
+      })
+      [Symbol.asyncIterator]();
+    for (let first = true; ; first = false) {
+      if (!first) await member.arrive({ kind: "stream" });
+      const step = await this.tokens.next();
+      member.received();
+      this.evaluated = this.prompt.length; // the first step evaluated the rest of the prompt
+      if (step.done) return;
+      const token = step.value;
+      if (opts.signal.aborted) {
+        this.finish = "cancelled";
+        return;
+      }
+      this.count++;
+      if (model.isEogToken(token)) {
+        this.finish = "stop";
+        return;
+      }
+      generated.push(token);
+      const text = this.detok.push(token);
+      if (text) {
+        const { emit, stopped } = this.stopper.push(text);
+        if (emit) {
+          yield { type: "text", text: emit, tokens: this.count - this.emitted };
+          this.emitted = this.count;
+        }
+        if (stopped) {
+          this.finish = "stop";
+          this.bySequence = true;
+          return;
+        }
+      }
+      if (this.count >= this.limit) return;
+    }
+  }
+
+  /** Ends the sampler's iteration (node-llama-cpp then stops its evaluation) and leaves the step gate; once. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      await this.tokens?.return?.();
+    } finally {
+      this.member.leave();
+    }
+  }
+}
