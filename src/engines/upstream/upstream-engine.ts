@@ -43,9 +43,9 @@ export function openAiBase(url: string): string {
 
 /**
  * A model served by other OpenAI-compatible servers (vLLM, SGLang, llama.cpp's server, Lucena One workers).
- * Each completion goes to the healthy replica with the fewest requests in flight: as a stream with usage for a
- * streaming client, whole for a JSON client. Failures before the first text are
- * retried on another replica; after it, the error ends the client's stream. The client's disconnect aborts the
+ * Each completion goes to the healthy replica with the fewest requests in flight, always as a stream with usage
+ * (a JSON client's answer is gathered here: a replica that stops answering is told apart by its silence).
+ * Failures before the first text are retried on another replica; after it, the error ends the client's stream. The client's disconnect aborts the
  * upstream request at once (its signal is the request's).
  */
 export class UpstreamEngine implements Engine {
