@@ -97,7 +97,7 @@ async function decode(engine: LlamaEngine, prompt: number[], maxTokens: number, 
   try {
     for await (const ev of engine.generate({
       input: { kind: "tokens", tokens: prompt }, maxTokens, temperature: 0.7, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK,
-      seed: 7, presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: abort.signal,
+      seed: 7, presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal: abort.signal,
     })) {
       if (ev.type !== "text") {
         tokens = ev.completionTokens;

@@ -40,7 +40,7 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
       try {
         for await (const ev of engine.generate({
           input: { kind: "tokens", tokens: prompt }, maxTokens, temperature, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK, seed: null,
-          presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: abort.signal,
+          presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal: abort.signal,
         })) {
           if (ev.type === "text") {
             g.chunkTimes.push(performance.now());

@@ -211,8 +211,7 @@ export function servingMetrics(
 /**
  * Sends the workload's requests at their arrival times (open loop: nothing waits for an answer) and waits for
  * every answer. Each request is a streamed chat completion (usage asked for), held to max_tokens with
- * `ignore_eos` (llama.cpp's server honours it; a server that does not know it ignores it), and given up after
- * `timeoutMs`.
+ * `ignore_eos` (both servers honour it), and given up after `timeoutMs`.
  */
 export async function runOpenLoop(
   target: ChatTarget,

@@ -28,6 +28,9 @@ export const ChatBodySchema = Type.Object(
     presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
     frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
     n: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    // llama.cpp's and vLLM's extensions that this server honours.
+    min_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
+    ignore_eos: Type.Optional(Nullable(Type.Boolean())),
     shape: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Null()])),
   },
   { additionalProperties: true },
@@ -51,6 +54,8 @@ export interface SamplingRequest {
   seed: number | null;
   presencePenalty: number;
   frequencyPenalty: number;
+  minP: number | null;
+  ignoreEos: boolean;
 }
 
 const ROLES = new Set(["system", "user", "assistant", "developer"]);
@@ -71,6 +76,26 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   audio: () => true,
   modalities: (v) => !(Array.isArray(v) && v.every((m) => m === "text")),
   prediction: () => true,
+  // llama.cpp's and vLLM's sampling and constraint extensions this server does not implement: refused unless
+  // neutral, as any field that would change the answer.
+  ...Object.fromEntries(
+    ["repeat_penalty", "repetition_penalty", "typical_p", "tfs_z", "length_penalty"].map((f) => [f, (v: unknown) => v !== 1]),
+  ),
+  ...Object.fromEntries(
+    ["repeat_last_n", "mirostat", "min_tokens", "top_a", "n_probs", "dynatemp_range", "xtc_probability", "dry_multiplier", "top_n_sigma"].map(
+      (f) => [f, (v: unknown) => v !== 0],
+    ),
+  ),
+  mirostat_tau: () => false, // meaningful only with mirostat, which is refused
+  mirostat_eta: () => false,
+  use_beam_search: (v) => v === true,
+  best_of: (v) => v !== 1,
+  ...Object.fromEntries(
+    ["grammar", "json_schema", "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"].map((f) => [
+      f,
+      (v: unknown) => v !== "" && !(typeof v === "object" && v !== null && Object.keys(v).length === 0),
+    ]),
+  ),
 };
 
 /** Checks what the schema cannot express; throws a 400 naming the parameter. */
@@ -139,5 +164,7 @@ export function parseSampling(body: ChatBody): SamplingRequest {
     seed: body.seed ?? null,
     presencePenalty: body.presence_penalty ?? 0,
     frequencyPenalty: body.frequency_penalty ?? 0,
+    minP: body.min_p ?? null,
+    ignoreEos: body.ignore_eos ?? false,
   };
 }

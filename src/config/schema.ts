@@ -115,7 +115,7 @@ export const ConfigSchema = Type.Object(
     data_dir: Type.String({ minLength: 1 }),
     /** Keys accepted besides the key store; compared by SHA-256 hash, never logged. */
     api_keys: Type.Array(Type.String({ pattern: "^sk-lucena-[A-Za-z0-9_-]{8,}$" })),
-    /** SSE for every chat completion, as the hosted deployment does (decisions.md). */
+    /** SSE for every chat completion, as the hosted deployment does (docs/api.md, "Stream or JSON"). */
     always_stream: Type.Boolean(),
     /** Seconds of silence on an SSE stream before a `: keepalive` comment is written. */
     keepalive_seconds: Type.Number({ exclusiveMinimum: 0 }),

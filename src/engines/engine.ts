@@ -15,6 +15,13 @@ export interface Sampling {
   seed: number | null;
   presencePenalty: number;
   frequencyPenalty: number;
+  /**
+   * Tokens below this share of the most likely token's probability are never sampled (llama.cpp's min_p); null:
+   * the engine's default (the embedded engine's is SAMPLING_DEFAULTS.minP; an upstream's is its own).
+   */
+  minP: number | null;
+  /** Never end at the model's end-of-generation token: the answer runs to max_tokens (or a stop sequence). */
+  ignoreEos: boolean;
   stop: string[];
 }
 

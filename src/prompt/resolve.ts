@@ -39,6 +39,8 @@ export async function resolveChat(
       seed: asked.seed,
       presencePenalty: asked.presencePenalty,
       frequencyPenalty: asked.frequencyPenalty,
+      minP: asked.minP,
+      ignoreEos: asked.ignoreEos,
       stop: asked.stop,
     },
   };

@@ -15,7 +15,7 @@ export function bearerToken(header: string | undefined): string | null {
 const NO_CREDENTIAL = /^[ \t]*(Bearer)?[ \t]*$/i;
 
 /**
- * The key of an `Authorization: Bearer` header; throws the 401 bodies of decisions.md: no credential (no header,
+ * The key of an `Authorization: Bearer` header; throws the 401 bodies of docs/api.md ("Authentication"): no credential (no header,
  * a blank one, `Bearer` alone) is the missing key; any other header that is not `Bearer <token>` (`Basic …`, a
  * bare key, `Bearer <key> extra`) is an invalid key, since it presents something that is not a key of ours.
  */

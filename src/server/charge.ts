@@ -10,7 +10,7 @@ export interface Charged {
 }
 
 /**
- * What one completion is charged (decisions.md): the prompt tokens evaluated and the completion tokens delivered.
+ * What one completion is charged (docs/api.md, "Rate limits"): the prompt tokens evaluated and the completion tokens delivered.
  * - An answer that ended (stop, length) and was given: the engine's counts, as its usage tells the client.
  * - Otherwise (the client left, the server shut down, the generation failed): the completion tokens whose text
  *   was written to the client (none for a JSON request), and the prompt tokens the engine says it evaluated;

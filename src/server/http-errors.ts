@@ -1,7 +1,7 @@
 import { errors, type ErrorCode, type ErrorKind, type LucenaError } from "../core/errors.js";
 
 /**
- * The one place an error becomes HTTP: its status, its headers and the body of decisions.md,
+ * The one place an error becomes HTTP: its status, its headers and the body of docs/api.md ("Errors"),
  * `{"error":{"message","type","code"[,"param"]}}` with `code` the status, except the missing-key body, which is
  * `{"error":"Missing API Key"}` exactly.
  */
@@ -18,7 +18,7 @@ const BY_KIND: Record<ErrorKind, { status: number; type: WireErrorType }> = {
 
 /**
  * Codes whose status is not their kind's. A bad Content-Type stays a 400, not HTTP's 415: the reference's table
- * has no 415, and decisions.md makes it a bad request.
+ * has no 415, so it is a bad request (docs/api.md, "Errors").
  */
 const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = { LUCENA_BODY_TOO_LARGE: 413 };
 

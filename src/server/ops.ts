@@ -26,7 +26,7 @@ export function health(registry: ModelRegistry): Health {
 }
 
 /**
- * The operations listener: health and Prometheus metrics, no keys. It is not public API (decisions.md): it
+ * The operations listener: health and Prometheus metrics, no keys. It is not public API (docs/api.md, "Operations listener"): it
  * listens on its own address, loopback by default. `/health` answers 200 when every model is ready and 503
  * (same body, status "degraded") while any is loading or failed, so it serves as a readiness check; any
  * answer at all means the process is alive. Scrapes are not logged (one line every few seconds is noise).

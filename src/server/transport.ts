@@ -14,7 +14,7 @@ export interface TlsFiles {
   key: Buffer;
 }
 
-/** How the API is served on the wire (decisions.md, "Transport"). */
+/** How the API is served on the wire (docs/api.md, "Transport"). */
 export interface TransportOptions extends ConnectionLimits {
   /** HTTPS with this certificate; null: plain HTTP (local use, or behind a proxy). */
   tls: TlsFiles | null;

@@ -53,7 +53,7 @@ describe("lucena serve", () => {
         assert.deepEqual([err.error.type, err.error.code], ["server_error", 503]);
       }
       const stats = await fetch(`${server.url}/v1/stats`, authed(server.key)).then((r) => r.json());
-      // The reference's three figures first (decisions.md allows more fields after them).
+      // The reference's three figures first (docs/api.md: more fields may follow them).
       assert.deepEqual(Object.keys(stats as object).slice(0, 3), ["heap_used_mb", "heap_total_mb", "rss_mb"]);
       // Still trying to download (loading), or given up (failed): never ready.
       assert.ok(["loading", "failed"].includes((stats as { models: Record<string, { status: string }> }).models[MODEL].status));
@@ -136,6 +136,23 @@ describe("lucena serve", () => {
       const finishes: Array<string | null> = [];
       for await (const chunk of stream) if (chunk.choices[0]) finishes.push(chunk.choices[0].finish_reason);
       assert.equal(finishes.at(-1), "stop");
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("ignore_eos: a model that ends its turn at once answers to max_tokens instead", async () => {
+    const server = await startServer({ model: testModel({ endsTurn: true }) });
+    try {
+      const ask = async (extra: Record<string, unknown>) => {
+        const res = await fetch(`${server.url}/v1/chat/completions`, authed(server.key, { model: MODEL, max_tokens: 12, messages: [{ role: "user", content: "hi" }], ...extra }));
+        assert.equal(res.status, 200);
+        return (await res.json()) as { choices: Array<{ finish_reason: string }>; usage: { completion_tokens: number } };
+      };
+      const ends = await ask({});
+      assert.deepEqual([ends.choices[0].finish_reason, ends.usage.completion_tokens], ["stop", 1]);
+      const held = await ask({ ignore_eos: true });
+      assert.deepEqual([held.choices[0].finish_reason, held.usage.completion_tokens], ["length", 12]);
     } finally {
       await server.stop();
     }

@@ -35,6 +35,6 @@ export async function greedyOptions(e: LlamaEngine, content: string, maxTokens: 
   const prompt = await encodeAll(e, messages);
   return {
     input: { kind: "tokens", tokens: prompt }, maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1,
-    presencePenalty: 0, frequencyPenalty: 0, stop: [], signal: new AbortController().signal,
+    presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal: new AbortController().signal,
   };
 }

@@ -276,7 +276,7 @@ export function requestId(res: LightMyRequestResponse): string {
   return id as string;
 }
 
-/** Asserts the exact error body of decisions.md (`param` only for invalid_request_error) and x-request-id. */
+/** Asserts the exact error body of docs/api.md (`param` only for invalid_request_error) and x-request-id. */
 export function assertError(
   res: LightMyRequestResponse,
   status: number,

@@ -4,7 +4,7 @@ import { describe, test } from "node:test";
 import type { EngineEvent } from "../../src/engines/engine.js";
 import { embeddedEngine, greedyOptions } from "../helpers/engine.js";
 
-// What the real embedded engine reports for charging (decisions.md): the prompt tokens it evaluated, and for each
+// What the real embedded engine reports for charging (docs/api.md, "Rate limits"): the prompt tokens it evaluated, and for each
 // text the completion tokens it completes.
 
 describe("the embedded engine's figures for the ledger", () => {

@@ -31,7 +31,7 @@ describe("auth", () => {
   }
 
   // No credential at all (a blank header, the Bearer scheme without a token) is a missing key, as no header is;
-  // a header that is present but is not `Bearer <token>` is an invalid key (decisions.md), even around a good key.
+  // a header that is present but is not `Bearer <token>` is an invalid key (docs/api.md, "Authentication"), even around a good key.
   const headerCases = [
     ...["", "   ", "Bearer", "Bearer ", "bearer \t "].map((h) => [h, MISSING] as const),
     ...["Basic xxx", "Basic " + Buffer.from(`user:${TEST_KEY}`).toString("base64"), TEST_KEY, `Bearer ${TEST_KEY} extra`, `Bearer ${TEST_KEY},${TEST_KEY}x extra`, `Token ${TEST_KEY}`, `Bearer: ${TEST_KEY}`, `${TEST_KEY} Bearer`]

@@ -78,6 +78,14 @@ describe("sampling options reach the engine", () => {
     assert.equal(o.signal instanceof AbortSignal, true);
   });
 
+  test("llama.cpp's min_p and ignore_eos pass through; absent, the engine's default min_p and no ignore_eos", async (t) => {
+    const { app, engine } = setup(t);
+    assert.equal((await chat(app, { ...GOOD, min_p: 0.2, ignore_eos: true })).statusCode, 200);
+    assert.deepEqual([engine.lastCall.minP, engine.lastCall.ignoreEos], [0.2, true]);
+    assert.equal((await chat(app, GOOD)).statusCode, 200);
+    assert.deepEqual([engine.lastCall.minP, engine.lastCall.ignoreEos], [null, false]);
+  });
+
   test("the same options pass through on a stream", async (t) => {
     const { app, engine } = setup(t);
     const res = await chat(app, { ...GOOD, stream: true, temperature: 0, top_p: 0.1, seed: 7, stop: "STOP", max_tokens: 9 });

@@ -88,6 +88,17 @@ const BAD: BadCase[] = [
   { name: "response_format json_object", request: withGood({ response_format: { type: "json_object" } }), param: "response_format" },
   { name: "logprobs: true", request: withGood({ logprobs: true }), param: "logprobs" },
   { name: "logit_bias set", request: withGood({ logit_bias: { "50256": -100 } }), param: "logit_bias" },
+  // llama.cpp's and vLLM's extensions that would change the answer and are not implemented: refused by name.
+  { name: "repeat_penalty 1.1", request: withGood({ repeat_penalty: 1.1 }), param: "repeat_penalty" },
+  { name: "repetition_penalty 1.2", request: withGood({ repetition_penalty: 1.2 }), param: "repetition_penalty" },
+  { name: "typical_p 0.9", request: withGood({ typical_p: 0.9 }), param: "typical_p" },
+  { name: "mirostat 2", request: withGood({ mirostat: 2 }), param: "mirostat" },
+  { name: "grammar", request: withGood({ grammar: 'root ::= "yes" | "no"' }), param: "grammar" },
+  { name: "json_schema", request: withGood({ json_schema: { type: "object" } }), param: "json_schema" },
+  { name: "guided_json", request: withGood({ guided_json: { type: "object" } }), param: "guided_json" },
+  { name: "guided_choice", request: withGood({ guided_choice: ["a", "b"] }), param: "guided_choice" },
+  { name: "min_p 1.5", request: withGood({ min_p: 1.5 }), param: "min_p" },
+  { name: "ignore_eos 'yes'", request: withGood({ ignore_eos: "yes" }), param: "ignore_eos" },
   { name: "stream: 'yes'", request: withGood({ stream: "yes" }), param: "stream" },
   { name: "stream: 1", request: withGood({ stream: 1 }), param: "stream" },
   { name: "stream_options.include_usage 'no'", request: withGood({ stream: true, stream_options: { include_usage: "no" } }), param: "stream_options.include_usage" },
@@ -125,7 +136,10 @@ describe("bad input on POST /v1/chat/completions → 400 invalid_request_error, 
 });
 
 describe("bad input on POST /v1/tokens/count", () => {
-  for (const c of BAD.filter((c) => !["n: 2", "n: 0", "tools: [...]", "tool_choice required", "response_format json_object", "logprobs: true", "logit_bias set"].includes(c.name))) {
+  // The count checks the body's schema, not the fields only a completion acts on.
+  const completionOnly = ["n: 2", "n: 0", "tools: [...]", "tool_choice required", "response_format json_object", "logprobs: true", "logit_bias set",
+    "repeat_penalty 1.1", "repetition_penalty 1.2", "typical_p 0.9", "mirostat 2", "grammar", "json_schema", "guided_json", "guided_choice"];
+  for (const c of BAD.filter((c) => !completionOnly.includes(c.name))) {
     test(c.name, async (t) => {
       const { app, engine } = newApp(t);
       const res = await app.inject({ ...c.request, url: "/v1/tokens/count" });
@@ -155,7 +169,7 @@ describe("transport errors", () => {
     assert.equal(res.statusCode, 200, res.body);
   });
 
-  // decisions.md: 400 naming the type (415 is not in the reference's table), on every route that takes a body.
+  // docs/api.md: 400 naming the type (415 is not in the reference's table), on every route that takes a body.
   for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "json", "application/json/x"]) {
     test(`Content-Type ${type} → 400 invalid_request_error naming it`, async (t) => {
       const { app, engine } = newApp(t);
@@ -223,6 +237,8 @@ describe("accepted input", () => {
     ["role developer", { messages: [{ role: "developer", content: "Be brief." }, { role: "user", content: "hi" }] }],
     ["content as an array of text parts", { messages: [{ role: "user", content: [{ type: "text", text: "Hello" }, { type: "text", text: " world" }] }] }],
     ["neutral values of unsupported fields", { tools: [], tool_choice: "none", response_format: { type: "text" }, logprobs: false, logit_bias: {}, n: 1, modalities: ["text"] }],
+    ["neutral values of unsupported extensions", { repeat_penalty: 1, typical_p: 1, mirostat: 0, min_tokens: 0, json_schema: {}, grammar: "", best_of: 1, use_beam_search: false }],
+    ["honoured extensions", { min_p: 0.1, ignore_eos: true }],
     ["nulls for optional fields", { stream: null, temperature: null, top_p: null, max_tokens: null, stop: null, seed: null, n: null, shape: null, stream_options: null }],
     ["boundary values", { temperature: 2, top_p: 1, max_tokens: 1000, stop: ["a", "b", "c", "d"], presence_penalty: -2, frequency_penalty: 2, seed: 0 }],
     ["temperature 0 and top_p 0", { temperature: 0, top_p: 0 }],

@@ -30,7 +30,7 @@ function assertSse(res: LightMyRequestResponse, content: string): void {
   assert.equal(sseEvents(res.payload).at(-1), "data: [DONE]");
 }
 
-describe("streaming decision (decisions.md)", () => {
+describe("streaming decision (docs/api.md, \"Stream or JSON\")", () => {
   const cases: [string, Record<string, unknown>, Record<string, string>, boolean][] = [
     ["stream: true → SSE", { stream: true }, {}, true],
     ["stream: false → JSON", { stream: false }, {}, false],
@@ -111,7 +111,7 @@ describe("SSE stream, frame by frame", () => {
     }
   });
 
-  test("the payload is exactly the frames of decisions.md, each ending with a blank line", async (t) => {
+  test("the payload is exactly the frames of docs/api.md, each ending with a blank line", async (t) => {
     const { app, engine } = setup(t);
     engine.script = ["pong"];
     const res = await chat(app, { ...GOOD, stream: true });

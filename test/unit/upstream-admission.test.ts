@@ -107,7 +107,7 @@ async function engineFor(t: TestContext, config: ModelConfig, log = pino({ level
 function options(signal = new AbortController().signal): GenerateOptions {
   return {
     input: { kind: "messages", messages: [{ role: "user", content: "Hi" }], estimated: false }, maxTokens: 16, temperature: 0.7, topP: 0.95,
-    topK: SAMPLING_DEFAULTS.topK, seed: null, presencePenalty: 0, frequencyPenalty: 0, stop: [], signal,
+    topK: SAMPLING_DEFAULTS.topK, seed: null, presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal,
   };
 }
 

@@ -227,6 +227,8 @@ function options({ messages = MESSAGES, ...over }: Partial<GenerateOptions> & { 
     seed: null,
     presencePenalty: 0,
     frequencyPenalty: 0,
+    minP: null,
+    ignoreEos: false,
     stop: [],
     signal: new AbortController().signal,
     ...over,
@@ -390,6 +392,16 @@ describe("UpstreamEngine: the request a replica receives", () => {
     assert.deepEqual(body.stop, ["###"]);
     assert.equal(body.frequency_penalty, 1);
     assert.ok(!("top_k" in body) && !("presence_penalty" in body));
+  });
+
+  test("min_p and ignore_eos are sent when the request set them, and not otherwise", async (t) => {
+    const fake = await fakeUpstream(t, okHandler);
+    const engine = await startEngine(t, [{ url: fake.origin }]);
+    assert.equal((await collect(engine.generate(options({ minP: 0.1, ignoreEos: true })))).error, undefined);
+    assert.equal((await collect(engine.generate(options()))).error, undefined);
+    const [set, unset] = fake.chats().map((c) => c.body);
+    assert.deepEqual([set.min_p, set.ignore_eos], [0.1, true]);
+    assert.ok(!("min_p" in unset) && !("ignore_eos" in unset));
   });
 
   // Each completion is read until [DONE], then the body is destroyed before undici has seen the response's end,
@@ -727,7 +739,7 @@ describe("UpstreamEngine: abort", () => {
 });
 
 describe("UpstreamEngine: the prompt a cancelled request is charged", () => {
-  // decisions.md: a request is charged the prompt tokens evaluated; the replica's word, or 0 when nothing came back.
+  // docs/api.md: a request is charged the prompt tokens evaluated; the replica's word, or 0 when nothing came back.
   test("cancelled before the replica answered: 0 prompt tokens; after a usage event: the replica's count", async (t) => {
     const silent = await fakeUpstream(t, () => undefined);
     const engine = await startEngine(t, [{ url: silent.origin }]);

@@ -1,5 +1,5 @@
 import { randomInt } from "node:crypto";
-import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
+import { TokenBias, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOptions } from "../engine.js";
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
@@ -94,7 +94,9 @@ export class LlamaGeneration {
         temperature: opts.temperature,
         topK: opts.topK,
         topP: opts.topP,
-        minP: SAMPLING_DEFAULTS.minP,
+        minP: opts.minP ?? SAMPLING_DEFAULTS.minP,
+        // llama.cpp's server does the same for ignore_eos: the end-of-generation tokens are never sampled.
+        ...(opts.ignoreEos ? { tokenBias: this.noEog() } : {}),
         // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
         // request of that second the same "random" answer.
         seed: opts.seed ?? randomInt(2 ** 32),
@@ -145,6 +147,20 @@ export class LlamaGeneration {
     }
   }
 
+  /**
+   * A bias that keeps every end-of-generation token of the model from being sampled, as llama.cpp's server does
+   * for ignore_eos (a logit bias of -inf on each). TokenBias.set() skips these tokens on purpose, so they go into
+   * its bias map directly, which node-llama-cpp hands to the sampler as it is (getTokenBiasesForAddon); the e2e
+   * test of ignore_eos fails if a later version changes that.
+   */
+  private noEog(): TokenBias {
+    const bias = new TokenBias(this.model.tokenizer);
+    const map = (bias as unknown as { _biases?: unknown })._biases;
+    if (!(map instanceof Map)) throw new Error("node-llama-cpp's TokenBias has no bias map: ignore_eos cannot be honoured");
+    for (const token of eogTokens(this.model)) map.set(token, -Infinity);
+    return bias;
+  }
+
   /** Ends the sampler's iteration (node-llama-cpp then stops its evaluation) and leaves the step gate; once. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
@@ -155,4 +171,17 @@ export class LlamaGeneration {
       this.member.leave();
     }
   }
+}
+
+const eogByModel = new WeakMap<LlamaModel, Token[]>();
+
+/** The model's end-of-generation tokens, found once per model (a pass over the whole vocabulary). */
+function eogTokens(model: LlamaModel): Token[] {
+  let found = eogByModel.get(model);
+  if (!found) {
+    found = [];
+    for (const token of model.iterateAllTokens()) if (model.isEogToken(token)) found.push(token);
+    eogByModel.set(model, found);
+  }
+  return found;
 }

@@ -95,6 +95,8 @@ function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string
   if (opts.presencePenalty !== 0) body.presence_penalty = opts.presencePenalty;
   if (opts.frequencyPenalty !== 0) body.frequency_penalty = opts.frequencyPenalty;
   if (opts.stop.length > 0) body.stop = opts.stop;
+  if (opts.minP !== null) body.min_p = opts.minP;
+  if (opts.ignoreEos) body.ignore_eos = true;
   return body;
 }
 

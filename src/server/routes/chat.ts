@@ -43,7 +43,7 @@ declare module "fastify" {
   }
 }
 
-/** decisions.md: `stream` true → SSE; false → JSON; omitted → JSON unless Accept names text/event-stream. */
+/** docs/api.md, "Stream or JSON": `stream` true → SSE; false → JSON; omitted → JSON unless Accept names text/event-stream. */
 function wantsStream(body: ChatBody, accept: string | undefined, alwaysStream: boolean): boolean {
   if (alwaysStream || body.stream === true) return true;
   if (body.stream === false) return false;

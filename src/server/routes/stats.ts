@@ -4,7 +4,7 @@ import type { ModelRegistry } from "../registry.js";
 const MiB = 1024 * 1024;
 
 /**
- * The reference's three memory figures, then (decisions.md allows more fields) each model's engine counters:
+ * The reference's three memory figures, then (more fields may follow: docs/api.md, "GET /v1/stats") each model's engine counters:
  * sequences busy and waiting, prompt tokens evaluated or served from a sequence's cache (prefix reuse); for an
  * embedded model, the CPU threads its decode steps use now, and the step scheduler's measured costs and prompt
  * budget (step-gate.ts).
