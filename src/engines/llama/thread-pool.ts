@@ -17,8 +17,10 @@ import { fileURLToPath } from "node:url";
  * with a memset; the module drops its pages instead, which reads back as zeros), and gives `releaseFreedMemory()`.
  * With 8 sequences of 3,072 tokens on the bench model, RSS after load goes from 1,760 MB to about 630 MB.
  *
- * It depends on the layout of two ggml structs, checked against the llama.cpp that node-llama-cpp 3.22 bundles:
- * other versions run without it (and log why) until they are checked. `LUCENA_THREAD_POOL=off` turns it off.
+ * It depends on the layout of two ggml structs, checked against the llama.cpp that node-llama-cpp 3.22.1 bundles
+ * (CHECKED_AGAINST): with any other node-llama-cpp or llama.cpp it is never loaded, and the engine says why in one
+ * log line, so that an upgrade cannot corrupt memory; ggml_pool.c also checks the layout of the pool parameters
+ * on its first call. `LUCENA_THREAD_POOL=off` turns it off.
  */
 
 export interface ThreadPoolStats {
@@ -62,8 +64,28 @@ export type ThreadPoolState =
   | { loaded: true; stats: () => ThreadPoolStats; trim: () => boolean; release: () => number; checkLazyZero: (bytes: number) => LazyZeroCheck }
   | { loaded: false; reason: string };
 
-/** The node-llama-cpp versions whose bundled ggml the struct layouts in ggml_pool.c were checked against. */
-const CHECKED_NODE_LLAMA_CPP = /^3\.22\./;
+/**
+ * What the struct layouts in ggml_pool.c were checked against: node-llama-cpp's version and the llama.cpp release
+ * it bundles and builds its binaries from (its llama/llama.cpp.info.json). Anything else runs without the module.
+ */
+export const CHECKED_AGAINST = { nodeLlamaCpp: ["3.22.1"], llamaCpp: ["v0.5.0"] } as const;
+
+/** The node-llama-cpp and llama.cpp this process would load. */
+export interface FoundVersions {
+  nodeLlamaCpp: string;
+  llamaCpp: string | null;
+}
+
+/** Why the module must stay off with these versions, or null when they are the ones it was written for. */
+export function incompatibility(found: FoundVersions): string | null {
+  if (!(CHECKED_AGAINST.nodeLlamaCpp as readonly string[]).includes(found.nodeLlamaCpp)) {
+    return `node-llama-cpp ${found.nodeLlamaCpp} is not one native/ggml-pool was checked against (${CHECKED_AGAINST.nodeLlamaCpp.join(", ")})`;
+  }
+  if (found.llamaCpp === null || !(CHECKED_AGAINST.llamaCpp as readonly string[]).includes(found.llamaCpp)) {
+    return `llama.cpp ${found.llamaCpp ?? "(release unknown)"} is not one native/ggml-pool was checked against (${CHECKED_AGAINST.llamaCpp.join(", ")})`;
+  }
+  return null;
+}
 
 /**
  * Idle pool threads sleep at once (ggml's poll level 0): between decode steps the cores go to Node's event loop
@@ -85,11 +107,17 @@ function addonPath(): string | undefined {
   return undefined;
 }
 
-function nodeLlamaCppVersion(): string {
+function foundVersions(): FoundVersions {
   const require = createRequire(import.meta.url);
-  const entry = require.resolve("node-llama-cpp"); // <pkg>/dist/index.js
-  const pkg = JSON.parse(readFileSync(join(dirname(entry), "..", "package.json"), "utf8")) as { version: string };
-  return pkg.version;
+  const root = join(dirname(require.resolve("node-llama-cpp")), ".."); // <pkg>/dist/index.js → <pkg>
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
+  let llamaCpp: string | null = null;
+  try {
+    llamaCpp = (JSON.parse(readFileSync(join(root, "llama", "llama.cpp.info.json"), "utf8")) as { tag?: string }).tag ?? null;
+  } catch {
+    // unknown: treated as unchecked
+  }
+  return { nodeLlamaCpp: pkg.version, llamaCpp };
 }
 
 /** Loads the module once per process; call before node-llama-cpp's getLlama(). */
@@ -102,10 +130,8 @@ export function loadThreadPool(): ThreadPoolState {
 function load(): ThreadPoolState {
   if (process.env.LUCENA_THREAD_POOL === "off") return { loaded: false, reason: "LUCENA_THREAD_POOL=off" };
   if (platform() !== "linux") return { loaded: false, reason: `not built for ${platform()} (Linux only)` };
-  const version = nodeLlamaCppVersion();
-  if (!CHECKED_NODE_LLAMA_CPP.test(version)) {
-    return { loaded: false, reason: `node-llama-cpp ${version}: its ggml struct layouts are not checked yet` };
-  }
+  const why = incompatibility(foundVersions());
+  if (why) return { loaded: false, reason: why };
   const path = addonPath();
   if (!path) return { loaded: false, reason: "native/ggml-pool is not built (run npm install)" };
   const mod = { exports: {} as Native };
