@@ -18,7 +18,7 @@ import type { CompletionSummary, RequestRecord } from "../core/request-record.js
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
-import { applyTransport, capConnections, isCorsPreflight, serverOptions, timedOut, type TransportOptions } from "./transport.js";
+import { applyTransport, capConnections, isCorsPreflight, lingerOnClose, serverOptions, timedOut, type TransportOptions } from "./transport.js";
 
 /** Told of each request when it is over (core/request-record.ts). */
 export type RequestObserver = (record: RequestRecord) => void;
@@ -200,7 +200,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     let apiErr: HttpError;
     if (err instanceof LucenaError) apiErr = httpError(err);
     else if (err.validation) apiErr = httpError(validationError(err));
-    else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") apiErr = httpError(errors.bodyTooLarge(opts.bodyLimit));
+    else if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      // Refused on its Content-Length, with the body still coming: the answer must not be lost to a reset.
+      lingerOnClose(req.raw.socket);
+      reply.header("connection", "close");
+      apiErr = httpError(errors.bodyTooLarge(opts.bodyLimit));
+    }
     else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       const type = req.headers["content-type"];
       apiErr = httpError(type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type));

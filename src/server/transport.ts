@@ -104,6 +104,30 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
  * `requestTimeout` ends with the request's last byte (Node stops the clock when the message is complete), so a
  * long stream in answer is never cut by it.
  */
+/** How long a connection closed with part of its request unread keeps reading (and dropping) what still comes. */
+export const LINGER_MS = 2000;
+
+/**
+ * A lingering close, as nginx does: when the server answers before it has read the whole request (a 413 refused
+ * on its Content-Length) and then closes, the client may still be sending; closing the socket with its data unread
+ * makes the kernel reset the connection, and a client that has not yet read the answer loses it. So the socket
+ * is half-closed after the answer, keeps reading and dropping what the client sends until the client ends or
+ * LINGER_MS pass, and only then is destroyed. Node's HTTP server closes a `Connection: close` response with
+ * `destroySoon()`; this makes that call linger, on this socket only.
+ */
+export function lingerOnClose(socket: Socket): void {
+  socket.destroySoon = function lingeringClose(this: Socket) {
+    if (this.destroyed) return;
+    if (this.writable) this.end();
+    const timer = setTimeout(() => this.destroy(), LINGER_MS);
+    timer.unref();
+    this.once("close", () => clearTimeout(timer));
+    this.once("end", () => this.destroy());
+    this.on("data", () => {}); // dropped
+    this.resume();
+  };
+}
+
 function timeoutOptions(l: ConnectionLimits): ServerOptions {
   const interval = Math.max(50, Math.min(1000, Math.floor(Math.min(l.headersTimeoutMs, l.requestTimeoutMs) / 4)));
   return { headersTimeout: l.headersTimeoutMs, requestTimeout: l.requestTimeoutMs, connectionsCheckingInterval: interval };
