@@ -73,14 +73,16 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   merged.port = envInt(env, "LUCENA_PORT") ?? merged.port;
   if (env.LUCENA_DATA_DIR) merged.data_dir = env.LUCENA_DATA_DIR;
   if (env.LUCENA_LOG_LEVEL) merged.log_level = env.LUCENA_LOG_LEVEL as Config["log_level"];
+  // The default model is the first; there is none only with `models: []`, which the schema check below refuses.
+  const first = merged.models[0];
   const modelSource = cli.model ?? env.LUCENA_MODEL;
-  if (modelSource) merged.models[0] = { ...merged.models[0], source: modelSource };
+  if (modelSource && first) merged.models[0] = { ...first, source: modelSource };
   const upstream = cli.upstream ?? env.LUCENA_UPSTREAM;
   if (upstream) {
     if (modelSource) throw new ConfigError("invalid configuration:\n  --model and --upstream both name where the default model runs: give one");
     const apiKey = cli.upstreamKey ?? env.LUCENA_UPSTREAM_KEY ?? null;
     const replicas = upstream.split(",").map((url) => url.trim()).filter(Boolean).map((url) => ({ url, api_key: apiKey }));
-    merged.models[0] = { ...merged.models[0], upstream: { ...DEFAULT_UPSTREAM, ...merged.models[0].upstream, replicas } };
+    if (first) merged.models[0] = { ...first, upstream: { ...DEFAULT_UPSTREAM, ...first.upstream, replicas } };
   }
   if (env.LUCENA_TLS_CERT) merged.tls_cert = env.LUCENA_TLS_CERT;
   if (env.LUCENA_TLS_KEY) merged.tls_key = env.LUCENA_TLS_KEY;

@@ -15,7 +15,7 @@ function randomByte(): number {
     randomFillSync(pool);
     poolAt = 0;
   }
-  return pool[poolAt++];
+  return pool[poolAt++]!; // poolAt < pool.length: the pool was refilled above when it ran out
 }
 
 /** Random base62 text with `n` characters (rejection sampling keeps every character equally likely). */
@@ -34,7 +34,7 @@ export function secretBase62(n: number): string {
   let i = 0;
   return base62(n, () => {
     if (i === bytes.length) [bytes, i] = [randomBytes(n), 0];
-    return bytes[i++];
+    return bytes[i++]!; // i < bytes.length: refilled above when it ran out
   });
 }
 

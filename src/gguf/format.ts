@@ -70,7 +70,7 @@ const u32 = new Uint32Array(f32.buffer);
 /** IEEE-754 binary32 → binary16 bits, round to nearest even (what ggml's fp32→fp16 does). */
 export function toHalf(value: number): number {
   f32[0] = value;
-  const x = u32[0];
+  const x = u32[0]!; // u32 views f32's single element
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;

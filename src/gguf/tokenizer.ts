@@ -60,6 +60,7 @@ export function buildByteBpeVocab(size: number): BuiltVocab {
 
   const space = bytes[0x20];
   const newline = bytes[0x0a];
+  if (space === undefined || newline === undefined) throw new Error("byteToUnicode must map all 256 bytes");
   const lower = "etaoinshrdlcumwfgypbvkjxqz".split("");
   const upper = lower.map((c) => c.toUpperCase());
   const digits = "0123456789".split("");

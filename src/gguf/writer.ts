@@ -82,23 +82,35 @@ function writeScalar(sink: ByteSink, type: GgufScalarType, value: GgufScalar): v
 /** Encodes one row of floats into `dest` in the tensor's element type. */
 function encodeRow(type: GgmlType, row: Float32Array, dest: Buffer, at: number): void {
   switch (type) {
-    case GgmlType.F32:
-      for (let i = 0; i < row.length; i++) dest.writeFloatLE(row[i], at + i * 4);
+    case GgmlType.F32: {
+      let off = at;
+      for (const x of row) {
+        dest.writeFloatLE(x, off);
+        off += 4;
+      }
       return;
-    case GgmlType.F16:
-      for (let i = 0; i < row.length; i++) dest.writeUInt16LE(toHalf(row[i]), at + i * 2);
+    }
+    case GgmlType.F16: {
+      let off = at;
+      for (const x of row) {
+        dest.writeUInt16LE(toHalf(x), off);
+        off += 2;
+      }
       return;
+    }
     case GgmlType.Q8_0:
-      // Same rounding as ggml's quantize_row_q8_0_ref: d = amax / 127, q = round(x / d).
+      // Same rounding as ggml's quantize_row_q8_0_ref: d = amax / 127, q = round(x / d). Indexed, not sliced:
+      // a view per block of 32 would be millions of allocations for the bench model. The `!`s: the row's length
+      // is a multiple of Q8_0_BLOCK (tensorByteSize refused the tensor otherwise), so base + i < row.length.
       for (let b = 0; b < row.length / Q8_0_BLOCK; b++) {
         const base = b * Q8_0_BLOCK;
         let amax = 0;
-        for (let i = 0; i < Q8_0_BLOCK; i++) amax = Math.max(amax, Math.abs(row[base + i]));
+        for (let i = 0; i < Q8_0_BLOCK; i++) amax = Math.max(amax, Math.abs(row[base + i]!));
         const d = amax / 127;
         const inv = d ? 1 / d : 0;
         const off = at + b * Q8_0_BLOCK_BYTES;
         dest.writeUInt16LE(toHalf(d), off);
-        for (let i = 0; i < Q8_0_BLOCK; i++) dest.writeInt8(Math.round(row[base + i] * inv), off + 2 + i);
+        for (let i = 0; i < Q8_0_BLOCK; i++) dest.writeInt8(Math.round(row[base + i]! * inv), off + 2 + i);
       }
       return;
   }
@@ -126,21 +138,23 @@ export function writeGguf(path: string, metadata: Map<string, GgufValue>, tensor
       writeScalar(head, value.type, value.value);
     }
   }
-  const sizes = tensors.map((t) => {
-    const rowBytes = tensorByteSize(t.type, t.shape[0]);
-    const rows = t.shape.slice(1).reduce((a, b) => a * b, 1);
-    return { rowBytes, rows, total: rowBytes * rows };
+  const layout = tensors.map((t) => {
+    const [width, ...outer] = t.shape;
+    if (width === undefined) throw new Error(`tensor ${t.name}: its shape needs at least one dimension`);
+    const rowBytes = tensorByteSize(t.type, width);
+    const rows = outer.reduce((a, b) => a * b, 1);
+    return { t, width, rowBytes, rows, total: rowBytes * rows };
   });
   let offset = 0;
-  tensors.forEach((t, i) => {
+  for (const { t, total } of layout) {
     head.str(t.name);
     head.u32(t.shape.length);
     for (const dim of t.shape) head.u64(dim);
     head.u32(t.type);
     head.u64(offset);
-    offset += sizes[i].total;
+    offset += total;
     offset += (alignment - (offset % alignment)) % alignment;
-  });
+  }
   head.pad(alignment);
 
   const partial = `${path}.partial`;
@@ -148,17 +162,16 @@ export function writeGguf(path: string, metadata: Map<string, GgufValue>, tensor
   let written = 0;
   try {
     written += writeSync(fd, head.bytes());
-    tensors.forEach((t, i) => {
-      const { rowBytes, rows, total } = sizes[i];
+    for (const { t, width, rowBytes, rows, total } of layout) {
       const data = Buffer.alloc(total + ((alignment - (total % alignment)) % alignment));
-      const row = new Float32Array(t.shape[0]);
+      const row = new Float32Array(width);
       for (let r = 0; r < rows; r++) {
         row.fill(0);
         t.fillRow(r, row);
         encodeRow(t.type, row, data, r * rowBytes);
       }
       written += writeSync(fd, data);
-    });
+    }
   } catch (err) {
     closeSync(fd);
     rmSync(partial, { force: true });

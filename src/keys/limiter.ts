@@ -12,6 +12,7 @@ const WINDOW_MS = SLOT_MS * SLOTS;
  * at most SLOTS of them per call).
  */
 class MinuteWindow {
+  // SLOTS entries each, indexed only by slot(…), which is in [0, SLOTS): the `!`s below cannot meet undefined.
   private readonly requests = new Array<number>(SLOTS).fill(0);
   private readonly tokens = new Array<number>(SLOTS).fill(0);
   /** Which second each slot holds. */
@@ -27,8 +28,8 @@ class MinuteWindow {
     const from = sec - this.head >= SLOTS ? sec - SLOTS + 1 : this.head + 1;
     for (let s = from; s <= sec; s++) {
       const i = slot(s);
-      this.requestTotal -= this.requests[i];
-      this.tokenTotal -= this.tokens[i];
+      this.requestTotal -= this.requests[i]!; // i = slot(s)
+      this.tokenTotal -= this.tokens[i]!;
       this.requests[i] = 0;
       this.tokens[i] = 0;
       this.second[i] = s;
@@ -40,8 +41,8 @@ class MinuteWindow {
   add(sec: number, requests: number, tokens: number): void {
     const i = slot(sec);
     if (this.second[i] !== sec) return; // already out of the window
-    this.requests[i] += requests;
-    this.tokens[i] += tokens;
+    this.requests[i]! += requests; // i = slot(sec)
+    this.tokens[i]! += tokens;
     this.requestTotal += requests;
     this.tokenTotal += tokens;
   }
@@ -49,7 +50,7 @@ class MinuteWindow {
   /** Milliseconds until the oldest admitted request leaves the window (0: none in it). */
   requestsFreeIn(now: number): number {
     for (let s = this.head - SLOTS + 1; s <= this.head; s++) {
-      if (this.requests[slot(s)] > 0) return (s + SLOTS) * SLOT_MS - now;
+      if (this.requests[slot(s)]! > 0) return (s + SLOTS) * SLOT_MS - now;
     }
     return 0;
   }
@@ -59,7 +60,7 @@ class MinuteWindow {
     let over = this.tokenTotal + need - limit;
     if (over <= 0) return 0;
     for (let s = this.head - SLOTS + 1; s <= this.head; s++) {
-      over -= this.tokens[slot(s)];
+      over -= this.tokens[slot(s)]!;
       if (over <= 0) return (s + SLOTS) * SLOT_MS - now;
     }
     return WINDOW_MS;

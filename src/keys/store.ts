@@ -311,7 +311,7 @@ export class KeyStore implements KeyVerifier {
       .transaction(() => {
         this.db.exec(SCHEMA);
         const version = this.db.pragma("user_version", { simple: true }) as number;
-        for (let v = version; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]);
+        for (const migration of MIGRATIONS.slice(version)) this.db.exec(migration);
         if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
       })
       .immediate();

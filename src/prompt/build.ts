@@ -162,7 +162,7 @@ async function countKept(
   // The server reserves room for the same max_tokens as the completion will send it, when the request (or its
   // shape) gives one; otherwise both use its default reserve. Unknown shapes are refused by the plan below.
   const shapeId = req.shape ?? model.default_shape;
-  const shapeMax = shapeId !== null && Object.hasOwn(model.shapes, shapeId) ? model.shapes[shapeId].max_tokens : undefined;
+  const shapeMax = shapeId !== null && Object.hasOwn(model.shapes, shapeId) ? model.shapes[shapeId]?.max_tokens : undefined;
   const maxTokens = req.maxTokens ?? shapeMax ?? null;
   const plan = planPrompt<KeptCount>(model, contextSize, req, (c) => c.tokens);
   let step = plan.next();
@@ -196,7 +196,8 @@ export async function preparePrompt(
  * shapes' own names count: "__proto__", "constructor" or "toString" are names a client may send, not shapes.
  */
 function shapeOf(model: ModelConfig, id: string): ShapeConfig {
-  if (Object.hasOwn(model.shapes, id)) return model.shapes[id];
+  const shape = Object.hasOwn(model.shapes, id) ? model.shapes[id] : undefined;
+  if (shape !== undefined) return shape;
   const known = Object.keys(model.shapes);
   throw errors.invalidRequest(
     `Unknown shape '${echo(id)}' for model '${model.id}'. Available shapes: ${known.length ? known.join(", ") : "none"}.`,

@@ -46,7 +46,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Whether a URL's path, percent-decoded, is /v1 or below it; an undecodable path counts as one. */
 function isApiPath(url: string): boolean {
-  const raw = url.split("?", 1)[0];
+  const query = url.indexOf("?");
+  const raw = query === -1 ? url : url.slice(0, query);
   let path: string;
   try {
     path = decodeURIComponent(raw);

@@ -100,7 +100,8 @@ export function parseCpuList(list: string): Set<number> {
   const out = new Set<number>();
   for (const part of list.trim().split(",")) {
     if (!part) continue;
-    const [lo, hi = lo] = part.split("-").map(Number);
+    // split always yields a first element: the NaN default is only for the type (a NaN range adds no cpu)
+    const [lo = NaN, hi = lo] = part.split("-").map(Number);
     for (let c = lo; c <= hi; c++) out.add(c);
   }
   return out;
@@ -115,7 +116,8 @@ function ownMs(): number {
 function allowedCpus(): Set<number> | undefined {
   try {
     const m = /^Cpus_allowed_list:\s*(.+)$/m.exec(readFileSync("/proc/self/status", "utf8"));
-    return m ? parseCpuList(m[1]) : undefined;
+    const list = m?.[1];
+    return list !== undefined ? parseCpuList(list) : undefined;
   } catch {
     return undefined;
   }
@@ -136,7 +138,12 @@ function procStatReader(allowed: Set<number> | undefined): () => CpuTimes | unde
     for (const line of text.split("\n")) {
       const m = /^cpu(\d+) (.*)$/.exec(line);
       if (!m || (allowed && !allowed.has(Number(m[1])))) continue;
-      const [user, nice, system, idle, iowait, irq = 0, softirq = 0, steal = 0] = m[2].trim().split(/\s+/).map(Number);
+      const [, , fields = ""] = m; // (.*) takes part in every match: the default is never used
+      // The first five are in every /proc/stat since Linux 2.6; were one missing, NaN spoils the sums as before.
+      const [user = NaN, nice = NaN, system = NaN, idle = NaN, iowait = NaN, irq = 0, softirq = 0, steal = 0] = fields
+        .trim()
+        .split(/\s+/)
+        .map(Number);
       busy += user + nice + system + irq + softirq + steal;
       total += user + nice + system + idle + iowait + irq + softirq + steal;
       cores++;

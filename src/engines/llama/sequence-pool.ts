@@ -104,16 +104,22 @@ export class SequencePool<S> {
   }
 
   private assign(entry: Entry<S>): void {
+    const first = this.free[0];
+    // acquire assigns only when a sequence is free, release right after freeing one
+    if (first === undefined) throw new Error("SequencePool: assign called with no free sequence");
     let best = 0;
+    let bestSeq: S = first;
     let bestScore = -1;
     this.free.forEach((s, i) => {
       const sc = entry.score(s);
-      if (sc > bestScore || (sc === bestScore && this.rank.get(s)! < this.rank.get(this.free[best])!)) {
+      if (sc > bestScore || (sc === bestScore && this.rank.get(s)! < this.rank.get(bestSeq)!)) {
         best = i;
+        bestSeq = s;
         bestScore = sc;
       }
     });
-    entry.seq = this.free.splice(best, 1)[0];
+    this.free.splice(best, 1);
+    entry.seq = bestSeq;
     entry.seqScore = bestScore;
     entry.settle();
   }

@@ -235,10 +235,11 @@ export class StepGate {
     const known = this.decodeMs.get(n);
     if (known !== undefined) return known;
     const counts = [...this.decodeMs.keys()].sort((a, b) => Math.abs(a - n) - Math.abs(b - n) || a - b);
-    if (counts.length === 0) return 0;
-    if (counts.length === 1) return this.decodeMs.get(counts[0])!;
-    const [a, b] = counts;
+    const a = counts[0];
+    const b = counts[1];
+    if (a === undefined) return 0;
     const ca = this.decodeMs.get(a)!;
+    if (b === undefined) return ca;
     const cb = this.decodeMs.get(b)!;
     return Math.max(0, ca + ((cb - ca) / (b - a)) * (n - a));
   }
@@ -253,15 +254,16 @@ export class StepGate {
     let allowed = starts ? target : Infinity;
     const upcoming = this.decodeCost(Math.max(1, this.clocks.size));
     for (const { times } of this.clocks) {
-      if (times.length === 0) {
-        allowed = Math.min(allowed, target); // its first step has not come back (it left the step early)
-        continue;
-      }
       // The window of W gaps that ends with this step's token: from times[L - W] when the stream has that many;
       // for a younger stream, its first W gaps, those still to come counted at the measured cost of a step
       // without prompt (a later step that finds them slower is held back by the window it then sees).
+      const from = times[Math.max(0, times.length - TPOT_WINDOW)];
+      if (from === undefined) {
+        allowed = Math.min(allowed, target); // no times: its first step has not come back (it left the step early)
+        continue;
+      }
       const young = Math.max(0, TPOT_WINDOW - times.length);
-      const room = target * TPOT_WINDOW - young * upcoming - (now - times[Math.max(0, times.length - TPOT_WINDOW)]);
+      const room = target * TPOT_WINDOW - young * upcoming - (now - from);
       allowed = Math.min(allowed, room > target ? target + SLACK_SHARE * (room - target) : room);
     }
     return allowed === Infinity ? target : allowed;

@@ -111,8 +111,8 @@ export class AdmissionQueue {
 
   /** Hands freed places to waiters, in order; a waiter with no healthy replica left to try gets null. */
   private dispatch(): void {
-    for (let i = 0; i < this.waiters.length; ) {
-      const w = this.waiters[i];
+    let i = 0;
+    for (let w = this.waiters[i]; w !== undefined; w = this.waiters[i]) {
       const r = this.free(w.exclude);
       if (r === null && this.candidates(w.exclude)) {
         i++;

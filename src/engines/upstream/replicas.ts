@@ -191,7 +191,7 @@ export class ReplicaPool {
     let bestIndex = 0;
     for (let k = 0; k < n; k++) {
       const i = (this.cursor + k) % n;
-      const r = this.replicas[i];
+      const r = this.replicas[i]!; // i < n, the length of the fixed list
       if (r.state !== "healthy" || exclude?.has(r) || full?.(r)) continue;
       if (best === null || r.outstanding < best.outstanding) {
         best = r;
