@@ -39,7 +39,9 @@ export async function runLoad(server: BenchServer, target: LoadTarget): Promise<
       url: `${server.url}${path}`, method, headers, connections: target.connections, duration: target.durationS,
       ...(body ? { body } : {}),
     };
-    const instance = autocannon(options, (err: unknown, res: autocannon.Result) => (err ? reject(err) : resolve(res)));
+    const instance = autocannon(options, (err: unknown, res: autocannon.Result) =>
+      err ? reject(err instanceof Error ? err : new Error(JSON.stringify(err))) : resolve(res),
+    );
     // The emitter passes the client first; @types/autocannon leaves it out.
     (instance as unknown as NodeJS.EventEmitter).on("response", (_client: unknown, status: number, _bytes: number, ms: number) => {
       if (status >= 200 && status < 300) times.push(ms);

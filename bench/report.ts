@@ -332,13 +332,13 @@ function otherRows(r: BenchResults): Row[] {
 
 function machineLine(r: BenchResults): string {
   const m = r.machine;
-  const threads = r.server?.loaded.threads ?? "?";
+  const threads = JSON.stringify(r.server?.loaded.threads ?? "?");
   return [
     `Measured ${m.date.slice(0, 16).replace("T", " ")} UTC on ${m.cpu}, ${m.cores} cores${m.avx512 ? " (AVX-512)" : ""}, ${m.ram_gb} GB RAM,`,
     `${m.os}, no GPU; Node ${m.node}, node-llama-cpp ${m.node_llama_cpp}${m.commit ? `, commit ${m.commit}` : ""}.`,
     r.server
       ? `Bench model: ${r.model.mb} MiB Q8_0, llama-shaped (made by the project); engine threads ${String(threads)}` +
-        `${r.settings.threads === 0 ? " (the default)" : ""}, context ${String(r.server.loaded.contextSize ?? "?")} × ${String(r.server.loaded.sequences ?? "?")} sequences.`
+        `${r.settings.threads === 0 ? " (the default)" : ""}, context ${JSON.stringify(r.server.loaded.contextSize ?? "?")} × ${JSON.stringify(r.server.loaded.sequences ?? "?")} sequences.`
       : "Bench model not run (--skip-http).",
     `${r.mode === "quick" ? "Quick run" : "Full run"}: median of ${r.settings.runs} run${r.settings.runs > 1 ? "s" : ""} per item, temperature 0.7; took ${Math.round(r.duration_s)} s.`,
   ].join("\n");

@@ -16,7 +16,7 @@ function openStore(o: Common): KeyStore {
 function withStore<T extends Common>(fn: (store: KeyStore, o: T, ...args: string[]) => void) {
   return (...args: unknown[]) => {
     const cmd = args.at(-1) as Command;
-    const o = cmd.optsWithGlobals() as T;
+    const o = cmd.optsWithGlobals<T>();
     const store = openStore(o);
     try {
       fn(store, o, ...(args.slice(0, -2) as string[]));

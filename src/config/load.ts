@@ -36,7 +36,7 @@ function readFileConfig(path: string): FileConfig {
   try {
     const parsed: unknown = JSON.parse(text);
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not a JSON object");
-    return parsed as FileConfig;
+    return parsed;
   } catch (err) {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
   }
@@ -72,7 +72,7 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (env.LUCENA_HOST) merged.host = env.LUCENA_HOST;
   merged.port = envInt(env, "LUCENA_PORT") ?? merged.port;
   if (env.LUCENA_DATA_DIR) merged.data_dir = env.LUCENA_DATA_DIR;
-  if (env.LUCENA_LOG_LEVEL) merged.log_level = env.LUCENA_LOG_LEVEL as Config["log_level"];
+  if (env.LUCENA_LOG_LEVEL) merged.log_level = env.LUCENA_LOG_LEVEL;
   // The default model is the first; there is none only with `models: []`, which the schema check below refuses.
   const first = merged.models[0];
   const modelSource = cli.model ?? env.LUCENA_MODEL;

@@ -132,6 +132,7 @@ function reportRequest(req: FastifyRequest, status: number, aborted: boolean, st
 export function buildApp(opts: AppOptions): FastifyInstance {
   const app = Fastify({
     ...serverOptions(opts.transport),
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- it sets the instance's logger type
     loggerInstance: opts.log as FastifyBaseLogger,
     // One line per request, written by the onRequest hook below, instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),

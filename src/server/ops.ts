@@ -33,6 +33,7 @@ export function health(registry: ModelRegistry): Health {
  */
 export function buildOpsApp(opts: OpsOptions): FastifyInstance {
   const app = Fastify({
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- it sets the instance's logger type
     loggerInstance: opts.log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   });

@@ -13,7 +13,6 @@ import { until } from "../helpers/until.js";
 const MODEL = "lucena-coder-latest";
 const T = { timeout: 60_000 };
 const auth = { authorization: `Bearer ${TEST_KEY}`, "content-type": "application/json" };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const started: RunningServer[] = [];
 /** Workers stopped with SIGSTOP: continued before they are stopped for good. */
 const frozen = new Set<RunningServer>();

@@ -190,7 +190,7 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     assert.ok((json.choices[0].message.content ?? "").length > 0);
     assert.equal(json.choices[0].finish_reason, "length");
     assert.equal(json.usage?.completion_tokens, 12);
-    assert.equal(json.usage?.total_tokens, json.usage!.prompt_tokens + 12);
+    assert.equal(json.usage?.total_tokens, json.usage.prompt_tokens + 12);
 
     const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 20, stream: true, stream_options: { include_usage: true } });
     let text = "";
@@ -203,13 +203,13 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     }
     assert.ok(text.length > 0);
     assert.equal(finish, "length");
-    assert.deepEqual(usage, { prompt_tokens: json.usage!.prompt_tokens, completion_tokens: 20, total_tokens: json.usage!.prompt_tokens + 20 });
+    assert.deepEqual(usage, { prompt_tokens: json.usage.prompt_tokens, completion_tokens: 20, total_tokens: json.usage.prompt_tokens + 20 });
 
     // The gateway counts with the workers' /v1/tokens/count: the same number as the usage, and as each worker says.
     const body = { model: MODEL, messages, max_tokens: 12 };
     const viaGateway = await countTokens(gateway, body);
     const direct = await Promise.all(workers.map((w) => countTokens(w, body)));
-    assert.equal(viaGateway, json.usage!.prompt_tokens);
+    assert.equal(viaGateway, json.usage.prompt_tokens);
     assert.deepEqual(direct, [viaGateway, viaGateway, viaGateway]);
 
     // The text is the worker's own: a greedy answer through the gateway equals one asked of a worker directly.

@@ -83,8 +83,8 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
         /* not a log line */
       }
     };
-    createInterface({ input: proc.stdout! }).on("line", onLine);
-    createInterface({ input: proc.stderr! }).on("line", keep);
+    createInterface({ input: proc.stdout }).on("line", onLine);
+    createInterface({ input: proc.stderr }).on("line", keep);
     void exited.then((code) => reject(new Error(`server exited with ${code} before it was ready:\n${logs.join("\n")}`)));
   });
   const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`server not ready in 60 s:\n${logs.join("\n")}`)), 60_000).unref());

@@ -245,7 +245,7 @@ describe("loadConfig: the result", () => {
     assert.throws(() => {
       (c.models[0] as { max_output_tokens: number }).max_output_tokens = 1;
     }, TypeError);
-    assert.throws(() => (c.api_keys as string[]).push(KEY_B), TypeError);
+    assert.throws(() => (c.api_keys).push(KEY_B), TypeError);
     assert.equal(c.port, 8080);
   });
 

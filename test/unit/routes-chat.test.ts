@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { asHttp } from "../helpers/errors.js";
 import { describe, test } from "node:test";
 import { SAMPLING_DEFAULTS } from "../../src/engines/engine.js";
 import { errors } from "../../src/core/errors.js";

@@ -1,7 +1,6 @@
 import {
   resolveChatWrapper,
   type ChatWrapper,
-  type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaModel,

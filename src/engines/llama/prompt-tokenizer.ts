@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
-import { SpecialToken, SpecialTokensText, type ChatHistoryItem, type ChatWrapper, type LlamaModel, type Token } from "node-llama-cpp";
+import { SpecialToken, type ChatHistoryItem, type ChatWrapper, type LlamaModel, type Token } from "node-llama-cpp";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { OverLimit } from "../../prompt/build.js";
 
@@ -84,7 +84,7 @@ export class PromptTokenizer {
       }
       const hadContent = out.length > 0 || text !== "";
       if (!(await flush())) return { atLeast: out.length };
-      const tokens = value instanceof SpecialToken ? value.tokenize(this.model.tokenizer) : (value as SpecialTokensText).tokenize(this.model.tokenizer, hadContent);
+      const tokens = value instanceof SpecialToken ? value.tokenize(this.model.tokenizer) : value.tokenize(this.model.tokenizer, hadContent);
       for (const t of tokens) out.push(t);
     }
     if (!(await flush())) return { atLeast: out.length };

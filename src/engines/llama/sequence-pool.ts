@@ -62,6 +62,7 @@ export class SequencePool<S> {
 
     let settle!: (err?: unknown) => void;
     const ready = new Promise<void>((resolve, reject) => {
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort signal's reason, as given
       settle = (err) => (err === undefined ? resolve() : reject(err));
     });
     ready.catch(() => {}); // observed by the claimer; never an unhandled rejection

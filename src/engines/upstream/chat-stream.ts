@@ -7,7 +7,7 @@ import { createParser, type EventSourceMessage, type EventSourceParser, type Par
  */
 export type UpstreamEvent =
   | { type: "text"; text: string } // a non-empty content delta
-  | { type: "finish"; reason: "stop" | "length" | string } // finish_reason as sent
+  | { type: "finish"; reason: string } // finish_reason as sent: "stop", "length", or another server's own
   | { type: "usage"; promptTokens: number; completionTokens: number }
   | { type: "error"; message: string; status: number | null } // an error object the upstream put in its stream/body
   | { type: "done" }; // `data: [DONE]`

@@ -82,7 +82,7 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
   app.decorateRequest("completion", null);
   app.post<{ Body: ChatBody }>("/v1/chat/completions", { schema: { body: ChatBodySchema } }, async (req, reply) => {
     const body = req.body;
-    checkUnsupported(body as Record<string, unknown>);
+    checkUnsupported(body);
     const { config, engine } = opts.registry.ready(body.model, req.principal);
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
     // Admission, cheapest first and all before any header: the key's request limits (429) before the prompt is
