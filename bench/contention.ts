@@ -71,7 +71,12 @@ async function background(read: () => CpuTimes | undefined, ms: number, hog?: Ch
   return backgroundSince(read, a, h, hog);
 }
 
-function backgroundSince(read: () => CpuTimes | undefined, a: CpuTimes | undefined, hogMs: number, hog?: ChildProcess): number {
+function backgroundSince(
+  read: () => CpuTimes | undefined,
+  a: CpuTimes | undefined,
+  hogMs: number,
+  hog?: ChildProcess,
+): number {
   const b = read();
   const others = a && b ? othersUse(a, b) : undefined;
   if (others === undefined || !a || !b) return NaN;
@@ -86,7 +91,12 @@ async function stopHog(hog: ChildProcess): Promise<void> {
 }
 
 /** One generation: decode tok/s from the first text to the last (the first token's time is the prompt's). */
-async function decode(engine: LlamaEngine, prompt: number[], maxTokens: number, timeLimitMs: number): Promise<{ tokens: number; tok_s: number; cut: boolean }> {
+async function decode(
+  engine: LlamaEngine,
+  prompt: number[],
+  maxTokens: number,
+  timeLimitMs: number,
+): Promise<{ tokens: number; tok_s: number; cut: boolean }> {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeLimitMs);
   let first = 0;
@@ -96,8 +106,18 @@ async function decode(engine: LlamaEngine, prompt: number[], maxTokens: number, 
   let tokens = 0;
   try {
     for await (const ev of engine.generate({
-      input: { kind: "tokens", tokens: prompt }, maxTokens, temperature: 0.7, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK,
-      seed: 7, presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal: abort.signal,
+      input: { kind: "tokens", tokens: prompt },
+      maxTokens,
+      temperature: 0.7,
+      topP: SAMPLING_DEFAULTS.topP,
+      topK: SAMPLING_DEFAULTS.topK,
+      seed: 7,
+      presencePenalty: 0,
+      frequencyPenalty: 0,
+      minP: null,
+      ignoreEos: false,
+      stop: [],
+      signal: abort.signal,
     })) {
       if (ev.type !== "text") {
         tokens = ev.completionTokens;
@@ -133,13 +153,22 @@ export async function measureContention(opts: {
 }): Promise<ContentionResult> {
   const read = cpuTimesReader();
   const entries: Record<string, unknown>[] = [];
-  const log = pino({ level: "info" }, { write: (line: string) => { entries.push(JSON.parse(line) as Record<string, unknown>); } });
+  const log = pino(
+    { level: "info" },
+    {
+      write: (line: string) => {
+        entries.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
   const dataDir = mkdtempSync(join(tmpdir(), "lucena-bench-contention-"));
   const engine = new LlamaEngine(opts.config, dataDir, log);
   const runs: ContentionRun[] = [];
   try {
     await engine.load();
-    const tokens = await engine.encoder.encode([{ role: "user", content: "Tell me a long story about a lighthouse keeper and the sea." }]);
+    const tokens = await engine.encoder.encode([
+      { role: "user", content: "Tell me a long story about a lighthouse keeper and the sea." },
+    ]);
     if (!Array.isArray(tokens)) throw new Error("an encoding without a limit stopped early");
     await decode(engine, tokens, 8, opts.timeLimitMs); // warm-up
     for (let round = 0; round < opts.rounds; round++) {
@@ -156,7 +185,9 @@ export async function measureContention(opts: {
           const busy = backgroundSince(read, a, hogMs, child);
           const threads = engine.stats().threads ?? null;
           runs.push({ hog, threads, tokens: r.tokens, decode_tok_s: r.tok_s, cut: r.cut, background_cores: busy });
-          opts.say(`round ${round + 1}, ${hog ? "one core busy" : "quiet"}: ${r.tok_s} tok/s over ${r.tokens} tokens${r.cut ? " (cut off)" : ""}, threads ${threads ?? "?"}, background ${busy} cores`);
+          opts.say(
+            `round ${round + 1}, ${hog ? "one core busy" : "quiet"}: ${r.tok_s} tok/s over ${r.tokens} tokens${r.cut ? " (cut off)" : ""}, threads ${threads ?? "?"}, background ${busy} cores`,
+          );
         } finally {
           if (child) await stopHog(child);
         }
@@ -171,10 +202,17 @@ export async function measureContention(opts: {
   const contended = of(true);
   const loaded = entries.find((e) => e.msg === "model loaded") ?? {};
   return {
-    max_tokens: opts.maxTokens, settle_ms: opts.settleMs, runs,
-    uncontended_tok_s: round(uncontended), contended_tok_s: round(contended), ratio: round(contended / uncontended, 3), goal: CONTENTION_GOAL,
+    max_tokens: opts.maxTokens,
+    settle_ms: opts.settleMs,
+    runs,
+    uncontended_tok_s: round(uncontended),
+    contended_tok_s: round(contended),
+    ratio: round(contended / uncontended, 3),
+    goal: CONTENTION_GOAL,
     loaded: { threads: loaded.threads, sequences: loaded.sequences, contextSize: loaded.contextSize },
-    thread_changes: entries.filter((e) => typeof e.msg === "string" && e.msg.startsWith("engine threads")).map(({ msg, threads, others }) => ({ msg, threads, others })),
+    thread_changes: entries
+      .filter((e) => typeof e.msg === "string" && e.msg.startsWith("engine threads"))
+      .map(({ msg, threads, others }) => ({ msg, threads, others })),
   };
 }
 
@@ -183,11 +221,24 @@ export async function measureContention(opts: {
  * JSON (progress on stderr).
  */
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  const [model = "data/bench/bench.gguf", maxTokens = "256", rounds = "2", threads = "0", quietBelow] = process.argv.slice(2);
-  const config: ModelConfig = { ...DEFAULT_MODEL, id: "bench", source: resolve(model), context_size: 2048, parallel: 1, threads: Number(threads) };
+  const [model = "data/bench/bench.gguf", maxTokens = "256", rounds = "2", threads = "0", quietBelow] =
+    process.argv.slice(2);
+  const config: ModelConfig = {
+    ...DEFAULT_MODEL,
+    id: "bench",
+    source: resolve(model),
+    context_size: 2048,
+    parallel: 1,
+    threads: Number(threads),
+  };
   const result = await measureContention({
-    config, maxTokens: Number(maxTokens), rounds: Number(rounds), settleMs: 3000, timeLimitMs: 60_000,
-    quietBelow: quietBelow === undefined ? undefined : Number(quietBelow), say: (t) => console.error(t),
+    config,
+    maxTokens: Number(maxTokens),
+    rounds: Number(rounds),
+    settleMs: 3000,
+    timeLimitMs: 60_000,
+    quietBelow: quietBelow === undefined ? undefined : Number(quietBelow),
+    say: (t) => console.error(t),
   });
   console.log(JSON.stringify(result, null, 2));
 }

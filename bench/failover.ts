@@ -26,16 +26,39 @@ export interface FailoverResult {
 }
 
 function logEntries(server: BenchServer): Array<Record<string, unknown>> {
-  return readFileSync(server.logFile, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => {
-    try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; }
-  });
+  return readFileSync(server.logFile, "utf8")
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    });
 }
 
 const chat = (server: BenchServer, content: string) =>
-  api<{ usage: { completion_tokens: number } }>(server, "/v1/chat/completions", { model: server.model, max_tokens: 4, messages: [{ role: "user", content }] });
+  api<{ usage: { completion_tokens: number } }>(server, "/v1/chat/completions", {
+    model: server.model,
+    max_tokens: 4,
+    messages: [{ role: "user", content }],
+  });
 
-export async function measureFailover(opts: { cliPath: string; modelPath: string; requests: number; say: (text: string) => void }): Promise<FailoverResult> {
-  const worker = { id: "tiny", source: opts.modelPath, context_size: 2048, parallel: 8, threads: 1, system_prompt: null };
+export async function measureFailover(opts: {
+  cliPath: string;
+  modelPath: string;
+  requests: number;
+  say: (text: string) => void;
+}): Promise<FailoverResult> {
+  const worker = {
+    id: "tiny",
+    source: opts.modelPath,
+    context_size: 2048,
+    parallel: 8,
+    threads: 1,
+    system_prompt: null,
+  };
   opts.say("failover: two tiny-model workers and a gateway in front of them (default upstream settings)");
   const servers: BenchServer[] = [];
   let frozen: BenchServer | null = null;
@@ -43,7 +66,10 @@ export async function measureFailover(opts: { cliPath: string; modelPath: string
     const workers = await Promise.all([0, 1].map(() => startServer({ cliPath: opts.cliPath, model: worker })));
     servers.push(...workers);
     const upstream = { replicas: workers.map((w) => ({ url: w.url, api_key: w.key })) };
-    const gateway = await startServer({ cliPath: opts.cliPath, model: { id: worker.id, context_size: worker.context_size, system_prompt: null, upstream } });
+    const gateway = await startServer({
+      cliPath: opts.cliPath,
+      model: { id: worker.id, context_size: worker.context_size, system_prompt: null, upstream },
+    });
     servers.push(gateway);
     for (let i = 0; i < 8; i++) await chat(gateway, `warm-up ${i}`);
 
@@ -51,20 +77,28 @@ export async function measureFailover(opts: { cliPath: string; modelPath: string
     process.kill(frozen.pid, "SIGSTOP");
     const frozenAt = Date.now();
     opts.say(`failover: one worker stopped (SIGSTOP); ${opts.requests} requests at once through the gateway`);
-    const times = await Promise.all(Array.from({ length: opts.requests }, async (_, i) => {
-      const t0 = performance.now();
-      const answer = await chat(gateway, `frozen ${i}`);
-      if (answer.usage.completion_tokens !== 4) throw new Error(`an answer of ${answer.usage.completion_tokens} tokens`);
-      return performance.now() - t0;
-    }));
+    const times = await Promise.all(
+      Array.from({ length: opts.requests }, async (_, i) => {
+        const t0 = performance.now();
+        const answer = await chat(gateway, `frozen ${i}`);
+        if (answer.usage.completion_tokens !== 4)
+          throw new Error(`an answer of ${answer.usage.completion_tokens} tokens`);
+        return performance.now() - t0;
+      }),
+    );
     const log = logEntries(gateway);
     const label = `${frozen.url}/v1`;
-    const rerouted = log.filter((e) => e.msg === "upstream request failed before its first text" && e.replica === label).length;
+    const rerouted = log.filter(
+      (e) => e.msg === "upstream request failed before its first text" && e.replica === label,
+    ).length;
     const ejected = log.find((e) => e.msg === "replica ejected" && e.replica === label);
     const sorted = [...times].sort((a, b) => a - b);
     const slow = sorted.slice(sorted.length - rerouted);
     const fast = sorted.slice(0, sorted.length - rerouted);
-    const summary = (xs: number[]) => ({ median: xs.length ? round(median(xs)) : 0, max: xs.length ? round(Math.max(...xs)) : 0 });
+    const summary = (xs: number[]) => ({
+      median: xs.length ? round(median(xs)) : 0,
+      max: xs.length ? round(Math.max(...xs)) : 0,
+    });
     return {
       requests: opts.requests,
       rerouted,

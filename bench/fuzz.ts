@@ -19,7 +19,7 @@ export interface FuzzResult {
 
 /** Bytes of the largest prompt: under the default 4 MiB body limit with its JSON around it. */
 const BIG = 3_900_000;
-const r32 = (seed: number) => () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+const r32 = (seed: number) => () => (seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32;
 
 /**
  * The bodies of the burst, in turn: large prompts that cannot fit, a conversation to trim (counted: a completion of
@@ -31,7 +31,11 @@ function bodies(model: string, seed: number): { path: string; body: Buffer }[] {
   const text = (bytes: number) => {
     const parts: string[] = [];
     let n = 0;
-    while (n < bytes) { const w = words[Math.floor(rand() * words.length)] + " "; parts.push(w); n += Buffer.byteLength(w); }
+    while (n < bytes) {
+      const w = words[Math.floor(rand() * words.length)] + " ";
+      parts.push(w);
+      n += Buffer.byteLength(w);
+    }
     return parts.join("");
   };
   const big = text(BIG);
@@ -40,10 +44,23 @@ function bodies(model: string, seed: number): { path: string; body: Buffer }[] {
   return [
     json("/v1/tokens/count", { model, messages: [{ role: "user", content: big }] }),
     json("/v1/chat/completions", { model, max_tokens: 1, messages: [{ role: "user", content: big }] }),
-    json("/v1/tokens/count", { model, messages: Array.from({ length: 81 }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: chunk })) }),
-    { path: "/v1/chat/completions", body: Buffer.from(`{"model":"${model}","messages":[{"role":"user","content":"${"x".repeat(100_000)}`) },
+    json("/v1/tokens/count", {
+      model,
+      messages: Array.from({ length: 81 }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: chunk })),
+    }),
+    {
+      path: "/v1/chat/completions",
+      body: Buffer.from(`{"model":"${model}","messages":[{"role":"user","content":"${"x".repeat(100_000)}`),
+    },
     { path: "/v1/chat/completions", body: Buffer.from("[".repeat(50_000) + "]".repeat(50_000)) },
-    { path: "/v1/tokens/count", body: Buffer.concat([Buffer.from('{"model":"'), Buffer.from(Array.from({ length: 200_000 }, () => Math.floor(rand() * 256))), Buffer.from('"}')]) },
+    {
+      path: "/v1/tokens/count",
+      body: Buffer.concat([
+        Buffer.from('{"model":"'),
+        Buffer.from(Array.from({ length: 200_000 }, () => Math.floor(rand() * 256))),
+        Buffer.from('"}'),
+      ]),
+    },
     json("/v1/chat/completions", { model: "m".repeat(1_000_000), messages: [{ role: "user", content: "hi" }] }),
     json("/v1/chat/completions", { model, messages: [{ role: "user", content: 42 }], temperature: "hot" }),
   ];
@@ -60,7 +77,10 @@ async function loopDelayMaxMs(server: BenchServer): Promise<number> {
  * every 20 ms. prom-client resets its event-loop histogram at every scrape, so the scrape before the burst starts
  * the measurement and the one after reads the burst's worst delay.
  */
-export async function fuzzBurst(server: BenchServer, opts: { requests: number; parallel: number; seed: number }): Promise<FuzzResult> {
+export async function fuzzBurst(
+  server: BenchServer,
+  opts: { requests: number; parallel: number; seed: number },
+): Promise<FuzzResult> {
   const auth = { authorization: `Bearer ${server.key}` };
   const list = bodies(server.model, opts.seed);
   const statuses: Record<string, number> = {};
@@ -85,7 +105,12 @@ export async function fuzzBurst(server: BenchServer, opts: { requests: number; p
       const res = await request(`${server.url}/v1/chat/completions`, {
         method: "POST",
         headers: { ...auth, "content-type": "application/json" },
-        body: JSON.stringify({ model: server.model, stream: true, max_tokens: 300, messages: [{ role: "user", content: "Go on." }] }),
+        body: JSON.stringify({
+          model: server.model,
+          stream: true,
+          max_tokens: 300,
+          messages: [{ role: "user", content: "Go on." }],
+        }),
       });
       let last: number | null = null;
       for await (const _ of res.body) {
@@ -105,7 +130,11 @@ export async function fuzzBurst(server: BenchServer, opts: { requests: number; p
       const { path, body } = list[next++ % list.length];
       bytes += body.length;
       try {
-        const res = await request(`${server.url}${path}`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body });
+        const res = await request(`${server.url}${path}`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/json" },
+          body,
+        });
         await res.body.dump();
         statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
       } catch {
@@ -124,7 +153,12 @@ export async function fuzzBurst(server: BenchServer, opts: { requests: number; p
     body_mb: round(bytes / 2 ** 20, 1),
     duration_s: round(duration / 1000, 1),
     loop_delay_max_ms: round(loopMax, 1),
-    probe: { requests: probeTimes.length, p50_ms: round(percentile(probeTimes, 50)), p99_ms: round(percentile(probeTimes, 99)), max_ms: round(Math.max(...probeTimes)) },
+    probe: {
+      requests: probeTimes.length,
+      p50_ms: round(percentile(probeTimes, 50)),
+      p99_ms: round(percentile(probeTimes, 99)),
+      max_ms: round(Math.max(...probeTimes)),
+    },
     stream_max_gap_ms: round(maxGap, 1),
   };
 }

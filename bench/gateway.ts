@@ -100,7 +100,13 @@ export interface GatewayTokenResult {
 }
 
 export interface GatewayResult {
-  worker: { model: string; context_size: number; parallel: number; queue_size: number; loaded: Record<string, unknown> };
+  worker: {
+    model: string;
+    context_size: number;
+    parallel: number;
+    queue_size: number;
+    loaded: Record<string, unknown>;
+  };
   gateway: { loaded: Record<string, unknown>; health_interval_seconds: number; tokenizer: string };
   request: GatewayRequestResult[];
   token: GatewayTokenResult[];
@@ -129,14 +135,25 @@ class Client {
 
   constructor(readonly server: BenchServer) {
     this.pool = new Pool(server.url, { connections: CLIENTS, pipelining: 1, keepAliveTimeout: 60_000 });
-    this.body = JSON.stringify({ model: server.model, messages: MESSAGES, max_tokens: 1, temperature: TEMPERATURE, stream: false });
+    this.body = JSON.stringify({
+      model: server.model,
+      messages: MESSAGES,
+      max_tokens: 1,
+      temperature: TEMPERATURE,
+      stream: false,
+    });
     this.headers = { authorization: `Bearer ${server.key}`, "content-type": "application/json" };
   }
 
   /** One non-streaming completion; its latency in ms (sent → whole body read). */
   async once(): Promise<number> {
     const t0 = performance.now();
-    const res = await this.pool.request({ method: "POST", path: "/v1/chat/completions", headers: this.headers, body: this.body });
+    const res = await this.pool.request({
+      method: "POST",
+      path: "/v1/chat/completions",
+      headers: this.headers,
+      body: this.body,
+    });
     const text = await res.body.text();
     const ms = performance.now() - t0;
     if (res.statusCode !== 200) throw new Error(`${this.server.url}: ${res.statusCode} ${text.slice(0, 300)}`);
@@ -146,9 +163,11 @@ class Client {
   /** `clients` closed-loop clients, `each` requests apiece; every latency, and the block's wall time. */
   async block(clients: number, each: number, into: number[]): Promise<number> {
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: clients }, async () => {
-      for (let i = 0; i < each; i++) into.push(await this.once());
-    }));
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        for (let i = 0; i < each; i++) into.push(await this.once());
+      }),
+    );
     return performance.now() - t0;
   }
 }
@@ -168,13 +187,19 @@ function latency(times: number[], wallMs: number): LatencySummary {
 const gatewayFirst = (i: number) => i % 2 === 1;
 
 async function perRequest(
-  direct: Client, gateway: Client, counting: GatewayRequestResult["counting"], concurrency: number, blocks: number, each: number,
+  direct: Client,
+  gateway: Client,
+  counting: GatewayRequestResult["counting"],
+  concurrency: number,
+  blocks: number,
+  each: number,
 ): Promise<GatewayRequestResult> {
   const times = { direct: [] as number[], gateway: [] as number[] };
   const wall = { direct: 0, gateway: 0 };
   for (let b = 0; b < blocks; b++) {
     const order = gatewayFirst(b) ? (["gateway", "direct"] as const) : (["direct", "gateway"] as const);
-    for (const side of order) wall[side] += await (side === "direct" ? direct : gateway).block(concurrency, each, times[side]);
+    for (const side of order)
+      wall[side] += await (side === "direct" ? direct : gateway).block(concurrency, each, times[side]);
   }
   const d = latency(times.direct, wall.direct);
   const g = latency(times.gateway, wall.gateway);
@@ -200,7 +225,8 @@ async function streamRound(server: BenchServer, streams: number, tokens: number)
   const gens = await Promise.all(Array.from({ length: streams }, () => streamChat(target(server), body)));
   const wallMs = Math.max(...gens.map((g) => g.chunkTimes[g.chunkTimes.length - 1])) - t0;
   for (const g of gens) {
-    if (g.completionTokens !== tokens) throw new Error(`a stream carried ${g.completionTokens} tokens, not ${tokens} (finish: ${g.finishReason})`);
+    if (g.completionTokens !== tokens)
+      throw new Error(`a stream carried ${g.completionTokens} tokens, not ${tokens} (finish: ${g.finishReason})`);
   }
   return { gens, wallMs };
 }
@@ -222,14 +248,21 @@ function streamSummary(rounds: StreamRound[]): StreamSummary {
   };
 }
 
-async function perToken(direct: BenchServer, gateway: BenchServer, streams: number, runs: number, tokens: number): Promise<GatewayTokenResult> {
+async function perToken(
+  direct: BenchServer,
+  gateway: BenchServer,
+  streams: number,
+  runs: number,
+  tokens: number,
+): Promise<GatewayTokenResult> {
   const rounds = { direct: [] as StreamRound[], gateway: [] as StreamRound[] };
   const perTokenUs: number[] = [];
   const endToEndUs: number[] = [];
   const aggregateUs: number[] = [];
   for (let r = 0; r < runs; r++) {
     const order = gatewayFirst(r) ? (["gateway", "direct"] as const) : (["direct", "gateway"] as const);
-    for (const side of order) rounds[side].push(await streamRound(side === "direct" ? direct : gateway, streams, tokens));
+    for (const side of order)
+      rounds[side].push(await streamRound(side === "direct" ? direct : gateway, streams, tokens));
     // One pair: this run's direct and gateway rounds, each stream's median span (one stream at concurrency 1).
     const d = rounds.direct[r].gens;
     const g = rounds.gateway[r].gens;
@@ -267,8 +300,21 @@ export async function measureGateway(opts: {
 }): Promise<GatewayResult> {
   const began = performance.now();
   const p = opts.plan;
-  const worker = { id: "tiny", source: opts.modelPath, context_size: 2048, parallel: CLIENTS, queue_size: 2 * CLIENTS, threads: 1, system_prompt: null };
-  const upstreamModel = (upstream: Record<string, unknown>) => ({ id: worker.id, context_size: worker.context_size, system_prompt: null, upstream });
+  const worker = {
+    id: "tiny",
+    source: opts.modelPath,
+    context_size: 2048,
+    parallel: CLIENTS,
+    queue_size: 2 * CLIENTS,
+    threads: 1,
+    system_prompt: null,
+  };
+  const upstreamModel = (upstream: Record<string, unknown>) => ({
+    id: worker.id,
+    context_size: worker.context_size,
+    system_prompt: null,
+    upstream,
+  });
   const c1Blocks = Math.ceil(p.requests / p.block);
   opts.say(`gateway: starting a worker on the tiny model (${worker.parallel} sequences) and a gateway in front of it`);
   const w = await startServer({ cliPath: opts.cliPath, model: worker });
@@ -300,14 +346,19 @@ export async function measureGateway(opts: {
     const token: GatewayTokenResult[] = [];
     opts.say(`gateway: ${p.streamRuns} stream(s) of ${p.streamTokens} tokens each way, 1 at a time`);
     token.push(await perToken(w, g, 1, p.streamRuns, p.streamTokens));
-    opts.say(`gateway: ${p.streamRuns64} round(s) each way of ${CLIENTS} simultaneous streams of ${p.streamTokens} tokens`);
+    opts.say(
+      `gateway: ${p.streamRuns64} round(s) each way of ${CLIENTS} simultaneous streams of ${p.streamTokens} tokens`,
+    );
     token.push(await perToken(w, g, CLIENTS, p.streamRuns64, p.streamTokens));
     const loaded = pick(g.loaded, ["replicas", "healthy"]);
     const warnings = g.warnings();
     await stop();
 
     opts.say(`gateway: ${p.requests} requests each way, 1 client, through a gateway that counts prompts itself`);
-    const local = await startServer({ cliPath: opts.cliPath, model: upstreamModel({ ...upstream, tokenizer: opts.modelPath }) });
+    const local = await startServer({
+      cliPath: opts.cliPath,
+      model: upstreamModel({ ...upstream, tokenizer: opts.modelPath }),
+    });
     servers.push(local);
     const localClient = new Client(local);
     clients.push(localClient);
@@ -317,7 +368,10 @@ export async function measureGateway(opts: {
 
     return {
       worker: {
-        model: "tiny (made model)", context_size: worker.context_size, parallel: worker.parallel, queue_size: worker.queue_size,
+        model: "tiny (made model)",
+        context_size: worker.context_size,
+        parallel: worker.parallel,
+        queue_size: worker.queue_size,
         loaded: pick(w.loaded, ["contextSize", "sequences", "threads", "ms"]),
       },
       gateway: { loaded, health_interval_seconds: upstream.health_interval_seconds, tokenizer: "auto" },

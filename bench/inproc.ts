@@ -21,7 +21,14 @@ export interface InProcessEngine {
  */
 export async function loadInProcess(config: ModelConfig): Promise<InProcessEngine> {
   const entries: Record<string, unknown>[] = [];
-  const log = pino({ level: "info" }, { write: (line: string) => { entries.push(JSON.parse(line) as Record<string, unknown>); } });
+  const log = pino(
+    { level: "info" },
+    {
+      write: (line: string) => {
+        entries.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
   const dataDir = mkdtempSync(join(tmpdir(), "lucena-bench-inproc-"));
   const engine = new LlamaEngine(config, dataDir, log);
   await engine.load();
@@ -36,11 +43,28 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
     generate: async (prompt, maxTokens, temperature) => {
       const abort = new AbortController();
       const start = performance.now();
-      const g: Generation = { start, chunkTimes: [], promptTokens: prompt.length, completionTokens: 0, finishReason: null, text: "" };
+      const g: Generation = {
+        start,
+        chunkTimes: [],
+        promptTokens: prompt.length,
+        completionTokens: 0,
+        finishReason: null,
+        text: "",
+      };
       try {
         for await (const ev of engine.generate({
-          input: { kind: "tokens", tokens: prompt }, maxTokens, temperature, topP: SAMPLING_DEFAULTS.topP, topK: SAMPLING_DEFAULTS.topK, seed: null,
-          presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal: abort.signal,
+          input: { kind: "tokens", tokens: prompt },
+          maxTokens,
+          temperature,
+          topP: SAMPLING_DEFAULTS.topP,
+          topK: SAMPLING_DEFAULTS.topK,
+          seed: null,
+          presencePenalty: 0,
+          frequencyPenalty: 0,
+          minP: null,
+          ignoreEos: false,
+          stop: [],
+          signal: abort.signal,
         })) {
           if (ev.type === "text") {
             g.chunkTimes.push(performance.now());

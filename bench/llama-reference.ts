@@ -1,7 +1,19 @@
 import { spawn, spawnSync } from "node:child_process";
 import {
-  closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync,
-  rmSync, symlinkSync, writeFileSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
@@ -27,7 +39,11 @@ const BINARIES = ["llama-server", "llama-bench", "llama-batched-bench"] as const
 
 /** The configure flags: CPU backends as loadable libraries, no native tuning (the prebuilt backend is used). */
 export const CMAKE_FLAGS = [
-  "-DGGML_BACKEND_DL=ON", "-DGGML_NATIVE=OFF", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DCMAKE_BUILD_TYPE=Release",
+  "-DGGML_BACKEND_DL=ON",
+  "-DGGML_NATIVE=OFF",
+  "-DBUILD_SHARED_LIBS=ON",
+  "-DLLAMA_CURL=OFF",
+  "-DCMAKE_BUILD_TYPE=Release",
 ];
 
 export interface ReferenceBuild {
@@ -42,8 +58,7 @@ export interface ReferenceBuild {
 }
 
 export type ReferenceOutcome =
-  | { ok: true; build: ReferenceBuild; built_s: number | null }
-  | { ok: false; reason: string };
+  { ok: true; build: ReferenceBuild; built_s: number | null } | { ok: false; reason: string };
 
 type Say = (text: string) => void;
 
@@ -57,7 +72,11 @@ function has(command: string, args: string[] = ["--version"]): boolean {
 }
 
 /** Runs a command with its output appended to the log; resolves with its exit code. */
-function run(command: string, args: string[], opts: { cwd: string; log: string; env?: NodeJS.ProcessEnv }): Promise<number> {
+function run(
+  command: string,
+  args: string[],
+  opts: { cwd: string; log: string; env?: NodeJS.ProcessEnv },
+): Promise<number> {
   const fd = openSync(opts.log, "a");
   writeFileSync(fd, `\n$ ${command} ${args.join(" ")}\n`);
   const child = spawn(command, args, { cwd: opts.cwd, stdio: ["ignore", fd, fd], env: opts.env ?? process.env });
@@ -77,12 +96,18 @@ function logTail(path: string, lines = 15): string {
 }
 
 /** What node-llama-cpp bundles: the release tag, the bundle, the bundle's commit, its prebuilt CPU backend. */
-function bundled(repoRoot: string): { tag: string; bundle: string; commit: string; prebuilt: string } | { reason: string } {
+function bundled(
+  repoRoot: string,
+): { tag: string; bundle: string; commit: string; prebuilt: string } | { reason: string } {
   const llamaDir = join(repoRoot, "node_modules", "node-llama-cpp", "llama");
   const bundle = join(llamaDir, "gitRelease.bundle");
   if (!existsSync(bundle)) return { reason: `node-llama-cpp bundles no llama.cpp source here (${bundle} missing)` };
   const readJson = (name: string) => {
-    try { return JSON.parse(readFileSync(join(llamaDir, name), "utf8")) as Record<string, string>; } catch { return {}; }
+    try {
+      return JSON.parse(readFileSync(join(llamaDir, name), "utf8")) as Record<string, string>;
+    } catch {
+      return {};
+    }
   };
   const tag = readJson("llama.cpp.info.json").tag ?? readJson("binariesGithubRelease.json").release;
   if (!tag) return { reason: "node-llama-cpp's llama.cpp release tag is unknown (llama.cpp.info.json)" };
@@ -93,7 +118,8 @@ function bundled(repoRoot: string): { tag: string; bundle: string; commit: strin
   // node-llama-cpp's CPU-only binaries for this platform (the server here runs without a GPU).
   const platform = `${process.platform}-${process.arch}`;
   const bins = join(repoRoot, "node_modules", "@node-llama-cpp", platform, "bins", platform);
-  if (!existsSync(join(bins, "libggml-base.so"))) return { reason: `no prebuilt node-llama-cpp CPU backend at ${bins} (Linux only)` };
+  if (!existsSync(join(bins, "libggml-base.so")))
+    return { reason: `no prebuilt node-llama-cpp CPU backend at ${bins} (Linux only)` };
   return { tag, bundle, commit, prebuilt: realpathSync(bins) };
 }
 
@@ -137,22 +163,32 @@ export async function ensureReference(opts: { repoRoot: string; say: Say; jobs: 
     const src = bundled(opts.repoRoot);
     if ("reason" in src) return { ok: false, reason: src.reason };
     const dir = join(cacheRoot(), `${src.tag}-${src.commit.slice(0, 7)}`);
-    const build: ReferenceBuild = { tag: src.tag, commit: src.commit, dir, bin: join(dir, "bin"), prebuilt: src.prebuilt };
+    const build: ReferenceBuild = {
+      tag: src.tag,
+      commit: src.commit,
+      dir,
+      bin: join(dir, "bin"),
+      prebuilt: src.prebuilt,
+    };
     if (existsSync(join(build.bin, "ready.json")) && BINARIES.every((b) => existsSync(join(build.bin, b)))) {
       return { ok: true, build, built_s: null };
     }
     const missing = [["cmake"], ["c++"], ["cc"]].filter(([c]) => !has(c)).map(([c]) => c);
-    if (missing.length) return { ok: false, reason: `cannot build llama.cpp here: ${missing.join(", ")} not installed` };
+    if (missing.length)
+      return { ok: false, reason: `cannot build llama.cpp here: ${missing.join(", ")} not installed` };
 
     const began = performance.now();
     mkdirSync(dir, { recursive: true });
     const log = join(dir, "build.log");
     const checkout = join(dir, "src");
-    const atCommit = existsSync(join(checkout, ".git")) &&
+    const atCommit =
+      existsSync(join(checkout, ".git")) &&
       spawnSync("git", ["rev-parse", "HEAD"], { cwd: checkout, encoding: "utf8" }).stdout?.trim() === src.commit;
     if (!atCommit) {
       rmSync(checkout, { recursive: true, force: true });
-      opts.say(`cloning llama.cpp ${src.tag} (${src.commit.slice(0, 7)}) from node-llama-cpp's bundle into ${checkout}`);
+      opts.say(
+        `cloning llama.cpp ${src.tag} (${src.commit.slice(0, 7)}) from node-llama-cpp's bundle into ${checkout}`,
+      );
       if ((await run("git", ["clone", "--quiet", src.bundle, checkout], { cwd: dir, log })) !== 0) {
         return { ok: false, reason: `git clone of the bundle failed; log: ${log}\n${logTail(log)}` };
       }
@@ -167,15 +203,36 @@ export async function ensureReference(opts: { repoRoot: string; say: Say; jobs: 
     }
     assemble(join(checkout, "build", "bin"), src.prebuilt, build.bin);
     // The binaries must start with the prebuilt backend beside them (an ABI mismatch would abort here).
-    const probe = spawnSync(join(build.bin, "llama-server"), ["--version"], { env: referenceEnv(build), encoding: "utf8" });
+    const probe = spawnSync(join(build.bin, "llama-server"), ["--version"], {
+      env: referenceEnv(build),
+      encoding: "utf8",
+    });
     if (probe.status !== 0) {
-      return { ok: false, reason: `the built llama-server does not start with node-llama-cpp's backend: ${(probe.stderr ?? "").trim().slice(-800)}` };
+      return {
+        ok: false,
+        reason: `the built llama-server does not start with node-llama-cpp's backend: ${(probe.stderr ?? "").trim().slice(-800)}`,
+      };
     }
     const built_s = round((performance.now() - began) / 1000, 1);
-    writeFileSync(join(build.bin, "ready.json"), `${JSON.stringify({
-      tag: src.tag, commit: src.commit, cmake_flags: CMAKE_FLAGS, prebuilt: src.prebuilt, built: new Date().toISOString(), built_s,
-      version: `${probe.stdout ?? ""}${probe.stderr ?? ""}`.trim().split("\n").filter((l) => /version|built with/.test(l)),
-    }, null, 1)}\n`);
+    writeFileSync(
+      join(build.bin, "ready.json"),
+      `${JSON.stringify(
+        {
+          tag: src.tag,
+          commit: src.commit,
+          cmake_flags: CMAKE_FLAGS,
+          prebuilt: src.prebuilt,
+          built: new Date().toISOString(),
+          built_s,
+          version: `${probe.stdout ?? ""}${probe.stderr ?? ""}`
+            .trim()
+            .split("\n")
+            .filter((l) => /version|built with/.test(l)),
+        },
+        null,
+        1,
+      )}\n`,
+    );
     opts.say(`llama.cpp reference ready in ${build.bin} (${built_s} s)`);
     return { ok: true, build, built_s };
   } catch (err) {
@@ -230,9 +287,25 @@ export async function startLlamaServer(
   const dir = mkdtempSync(join(tmpdir(), "lucena-bench-llama-server-"));
   const logFile = join(dir, "llama-server.log");
   const args = [
-    "-m", opts.model, "--host", "127.0.0.1", "--port", String(port),
-    "-np", String(opts.parallel), "-c", String(opts.parallel * opts.contextPerSequence), "-t", String(opts.threads),
-    "-fa", "off", "-lm", "none", "-no-kvu", "--no-jinja", "--no-webui",
+    "-m",
+    opts.model,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "-np",
+    String(opts.parallel),
+    "-c",
+    String(opts.parallel * opts.contextPerSequence),
+    "-t",
+    String(opts.threads),
+    "-fa",
+    "off",
+    "-lm",
+    "none",
+    "-no-kvu",
+    "--no-jinja",
+    "--no-webui",
   ];
   const fd = openSync(logFile, "a");
   const proc = spawn(join(build.bin, "llama-server"), args, { env: referenceEnv(build), stdio: ["ignore", fd, fd] });
@@ -248,11 +321,17 @@ export async function startLlamaServer(
     }
     try {
       if ((await fetch(`${url}/health`)).status === 200) break;
-    } catch { /* not listening yet */ }
+    } catch {
+      /* not listening yet */
+    }
     await sleep(200);
   }
   const post = async <T>(path: string, body: unknown): Promise<T> => {
-    const res = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const res = await fetch(`${url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
     const text = await res.text();
     if (!res.ok) throw new Error(`llama-server ${path}: ${res.status} ${text}`);
     return JSON.parse(text) as T;
@@ -264,7 +343,9 @@ export async function startLlamaServer(
     logFile,
     promptTokens: async (messages) => {
       const { prompt } = await post<{ prompt: string }>("/apply-template", { messages });
-      return (await post<{ tokens: unknown[] }>("/tokenize", { content: prompt, add_special: true, parse_special: true })).tokens.length;
+      return (
+        await post<{ tokens: unknown[] }>("/tokenize", { content: prompt, add_special: true, parse_special: true })
+      ).tokens.length;
     },
     stop: async () => {
       await stop();
@@ -285,20 +366,41 @@ export interface LlamaBenchResult {
  * llama-bench on the model: pp512 and tg128 on an empty context, then tg128 after 512 tokens (the depth of the
  * harness's 512-token single stream), `threads` threads, flash attention off (as served).
  */
-export async function runLlamaBench(build: ReferenceBuild, opts: { model: string; threads: number; repetitions: number }): Promise<LlamaBenchResult> {
+export async function runLlamaBench(
+  build: ReferenceBuild,
+  opts: { model: string; threads: number; repetitions: number },
+): Promise<LlamaBenchResult> {
   const common = ["-t", String(opts.threads), "-fa", "off", "-r", String(opts.repetitions), "-o", "json"];
-  const runs = [["-p", "512", "-n", "128", ...common], ["-p", "0", "-n", "128", "-d", "512", ...common]];
+  const runs = [
+    ["-p", "512", "-n", "128", ...common],
+    ["-p", "0", "-n", "128", "-d", "512", ...common],
+  ];
   const out: LlamaBenchResult = { tests: {}, runs, cpu_variant: null };
   for (const args of runs) {
-    const proc = spawn(join(build.bin, "llama-bench"), ["-m", opts.model, ...args], { env: referenceEnv(build), stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(join(build.bin, "llama-bench"), ["-m", opts.model, ...args], {
+      env: referenceEnv(build),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
-    proc.stdout.on("data", (b: Buffer) => { stdout += b.toString(); });
+    proc.stdout.on("data", (b: Buffer) => {
+      stdout += b.toString();
+    });
     // The CPU backend is loaded before the model, which is logged: by the first lines, the variant is mapped.
-    proc.stderr.on("data", (b: Buffer) => { stderr += b.toString(); out.cpu_variant ??= loadedCpuVariant(proc.pid!); });
+    proc.stderr.on("data", (b: Buffer) => {
+      stderr += b.toString();
+      out.cpu_variant ??= loadedCpuVariant(proc.pid!);
+    });
     const code = await new Promise<number>((resolve) => proc.once("exit", (c) => resolve(c ?? -1)));
-    if (code !== 0) throw new Error(`llama-bench exited with ${code}: ${stderr.trim().split("\n").slice(-5).join("\n")}`);
-    for (const r of JSON.parse(stdout) as { n_prompt: number; n_gen: number; n_depth?: number; avg_ts: number; stddev_ts: number }[]) {
+    if (code !== 0)
+      throw new Error(`llama-bench exited with ${code}: ${stderr.trim().split("\n").slice(-5).join("\n")}`);
+    for (const r of JSON.parse(stdout) as {
+      n_prompt: number;
+      n_gen: number;
+      n_depth?: number;
+      avg_ts: number;
+      stddev_ts: number;
+    }[]) {
       const name = `${r.n_prompt > 0 ? `pp${r.n_prompt}` : `tg${r.n_gen}`}${r.n_depth ? `@d${r.n_depth}` : ""}`;
       out.tests[name] = { tok_s: round(r.avg_ts), stddev: round(r.stddev_ts) };
     }

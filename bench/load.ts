@@ -31,21 +31,31 @@ export async function runLoad(server: BenchServer, target: LoadTarget): Promise<
   let body: string | undefined;
   if (method === "POST") {
     headers["content-type"] = "application/json";
-    body = JSON.stringify({ model: server.model, messages: [{ role: "user", content: "Write a function that reverses a string." }] });
+    body = JSON.stringify({
+      model: server.model,
+      messages: [{ role: "user", content: "Write a function that reverses a string." }],
+    });
   }
   const times: number[] = [];
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const options: autocannon.Options = {
-      url: `${server.url}${path}`, method, headers, connections: target.connections, duration: target.durationS,
+      url: `${server.url}${path}`,
+      method,
+      headers,
+      connections: target.connections,
+      duration: target.durationS,
       ...(body ? { body } : {}),
     };
     const instance = autocannon(options, (err: unknown, res: autocannon.Result) =>
       err ? reject(err instanceof Error ? err : new Error(JSON.stringify(err))) : resolve(res),
     );
     // The emitter passes the client first; @types/autocannon leaves it out.
-    (instance as unknown as NodeJS.EventEmitter).on("response", (_client: unknown, status: number, _bytes: number, ms: number) => {
-      if (status >= 200 && status < 300) times.push(ms);
-    });
+    (instance as unknown as NodeJS.EventEmitter).on(
+      "response",
+      (_client: unknown, status: number, _bytes: number, ms: number) => {
+        if (status >= 200 && status < 300) times.push(ms);
+      },
+    );
   });
   return {
     route: target.route,

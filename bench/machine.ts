@@ -16,18 +16,30 @@ export interface Machine {
 }
 
 function readOr(path: string, fallback: string): string {
-  try { return readFileSync(path, "utf8"); } catch { return fallback; }
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return fallback;
+  }
 }
 
 export function describeMachine(repoRoot: string): Machine {
   const cpuinfo = readOr("/proc/cpuinfo", "");
   const cpu = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? "unknown";
   const flags = /^flags\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "";
-  const pkg = JSON.parse(readOr(join(repoRoot, "node_modules", "node-llama-cpp", "package.json"), "{}")) as { version?: string };
+  const pkg = JSON.parse(readOr(join(repoRoot, "node_modules", "node-llama-cpp", "package.json"), "{}")) as {
+    version?: string;
+  };
   let commit: string | null = null;
   try {
-    commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-  } catch { /* not a git checkout */ }
+    commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], {
+      cwd: repoRoot,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+  } catch {
+    /* not a git checkout */
+  }
   const osRelease = /^PRETTY_NAME="?([^"\n]+)"?$/m.exec(readOr("/etc/os-release", ""))?.[1] ?? process.platform;
   return {
     cpu,

@@ -13,7 +13,14 @@ interface Point {
 /** Each panel's figures; a panel with more than one (TTFT p50 and p90) draws them with different dashes. */
 const PANELS: { title: string; pick: (r: ServingRun) => [stat: string, value: number][]; dashed?: boolean }[] = [
   { title: "Completion tokens/s", pick: (r) => [["all", r.output_tok_s]] },
-  { title: "Time to first token (s)", pick: (r) => [["p50", r.ttft_ms.p50 / 1000], ["p90", r.ttft_ms.p90 / 1000]], dashed: true },
+  {
+    title: "Time to first token (s)",
+    pick: (r) => [
+      ["p50", r.ttft_ms.p50 / 1000],
+      ["p90", r.ttft_ms.p90 / 1000],
+    ],
+    dashed: true,
+  },
   { title: "Time per output token, p50 (ms)", pick: (r) => [["p50", r.tpot_ms.p50]] },
   { title: "Goodput (req/s)", pick: (r) => [["all", r.goodput_req_s]] },
 ];
@@ -24,8 +31,9 @@ const PANELS: { title: string; pick: (r: ServingRun) => [stat: string, value: nu
  */
 export async function servingPlotSvg(runs: readonly ServingRun[], subtitle: string | string[]): Promise<string> {
   const points: Point[] = runs.flatMap((r) =>
-    PANELS.flatMap((p) => p.pick(r).map(([stat, value]) => ({ server: r.server, rate: r.rate, panel: p.title, stat, value })))
-      .filter((pt) => Number.isFinite(pt.value)),
+    PANELS.flatMap((p) =>
+      p.pick(r).map(([stat, value]) => ({ server: r.server, rate: r.rate, panel: p.title, stat, value })),
+    ).filter((pt) => Number.isFinite(pt.value)),
   );
   const rates = [...new Set(runs.map((r) => r.rate))].sort((a, b) => a - b);
   const servers = [...new Set(runs.map((r) => r.server))];
@@ -41,10 +49,29 @@ export async function servingPlotSvg(runs: readonly ServingRun[], subtitle: stri
       transform: [{ filter: { field: "panel", equal: p.title } }],
       mark: { type: "line", point: true },
       encoding: {
-        x: { field: "rate", type: "quantitative", title: "request rate (req/s)", scale: { type: "log", base: 2 }, axis: { values: rates } },
+        x: {
+          field: "rate",
+          type: "quantitative",
+          title: "request rate (req/s)",
+          scale: { type: "log", base: 2 },
+          axis: { values: rates },
+        },
         y: { field: "value", type: "quantitative", title: null },
         color: { field: "server", type: "nominal", title: "server", scale: { domain: servers } },
-        ...(p.dashed ? { strokeDash: { field: "stat", type: "nominal", title: "percentile", legend: { symbolType: "stroke", symbolStrokeWidth: 2, encode: { symbols: { update: { stroke: { value: "#444" } } } } } } } : {}),
+        ...(p.dashed
+          ? {
+              strokeDash: {
+                field: "stat",
+                type: "nominal",
+                title: "percentile",
+                legend: {
+                  symbolType: "stroke",
+                  symbolStrokeWidth: 2,
+                  encode: { symbols: { update: { stroke: { value: "#444" } } } },
+                },
+              },
+            }
+          : {}),
       },
     })),
     config: { font: "sans-serif", background: "white" },

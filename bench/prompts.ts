@@ -20,7 +20,9 @@ function filler(n: number, seed: number): string[] {
   let x = (seed * 2654435761) >>> 0 || 1;
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
     out.push(WORDS[(x >>> 0) % WORDS.length]);
   }
   return out;
@@ -35,8 +37,13 @@ type Counter = (messages: ChatMessageBody[]) => Promise<number>;
 export function serverCounter(server: BenchServer, maxTokens: number): Counter {
   return async (messages) => {
     try {
-      return (await api<{ usage: { prompt_tokens: number } }>(server, "/v1/tokens/count", { model: server.model, messages, max_tokens: maxTokens }))
-        .usage.prompt_tokens;
+      return (
+        await api<{ usage: { prompt_tokens: number } }>(server, "/v1/tokens/count", {
+          model: server.model,
+          messages,
+          max_tokens: maxTokens,
+        })
+      ).usage.prompt_tokens;
     } catch (err) {
       const needs = /: 400 .*needs (?:at least )?(\d+) tokens/.exec((err as Error).message);
       if (needs) return Number(needs[1]);
@@ -77,7 +84,12 @@ export async function exactPrompt(count: Counter, target: number, opening: strin
       stuck = true;
       for (const pad of pads) {
         const n = await count(build(text + pad));
-        if (n > current && n <= target) { text += pad; current = n; stuck = false; break; }
+        if (n > current && n <= target) {
+          text += pad;
+          current = n;
+          stuck = false;
+          break;
+        }
       }
     }
     if (current === target) return { messages: build(text), tokens: current };

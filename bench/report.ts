@@ -93,9 +93,13 @@ export interface BenchResults {
 
 /** Reference figures: constants, not measurements of this harness. */
 export const LLAMA_CPP = {
-  source: "the figures the goals are set by (issue 4): llama.cpp's own llama-bench and batched-bench on a ~0.42B Q8_0 model, with llama.cpp's AMX path",
+  source:
+    "the figures the goals are set by (issue 4): llama.cpp's own llama-bench and batched-bench on a ~0.42B Q8_0 model, with llama.cpp's AMX path",
   /** llama-bench tg128, tok/s, by thread count (2 threads: 74.8–77.2 over runs; the midpoint is used). */
-  tg128: { 1: { low: 59.7, high: 59.7 }, 2: { low: 74.8, high: 77.2 } } as Record<number, { low: number; high: number }>,
+  tg128: { 1: { low: 59.7, high: 59.7 }, 2: { low: 74.8, high: 77.2 } } as Record<
+    number,
+    { low: number; high: number }
+  >,
   /** batched-bench, 128-token prompts, 64 generated per sequence: aggregate tok/s by sequences. */
   batched: { 1: 79.1, 2: 58.1, 4: 77.9, 8: 146.9 } as Record<number, number>,
 };
@@ -136,14 +140,32 @@ function singleRows(r: BenchResults, threads: number): Row[] {
   const m2k = r.http.single2k.median;
   const ref = LLAMA_CPP.tg128[threads];
   const refMid = ref ? (ref.low + ref.high) / 2 : NaN;
-  const refText = ref ? `${ref.low === ref.high ? ref.low : `${ref.low}–${ref.high}`} tok/s at ${threads} thread${threads > 1 ? "s" : ""}` : "";
-  rows.push(ref
-    ? [`Decode, 1 stream, HTTP/SSE, ${m512.prompt_tokens}-token prompt`, `${f1(m512.decode_tok_s)} tok/s (${f2(m512.decode_tok_s / refMid)}× llama.cpp)`,
-      `≥ 0.95× llama.cpp tg128 (${refText}) = ${f1(0.95 * refMid)}`, verdict(m512.decode_tok_s >= 0.95 * refMid)]
-    : [`Decode, 1 stream, HTTP/SSE, ${m512.prompt_tokens}-token prompt`, `${f1(m512.decode_tok_s)} tok/s`, `no llama.cpp figure for ${threads} threads`, "info"]);
+  const refText = ref
+    ? `${ref.low === ref.high ? ref.low : `${ref.low}–${ref.high}`} tok/s at ${threads} thread${threads > 1 ? "s" : ""}`
+    : "";
+  rows.push(
+    ref
+      ? [
+          `Decode, 1 stream, HTTP/SSE, ${m512.prompt_tokens}-token prompt`,
+          `${f1(m512.decode_tok_s)} tok/s (${f2(m512.decode_tok_s / refMid)}× llama.cpp)`,
+          `≥ 0.95× llama.cpp tg128 (${refText}) = ${f1(0.95 * refMid)}`,
+          verdict(m512.decode_tok_s >= 0.95 * refMid),
+        ]
+      : [
+          `Decode, 1 stream, HTTP/SSE, ${m512.prompt_tokens}-token prompt`,
+          `${f1(m512.decode_tok_s)} tok/s`,
+          `no llama.cpp figure for ${threads} threads`,
+          "info",
+        ],
+  );
   if (threads !== 2) {
     const best = (LLAMA_CPP.tg128[2].low + LLAMA_CPP.tg128[2].high) / 2;
-    rows.push(["… against llama.cpp's 2-thread tg128", `${f2(m512.decode_tok_s / best)}× (${best} tok/s)`, "—", "info"]);
+    rows.push([
+      "… against llama.cpp's 2-thread tg128",
+      `${f2(m512.decode_tok_s / best)}× (${best} tok/s)`,
+      "—",
+      "info",
+    ]);
   }
   const live = r.reference?.llama_bench?.tests;
   const ref512 = r.reference?.single512?.median;
@@ -151,49 +173,101 @@ function singleRows(r: BenchResults, threads: number): Row[] {
     const d = live["tg128@d512"].tok_s;
     rows.push([
       `… against llama-bench in this run (tg128 at depth 512; ${f1(live.tg128?.tok_s ?? NaN)} tok/s on an empty context), ${r.reference?.threads} threads`,
-      `${f2(m512.decode_tok_s / d)}× of ${f1(d)} tok/s`, `≥ 0.95× = ${f1(0.95 * d)}`, verdict(m512.decode_tok_s >= 0.95 * d),
+      `${f2(m512.decode_tok_s / d)}× of ${f1(d)} tok/s`,
+      `≥ 0.95× = ${f1(0.95 * d)}`,
+      verdict(m512.decode_tok_s >= 0.95 * d),
     ]);
   } else {
     const here = LLAMA_BENCH_HERE.tg128_d512;
     rows.push([
       "… against llama-bench on this bench model, same AMX kernels (tg128 at depth 512)",
       `${f2(m512.decode_tok_s / here[1])}× of ${here[1]} tok/s at 1 thread; ${f2(m512.decode_tok_s / here[2])}× of ${here[2]} at 2`,
-      "≥ 0.95× at the same threads", here[threads] ? verdict(m512.decode_tok_s >= 0.95 * here[threads]) : "info",
+      "≥ 0.95× at the same threads",
+      here[threads] ? verdict(m512.decode_tok_s >= 0.95 * here[threads]) : "info",
     ]);
   }
   if (ref512) {
-    rows.push([`… llama.cpp's server, the same ${m512.prompt_tokens}-token prompts, same run`,
-      `${f1(ref512.decode_tok_s)} tok/s (${SERVER_NAMES.lucena} ÷ llama.cpp server = ${f2(m512.decode_tok_s / ref512.decode_tok_s)})`, "—", "info"]);
+    rows.push([
+      `… llama.cpp's server, the same ${m512.prompt_tokens}-token prompts, same run`,
+      `${f1(ref512.decode_tok_s)} tok/s (${SERVER_NAMES.lucena} ÷ llama.cpp server = ${f2(m512.decode_tok_s / ref512.decode_tok_s)})`,
+      "—",
+      "info",
+    ]);
   }
   if (live?.pp512) {
     const pp = live.pp512.tok_s;
     const http = m512.prompt_tokens / (m512.ttft_ms / 1000);
-    const other = ref512 ? `; llama.cpp server ${f0(ref512.prompt_tokens / (ref512.ttft_ms / 1000))} tok/s (${f2(ref512.prompt_tokens / (ref512.ttft_ms / 1000) / pp)}×)` : "";
-    rows.push([`Prompt processing over HTTP, ${m512.prompt_tokens}-token prompt (prompt tokens ÷ time to first token), against llama-bench pp512 in this run`,
-      `${f0(http)} tok/s (${f2(http / pp)}× of ${f0(pp)})${other}`, `≥ 0.95× = ${f0(0.95 * pp)}`, verdict(http >= 0.95 * pp)]);
+    const other = ref512
+      ? `; llama.cpp server ${f0(ref512.prompt_tokens / (ref512.ttft_ms / 1000))} tok/s (${f2(ref512.prompt_tokens / (ref512.ttft_ms / 1000) / pp)}×)`
+      : "";
+    rows.push([
+      `Prompt processing over HTTP, ${m512.prompt_tokens}-token prompt (prompt tokens ÷ time to first token), against llama-bench pp512 in this run`,
+      `${f0(http)} tok/s (${f2(http / pp)}× of ${f0(pp)})${other}`,
+      `≥ 0.95× = ${f0(0.95 * pp)}`,
+      verdict(http >= 0.95 * pp),
+    ]);
   }
-  rows.push([`Decode, 1 stream, HTTP/SSE, ${m2k.prompt_tokens}-token prompt`, `${f1(m2k.decode_tok_s)} tok/s`, "—", "info"]);
-  rows.push([`Time to first token, ${m512.prompt_tokens}-token prompt`, `${f0(m512.ttft_ms)} ms (${f0(m512.prompt_tokens / (m512.ttft_ms / 1000))} prompt tok/s)`, "—", "info"]);
-  rows.push([`Time to first token, ${m2k.prompt_tokens}-token prompt`, `${f0(m2k.ttft_ms)} ms (${f0(m2k.prompt_tokens / (m2k.ttft_ms / 1000))} prompt tok/s)`, "—", "info"]);
+  rows.push([
+    `Decode, 1 stream, HTTP/SSE, ${m2k.prompt_tokens}-token prompt`,
+    `${f1(m2k.decode_tok_s)} tok/s`,
+    "—",
+    "info",
+  ]);
+  rows.push([
+    `Time to first token, ${m512.prompt_tokens}-token prompt`,
+    `${f0(m512.ttft_ms)} ms (${f0(m512.prompt_tokens / (m512.ttft_ms / 1000))} prompt tok/s)`,
+    "—",
+    "info",
+  ]);
+  rows.push([
+    `Time to first token, ${m2k.prompt_tokens}-token prompt`,
+    `${f0(m2k.ttft_ms)} ms (${f0(m2k.prompt_tokens / (m2k.ttft_ms / 1000))} prompt tok/s)`,
+    "—",
+    "info",
+  ]);
   const in512 = r.inproc?.single512?.median;
   const in2k = r.inproc?.single2k?.median;
   if (in512 && in2k) {
-    for (const [http, inp] of [[m512, in512], [m2k, in2k]] as const) {
+    for (const [http, inp] of [
+      [m512, in512],
+      [m2k, in2k],
+    ] as const) {
       const ratio = http.decode_tok_s / inp.decode_tok_s;
-      rows.push([`HTTP / in-process decode, ${http.prompt_tokens}-token prompt`, `${f1(http.decode_tok_s)} / ${f1(inp.decode_tok_s)} tok/s = ${f2(ratio)}`, "≥ 0.97", verdict(ratio >= 0.97)]);
+      rows.push([
+        `HTTP / in-process decode, ${http.prompt_tokens}-token prompt`,
+        `${f1(http.decode_tok_s)} / ${f1(inp.decode_tok_s)} tok/s = ${f2(ratio)}`,
+        "≥ 0.97",
+        verdict(ratio >= 0.97),
+      ]);
     }
     if (Number.isFinite(m512.client_cpu_us_per_chunk)) {
-      rows.push(["… the bench client's CPU per streamed token, on the engine's 2 cores",
-        `${f0(m512.client_cpu_us_per_chunk)} µs of ${f1(1000 / m512.decode_tok_s)} ms a token`, "—", "info"]);
+      rows.push([
+        "… the bench client's CPU per streamed token, on the engine's 2 cores",
+        `${f0(m512.client_cpu_us_per_chunk)} µs of ${f1(1000 / m512.decode_tok_s)} ms a token`,
+        "—",
+        "info",
+      ]);
     }
-    for (const [http, inp] of [[m512, in512], [m2k, in2k]] as const) {
-      rows.push([`Time to first token HTTP / in-process, ${http.prompt_tokens}-token prompt`, `${f0(http.ttft_ms)} / ${f0(inp.ttft_ms)} ms`, "—", "info"]);
+    for (const [http, inp] of [
+      [m512, in512],
+      [m2k, in2k],
+    ] as const) {
+      rows.push([
+        `Time to first token HTTP / in-process, ${http.prompt_tokens}-token prompt`,
+        `${f0(http.ttft_ms)} / ${f0(inp.ttft_ms)} ms`,
+        "—",
+        "info",
+      ]);
     }
   }
   if (r.prefix) {
     const p = r.prefix.median;
-    rows.push([`Second-turn time to first token, ${m2k.prompt_tokens}-token shared prefix`,
-      `${f0(p.second_ttft_ms)} ms vs ${f0(p.cold_ttft_ms)} ms cold = ${f2(p.ratio)}×`, "≤ 0.2× cold", verdict(p.ratio <= 0.2)]);
+    rows.push([
+      `Second-turn time to first token, ${m2k.prompt_tokens}-token shared prefix`,
+      `${f0(p.second_ttft_ms)} ms vs ${f0(p.cold_ttft_ms)} ms cold = ${f2(p.ratio)}×`,
+      "≤ 0.2× cold",
+      verdict(p.ratio <= 0.2),
+    ]);
   }
   return rows.map(([a, b, c, d]) => [a.replace("1 stream", `1 stream, ${tokens} tokens`), b, c, d]);
 }
@@ -212,12 +286,16 @@ function concurrencyRows(r: BenchResults): Row[] {
     rows.push([
       `Aggregate decode, ${level.streams} stream${level.streams > 1 ? "s" : ""} (${level.prompt_tokens}-token prompts, ${level.max_tokens} tokens each)`,
       `${f1(decode)} tok/s ${how}; ${f1(m.aggregate_tok_s)} end to end; time to first token median ${f0(m.ttft_median_ms)} / max ${f0(m.ttft_max_ms)} ms`,
-      ref !== undefined ? `${judged ? "≥ 0.9× " : ""}batched-bench ${ref} tok/s${judged ? ` = ${f1(0.9 * ref)}` : ""}` : "—",
+      ref !== undefined
+        ? `${judged ? "≥ 0.9× " : ""}batched-bench ${ref} tok/s${judged ? ` = ${f1(0.9 * ref)}` : ""}`
+        : "—",
       judged ? verdict(decode >= 0.9 * ref) : "info",
     ]);
     rows.push([
       `Inter-token time, ${level.streams} stream${level.streams > 1 ? "s" : ""}: p50 / p99 (worst stream's p99 ÷ its median)`,
-      `${f1(m.itl_p50_ms)} / ${f1(m.itl_p99_ms)} ms (${f2(m.worst_p99_over_p50)}×)`, "p99 ≤ 2× median", verdict(m.worst_p99_over_p50 <= 2),
+      `${f1(m.itl_p50_ms)} / ${f1(m.itl_p99_ms)} ms (${f2(m.worst_p99_over_p50)}×)`,
+      "p99 ≤ 2× median",
+      verdict(m.worst_p99_over_p50 <= 2),
     ]);
     if (other) {
       rows.push([
@@ -225,7 +303,8 @@ function concurrencyRows(r: BenchResults): Row[] {
         `${SERVER_NAMES.lucena} ${f1(m.aggregate_tok_s)} tok/s, mean time to first token ${f0(m.ttft_mean_ms)} ms; ` +
           `llama.cpp server ${f1(other.aggregate_tok_s)} tok/s, ${f0(other.ttft_mean_ms)} ms (${f1(other.decode_aggregate_tok_s)} tok/s while all decode); ` +
           `${SERVER_NAMES.lucena} ÷ llama.cpp server = ${f2(m.aggregate_tok_s / other.aggregate_tok_s)}`,
-        "—", "info",
+        "—",
+        "info",
       ]);
     }
   }
@@ -237,7 +316,8 @@ function loadRows(r: BenchResults): Row[] {
     const measured = `${f0(l.req_s)} req/s, p50 ${f2(l.p50_ms)} ms, p99 ${f2(l.p99_ms)} ms${l.non_2xx || l.errors ? `, ${l.non_2xx} non-2xx, ${l.errors} errors` : ""}`;
     const judged = l.route === "GET /v1/models" && l.connections === 64;
     return [
-      `\`${l.route}\`, authenticated, ${l.connections} connection${l.connections > 1 ? "s" : ""}`, measured,
+      `\`${l.route}\`, authenticated, ${l.connections} connection${l.connections > 1 ? "s" : ""}`,
+      measured,
       judged ? "≥ 10,000 req/s, p99 < 5 ms" : "—",
       judged ? verdict(l.req_s >= 10_000 && l.p99_ms < 5 && l.non_2xx === 0) : "info",
     ];
@@ -299,15 +379,23 @@ function kvCacheMb(r: BenchResults): number {
 function otherRows(r: BenchResults): Row[] {
   const rows: Row[] = [];
   if (r.count100k) {
-    rows.push([`Count a ${f0(r.count100k.prompt_tokens)}-token prompt (\`/v1/tokens/count\`, tiny model)`, `${f0(r.count100k.median_ms)} ms`, "< 300 ms", verdict(r.count100k.median_ms < 300)]);
+    rows.push([
+      `Count a ${f0(r.count100k.prompt_tokens)}-token prompt (\`/v1/tokens/count\`, tiny model)`,
+      `${f0(r.count100k.median_ms)} ms`,
+      "< 300 ms",
+      verdict(r.count100k.median_ms < 300),
+    ]);
   }
   if (r.fuzz) {
     const z = r.fuzz;
-    const statuses = Object.entries(z.statuses).map(([s, n]) => `${n}× ${s}`).join(", ");
+    const statuses = Object.entries(z.statuses)
+      .map(([s, n]) => `${n}× ${s}`)
+      .join(", ");
     rows.push([
       `Worst event-loop delay during a burst of ${z.requests} hostile bodies (${f1(z.body_mb)} MB: 3.9 MB prompts, an 81-message conversation to trim, malformed JSON; 4 at a time, tiny model, beside streams)`,
       `${f1(z.loop_delay_max_ms)} ms; meanwhile \`GET /v1/models\` p50 / p99 / max ${f1(z.probe.p50_ms)} / ${f1(z.probe.p99_ms)} / ${f1(z.probe.max_ms)} ms, a stream's longest silence ${f1(z.stream_max_gap_ms)} ms (answers: ${statuses})`,
-      "≤ 50 ms", verdict(z.loop_delay_max_ms <= 50),
+      "≤ 50 ms",
+      verdict(z.loop_delay_max_ms <= 50),
     ]);
   }
   if (r.contention) {
@@ -316,17 +404,23 @@ function otherRows(r: BenchResults): Row[] {
     rows.push([
       `Decode, 1 stream, ${c.max_tokens} tokens, with a process busy on one core (in-process, \`threads: 0\`)`,
       `${f1(c.contended_tok_s)} tok/s against ${f1(c.uncontended_tok_s)} quiet: ${c.ratio.toFixed(2)}× (engine threads while contended: ${threads})`,
-      `≥ ${c.goal}×`, verdict(c.ratio >= c.goal),
+      `≥ ${c.goal}×`,
+      verdict(c.ratio >= c.goal),
     ]);
   }
   if (r.rss.idle_mb !== null) {
     const limit = r.model.mb + 200;
     const d = r.rss.idle_detail;
     const split = d ? `: ${f0(d.anon_mb)} anonymous, ${f0(d.file_mb)} file-backed` : "";
-    rows.push(["RSS at idle (after load, before traffic)", `${f0(r.rss.idle_mb)} MB${split} (model file ${f0(r.model.mb)} MB, KV cache ${f0(kvCacheMb(r))} MB)`,
-      `≤ model + 200 MB = ${f0(limit)} MB`, verdict(r.rss.idle_mb <= limit)]);
+    rows.push([
+      "RSS at idle (after load, before traffic)",
+      `${f0(r.rss.idle_mb)} MB${split} (model file ${f0(r.model.mb)} MB, KV cache ${f0(kvCacheMb(r))} MB)`,
+      `≤ model + 200 MB = ${f0(limit)} MB`,
+      verdict(r.rss.idle_mb <= limit),
+    ]);
   }
-  if (r.rss.under_load_max_mb !== null) rows.push(["RSS under load (max during 8 streams)", `${f0(r.rss.under_load_max_mb)} MB`, "—", "info"]);
+  if (r.rss.under_load_max_mb !== null)
+    rows.push(["RSS under load (max during 8 streams)", `${f0(r.rss.under_load_max_mb)} MB`, "—", "info"]);
   return rows;
 }
 
@@ -363,34 +457,62 @@ function servingSection(r: BenchResults): string[] {
   const rates = [...new Set(sv.runs.map((x) => x.rate))];
   for (const rate of rates) {
     for (const x of sv.runs.filter((y) => y.rate === rate)) {
-      lines.push(`| ${rate} | ${x.server} | ${x.completed}/${x.requests} | ${f2(x.request_s)} | ${f1(x.output_tok_s)} | ` +
-        `${fs1(x.ttft_ms.p50)} / ${fs1(x.ttft_ms.p90)} / ${fs1(x.ttft_ms.p99)} | ${f0(x.tpot_ms.p50)} / ${f0(x.tpot_ms.p90)} / ${f0(x.tpot_ms.p99)} | ` +
-        `${f2(x.goodput_req_s)} (${f0(100 * x.slo_met)}%) |`);
+      lines.push(
+        `| ${rate} | ${x.server} | ${x.completed}/${x.requests} | ${f2(x.request_s)} | ${f1(x.output_tok_s)} | ` +
+          `${fs1(x.ttft_ms.p50)} / ${fs1(x.ttft_ms.p90)} / ${fs1(x.ttft_ms.p99)} | ${f0(x.tpot_ms.p50)} / ${f0(x.tpot_ms.p90)} / ${f0(x.tpot_ms.p99)} | ` +
+          `${f2(x.goodput_req_s)} (${f0(100 * x.slo_met)}%) |`,
+      );
     }
   }
   const notes: string[] = [];
   const early = sv.runs.filter((x) => x.ended_early > 0);
-  notes.push(early.length
-    ? `Answers that ended before max_tokens: ${early.map((x) => `${x.ended_early} of ${x.completed} (${x.server}, ${x.rate} req/s)`).join("; ")}; tokens/s counts the tokens received.`
-    : "Every answer was held to its max_tokens on both servers.");
+  notes.push(
+    early.length
+      ? `Answers that ended before max_tokens: ${early.map((x) => `${x.ended_early} of ${x.completed} (${x.server}, ${x.rate} req/s)`).join("; ")}; tokens/s counts the tokens received.`
+      : "Every answer was held to its max_tokens on both servers.",
+  );
   if (sv.prompt_check) {
     const c = sv.prompt_check;
-    notes.push(c.mismatches === 0
-      ? `Prompt lengths: all ${c.checked} prompts of the run count the same on llama.cpp's server (\`/apply-template\` + \`/tokenize\`) as on the project's.`
-      : `Prompt lengths: ${c.mismatches} of the run's ${c.checked} prompts count differently on llama.cpp's server (\`/apply-template\` + \`/tokenize\`; by ${c.diffs.map((d) => `${d > 0 ? "+" : ""}${d}`).join(", ")} tokens).`);
+    notes.push(
+      c.mismatches === 0
+        ? `Prompt lengths: all ${c.checked} prompts of the run count the same on llama.cpp's server (\`/apply-template\` + \`/tokenize\`) as on the project's.`
+        : `Prompt lengths: ${c.mismatches} of the run's ${c.checked} prompts count differently on llama.cpp's server (\`/apply-template\` + \`/tokenize\`; by ${c.diffs.map((d) => `${d > 0 ? "+" : ""}${d}`).join(", ")} tokens).`,
+    );
   }
   const offsets = sv.runs.filter((x) => Object.keys(x.prompt_token_offsets ?? {}).length > 0);
   if (offsets.length) {
-    notes.push(`Prompt tokens the server reported against the plan: ${offsets.map((x) =>
-      `${Object.entries(x.prompt_token_offsets).map(([d, n]) => `${Number(d) > 0 ? "+" : ""}${d} in ${n} of ${x.completed}`).join(", ")} (${x.server}, ${x.rate} req/s)`).join("; ")}.`);
+    notes.push(
+      `Prompt tokens the server reported against the plan: ${offsets
+        .map(
+          (x) =>
+            `${Object.entries(x.prompt_token_offsets)
+              .map(([d, n]) => `${Number(d) > 0 ? "+" : ""}${d} in ${n} of ${x.completed}`)
+              .join(", ")} (${x.server}, ${x.rate} req/s)`,
+        )
+        .join("; ")}.`,
+    );
   }
   const failed = sv.runs.filter((x) => x.failed > 0);
-  if (failed.length) notes.push(`Failed requests: ${failed.map((x) => `${x.failed} (${x.server}, ${x.rate} req/s: ${(x.errors ?? []).join("; ")})`).join("; ")}.`);
-  const variants = Object.entries(sv.cpu_variants).map(([k, v]) => `${k}: ${v ?? "?"}`).join(", ");
-  notes.push(`ggml CPU backend loaded: ${variants}. Tokens/s and req/s over each run's wall time, first request sent → last token; TPOT per request = (last token − first) ÷ (tokens − 1).`);
-  if (sv.plot) notes.push(`Plot: \`${sv.plot}\`${r.mode === "full" ? " and `latest-serving.svg`" : ""}, beside the JSON results.`);
+  if (failed.length)
+    notes.push(
+      `Failed requests: ${failed.map((x) => `${x.failed} (${x.server}, ${x.rate} req/s: ${(x.errors ?? []).join("; ")})`).join("; ")}.`,
+    );
+  const variants = Object.entries(sv.cpu_variants)
+    .map(([k, v]) => `${k}: ${v ?? "?"}`)
+    .join(", ");
+  notes.push(
+    `ggml CPU backend loaded: ${variants}. Tokens/s and req/s over each run's wall time, first request sent → last token; TPOT per request = (last token − first) ÷ (tokens − 1).`,
+  );
+  if (sv.plot)
+    notes.push(`Plot: \`${sv.plot}\`${r.mode === "full" ? " and `latest-serving.svg`" : ""}, beside the JSON results.`);
   if (r.reference?.skipped) notes.push(`No llama.cpp column: ${r.reference.skipped}`);
-  return [...lines, "", ...notes.map((n) => `- ${n}`), ...(sv.plot && r.mode === "full" ? ["", "![Open-loop serving sweep](bench/results/latest-serving.svg)"] : []), ""];
+  return [
+    ...lines,
+    "",
+    ...notes.map((n) => `- ${n}`),
+    ...(sv.plot && r.mode === "full" ? ["", "![Open-loop serving sweep](bench/results/latest-serving.svg)"] : []),
+    "",
+  ];
 }
 
 function referenceNote(r: BenchResults): string | null {
@@ -398,34 +520,50 @@ function referenceNote(r: BenchResults): string | null {
   if (!ref?.build) return null;
   const b = ref.build;
   const lb = ref.llama_bench;
-  const tests = lb ? Object.entries(lb.tests).map(([k, v]) => `${k} ${f1(v.tok_s)} ± ${f1(v.stddev)}`).join(", ") : "failed";
-  return `llama.cpp in this run: release ${b.tag} (${b.commit.slice(0, 7)}), the source node-llama-cpp bundles, built with \`${b.cmake_flags.join(" ")}\` ` +
+  const tests = lb
+    ? Object.entries(lb.tests)
+        .map(([k, v]) => `${k} ${f1(v.tok_s)} ± ${f1(v.stddev)}`)
+        .join(", ")
+    : "failed";
+  return (
+    `llama.cpp in this run: release ${b.tag} (${b.commit.slice(0, 7)}), the source node-llama-cpp bundles, built with \`${b.cmake_flags.join(" ")}\` ` +
     `and run with node-llama-cpp's prebuilt ggml base and CPU backends in place of the built ones (variant loaded: ${ref.server?.cpu_variant ?? lb?.cpu_variant ?? "?"}). ` +
     `llama-bench (${(lb?.runs ?? []).map((a) => `\`${a.join(" ")}\``).join(", ")}): ${tests} tok/s. ` +
     `llama-server: \`${(ref.server?.args ?? []).filter((a, i, all) => !["-m", "--port"].includes(a) && !["-m", "--port"].includes(all[i - 1])).join(" ")}\`, ` +
-    "each server's own sampling defaults at the same temperature.";
+    "each server's own sampling defaults at the same temperature."
+  );
 }
 
 /** The markdown report: the machine, then one row per measured item with its goal and pass/miss. */
 export function buildReport(r: BenchResults): string {
   const threads = Number(r.server?.loaded.threads ?? r.settings.threads);
-  const rows: Row[] = [...singleRows(r, threads), ...concurrencyRows(r), ...loadRows(r), ...gatewayRows(r), ...otherRows(r)];
-  const table = rows.length ? [
-    "| item | measured | goal | result |",
-    "| --- | --- | --- | --- |",
-    ...rows.map((row) => `| ${row.join(" | ")} |`),
-    "",
-  ] : [];
-  const notes = [
-    ...[referenceNote(r)].filter((n): n is string => n !== null),
+  const rows: Row[] = [
+    ...singleRows(r, threads),
+    ...concurrencyRows(r),
+    ...loadRows(r),
+    ...gatewayRows(r),
+    ...otherRows(r),
   ];
-  if (r.http) notes.push(
-    `llama.cpp figures are constants: ${LLAMA_CPP.source}. llama.cpp's own tools on the bench model itself, built here from node-llama-cpp's bundled llama.cpp and loading node-llama-cpp's prebuilt AMX CPU backend: llama-bench tg128 ${LLAMA_BENCH_HERE.tg128[1]} / ${LLAMA_BENCH_HERE.tg128[2]} tok/s, tg128 at depth 512 ${LLAMA_BENCH_HERE.tg128_d512[1]} / ${LLAMA_BENCH_HERE.tg128_d512[2]}, pp512 ${LLAMA_BENCH_HERE.pp512[1]} / ${LLAMA_BENCH_HERE.pp512[2]} at 1 / 2 threads; llama-batched-bench (128-token prompts, 64 tokens each, 2 threads) 1 / 2 / 4 / 8 sequences ${[1, 2, 4, 8].map((n) => LLAMA_BENCH_HERE.batched[n]).join(" / ")} tok/s, and ${LLAMA_BENCH_HERE.batchedNoFlash[1]} / ${LLAMA_BENCH_HERE.batchedNoFlash[8]} at 1 / 8 without flash attention (as served).`,
-    "Decode tok/s = (completion tokens − 1) ÷ (last content chunk − first); time to first token from the request's start, as the client sees it.",
-    "Aggregate decode is judged on the window where every stream is decoding (batched-bench's S_TG), or on the whole decode span when a run had no such window; \"end to end\" includes prefill and queueing.",
-  );
+  const table = rows.length
+    ? [
+        "| item | measured | goal | result |",
+        "| --- | --- | --- | --- |",
+        ...rows.map((row) => `| ${row.join(" | ")} |`),
+        "",
+      ]
+    : [];
+  const notes = [...[referenceNote(r)].filter((n): n is string => n !== null)];
+  if (r.http)
+    notes.push(
+      `llama.cpp figures are constants: ${LLAMA_CPP.source}. llama.cpp's own tools on the bench model itself, built here from node-llama-cpp's bundled llama.cpp and loading node-llama-cpp's prebuilt AMX CPU backend: llama-bench tg128 ${LLAMA_BENCH_HERE.tg128[1]} / ${LLAMA_BENCH_HERE.tg128[2]} tok/s, tg128 at depth 512 ${LLAMA_BENCH_HERE.tg128_d512[1]} / ${LLAMA_BENCH_HERE.tg128_d512[2]}, pp512 ${LLAMA_BENCH_HERE.pp512[1]} / ${LLAMA_BENCH_HERE.pp512[2]} at 1 / 2 threads; llama-batched-bench (128-token prompts, 64 tokens each, 2 threads) 1 / 2 / 4 / 8 sequences ${[1, 2, 4, 8].map((n) => LLAMA_BENCH_HERE.batched[n]).join(" / ")} tok/s, and ${LLAMA_BENCH_HERE.batchedNoFlash[1]} / ${LLAMA_BENCH_HERE.batchedNoFlash[8]} at 1 / 8 without flash attention (as served).`,
+      "Decode tok/s = (completion tokens − 1) ÷ (last content chunk − first); time to first token from the request's start, as the client sees it.",
+      'Aggregate decode is judged on the window where every stream is decoding (batched-bench\'s S_TG), or on the whole decode span when a run had no such window; "end to end" includes prefill and queueing.',
+    );
   if (r.load) notes.push("autocannon runs in the harness's own process, on the same cores as the server.");
-  if (r.count100k) notes.push("Counting runs on a second server with the tiny made model (110,000-token context): counting costs the tokenizer and template, not the weights.");
+  if (r.count100k)
+    notes.push(
+      "Counting runs on a second server with the tiny made model (110,000-token context): counting costs the tokenizer and template, not the weights.",
+    );
   if (r.gateway) {
     notes.push(
       "Gateway: a second server whose model's `upstream` is a tiny-model worker (default upstream settings; with max_tokens given and a short prompt the gateway needs no count from the worker; a JSON client's answer is streamed from the worker too), " +
@@ -464,7 +602,10 @@ export function writeResults(
   if (opts.latest) written.push(join(opts.outDir, "latest.json"));
   for (const file of written) writeFileSync(file, json);
   if (opts.plot && r.serving?.plot) {
-    const plots = [join(opts.outDir, r.serving.plot), ...(opts.latest ? [join(opts.outDir, "latest-serving.svg")] : [])];
+    const plots = [
+      join(opts.outDir, r.serving.plot),
+      ...(opts.latest ? [join(opts.outDir, "latest-serving.svg")] : []),
+    ];
     for (const file of plots) writeFileSync(file, opts.plot);
     written.push(...plots);
   }

@@ -11,13 +11,35 @@ import { fuzzBurst } from "./fuzz.js";
 import { measureFailover } from "./failover.js";
 import { measureGateway } from "./gateway.js";
 import { loadInProcess } from "./inproc.js";
-import { CMAKE_FLAGS, ensureReference, loadedCpuVariant, runLlamaBench, startLlamaServer, type ReferenceBuild } from "./llama-reference.js";
+import {
+  CMAKE_FLAGS,
+  ensureReference,
+  loadedCpuVariant,
+  runLlamaBench,
+  startLlamaServer,
+  type ReferenceBuild,
+} from "./llama-reference.js";
 import { runLoad, type LoadResult } from "./load.js";
 import { describeMachine } from "./machine.js";
 import { exactPrompt, serverCounter } from "./prompts.js";
 import { servingPlotSvg } from "./plot.js";
-import { buildReport, SERVER_NAMES, writeResults, type BenchResults, type InProcessResult, type ReferenceResult } from "./report.js";
-import { concurrency, medians, replayConcurrency, replaySingle, singleStream, TEMPERATURE, type ConcurrencyResult } from "./scenarios.js";
+import {
+  buildReport,
+  SERVER_NAMES,
+  writeResults,
+  type BenchResults,
+  type InProcessResult,
+  type ReferenceResult,
+} from "./report.js";
+import {
+  concurrency,
+  medians,
+  replayConcurrency,
+  replaySingle,
+  singleStream,
+  TEMPERATURE,
+  type ConcurrencyResult,
+} from "./scenarios.js";
 import { buildWorkloads, SERVING_SHAPE, SLO, sweep, type RateWorkload } from "./serving.js";
 import { api, procMemory, rssMb, startServer, type BenchServer } from "./server.js";
 import { summarise, streamChat, type ChatTarget, type GenerationSummary } from "./sse-client.js";
@@ -67,8 +89,13 @@ function plan(o: Options) {
     fuzzRequests: o.quick ? 18 : 45,
     // Under a minute in full (most of it the 64-stream rounds; 55 s on 2 busy cores), about 30 s quick.
     gateway: {
-      requests: o.quick ? 100 : 300, block: 25, rounds64: o.quick ? 2 : 4, perClient: o.quick ? 3 : 5,
-      streamTokens: 256, streamRuns: o.quick ? 3 : 7, streamRuns64: o.quick ? 1 : 2,
+      requests: o.quick ? 100 : 300,
+      block: 25,
+      rounds64: o.quick ? 2 : 4,
+      perClient: o.quick ? 3 : 5,
+      streamTokens: 256,
+      streamRuns: o.quick ? 3 : 7,
+      streamRuns64: o.quick ? 1 : 2,
     },
     // One frozen replica: about 15 s whatever the mode (the time measured is the gateway's bounds).
     failoverRequests: 8,
@@ -101,7 +128,14 @@ function ensureModel(size: ModelSize): { path: string; bytes: number } {
 function benchModelConfig(source: string, threads: number, batchSize?: number, tpotTargetMs?: number): ModelConfig {
   // 2,048 prompt tokens + an answer + a second turn fit in 3,072 per sequence, for each of 8 sequences.
   return {
-    ...DEFAULT_MODEL, id: "bench", name: "Bench model", source, context_size: 3072, parallel: 8, queue_size: 64, threads,
+    ...DEFAULT_MODEL,
+    id: "bench",
+    name: "Bench model",
+    source,
+    context_size: 3072,
+    parallel: 8,
+    queue_size: 64,
+    threads,
     ...(batchSize !== undefined ? { batch_size: batchSize } : {}),
     ...(tpotTargetMs !== undefined ? { tpot_target_ms: tpotTargetMs } : {}),
   };
@@ -122,7 +156,10 @@ async function warmUp(server: BenchServer): Promise<void> {
 
 async function httpPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults) {
   say("starting the server on the bench model");
-  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs) });
+  const server = await startServer({
+    cliPath,
+    model: benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
+  });
   results.server = { loaded: loadedFields(server.loaded) };
   try {
     await sleep(500);
@@ -133,7 +170,12 @@ async function httpPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: 
     say(`single stream, 512-token prompts, ${p.runs} run(s)`);
     const s512 = await singleStream(server, { promptTokens: 512, runs: p.runs, maxTokens: p.maxTokens });
     say(`single stream, 2048-token prompts with second turns, ${p.runs} run(s)`);
-    const s2k = await singleStream(server, { promptTokens: 2048, runs: p.runs, maxTokens: p.maxTokens, secondTurn: { maxTokens: p.secondTurnTokens } });
+    const s2k = await singleStream(server, {
+      promptTokens: 2048,
+      runs: p.runs,
+      maxTokens: p.maxTokens,
+      secondTurn: { maxTokens: p.secondTurnTokens },
+    });
     results.http = { single512: s512.single, single2k: s2k.single };
     results.prefix = s2k.prefix;
 
@@ -141,9 +183,15 @@ async function httpPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: 
       const levels: ConcurrencyResult[] = [];
       for (const streams of p.concurrencyLevels) {
         say(`${streams} concurrent stream(s), ${p.runs} run(s)`);
-        levels.push(await concurrency(server, {
-          streams, promptTokens: p.concurrencyPromptTokens, maxTokens: p.concurrencyTokens, runs: p.runs, pollRss: streams === 8,
-        }));
+        levels.push(
+          await concurrency(server, {
+            streams,
+            promptTokens: p.concurrencyPromptTokens,
+            maxTokens: p.concurrencyTokens,
+            runs: p.runs,
+            pollRss: streams === 8,
+          }),
+        );
       }
       results.concurrency = levels;
       results.rss.under_load_max_mb = levels.find((l) => l.streams === 8)?.rss_max_mb ?? null;
@@ -190,7 +238,9 @@ async function countPhase(p: ReturnType<typeof plan>, tiny: { path: string }, re
       runs_ms: times.map((t) => round(t)),
       median_ms: round(median(times)),
     };
-    say(`a burst of ${p.fuzzRequests} hostile bodies (prompts of 3.9 MB, a conversation to trim, malformed JSON) beside a stream`);
+    say(
+      `a burst of ${p.fuzzRequests} hostile bodies (prompts of 3.9 MB, a conversation to trim, malformed JSON) beside a stream`,
+    );
     results.fuzz = await fuzzBurst(server, { requests: p.fuzzRequests, parallel: 4, seed: 12 });
   } finally {
     await server.stop();
@@ -210,7 +260,8 @@ async function inProcessPhase(o: Options, p: ReturnType<typeof plan>, bench: { p
       const runs: GenerationSummary[] = [];
       for (const prompt of http.prompts) {
         const tokens = await engine.encode(prompt.messages);
-        if (tokens.length !== http.prompt_tokens) throw new Error(`in-process prompt is ${tokens.length} tokens, HTTP's ${http.prompt_tokens}`);
+        if (tokens.length !== http.prompt_tokens)
+          throw new Error(`in-process prompt is ${tokens.length} tokens, HTTP's ${http.prompt_tokens}`);
         runs.push(summarise(await engine.generate(tokens, p.maxTokens, TEMPERATURE)));
       }
       out[key] = { prompt_tokens: http.prompt_tokens, runs, median: medians(runs) };
@@ -224,23 +275,50 @@ async function inProcessPhase(o: Options, p: ReturnType<typeof plan>, bench: { p
 /** Threads the project's engine ran with (its "model loaded" line), for llama.cpp's tools to use as many. */
 let engineThreadsUsed = 0;
 
-async function servingPhase(o: Options, p: ReturnType<typeof plan>, bench: { path: string }, results: BenchResults): Promise<RateWorkload[]> {
+async function servingPhase(
+  o: Options,
+  p: ReturnType<typeof plan>,
+  bench: { path: string },
+  results: BenchResults,
+): Promise<RateWorkload[]> {
   say("starting the server on the bench model for the open-loop serving sweep");
-  const server = await startServer({ cliPath, model: benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs) });
+  const server = await startServer({
+    cliPath,
+    model: benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
+  });
   try {
     engineThreadsUsed = Number(server.loaded.threads) || engineThreadsUsed;
     results.server ??= { loaded: loadedFields(server.loaded) };
     await warmUp(server);
     const s = p.serving;
     say(`writing ${s.requests} prompts for each of ${s.rates.length} rates, exact to the token`);
-    const workloads = await buildWorkloads(serverCounter(server, s.shape.outputTokens[1]), { rates: s.rates, requests: s.requests, seed: s.seed, shape: s.shape });
-    const runs = await sweep(SERVER_NAMES.lucena, { url: server.url, key: server.key, model: server.model }, workloads, {
-      temperature: TEMPERATURE, timeoutMs: s.timeoutS * 1000, say,
+    const workloads = await buildWorkloads(serverCounter(server, s.shape.outputTokens[1]), {
+      rates: s.rates,
+      requests: s.requests,
+      seed: s.seed,
+      shape: s.shape,
     });
+    const runs = await sweep(
+      SERVER_NAMES.lucena,
+      { url: server.url, key: server.key, model: server.model },
+      workloads,
+      {
+        temperature: TEMPERATURE,
+        timeoutMs: s.timeoutS * 1000,
+        say,
+      },
+    );
     results.serving = {
       settings: {
-        rates: s.rates, requests_per_rate: s.requests, seed: s.seed, prompt_tokens: s.shape.promptTokens, output_tokens: s.shape.outputTokens,
-        slo: s.slo, temperature: TEMPERATURE, ignore_eos: true, timeout_s: s.timeoutS,
+        rates: s.rates,
+        requests_per_rate: s.requests,
+        seed: s.seed,
+        prompt_tokens: s.shape.promptTokens,
+        output_tokens: s.shape.outputTokens,
+        slo: s.slo,
+        temperature: TEMPERATURE,
+        ignore_eos: true,
+        timeout_s: s.timeoutS,
       },
       runs,
       cpu_variants: { [SERVER_NAMES.lucena]: loadedCpuVariant(server.pid) },
@@ -258,11 +336,21 @@ async function servingPhase(o: Options, p: ReturnType<typeof plan>, bench: { pat
  * file with the same threads, sequences and context, sent the very conversations the project's server was sent.
  */
 async function referencePhase(
-  p: ReturnType<typeof plan>, bench: { path: string }, build: ReferenceBuild, workloads: RateWorkload[], results: BenchResults,
+  p: ReturnType<typeof plan>,
+  bench: { path: string },
+  build: ReferenceBuild,
+  workloads: RateWorkload[],
+  results: BenchResults,
 ): Promise<void> {
   const threads = engineThreadsUsed || Number(results.server?.loaded.threads) || availableParallelism();
   const ref: ReferenceResult = (results.reference ??= {});
-  ref.build = { tag: build.tag, commit: build.commit, dir: build.dir, cmake_flags: CMAKE_FLAGS, prebuilt: build.prebuilt };
+  ref.build = {
+    tag: build.tag,
+    commit: build.commit,
+    dir: build.dir,
+    cmake_flags: CMAKE_FLAGS,
+    prebuilt: build.prebuilt,
+  };
   ref.threads = threads;
   say(`llama-bench: pp512, tg128 and tg128 at depth 512, ${threads} threads, ${p.llamaBenchRepetitions} repetition(s)`);
   try {
@@ -286,8 +374,14 @@ async function referencePhase(
     for (const q of prompts) diffs.push((await server.promptTokens(q.messages)) - q.tokens);
     const off = diffs.filter((d) => d !== 0);
     ref.prompt_check = { checked: diffs.length, mismatches: off.length, diffs: [...new Set(off)].slice(0, 5) };
-    say(`prompt lengths on llama.cpp's server: ${diffs.length - off.length} of ${diffs.length} the same as counted by the project's server`);
-    await streamChat(to, { messages: [{ role: "user", content: "Warm up: say something." }], max_tokens: 8, temperature: TEMPERATURE });
+    say(
+      `prompt lengths on llama.cpp's server: ${diffs.length - off.length} of ${diffs.length} the same as counted by the project's server`,
+    );
+    await streamChat(to, {
+      messages: [{ role: "user", content: "Warm up: say something." }],
+      max_tokens: 8,
+      temperature: TEMPERATURE,
+    });
 
     if (results.http) {
       say(`llama.cpp's server: the single-stream ${results.http.single512.prompt_tokens}-token prompts again`);
@@ -301,7 +395,11 @@ async function referencePhase(
       }
     }
     if (results.serving && workloads.length) {
-      const runs = await sweep(SERVER_NAMES.llama, to, workloads, { temperature: TEMPERATURE, timeoutMs: p.serving.timeoutS * 1000, say });
+      const runs = await sweep(SERVER_NAMES.llama, to, workloads, {
+        temperature: TEMPERATURE,
+        timeoutMs: p.serving.timeoutS * 1000,
+        say,
+      });
       results.serving.runs.push(...runs);
       results.serving.cpu_variants[SERVER_NAMES.llama] = ref.server.cpu_variant;
       results.serving.prompt_check = ref.prompt_check;
@@ -322,8 +420,20 @@ async function main(o: Options): Promise<void> {
     settings: { ...p, threads: o.threads, temperature: TEMPERATURE, prompt_lengths: [512, 2048] },
     model: { file: "data/bench/bench.gguf", bytes: bench.bytes, mb: round(bench.bytes / 2 ** 20, 1) },
     rss: { idle_mb: null, idle_detail: null, under_load_max_mb: null },
-    server: null, http: null, prefix: null, concurrency: null, load: null, count100k: null, fuzz: null, inproc: null, gateway: null, failover: null, contention: null,
-    serving: null, reference: null, duration_s: 0,
+    server: null,
+    http: null,
+    prefix: null,
+    concurrency: null,
+    load: null,
+    count100k: null,
+    fuzz: null,
+    inproc: null,
+    gateway: null,
+    failover: null,
+    contention: null,
+    serving: null,
+    reference: null,
+    duration_s: 0,
   };
   // The reference is built before anything is measured: the first build keeps both cores busy for minutes.
   let reference: ReferenceBuild | null = null;
@@ -355,13 +465,22 @@ async function main(o: Options): Promise<void> {
   }
   if (o.count) await countPhase(p, tiny, results);
   if (o.gateway) results.gateway = await measureGateway({ cliPath, modelPath: tiny.path, plan: p.gateway, say });
-  if (o.failover) results.failover = await measureFailover({ cliPath, modelPath: tiny.path, requests: p.failoverRequests, say });
+  if (o.failover)
+    results.failover = await measureFailover({ cliPath, modelPath: tiny.path, requests: p.failoverRequests, say });
   if (o.inproc) await inProcessPhase(o, p, bench, results);
   if (o.contention) {
     say("one stream with and without a process busy on one core (the engine in this process)");
     results.contention = await measureContention({
-      config: { ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs), context_size: 2048, parallel: 1 },
-      maxTokens: o.quick ? 64 : 256, rounds: o.quick ? 1 : 3, settleMs: 3000, timeLimitMs: 60_000, say,
+      config: {
+        ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
+        context_size: 2048,
+        parallel: 1,
+      },
+      maxTokens: o.quick ? 64 : 256,
+      rounds: o.quick ? 1 : 3,
+      settleMs: 3000,
+      timeLimitMs: 60_000,
+      say,
     });
   }
   results.duration_s = round((performance.now() - began) / 1000, 1);
@@ -396,19 +515,25 @@ const int = (v: string) => {
 
 const rateList = (v: string) => {
   const rates = v.split(",").map(Number);
-  if (!rates.length || rates.some((r) => !Number.isFinite(r) || r <= 0)) throw new InvalidArgumentError("expected request rates above 0, e.g. 0.5,1,2");
+  if (!rates.length || rates.some((r) => !Number.isFinite(r) || r <= 0))
+    throw new InvalidArgumentError("expected request rates above 0, e.g. 0.5,1,2");
   return rates;
 };
 
 const program = new Command("bench")
-  .description("Lucena One benchmark: decode speed, time to first token, concurrency, prefix reuse, API load, RSS, gateway overhead")
+  .description(
+    "Lucena One benchmark: decode speed, time to first token, concurrency, prefix reuse, API load, RSS, gateway overhead",
+  )
   .option("--quick", "fewer runs and shorter generations: a smoke check in about a minute", false)
   .option("--out <dir>", "where the JSON results go", join(repoRoot, "bench", "results"))
   .option("--threads <n>", "engine threads, passed to the model config (0: the server's default)", int, 0)
   .option("--runs <n>", "runs per measurement (default 3, quick 1)", int)
   .option("--tpot-target <ms>", "the model's tpot_target_ms (default: the server's default)", int)
   .option("--batch-size <n>", "the model's batch_size (default: the server's default)", int)
-  .option("--skip-http", "skip the bench-model server (single streams, concurrency, load; and so the in-process comparison)")
+  .option(
+    "--skip-http",
+    "skip the bench-model server (single streams, concurrency, load; and so the in-process comparison)",
+  )
   .option("--skip-inproc", "skip the in-process engine comparison")
   .option("--skip-load", "skip the autocannon load tests")
   .option("--skip-count", "skip counting a 100,000-token prompt and the burst of hostile bodies")
@@ -418,33 +543,74 @@ const program = new Command("bench")
   .option("--skip-contention", "skip one stream's decode speed with a process busy on one core")
   .option("--skip-serving", "skip the open-loop serving sweep (Poisson arrivals at several rates)")
   .option("--skip-reference", "no llama.cpp column: neither build nor run llama.cpp's server and llama-bench")
-  .option("--serving-only", "the serving sweep (and llama.cpp's, unless --skip-reference) and nothing else; with --quick, two short rates")
-  .option("--serving-rates <list>", "the sweep's request rates, req/s, comma-separated (default 0.125,0.25,0.5,1; quick 0.25,1)", rateList)
+  .option(
+    "--serving-only",
+    "the serving sweep (and llama.cpp's, unless --skip-reference) and nothing else; with --quick, two short rates",
+  )
+  .option(
+    "--serving-rates <list>",
+    "the sweep's request rates, req/s, comma-separated (default 0.125,0.25,0.5,1; quick 0.25,1)",
+    rateList,
+  )
   .option("--serving-requests <n>", "requests per rate (default 10, quick 6)", int)
   .option("--readme", "write the table into README.md (default: full runs only)")
   .option("--no-readme", "leave README.md alone")
-  .addHelpText("after", "\nFull runs write <date>.json and latest.json and update README.md; quick runs write <date>-quick.json only." +
-    "\nThe gateway phases alone: --quick --skip-http --skip-count --no-readme (add --skip-gateway for the failover one only)." +
-    "\nllama.cpp's server and llama-bench are built once from node-llama-cpp's bundled source into ${XDG_CACHE_HOME:-~/.cache}/lucena-one/llama.cpp/" +
-    "\n(about 10 minutes on 2 cores; cmake and a C++ compiler needed, else the column is left out).");
+  .addHelpText(
+    "after",
+    "\nFull runs write <date>.json and latest.json and update README.md; quick runs write <date>-quick.json only." +
+      "\nThe gateway phases alone: --quick --skip-http --skip-count --no-readme (add --skip-gateway for the failover one only)." +
+      "\nllama.cpp's server and llama-bench are built once from node-llama-cpp's bundled source into ${XDG_CACHE_HOME:-~/.cache}/lucena-one/llama.cpp/" +
+      "\n(about 10 minutes on 2 cores; cmake and a C++ compiler needed, else the column is left out).",
+  );
 
 // Ctrl-C or a timeout's SIGTERM: exit through process.exit, so the servers started are stopped on the way out.
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 
 program.parse();
 const raw = program.opts<{
-  quick: boolean; out: string; threads: number; batchSize?: number; tpotTarget?: number; runs?: number; skipHttp?: boolean; skipInproc?: boolean; skipLoad?: boolean;
-  skipCount?: boolean; skipConcurrency?: boolean; skipGateway?: boolean; skipFailover?: boolean; skipContention?: boolean; skipServing?: boolean; skipReference?: boolean;
-  servingOnly?: boolean; servingRates?: number[]; servingRequests?: number; readme?: boolean;
+  quick: boolean;
+  out: string;
+  threads: number;
+  batchSize?: number;
+  tpotTarget?: number;
+  runs?: number;
+  skipHttp?: boolean;
+  skipInproc?: boolean;
+  skipLoad?: boolean;
+  skipCount?: boolean;
+  skipConcurrency?: boolean;
+  skipGateway?: boolean;
+  skipFailover?: boolean;
+  skipContention?: boolean;
+  skipServing?: boolean;
+  skipReference?: boolean;
+  servingOnly?: boolean;
+  servingRates?: number[];
+  servingRequests?: number;
+  readme?: boolean;
 }>();
 const others = !raw.servingOnly;
 main({
-  quick: raw.quick, out: raw.out, threads: raw.threads, ...(raw.batchSize ? { batchSize: raw.batchSize } : {}), ...(raw.tpotTarget ? { tpotTargetMs: raw.tpotTarget } : {}), ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
-  http: others && !raw.skipHttp, inproc: others && !raw.skipInproc, load: !raw.skipLoad, count: others && !raw.skipCount, concurrency: !raw.skipConcurrency,
-  gateway: others && !raw.skipGateway, failover: others && !raw.skipFailover, contention: others && !raw.skipContention, serving: !raw.skipServing, reference: !raw.skipReference,
-  ...(raw.servingRates ? { servingRates: raw.servingRates } : {}), ...(raw.servingRequests ? { servingRequests: raw.servingRequests } : {}),
+  quick: raw.quick,
+  out: raw.out,
+  threads: raw.threads,
+  ...(raw.batchSize ? { batchSize: raw.batchSize } : {}),
+  ...(raw.tpotTarget ? { tpotTargetMs: raw.tpotTarget } : {}),
+  ...(raw.runs !== undefined ? { runs: Math.max(1, raw.runs) } : {}),
+  http: others && !raw.skipHttp,
+  inproc: others && !raw.skipInproc,
+  load: !raw.skipLoad,
+  count: others && !raw.skipCount,
+  concurrency: !raw.skipConcurrency,
+  gateway: others && !raw.skipGateway,
+  failover: others && !raw.skipFailover,
+  contention: others && !raw.skipContention,
+  serving: !raw.skipServing,
+  reference: !raw.skipReference,
+  ...(raw.servingRates ? { servingRates: raw.servingRates } : {}),
+  ...(raw.servingRequests ? { servingRequests: raw.servingRequests } : {}),
   ...(raw.readme !== undefined ? { readme: raw.readme } : {}),
 }).catch((err: unknown) => {
-  process.stderr.write(`[bench] failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`[bench] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -1,6 +1,13 @@
 import { exactPrompt, serverCounter, type ExactPrompt } from "./prompts.js";
 import { rssMb, type BenchServer } from "./server.js";
-import { interTokenGaps, streamChat, summarise, type ChatTarget, type Generation, type GenerationSummary } from "./sse-client.js";
+import {
+  interTokenGaps,
+  streamChat,
+  summarise,
+  type ChatTarget,
+  type Generation,
+  type GenerationSummary,
+} from "./sse-client.js";
 import { median, percentile, round, sum } from "./stats.js";
 
 export const TEMPERATURE = 0.7;
@@ -20,7 +27,8 @@ export function medians<T extends object>(runs: readonly T[]): Record<string, nu
   if (runs.length === 0) return out;
   for (const [k, v] of Object.entries(runs[0])) {
     // A run may lack a figure (NaN, e.g. no window where all streams decode): the median is of those that have it.
-    if (typeof v === "number") out[k] = round(median(runs.map((r) => (r as Record<string, number>)[k]).filter(Number.isFinite)));
+    if (typeof v === "number")
+      out[k] = round(median(runs.map((r) => (r as Record<string, number>)[k]).filter(Number.isFinite)));
   }
   return out;
 }
@@ -62,11 +70,19 @@ export async function singleStream(
     const prompt = await exactPrompt(count, opts.promptTokens, opening(`single${opts.promptTokens}`, i), 1000 + i);
     prompts.push(prompt);
     const cpu0 = process.cpuUsage();
-    const g = await streamChat(target(server), { messages: prompt.messages, max_tokens: opts.maxTokens, temperature: TEMPERATURE });
+    const g = await streamChat(target(server), {
+      messages: prompt.messages,
+      max_tokens: opts.maxTokens,
+      temperature: TEMPERATURE,
+    });
     const cpu = process.cpuUsage(cpu0);
-    if (g.promptTokens !== prompt.tokens) throw new Error(`usage.prompt_tokens ${g.promptTokens} ≠ counted ${prompt.tokens}`);
+    if (g.promptTokens !== prompt.tokens)
+      throw new Error(`usage.prompt_tokens ${g.promptTokens} ≠ counted ${prompt.tokens}`);
     // The bench's own CPU (this process, one stream at a time) is taken from the 2 cores the engine decodes on.
-    const s: GenerationSummary = { ...summarise(g), client_cpu_us_per_chunk: round((cpu.user + cpu.system) / g.chunkTimes.length) };
+    const s: GenerationSummary = {
+      ...summarise(g),
+      client_cpu_us_per_chunk: round((cpu.user + cpu.system) / g.chunkTimes.length),
+    };
     runs.push(s);
     if (opts.secondTurn) {
       const messages = [
@@ -74,9 +90,18 @@ export async function singleStream(
         { role: "assistant" as const, content: g.text },
         { role: "user" as const, content: "Thanks. Now list the three most important points, one line each." },
       ];
-      const g2 = await streamChat(target(server), { messages, max_tokens: opts.secondTurn.maxTokens, temperature: TEMPERATURE });
+      const g2 = await streamChat(target(server), {
+        messages,
+        max_tokens: opts.secondTurn.maxTokens,
+        temperature: TEMPERATURE,
+      });
       const s2 = summarise(g2);
-      turns.push({ cold_ttft_ms: s.ttft_ms, second_prompt_tokens: g2.promptTokens, second_ttft_ms: s2.ttft_ms, ratio: round(s2.ttft_ms / s.ttft_ms, 3) });
+      turns.push({
+        cold_ttft_ms: s.ttft_ms,
+        second_prompt_tokens: g2.promptTokens,
+        second_ttft_ms: s2.ttft_ms,
+        ratio: round(s2.ttft_ms / s.ttft_ms, 3),
+      });
     }
   }
   return {
@@ -186,9 +211,15 @@ export async function concurrency(
 }
 
 /** All the conversations sent at once; the run's figures from the first request's send to the last chunk. */
-async function concurrentRound(to: ChatTarget, prompts: readonly ExactPrompt[], maxTokens: number): Promise<ConcurrencyRun> {
+async function concurrentRound(
+  to: ChatTarget,
+  prompts: readonly ExactPrompt[],
+  maxTokens: number,
+): Promise<ConcurrencyRun> {
   const t0 = performance.now();
-  const gens = await Promise.all(prompts.map((p) => streamChat(to, { messages: p.messages, max_tokens: maxTokens, temperature: TEMPERATURE })));
+  const gens = await Promise.all(
+    prompts.map((p) => streamChat(to, { messages: p.messages, max_tokens: maxTokens, temperature: TEMPERATURE })),
+  );
   return concurrencyRun(prompts.length, t0, gens);
 }
 
@@ -199,7 +230,13 @@ async function concurrentRound(to: ChatTarget, prompts: readonly ExactPrompt[], 
 export async function replayConcurrency(to: ChatTarget, level: ConcurrencyResult): Promise<ConcurrencyResult> {
   const runs: ConcurrencyRun[] = [];
   for (const prompts of level.prompts ?? []) runs.push(await concurrentRound(to, prompts, level.max_tokens));
-  return { streams: level.streams, prompt_tokens: level.prompt_tokens, max_tokens: level.max_tokens, runs, median: medians(runs) };
+  return {
+    streams: level.streams,
+    prompt_tokens: level.prompt_tokens,
+    max_tokens: level.max_tokens,
+    runs,
+    median: medians(runs),
+  };
 }
 
 /** The single-stream conversations again, one at a time, against another server. */
@@ -210,7 +247,9 @@ export async function replaySingle(
 ): Promise<Omit<SingleStreamResult, "prompts">> {
   const runs: GenerationSummary[] = [];
   for (const prompt of single.prompts) {
-    runs.push(summarise(await streamChat(to, { messages: prompt.messages, max_tokens: maxTokens, temperature: TEMPERATURE })));
+    runs.push(
+      summarise(await streamChat(to, { messages: prompt.messages, max_tokens: maxTokens, temperature: TEMPERATURE })),
+    );
   }
   return { prompt_tokens: single.prompt_tokens, runs, median: medians(runs) };
 }

@@ -40,7 +40,20 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
   writeFileSync(configFile, JSON.stringify({ models: [opts.model] }, null, 2));
   const logFile = join(dataDir, "server.log");
   const fd = openSync(logFile, "a");
-  const args = [opts.cliPath, "serve", "--port", "0", "--host", "127.0.0.1", "--data-dir", dataDir, "--config", configFile, "--ops-port", "0"];
+  const args = [
+    opts.cliPath,
+    "serve",
+    "--port",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "--data-dir",
+    dataDir,
+    "--config",
+    configFile,
+    "--ops-port",
+    "0",
+  ];
   const proc: ChildProcess = spawn(process.execPath, args, {
     env: { ...process.env, LUCENA_API_KEYS: key, LUCENA_LOG_LEVEL: "info" },
     stdio: ["ignore", fd, fd],
@@ -49,15 +62,23 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
   const { alive, stop } = supervise(proc);
 
   const entries = () =>
-    readFileSync(logFile, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => {
-      try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; }
-    });
+    readFileSync(logFile, "utf8")
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => {
+        try {
+          return JSON.parse(l) as Record<string, unknown>;
+        } catch {
+          return {};
+        }
+      });
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 120_000);
   let port = 0;
   let opsPort = 0;
   let loaded: Record<string, unknown> | undefined;
   while (!loaded) {
-    if (!alive()) throw new Error(`server exited before its model loaded; log: ${logFile}\n${readFileSync(logFile, "utf8")}`);
+    if (!alive())
+      throw new Error(`server exited before its model loaded; log: ${logFile}\n${readFileSync(logFile, "utf8")}`);
     if (Date.now() > deadline) {
       proc.kill("SIGKILL");
       throw new Error(`server not ready in time; log: ${logFile}`);
@@ -81,7 +102,10 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
     logFile,
     opsUrl: `http://127.0.0.1:${opsPort}`,
     pid: proc.pid!,
-    warnings: () => entries().filter((e) => Number(e.level) >= 50 || (Number(e.level) >= 40 && e.component === "llama.cpp")).map((e) => String(e.msg)),
+    warnings: () =>
+      entries()
+        .filter((e) => Number(e.level) >= 50 || (Number(e.level) >= 40 && e.component === "llama.cpp"))
+        .map((e) => String(e.msg)),
     stop: async () => {
       await stop();
       if (existsSync(dataDir)) rmSync(dataDir, { recursive: true, force: true });
@@ -96,14 +120,18 @@ export async function startServer(opts: StartServerOptions): Promise<BenchServer
 export function supervise(proc: ChildProcess): { alive: () => boolean; stop: () => Promise<void> } {
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const alive = () => proc.exitCode === null && proc.signalCode === null;
-  const orphan = () => { if (alive()) proc.kill("SIGKILL"); };
+  const orphan = () => {
+    if (alive()) proc.kill("SIGKILL");
+  };
   process.once("exit", orphan);
   void exited.then(() => process.off("exit", orphan));
   return {
     alive,
     stop: async () => {
       if (alive()) proc.kill("SIGTERM");
-      const killer = setTimeout(() => { if (alive()) proc.kill("SIGKILL"); }, 15_000);
+      const killer = setTimeout(() => {
+        if (alive()) proc.kill("SIGKILL");
+      }, 15_000);
       await exited;
       clearTimeout(killer);
     },
@@ -114,7 +142,10 @@ export function supervise(proc: ChildProcess): { alive: () => boolean; stop: () 
 export async function api<T>(server: Pick<BenchServer, "url" | "key">, path: string, body?: unknown): Promise<T> {
   const res = await fetch(`${server.url}${path}`, {
     method: body === undefined ? "GET" : "POST",
-    headers: { authorization: `Bearer ${server.key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    headers: {
+      authorization: `Bearer ${server.key}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();

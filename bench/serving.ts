@@ -57,7 +57,12 @@ export function planRequests(seed: number, count: number, shape: ServingShape = 
   const between = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
   const plan = Array.from({ length: count }, (_, index) => {
     const gap = -Math.log(1 - random());
-    return { index, gap: index === 0 ? 0 : gap, prompt_tokens: between(...shape.promptTokens), max_tokens: between(...shape.outputTokens) };
+    return {
+      index,
+      gap: index === 0 ? 0 : gap,
+      prompt_tokens: between(...shape.promptTokens),
+      max_tokens: between(...shape.outputTokens),
+    };
   });
   const total = plan.reduce((t, p) => t + p.gap, 0);
   for (const p of plan) if (total > 0) p.gap *= (count - 1) / total;
@@ -92,7 +97,12 @@ export async function buildWorkloads(
   for (const [r, rate] of opts.rates.entries()) {
     const requests: ServingRequest[] = [];
     for (const p of plan) {
-      const prompt: ExactPrompt = await exactPrompt(count, p.prompt_tokens, `Request ${opts.seed}-${r}-${p.index}.`, 20_000 + 1000 * r + p.index);
+      const prompt: ExactPrompt = await exactPrompt(
+        count,
+        p.prompt_tokens,
+        `Request ${opts.seed}-${r}-${p.index}.`,
+        20_000 + 1000 * r + p.index,
+      );
       requests.push({ ...p, messages: prompt.messages });
     }
     out.push({ rate, requests });
@@ -224,22 +234,41 @@ export async function runOpenLoop(
     const sent = performance.now();
     const base = { index: req.index, sent_ms: sent - t0, late_ms: Math.max(0, sent - due), max_tokens: req.max_tokens };
     try {
-      const g = await streamChat(target, {
-        messages: req.messages, max_tokens: req.max_tokens, temperature: opts.temperature,
-        ignore_eos: true,
-      }, AbortSignal.timeout(opts.timeoutMs));
+      const g = await streamChat(
+        target,
+        {
+          messages: req.messages,
+          max_tokens: req.max_tokens,
+          temperature: opts.temperature,
+          ignore_eos: true,
+        },
+        AbortSignal.timeout(opts.timeoutMs),
+      );
       const first = g.chunkTimes[0];
       const last = g.chunkTimes[g.chunkTimes.length - 1];
       return {
-        ...base, ok: true, prompt_tokens: g.promptTokens, completion_tokens: g.completionTokens, finish_reason: g.finishReason,
-        ttft_ms: first - g.start, tpot_ms: g.completionTokens > 1 ? (last - first) / (g.completionTokens - 1) : 0,
-        e2e_ms: last - g.start, end_ms: last - t0,
+        ...base,
+        ok: true,
+        prompt_tokens: g.promptTokens,
+        completion_tokens: g.completionTokens,
+        finish_reason: g.finishReason,
+        ttft_ms: first - g.start,
+        tpot_ms: g.completionTokens > 1 ? (last - first) / (g.completionTokens - 1) : 0,
+        e2e_ms: last - g.start,
+        end_ms: last - t0,
       };
     } catch (err) {
       return {
-        ...base, ok: false, error: err instanceof Error ? err.message.slice(0, 200) : String(err),
-        prompt_tokens: 0, completion_tokens: 0, finish_reason: null, ttft_ms: NaN, tpot_ms: NaN,
-        e2e_ms: performance.now() - sent, end_ms: performance.now() - t0,
+        ...base,
+        ok: false,
+        error: err instanceof Error ? err.message.slice(0, 200) : String(err),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        finish_reason: null,
+        ttft_ms: NaN,
+        tpot_ms: NaN,
+        e2e_ms: performance.now() - sent,
+        end_ms: performance.now() - t0,
       };
     }
   };
@@ -265,8 +294,10 @@ export async function sweep(
     const last = arrivalTimes(w.requests, w.rate).at(-1) ?? 0;
     opts.say(`${server}: ${w.requests.length} requests at ${w.rate} req/s (arrivals over ${round(last, 1)} s)`);
     const run = servingMetrics(server, w.rate, await runOpenLoop(target, w, opts), w.requests);
-    opts.say(`  ${run.output_tok_s} tok/s, ${run.request_s} req/s, TTFT p50 ${Math.round(run.ttft_ms.p50)} ms, ` +
-      `TPOT p50 ${Math.round(run.tpot_ms.p50)} ms, goodput ${run.goodput_req_s} req/s${run.failed ? `, ${run.failed} failed` : ""}`);
+    opts.say(
+      `  ${run.output_tok_s} tok/s, ${run.request_s} req/s, TTFT p50 ${Math.round(run.ttft_ms.p50)} ms, ` +
+        `TPOT p50 ${Math.round(run.tpot_ms.p50)} ms, goodput ${run.goodput_req_s} req/s${run.failed ? `, ${run.failed} failed` : ""}`,
+    );
     runs.push(run);
     await sleep(1000);
   }

@@ -101,7 +101,10 @@ export async function streamChat(
       for (const line of frame.split("\n")) {
         if (!line.startsWith("data: ")) continue; // comments: ": connected", ": keepalive"
         const data = line.slice(6);
-        if (data === "[DONE]") { done = true; continue; }
+        if (data === "[DONE]") {
+          done = true;
+          continue;
+        }
         const chunk = JSON.parse(data) as StreamChunk;
         if (chunk.error) throw new Error(`error in stream: ${chunk.error.message}`);
         if (chunk.usage) {

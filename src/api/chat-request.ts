@@ -22,7 +22,11 @@ export const ChatBodySchema = Type.Object(
     top_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
     top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
     stop: Type.Optional(
-      Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }), Type.Null()]),
+      Type.Union([
+        Type.String({ minLength: 1 }),
+        Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }),
+        Type.Null(),
+      ]),
     ),
     seed: Type.Optional(Nullable(Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 32 - 1 }))),
     presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
@@ -79,19 +83,38 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   // llama.cpp's and vLLM's sampling and constraint extensions this server does not implement: refused unless
   // neutral, as any field that would change the answer.
   ...Object.fromEntries(
-    ["repeat_penalty", "repetition_penalty", "typical_p", "tfs_z", "length_penalty"].map((f) => [f, (v: unknown) => v !== 1]),
+    ["repeat_penalty", "repetition_penalty", "typical_p", "tfs_z", "length_penalty"].map((f) => [
+      f,
+      (v: unknown) => v !== 1,
+    ]),
   ),
   ...Object.fromEntries(
-    ["repeat_last_n", "mirostat", "min_tokens", "top_a", "n_probs", "dynatemp_range", "xtc_probability", "dry_multiplier", "top_n_sigma"].map(
-      (f) => [f, (v: unknown) => v !== 0],
-    ),
+    [
+      "repeat_last_n",
+      "mirostat",
+      "min_tokens",
+      "top_a",
+      "n_probs",
+      "dynatemp_range",
+      "xtc_probability",
+      "dry_multiplier",
+      "top_n_sigma",
+    ].map((f) => [f, (v: unknown) => v !== 0]),
   ),
   mirostat_tau: () => false, // meaningful only with mirostat, which is refused
   mirostat_eta: () => false,
   use_beam_search: (v) => v === true,
   best_of: (v) => v !== 1,
   ...Object.fromEntries(
-    ["grammar", "json_schema", "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"].map((f) => [
+    [
+      "grammar",
+      "json_schema",
+      "guided_json",
+      "guided_regex",
+      "guided_choice",
+      "guided_grammar",
+      "structured_outputs",
+    ].map((f) => [
       f,
       (v: unknown) => v !== "" && !(typeof v === "object" && v !== null && Object.keys(v).length === 0),
     ]),
@@ -141,12 +164,17 @@ function parseContent(content: unknown, at: string): string {
   if (content.length === 0) throw errors.invalidRequest(`${at} must not be an empty array.`, at);
   const texts = content.map((part, j) => {
     const p = part as Record<string, unknown> | null;
-    if (typeof p !== "object" || p === null) throw errors.invalidRequest(`${at}[${j}] must be a content part object.`, `${at}[${j}]`);
+    if (typeof p !== "object" || p === null)
+      throw errors.invalidRequest(`${at}[${j}] must be a content part object.`, `${at}[${j}]`);
     if (p.type !== "text") {
       const type = typeof p.type === "string" ? `'${echo(p.type)}' ` : "";
-      throw errors.invalidRequest(`${at}[${j}]: content parts of type ${type}are not supported; only 'text' is.`, `${at}[${j}].type`);
+      throw errors.invalidRequest(
+        `${at}[${j}]: content parts of type ${type}are not supported; only 'text' is.`,
+        `${at}[${j}].type`,
+      );
     }
-    if (typeof p.text !== "string") throw errors.invalidRequest(`${at}[${j}].text must be a string.`, `${at}[${j}].text`);
+    if (typeof p.text !== "string")
+      throw errors.invalidRequest(`${at}[${j}].text must be a string.`, `${at}[${j}].text`);
     return p.text;
   });
   // Parts are one message split in pieces: joined as they are, with nothing added between them.

@@ -11,7 +11,11 @@ export interface Usage {
 export type WireFinishReason = "stop" | "length";
 
 export function usage(promptTokens: number, completionTokens: number): Usage {
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  };
 }
 
 export function completionId(): string {
@@ -43,7 +47,11 @@ export class ChunkWriter {
   private readonly head: string;
   private readonly contentPrefix: string;
 
-  constructor(readonly id: string, readonly created: number, readonly model: string) {
+  constructor(
+    readonly id: string,
+    readonly created: number,
+    readonly model: string,
+  ) {
     this.head = `{"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)}`;
     this.contentPrefix = `${this.head},"choices":[{"index":0,"delta":{"content":`;
   }
@@ -63,7 +71,14 @@ export class ChunkWriter {
 }
 
 /** The non-streamed `chat.completion` object (OpenAI's shape). */
-export function completionObject(id: string, created: number, model: string, content: string, finish: WireFinishReason, u: Usage) {
+export function completionObject(
+  id: string,
+  created: number,
+  model: string,
+  content: string,
+  finish: WireFinishReason,
+  u: Usage,
+) {
   return {
     id,
     object: "chat.completion",

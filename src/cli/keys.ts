@@ -53,7 +53,9 @@ export function keysCommand(): Command {
     .option("--expires <duration>", "lifetime, e.g. 30d, 12h, 90m")
     .option("--models <ids>", "comma-separated model ids this key may use (default: all)")
     .action(
-      withStore<Common & { name: string; rpm?: string; tpm?: string; concurrency?: string; expires?: string; models?: string }>((store, o) => {
+      withStore<
+        Common & { name: string; rpm?: string; tpm?: string; concurrency?: string; expires?: string; models?: string }
+      >((store, o) => {
         const made = createKey(store, o);
         if (o.json) {
           process.stdout.write(`${JSON.stringify(made)}\n`);
@@ -79,7 +81,8 @@ export function keysCommand(): Command {
         }
         const now = Date.now() / 1000;
         for (const k of list) {
-          const state = k.revoked_at !== null ? "revoked" : k.expires_at !== null && k.expires_at <= now ? "expired" : "active";
+          const state =
+            k.revoked_at !== null ? "revoked" : k.expires_at !== null && k.expires_at <= now ? "expired" : "active";
           process.stdout.write(
             `${k.id}  ${k.prefix}…  ${state.padEnd(7)}  ${k.name}  rpm=${k.rpm ?? "-"} tpm=${k.tpm ?? "-"} ` +
               `concurrency=${k.concurrency ?? "-"} expires=${when(k.expires_at)} models=${k.models?.join(",") ?? "all"}\n`,

@@ -6,7 +6,8 @@ import { serveCommand } from "./serve.js";
 
 function port(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("a port is an integer from 0 to 65535");
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidArgumentError("a port is an integer from 0 to 65535");
   return n;
 }
 
@@ -27,8 +28,14 @@ program
   .option("--tls-key <file>", "PEM private key for --tls-cert")
   .option("--http-port <n>", "with TLS, a plain-HTTP port that redirects to HTTPS", port)
   .option("--ops-port <n>", "port of the loopback operations listener (health, metrics; default 9464)", port)
-  .option("--upstream <urls>", "serve the default model from these OpenAI-compatible servers (comma-separated base URLs)")
-  .option("--upstream-key <key>", "the upstream servers' API key (or set LUCENA_UPSTREAM_KEY, which stays out of the process list)")
+  .option(
+    "--upstream <urls>",
+    "serve the default model from these OpenAI-compatible servers (comma-separated base URLs)",
+  )
+  .option(
+    "--upstream-key <key>",
+    "the upstream servers' API key (or set LUCENA_UPSTREAM_KEY, which stays out of the process list)",
+  )
   .action(serveCommand);
 
 program.addCommand(keysCommand());
@@ -38,7 +45,11 @@ program
   .description("write a llama-architecture GGUF model with random weights, for tests, benchmarks and demos")
   .requiredOption("--out <file>", "where to write the model")
   .option("--vocab <file>", "copy the tokenizer of this GGUF (a vocabulary-only file is enough)")
-  .addOption(new Option("--size <size>", "tiny: loads in milliseconds; small: ~19M parameters; bench: ~0.43B parameters, Q8_0").choices(["tiny", "small", "bench"]).default("tiny"))
+  .addOption(
+    new Option("--size <size>", "tiny: loads in milliseconds; small: ~19M parameters; bench: ~0.43B parameters, Q8_0")
+      .choices(["tiny", "small", "bench"])
+      .default("tiny"),
+  )
   .option("--seed <n>", "seed for the weights", (v) => Number.parseInt(v, 10), 1234)
   .action(makeModelCommand);
 

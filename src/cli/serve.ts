@@ -15,7 +15,14 @@ import { releaseThreadPools } from "../engines/llama/thread-pool.js";
 import { Metrics } from "../observability/metrics.js";
 import { buildOpsApp } from "../server/ops.js";
 import { openStreamCount } from "../server/sse.js";
-import { closeRedirectServer, createRedirectServer, readTlsFiles, TlsFileError, type ConnectionLimits, type TlsFiles } from "../server/transport.js";
+import {
+  closeRedirectServer,
+  createRedirectServer,
+  readTlsFiles,
+  TlsFileError,
+  type ConnectionLimits,
+  type TlsFiles,
+} from "../server/transport.js";
 
 export async function serveCommand(cli: CliOverrides): Promise<void> {
   let config;
@@ -43,7 +50,11 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const dataDir = config.data_dir;
   const registry = new ModelRegistry(
     await Promise.all(
-      config.models.map(async (m) => ({ config: m, engine: await makeEngine(m, dataDir, log), demo: m.source === undefined && !m.upstream })),
+      config.models.map(async (m) => ({
+        config: m,
+        engine: await makeEngine(m, dataDir, log),
+        demo: m.source === undefined && !m.upstream,
+      })),
     ),
   );
   const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });
@@ -68,7 +79,13 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     bodyLimit: config.body_limit_bytes,
     alwaysStream: config.always_stream,
     keepaliveMs: config.keepalive_seconds * 1000,
-    transport: { tls, hstsMaxAgeSeconds: config.hsts_max_age_seconds, corsOrigins: config.cors_origins, maxHeaderBytes: config.max_header_bytes, ...limits },
+    transport: {
+      tls,
+      hstsMaxAgeSeconds: config.hsts_max_age_seconds,
+      corsOrigins: config.cors_origins,
+      maxHeaderBytes: config.max_header_bytes,
+      ...limits,
+    },
   });
   const ops = config.ops_port === null ? null : buildOpsApp({ registry, metrics, log });
   let redirect: Server | null = null;
@@ -102,7 +119,9 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const port = typeof address === "object" && address ? address.port : config.port;
   if (config.http_port !== null) {
     redirect = createRedirectServer({ httpsPort: port, maxHeaderBytes: config.max_header_bytes, limits, log });
-    await new Promise<void>((resolve, reject) => redirect!.once("error", reject).listen(config.http_port!, config.host, resolve));
+    await new Promise<void>((resolve, reject) =>
+      redirect!.once("error", reject).listen(config.http_port!, config.host, resolve),
+    );
     log.info({ port: (redirect.address() as AddressInfo).port, httpsPort: port }, "redirect listening");
   }
   const url = `${tls ? "https" : "http"}://${config.host}:${port}`;

@@ -57,11 +57,17 @@ function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
 export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const configPath = cli.config ?? env.LUCENA_CONFIG;
   const file: FileConfig = configPath ? readFileConfig(configPath) : {};
-  if (file.models !== undefined && (!Array.isArray(file.models) || file.models.some((m) => typeof m !== "object" || m === null || Array.isArray(m)))) {
+  if (
+    file.models !== undefined &&
+    (!Array.isArray(file.models) || file.models.some((m) => typeof m !== "object" || m === null || Array.isArray(m)))
+  ) {
     throw new ConfigError("invalid configuration:\n  /models: must be a list of model objects");
   }
   const models = (file.models ?? [{}]).map((m) => withUpstreamDefaults({ ...DEFAULT_MODEL, ...m }));
-  const envKeys = (env.LUCENA_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean);
+  const envKeys = (env.LUCENA_API_KEYS ?? "")
+    .split(",")
+    .map((k) => k.trim())
+    .filter(Boolean);
 
   const merged: Config = {
     ...DEFAULT_CONFIG,
@@ -79,9 +85,16 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (modelSource && first) merged.models[0] = { ...first, source: modelSource };
   const upstream = cli.upstream ?? env.LUCENA_UPSTREAM;
   if (upstream) {
-    if (modelSource) throw new ConfigError("invalid configuration:\n  --model and --upstream both name where the default model runs: give one");
+    if (modelSource)
+      throw new ConfigError(
+        "invalid configuration:\n  --model and --upstream both name where the default model runs: give one",
+      );
     const apiKey = cli.upstreamKey ?? env.LUCENA_UPSTREAM_KEY ?? null;
-    const replicas = upstream.split(",").map((url) => url.trim()).filter(Boolean).map((url) => ({ url, api_key: apiKey }));
+    const replicas = upstream
+      .split(",")
+      .map((url) => url.trim())
+      .filter(Boolean)
+      .map((url) => ({ url, api_key: apiKey }));
     if (first) merged.models[0] = { ...first, upstream: { ...DEFAULT_UPSTREAM, ...first.upstream, replicas } };
   }
   if (env.LUCENA_TLS_CERT) merged.tls_cert = env.LUCENA_TLS_CERT;
@@ -106,10 +119,14 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
     throw new ConfigError("invalid configuration:\n  TLS needs both a certificate (tls_cert) and a key (tls_key)");
   }
   if (merged.http_port !== null && merged.tls_cert === null) {
-    throw new ConfigError("invalid configuration:\n  http_port (the redirect listener) needs TLS: set tls_cert and tls_key");
+    throw new ConfigError(
+      "invalid configuration:\n  http_port (the redirect listener) needs TLS: set tls_cert and tls_key",
+    );
   }
   if (merged.headers_timeout_seconds > merged.request_timeout_seconds) {
-    throw new ConfigError("invalid configuration:\n  headers_timeout_seconds must not be above request_timeout_seconds (the request's time includes its head)");
+    throw new ConfigError(
+      "invalid configuration:\n  headers_timeout_seconds must not be above request_timeout_seconds (the request's time includes its head)",
+    );
   }
   merged.data_dir = resolve(merged.data_dir);
   return deepFreeze(merged);
@@ -130,7 +147,8 @@ function checkModels(models: ModelConfig[]): void {
   for (const m of models) {
     if (seen.has(m.id)) throw new ConfigError(`model id "${m.id}" is configured twice`);
     seen.add(m.id);
-    if (m.upstream && m.source !== undefined) throw new ConfigError(`model "${m.id}": give either source (a GGUF served here) or upstream, not both`);
+    if (m.upstream && m.source !== undefined)
+      throw new ConfigError(`model "${m.id}": give either source (a GGUF served here) or upstream, not both`);
     if (m.default_shape !== null && !Object.hasOwn(m.shapes, m.default_shape)) {
       throw new ConfigError(`model "${m.id}": default_shape "${m.default_shape}" is not one of its shapes`);
     }

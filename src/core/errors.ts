@@ -104,11 +104,15 @@ export const errors = {
   keyRevoked: () => error("LUCENA_KEY_REVOKED", "The API key was revoked or has expired; the answer is incomplete."),
   invalidAdminToken: () => error("LUCENA_INVALID_ADMIN_TOKEN", "Invalid admin token"),
   invalidRequest: (message: string, param: string | null = null) => error("LUCENA_INVALID_REQUEST", message, { param }),
-  bodyTooLarge: (limit: number) => error("LUCENA_BODY_TOO_LARGE", `Request body is larger than the limit of ${limit} bytes.`),
+  bodyTooLarge: (limit: number) =>
+    error("LUCENA_BODY_TOO_LARGE", `Request body is larger than the limit of ${limit} bytes.`),
   unsupportedMediaType: (type: string) =>
     error("LUCENA_UNSUPPORTED_MEDIA_TYPE", `Unsupported Content-Type '${echo(type)}': send application/json.`),
   missingMediaType: () =>
-    error("LUCENA_MISSING_MEDIA_TYPE", "The request has a body but no Content-Type: send Content-Type: application/json."),
+    error(
+      "LUCENA_MISSING_MEDIA_TYPE",
+      "The request has a body but no Content-Type: send Content-Type: application/json.",
+    ),
   routeNotFound: () => error("LUCENA_ROUTE_NOT_FOUND", "Not found."),
   modelNotFound: (id: string, available: string[]) =>
     error(
@@ -123,11 +127,15 @@ export const errors = {
   modelUnavailable: (id: string, retryAfterS: number) =>
     error("LUCENA_MODEL_UNAVAILABLE", `The model '${id}' is temporarily unavailable.`, { retryAfterS }),
   queueFull: (id: string, retryAfterS: number) =>
-    error("LUCENA_QUEUE_FULL", `The model '${id}' is busy: too many requests are waiting. Retry shortly.`, { retryAfterS }),
+    error("LUCENA_QUEUE_FULL", `The model '${id}' is busy: too many requests are waiting. Retry shortly.`, {
+      retryAfterS,
+    }),
   shuttingDown: () => error("LUCENA_SHUTTING_DOWN", "The server is shutting down.", { retryAfterS: 5 }),
   internal: () => error("LUCENA_INTERNAL", "Inference failed due to an internal error."),
   /** An upstream replica refused the request itself (a 4xx): another replica would say the same. */
-  upstreamRefused: (status: number) => error("LUCENA_UPSTREAM_REFUSED", `The model's server refused the request (status ${status}).`),
+  upstreamRefused: (status: number) =>
+    error("LUCENA_UPSTREAM_REFUSED", `The model's server refused the request (status ${status}).`),
   /** An upstream replica failed after the answer began: the stream ends with this error event. */
-  upstreamFailed: () => error("LUCENA_UPSTREAM_FAILED", "The model's server failed while answering; the answer is incomplete."),
+  upstreamFailed: () =>
+    error("LUCENA_UPSTREAM_FAILED", "The model's server failed while answering; the answer is incomplete."),
 };

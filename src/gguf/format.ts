@@ -28,8 +28,7 @@ export type GgufScalarType = Exclude<GgufType, GgufType.ARRAY>;
 export type GgufScalar = number | bigint | boolean | string;
 
 export type GgufValue =
-  | { type: GgufScalarType; value: GgufScalar }
-  | { type: GgufType.ARRAY; itemType: GgufScalarType; items: GgufScalar[] };
+  { type: GgufScalarType; value: GgufScalar } | { type: GgufType.ARRAY; itemType: GgufScalarType; items: GgufScalar[] };
 
 /** Tensor element types (ggml.h `ggml_type`) that the writer can encode. */
 export enum GgmlType {
@@ -84,12 +83,12 @@ export function toHalf(value: number): number {
     let half = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
+    if (rem > mid || (rem === mid && half & 1)) half++;
     return sign | half;
   }
   let half = (e << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
   return sign | half;
 }
 

@@ -86,7 +86,12 @@ function tokenizerFromFile(path: string): TokenizerPart {
     if (v && v.type !== GgufType.ARRAY) special.add(Number(v.value));
   }
   const eos = meta.get("tokenizer.ggml.eos_token_id");
-  return { meta, vocabSize: tokens.items.length, specialIds: [...special], eosId: eos && eos.type !== GgufType.ARRAY ? Number(eos.value) : -1 };
+  return {
+    meta,
+    vocabSize: tokens.items.length,
+    specialIds: [...special],
+    eosId: eos && eos.type !== GgufType.ARRAY ? Number(eos.value) : -1,
+  };
 }
 
 /**
@@ -103,7 +108,9 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
     : (() => {
         const v = buildByteBpeVocab(shape.vocab);
         return {
-          meta: ownTokenizerMetadata(v), vocabSize: v.tokens.length, specialIds: [...v.specialIds, ...v.rawByteIds],
+          meta: ownTokenizerMetadata(v),
+          vocabSize: v.tokens.length,
+          specialIds: [...v.specialIds, ...v.rawByteIds],
           eosId: v.tokens.indexOf("<|im_end|>"),
         };
       })();
@@ -124,8 +131,13 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
 
   const tensors: TensorSpec[] = [
     {
-      name: "token_embd.weight", shape: [embd, vocab], type: GgmlType.Q8_0,
-      fillRow: (row, out) => { random(1)(row, out); out[0] = anchor; },
+      name: "token_embd.weight",
+      shape: [embd, vocab],
+      type: GgmlType.Q8_0,
+      fillRow: (row, out) => {
+        random(1)(row, out);
+        out[0] = anchor;
+      },
     },
   ];
   for (let l = 0; l < layers; l++) {
@@ -135,7 +147,12 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
       { name: `${p}.attn_q.weight`, shape: [embd, embd], type: GgmlType.Q8_0, fillRow: random(1 / Math.sqrt(embd)) },
       { name: `${p}.attn_k.weight`, shape: [embd, kvDim], type: GgmlType.Q8_0, fillRow: random(1 / Math.sqrt(embd)) },
       { name: `${p}.attn_v.weight`, shape: [embd, kvDim], type: GgmlType.Q8_0, fillRow: random(1 / Math.sqrt(embd)) },
-      { name: `${p}.attn_output.weight`, shape: [embd, embd], type: GgmlType.Q8_0, fillRow: random(0.3 / Math.sqrt(embd)) },
+      {
+        name: `${p}.attn_output.weight`,
+        shape: [embd, embd],
+        type: GgmlType.Q8_0,
+        fillRow: random(0.3 / Math.sqrt(embd)),
+      },
       { name: `${p}.ffn_norm.weight`, shape: [embd], type: GgmlType.F32, fillRow: ones },
       { name: `${p}.ffn_gate.weight`, shape: [embd, ff], type: GgmlType.Q8_0, fillRow: random(1 / Math.sqrt(embd)) },
       { name: `${p}.ffn_up.weight`, shape: [embd, ff], type: GgmlType.Q8_0, fillRow: random(1 / Math.sqrt(embd)) },
@@ -145,9 +162,14 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
   tensors.push(
     { name: "output_norm.weight", shape: [embd], type: GgmlType.F32, fillRow: ones },
     {
-      name: "output.weight", shape: [embd, vocab], type: GgmlType.Q8_0,
+      name: "output.weight",
+      shape: [embd, vocab],
+      type: GgmlType.Q8_0,
       fillRow: (row, out) => {
-        if (opts.endsTurn && row === tok.eosId) { out[0] = 2 * reward; return; }
+        if (opts.endsTurn && row === tok.eosId) {
+          out[0] = 2 * reward;
+          return;
+        }
         if (special.has(row)) return; // stays zero: never the likeliest, never sampled in practice
         random(1.5 / Math.sqrt(embd))(row, out);
         out[0] = reward;

@@ -9,8 +9,16 @@ import { GGUF_MAGIC, GgufType, type GgufScalar, type GgufScalarType, type GgufVa
 export function readGgufMetadata(path: string): Map<string, GgufValue> {
   const buf = readFileSync(path);
   let at = 0;
-  const u32 = () => { const v = buf.readUInt32LE(at); at += 4; return v; };
-  const u64 = () => { const v = buf.readBigUInt64LE(at); at += 8; return v; };
+  const u32 = () => {
+    const v = buf.readUInt32LE(at);
+    at += 4;
+    return v;
+  };
+  const u64 = () => {
+    const v = buf.readBigUInt64LE(at);
+    at += 8;
+    return v;
+  };
   const str = () => {
     const n = Number(u64());
     const s = buf.toString("utf8", at, at + n);
@@ -19,18 +27,48 @@ export function readGgufMetadata(path: string): Map<string, GgufValue> {
   };
   const scalar = (type: GgufScalarType): GgufScalar => {
     switch (type) {
-      case GgufType.UINT8: return buf.readUInt8(at++);
-      case GgufType.INT8: return buf.readInt8(at++);
-      case GgufType.UINT16: { const v = buf.readUInt16LE(at); at += 2; return v; }
-      case GgufType.INT16: { const v = buf.readInt16LE(at); at += 2; return v; }
-      case GgufType.UINT32: return u32();
-      case GgufType.INT32: { const v = buf.readInt32LE(at); at += 4; return v; }
-      case GgufType.FLOAT32: { const v = buf.readFloatLE(at); at += 4; return v; }
-      case GgufType.BOOL: return buf.readUInt8(at++) !== 0;
-      case GgufType.STRING: return str();
-      case GgufType.UINT64: return u64();
-      case GgufType.INT64: { const v = buf.readBigInt64LE(at); at += 8; return v; }
-      case GgufType.FLOAT64: { const v = buf.readDoubleLE(at); at += 8; return v; }
+      case GgufType.UINT8:
+        return buf.readUInt8(at++);
+      case GgufType.INT8:
+        return buf.readInt8(at++);
+      case GgufType.UINT16: {
+        const v = buf.readUInt16LE(at);
+        at += 2;
+        return v;
+      }
+      case GgufType.INT16: {
+        const v = buf.readInt16LE(at);
+        at += 2;
+        return v;
+      }
+      case GgufType.UINT32:
+        return u32();
+      case GgufType.INT32: {
+        const v = buf.readInt32LE(at);
+        at += 4;
+        return v;
+      }
+      case GgufType.FLOAT32: {
+        const v = buf.readFloatLE(at);
+        at += 4;
+        return v;
+      }
+      case GgufType.BOOL:
+        return buf.readUInt8(at++) !== 0;
+      case GgufType.STRING:
+        return str();
+      case GgufType.UINT64:
+        return u64();
+      case GgufType.INT64: {
+        const v = buf.readBigInt64LE(at);
+        at += 8;
+        return v;
+      }
+      case GgufType.FLOAT64: {
+        const v = buf.readDoubleLE(at);
+        at += 8;
+        return v;
+      }
     }
   };
 

@@ -66,13 +66,29 @@ export function buildByteBpeVocab(size: number): BuiltVocab {
   const digits = "0123456789".split("");
   // Ordered so that common pieces merge first: whitespace runs, space-prefixed letters, bigrams, trigrams.
   const groups: Array<() => void> = [
-    () => { merge(space, space); merge(newline, newline); merge(space + space, space + space); },
-    () => { for (const c of [...lower, ...upper, ...digits]) merge(space, c); },
-    () => { for (const a of lower) for (const b of lower) merge(a, b); },
-    () => { for (const a of lower) for (const b of lower) merge(space + a, b); },
-    () => { for (const a of upper) for (const b of lower) merge(a, b); },
-    () => { for (const a of lower) for (const b of lower) for (const c of lower) merge(a + b, c); },
-    () => { for (const a of lower) for (const b of lower) for (const c of lower) merge(space + a + b, c); },
+    () => {
+      merge(space, space);
+      merge(newline, newline);
+      merge(space + space, space + space);
+    },
+    () => {
+      for (const c of [...lower, ...upper, ...digits]) merge(space, c);
+    },
+    () => {
+      for (const a of lower) for (const b of lower) merge(a, b);
+    },
+    () => {
+      for (const a of lower) for (const b of lower) merge(space + a, b);
+    },
+    () => {
+      for (const a of upper) for (const b of lower) merge(a, b);
+    },
+    () => {
+      for (const a of lower) for (const b of lower) for (const c of lower) merge(a + b, c);
+    },
+    () => {
+      for (const a of lower) for (const b of lower) for (const c of lower) merge(space + a + b, c);
+    },
   ];
   for (const group of groups) group();
 

@@ -36,16 +36,56 @@ class ByteSink {
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
   }
-  u8(v: number): void { this.reserve(1); this.buf.writeUInt8(v, this.length); this.length += 1; }
-  i8(v: number): void { this.reserve(1); this.buf.writeInt8(v, this.length); this.length += 1; }
-  u16(v: number): void { this.reserve(2); this.buf.writeUInt16LE(v, this.length); this.length += 2; }
-  i16(v: number): void { this.reserve(2); this.buf.writeInt16LE(v, this.length); this.length += 2; }
-  u32(v: number): void { this.reserve(4); this.buf.writeUInt32LE(v, this.length); this.length += 4; }
-  i32(v: number): void { this.reserve(4); this.buf.writeInt32LE(v, this.length); this.length += 4; }
-  f32(v: number): void { this.reserve(4); this.buf.writeFloatLE(v, this.length); this.length += 4; }
-  f64(v: number): void { this.reserve(8); this.buf.writeDoubleLE(v, this.length); this.length += 8; }
-  u64(v: number | bigint): void { this.reserve(8); this.buf.writeBigUInt64LE(BigInt(v), this.length); this.length += 8; }
-  i64(v: number | bigint): void { this.reserve(8); this.buf.writeBigInt64LE(BigInt(v), this.length); this.length += 8; }
+  u8(v: number): void {
+    this.reserve(1);
+    this.buf.writeUInt8(v, this.length);
+    this.length += 1;
+  }
+  i8(v: number): void {
+    this.reserve(1);
+    this.buf.writeInt8(v, this.length);
+    this.length += 1;
+  }
+  u16(v: number): void {
+    this.reserve(2);
+    this.buf.writeUInt16LE(v, this.length);
+    this.length += 2;
+  }
+  i16(v: number): void {
+    this.reserve(2);
+    this.buf.writeInt16LE(v, this.length);
+    this.length += 2;
+  }
+  u32(v: number): void {
+    this.reserve(4);
+    this.buf.writeUInt32LE(v, this.length);
+    this.length += 4;
+  }
+  i32(v: number): void {
+    this.reserve(4);
+    this.buf.writeInt32LE(v, this.length);
+    this.length += 4;
+  }
+  f32(v: number): void {
+    this.reserve(4);
+    this.buf.writeFloatLE(v, this.length);
+    this.length += 4;
+  }
+  f64(v: number): void {
+    this.reserve(8);
+    this.buf.writeDoubleLE(v, this.length);
+    this.length += 8;
+  }
+  u64(v: number | bigint): void {
+    this.reserve(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
+  i64(v: number | bigint): void {
+    this.reserve(8);
+    this.buf.writeBigInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
   str(s: string): void {
     const bytes = Buffer.from(s, "utf8");
     this.u64(bytes.length);
@@ -59,23 +99,37 @@ class ByteSink {
     this.buf.fill(0, this.length, this.length + n);
     this.length += n;
   }
-  bytes(): Buffer { return this.buf.subarray(0, this.length); }
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }
 
 function writeScalar(sink: ByteSink, type: GgufScalarType, value: GgufScalar): void {
   switch (type) {
-    case GgufType.UINT8: return sink.u8(Number(value));
-    case GgufType.INT8: return sink.i8(Number(value));
-    case GgufType.UINT16: return sink.u16(Number(value));
-    case GgufType.INT16: return sink.i16(Number(value));
-    case GgufType.UINT32: return sink.u32(Number(value));
-    case GgufType.INT32: return sink.i32(Number(value));
-    case GgufType.FLOAT32: return sink.f32(Number(value));
-    case GgufType.BOOL: return sink.u8(value ? 1 : 0);
-    case GgufType.STRING: return sink.str(String(value));
-    case GgufType.UINT64: return sink.u64(typeof value === "bigint" ? value : BigInt(Number(value)));
-    case GgufType.INT64: return sink.i64(typeof value === "bigint" ? value : BigInt(Number(value)));
-    case GgufType.FLOAT64: return sink.f64(Number(value));
+    case GgufType.UINT8:
+      return sink.u8(Number(value));
+    case GgufType.INT8:
+      return sink.i8(Number(value));
+    case GgufType.UINT16:
+      return sink.u16(Number(value));
+    case GgufType.INT16:
+      return sink.i16(Number(value));
+    case GgufType.UINT32:
+      return sink.u32(Number(value));
+    case GgufType.INT32:
+      return sink.i32(Number(value));
+    case GgufType.FLOAT32:
+      return sink.f32(Number(value));
+    case GgufType.BOOL:
+      return sink.u8(value ? 1 : 0);
+    case GgufType.STRING:
+      return sink.str(String(value));
+    case GgufType.UINT64:
+      return sink.u64(typeof value === "bigint" ? value : BigInt(Number(value)));
+    case GgufType.INT64:
+      return sink.i64(typeof value === "bigint" ? value : BigInt(Number(value)));
+    case GgufType.FLOAT64:
+      return sink.f64(Number(value));
   }
 }
 

@@ -31,7 +31,10 @@ export function usageJson(u: UsageSummary) {
 }
 
 export class KeyRequestError extends Error {
-  constructor(message: string, readonly param: string) {
+  constructor(
+    message: string,
+    readonly param: string,
+  ) {
     super(message);
   }
 }
@@ -53,7 +56,8 @@ export function parseKeyRequest(r: KeyRequest): NewKey {
   const limit = (v: unknown, param: string): number | null => {
     if (v === undefined || v === null) return null;
     const n = typeof v === "string" ? Number(v) : v;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new KeyRequestError(`${param} must be a positive integer`, param);
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
+      throw new KeyRequestError(`${param} must be a positive integer`, param);
     return n;
   };
   let expiresInMs: number | null = null;
@@ -66,7 +70,13 @@ export function parseKeyRequest(r: KeyRequest): NewKey {
   }
   let models: string[] | null = null;
   if (r.models !== undefined && r.models !== null) {
-    const list = typeof r.models === "string" ? r.models.split(",").map((m) => m.trim()).filter(Boolean) : r.models;
+    const list =
+      typeof r.models === "string"
+        ? r.models
+            .split(",")
+            .map((m) => m.trim())
+            .filter(Boolean)
+        : r.models;
     if (!Array.isArray(list) || list.length === 0 || !list.every((m) => typeof m === "string" && m.length > 0)) {
       throw new KeyRequestError("models must be a non-empty list of model ids", "models");
     }

@@ -35,7 +35,9 @@ export function privateFile(path: string, companions: readonly string[] = []): s
     try {
       chmodSync(file, mode & 0o700);
     } catch (err) {
-      warnings.push(`${file} is readable by other users (mode ${mode.toString(8)}) and could not be changed: ${(err as Error).message}`);
+      warnings.push(
+        `${file} is readable by other users (mode ${mode.toString(8)}) and could not be changed: ${(err as Error).message}`,
+      );
     }
   }
   return warnings;

@@ -21,5 +21,8 @@ export function announceFirstKey(key: string, baseUrl: string, dataDir: string, 
   }
   const file = join(dataDir, FIRST_KEY_FILE);
   writeFileSync(file, text, { mode: 0o600 });
-  log.warn({ file }, "created the first API key: it is in this file (readable by this user only); read it, then delete the file");
+  log.warn(
+    { file },
+    "created the first API key: it is in this file (readable by this user only); read it, then delete the file",
+  );
 }

@@ -45,7 +45,13 @@ export interface UsageEntry {
  * once its row is committed (or its failure logged), and never throws.
  */
 export interface UsageJournal {
-  open(start: { requestId: string; keyId: string | null; model: string; stream: boolean; maxCompletionTokens: number }): UsageEntry;
+  open(start: {
+    requestId: string;
+    keyId: string | null;
+    model: string;
+    stream: boolean;
+    maxCompletionTokens: number;
+  }): UsageEntry;
 }
 
 /** A journal that keeps nothing (an app without a key store, as in route tests). */
@@ -67,14 +73,28 @@ export class UsageLedger implements UsageJournal {
     private readonly opts: { aheadMs?: number; now?: () => number } = {},
   ) {}
 
-  open(start: { requestId: string; keyId: string | null; model: string; stream: boolean; maxCompletionTokens: number }): UsageEntry {
+  open(start: {
+    requestId: string;
+    keyId: string | null;
+    model: string;
+    stream: boolean;
+    maxCompletionTokens: number;
+  }): UsageEntry {
     const now = this.opts.now ?? (() => performance.now());
     const aheadMs = this.opts.aheadMs ?? LEDGER_AHEAD_MS;
     const row: UsageRow = {
-      requestId: start.requestId, keyId: start.keyId, model: start.model, stream: start.stream,
-      promptTokens: 0, completionTokens: 0, finishReason: null, ttftMs: null, durationMs: 0,
+      requestId: start.requestId,
+      keyId: start.keyId,
+      model: start.model,
+      stream: start.stream,
+      promptTokens: 0,
+      completionTokens: 0,
+      finishReason: null,
+      ttftMs: null,
+      durationMs: 0,
       // A stream's headers go out with 200 right after this; a JSON request has answered nothing yet.
-      status: start.stream ? 200 : 0, state: "in_progress",
+      status: start.stream ? 200 : 0,
+      state: "in_progress",
     };
     let id: number | null = null;
     let committed = 0;
@@ -97,7 +117,10 @@ export class UsageLedger implements UsageJournal {
         firstAt ??= t;
         // The rate so far, over at least one interval: a stream's first tokens do not make it look faster than it is.
         const ahead = Math.ceil((counts.completionTokens * aheadMs) / Math.max(t - firstAt, aheadMs));
-        committed = Math.max(counts.completionTokens, Math.min(counts.completionTokens + ahead, start.maxCompletionTokens));
+        committed = Math.max(
+          counts.completionTokens,
+          Math.min(counts.completionTokens + ahead, start.maxCompletionTokens),
+        );
         write({ ...counts, completionTokens: committed });
       },
       end: (final) => {

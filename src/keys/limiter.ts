@@ -151,7 +151,9 @@ export class RateLimiter {
       if (rpm !== null) {
         headers["x-ratelimit-limit-requests"] = String(rpm);
         headers["x-ratelimit-remaining-requests"] = String(Math.max(0, rpm - w.requestTotal - admitted));
-        headers["x-ratelimit-reset-requests"] = resetIn(w.requestTotal + admitted >= rpm ? w.requestsFreeIn(now) || WINDOW_MS : 0);
+        headers["x-ratelimit-reset-requests"] = resetIn(
+          w.requestTotal + admitted >= rpm ? w.requestsFreeIn(now) || WINDOW_MS : 0,
+        );
       }
       if (tpm !== null) {
         headers["x-ratelimit-limit-tokens"] = String(tpm);
@@ -225,7 +227,11 @@ export class RateLimiter {
     headers["x-ratelimit-remaining-counts"] = String(Math.max(0, limit - w.requestTotal));
     headers["x-ratelimit-reset-counts"] = resetIn(w.requestTotal >= limit ? w.requestsFreeIn(now) : 0);
     if (full) {
-      throw errors.rateLimited(`Rate limit reached: ${limit} token counts per minute for this key.`, retryAfter(w.requestsFreeIn(now)), { ...headers });
+      throw errors.rateLimited(
+        `Rate limit reached: ${limit} token counts per minute for this key.`,
+        retryAfter(w.requestsFreeIn(now)),
+        { ...headers },
+      );
     }
     return headers;
   }

@@ -273,7 +273,11 @@ export class KeyStore implements KeyVerifier {
       if (info) this.cache.set(hash, info);
     }
     if (!info || !usable(info)) return null;
-    return { keyId: info.id, limits: { rpm: info.rpm, tpm: info.tpm, concurrency: info.concurrency }, models: info.models };
+    return {
+      keyId: info.id,
+      limits: { rpm: info.rpm, tpm: info.tpm, concurrency: info.concurrency },
+      models: info.models,
+    };
   }
 
   /** Whether a key of this store is still usable (not revoked, not expired); undefined for an id it does not have. */

@@ -8,7 +8,9 @@ export class StaticKeys implements KeyVerifier {
   private readonly byHash = new Map<string, Principal>();
 
   constructor(keys: readonly string[]) {
-    keys.forEach((k, i) => this.byHash.set(sha256Hex(k), { keyId: `config-${i + 1}`, limits: UNLIMITED, models: null }));
+    keys.forEach((k, i) =>
+      this.byHash.set(sha256Hex(k), { keyId: `config-${i + 1}`, limits: UNLIMITED, models: null }),
+    );
   }
 
   verify(presentedKey: string, hash = sha256Hex(presentedKey)): Principal | null {

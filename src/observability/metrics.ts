@@ -34,28 +34,43 @@ export class Metrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
-      name: "lucena_http_requests_total", help: "HTTP requests answered, by route pattern and status.",
-      labelNames: ["route", "status"], registers,
+      name: "lucena_http_requests_total",
+      help: "HTTP requests answered, by route pattern and status.",
+      labelNames: ["route", "status"],
+      registers,
     });
     this.duration = new Histogram({
-      name: "lucena_http_request_duration_seconds", help: "Time from request to the end of the response (a stream's whole length).",
-      labelNames: ["route"], buckets: DURATION_BUCKETS, registers,
+      name: "lucena_http_request_duration_seconds",
+      help: "Time from request to the end of the response (a stream's whole length).",
+      labelNames: ["route"],
+      buckets: DURATION_BUCKETS,
+      registers,
     });
     this.ttft = new Histogram({
-      name: "lucena_time_to_first_token_seconds", help: "Time from a completion request to its first generated text.",
-      labelNames: ["model"], buckets: TTFT_BUCKETS, registers,
+      name: "lucena_time_to_first_token_seconds",
+      help: "Time from a completion request to its first generated text.",
+      labelNames: ["model"],
+      buckets: TTFT_BUCKETS,
+      registers,
     });
     this.tokens = new Counter({
-      name: "lucena_tokens_total", help: "Tokens of completions that reached a model: prompt and completion.",
-      labelNames: ["model", "kind"], registers,
+      name: "lucena_tokens_total",
+      help: "Tokens of completions that reached a model: prompt and completion.",
+      labelNames: ["model", "kind"],
+      registers,
     });
     this.completions = new Counter({
-      name: "lucena_completions_total", help: "Completions that reached a model, by finish reason (none: generation never began).",
-      labelNames: ["model", "finish_reason"], registers,
+      name: "lucena_completions_total",
+      help: "Completions that reached a model, by finish reason (none: generation never began).",
+      labelNames: ["model", "finish_reason"],
+      registers,
     });
     const perModel = (name: string, help: string, pick: (s: EngineStats) => number) =>
       new Gauge({
-        name, help, labelNames: ["model"], registers,
+        name,
+        help,
+        labelNames: ["model"],
+        registers,
         collect() {
           for (const m of sources.models.models) this.set({ model: m.config.id }, pick(m.engine.stats()));
         },
@@ -63,8 +78,10 @@ export class Metrics {
     perModel("lucena_queue_depth", "Requests waiting for a free sequence.", (s) => s.waiting);
     perModel("lucena_sequences_busy", "Sequences generating now.", (s) => s.busy);
     new Gauge({
-      name: "lucena_engine_threads", help: "CPU threads an embedded model's decode steps use now (fewer while other processes use the cores).",
-      labelNames: ["model"], registers,
+      name: "lucena_engine_threads",
+      help: "CPU threads an embedded model's decode steps use now (fewer while other processes use the cores).",
+      labelNames: ["model"],
+      registers,
       collect() {
         this.reset();
         for (const m of sources.models.models) {
@@ -88,13 +105,27 @@ export class Metrics {
       if (counter) new Counter({ name, help, labelNames: ["model", "replica"], registers, collect });
       else new Gauge({ name, help, labelNames: ["model", "replica"], registers, collect });
     };
-    perReplica("lucena_upstream_replica_healthy", "1 while the replica takes requests, 0 while it is ejected.", (r) => (r.healthy ? 1 : 0));
+    perReplica("lucena_upstream_replica_healthy", "1 while the replica takes requests, 0 while it is ejected.", (r) =>
+      r.healthy ? 1 : 0,
+    );
     perReplica("lucena_upstream_requests_in_flight", "Requests in flight to the replica.", (r) => r.inFlight);
-    perReplica("lucena_upstream_requests_total", "Requests sent to the replica (completions and counts).", (r) => r.requests, true);
-    perReplica("lucena_upstream_failures_total", "Requests to the replica that failed (refused, 5xx, broken streams).", (r) => r.failures, true);
+    perReplica(
+      "lucena_upstream_requests_total",
+      "Requests sent to the replica (completions and counts).",
+      (r) => r.requests,
+      true,
+    );
+    perReplica(
+      "lucena_upstream_failures_total",
+      "Requests to the replica that failed (refused, 5xx, broken streams).",
+      (r) => r.failures,
+      true,
+    );
     perReplica("lucena_upstream_ejections_total", "Times the replica was ejected.", (r) => r.ejections, true);
     new Gauge({
-      name: "lucena_active_streams", help: "SSE completion streams open now.", registers,
+      name: "lucena_active_streams",
+      help: "SSE completion streams open now.",
+      registers,
       collect() {
         this.set(sources.activeStreams());
       },

@@ -80,8 +80,7 @@ export interface BuiltPrompt extends CountedPrompt {
  * conversation, with its count (`estimated`: an upper bound, the counter's, stood in for the count).
  */
 export type PromptInput =
-  | { kind: "tokens"; tokens: number[] }
-  | { kind: "messages"; messages: readonly ChatMessage[]; estimated: boolean };
+  { kind: "tokens"; tokens: number[] } | { kind: "messages"; messages: readonly ChatMessage[]; estimated: boolean };
 
 export interface PreparedPrompt extends CountedPrompt {
   input: PromptInput;
@@ -102,7 +101,12 @@ export function outputReserve(model: ModelConfig, contextSize: number, requested
  * Budget: prompt tokens ≤ min(max_input_tokens, context_size − reserve), with `reserve` as in
  * {@link outputReserve}. The system prompt and the last user message (and what follows it) are never dropped.
  */
-export async function buildPrompt(model: ModelConfig, contextSize: number, encoder: PromptEncoder, req: PromptRequest): Promise<BuiltPrompt> {
+export async function buildPrompt(
+  model: ModelConfig,
+  contextSize: number,
+  encoder: PromptEncoder,
+  req: PromptRequest,
+): Promise<BuiltPrompt> {
   const plan = planPrompt<Encoded>(model, contextSize, req, encodedLength);
   let step = plan.next();
   while (!step.done) step = plan.next(await encoder.encode(step.value.messages, step.value.budget));
@@ -140,7 +144,8 @@ export async function countPrompt(
       }
     }
   }
-  if (counter.countKept) return { ...(await countKept(model, contextSize, counter.countKept.bind(counter), req)), estimated: false };
+  if (counter.countKept)
+    return { ...(await countKept(model, contextSize, counter.countKept.bind(counter), req)), estimated: false };
   const plan = planPrompt<number>(model, contextSize, req, (n) => n);
   let step = plan.next();
   while (!step.done) step = plan.next(await counter.count(step.value.messages));
@@ -162,7 +167,8 @@ async function countKept(
   // The server reserves room for the same max_tokens as the completion will send it, when the request (or its
   // shape) gives one; otherwise both use its default reserve. Unknown shapes are refused by the plan below.
   const shapeId = req.shape ?? model.default_shape;
-  const shapeMax = shapeId !== null && Object.hasOwn(model.shapes, shapeId) ? model.shapes[shapeId]?.max_tokens : undefined;
+  const shapeMax =
+    shapeId !== null && Object.hasOwn(model.shapes, shapeId) ? model.shapes[shapeId]?.max_tokens : undefined;
   const maxTokens = req.maxTokens ?? shapeMax ?? null;
   const plan = planPrompt<KeptCount>(model, contextSize, req, (c) => c.tokens);
   let step = plan.next();
@@ -248,10 +254,14 @@ function* planPrompt<E>(
 
   // Droppable: non-system messages before the last user message, oldest first.
   let lastUser = -1;
-  req.messages.forEach((m, i) => { if (m.role === "user") lastUser = i; });
+  req.messages.forEach((m, i) => {
+    if (m.role === "user") lastUser = i;
+  });
   if (lastUser === -1) lastUser = req.messages.length - 1;
   const droppable: number[] = [];
-  req.messages.forEach((m, i) => { if (i < lastUser && m.role !== "system") droppable.push(i); });
+  req.messages.forEach((m, i) => {
+    if (i < lastUser && m.role !== "system") droppable.push(i);
+  });
 
   const keeping = (k: number): ChatMessage[] => {
     const dropped = new Set(droppable.slice(0, k));
@@ -282,9 +292,16 @@ function* planPrompt<E>(
       const mid = (lo + hi) >> 1;
       const m = keeping(mid);
       const e = yield { messages: m, budget };
-      if (length(e) <= budget) { hi = mid; [messages, encoded, dropped] = [m, e, mid]; } else lo = mid + 1;
+      if (length(e) <= budget) {
+        hi = mid;
+        [messages, encoded, dropped] = [m, e, mid];
+      } else lo = mid + 1;
     }
-    if (dropped !== lo) { messages = keeping(lo); encoded = yield { messages, budget }; dropped = lo; }
+    if (dropped !== lo) {
+      messages = keeping(lo);
+      encoded = yield { messages, budget };
+      dropped = lo;
+    }
   }
 
   const promptTokens = length(encoded);

@@ -1,5 +1,12 @@
 import { setMaxListeners } from "node:events";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
 import { base62 } from "../core/ids.js";
 import { KeyWatch } from "../keys/key-watch.js";
 import { NO_USAGE_JOURNAL, type UsageJournal } from "../keys/ledger.js";
@@ -18,7 +25,15 @@ import type { CompletionSummary, RequestRecord } from "../core/request-record.js
 import { modelsRoute } from "./routes/models.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
-import { applyTransport, capConnections, isCorsPreflight, lingerOnClose, serverOptions, timedOut, type TransportOptions } from "./transport.js";
+import {
+  applyTransport,
+  capConnections,
+  isCorsPreflight,
+  lingerOnClose,
+  serverOptions,
+  timedOut,
+  type TransportOptions,
+} from "./transport.js";
 
 /** Told of each request when it is over (core/request-record.ts). */
 export type RequestObserver = (record: RequestRecord) => void;
@@ -89,7 +104,12 @@ function recordedStatus(req: FastifyRequest, reply: FastifyReply): number {
 
 /** An error that only says the request could not be read because its connection closed. */
 function isClientGone(err: FastifyError): boolean {
-  return err instanceof LucenaError || err.code === "ECONNRESET" || err.code === "ERR_STREAM_PREMATURE_CLOSE" || (err.code?.startsWith("FST_") ?? false);
+  return (
+    err instanceof LucenaError ||
+    err.code === "ECONNRESET" ||
+    err.code === "ERR_STREAM_PREMATURE_CLOSE" ||
+    (err.code?.startsWith("FST_") ?? false)
+  );
 }
 
 function summary({ settled: _settled, ...c }: CompletionOutcome): CompletionSummary {
@@ -97,7 +117,13 @@ function summary({ settled: _settled, ...c }: CompletionOutcome): CompletionSumm
 }
 
 /** Logs one line for a finished request (no key, prompt or completion) and gives its record to every observer. */
-function reportRequest(req: FastifyRequest, status: number, aborted: boolean, started: number, observers: readonly RequestObserver[]): void {
+function reportRequest(
+  req: FastifyRequest,
+  status: number,
+  aborted: boolean,
+  started: number,
+  observers: readonly RequestObserver[],
+): void {
   const c = req.completion;
   const record: RequestRecord = {
     requestId: req.id,
@@ -112,9 +138,21 @@ function reportRequest(req: FastifyRequest, status: number, aborted: boolean, st
   const done = record.completion;
   req.log.info(
     {
-      method: record.method, path: record.route ?? "(unmatched)", status: record.status, ms: record.durationMs,
+      method: record.method,
+      path: record.route ?? "(unmatched)",
+      status: record.status,
+      ms: record.durationMs,
       key: record.keyId ?? undefined,
-      ...(done ? { model: done.model, stream: done.stream, promptTokens: done.promptTokens, completionTokens: done.completionTokens, finish: done.finishReason, ttftMs: done.ttftMs === null ? null : Math.round(done.ttftMs) } : {}),
+      ...(done
+        ? {
+            model: done.model,
+            stream: done.stream,
+            promptTokens: done.promptTokens,
+            completionTokens: done.completionTokens,
+            finish: done.finishReason,
+            ttftMs: done.ttftMs === null ? null : Math.round(done.ttftMs),
+          }
+        : {}),
       aborted: record.aborted,
     },
     "request",
@@ -151,7 +189,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const bodies = new JsonBodyParser();
   app.addHook("onClose", () => bodies.close());
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req: FastifyRequest, body: Buffer) => bodies.parse(body));
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (_req: FastifyRequest, body: Buffer) =>
+    bodies.parse(body),
+  );
 
   const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
   // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
@@ -170,13 +210,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     inFlight++;
     // One record per request, once the response is closed and any generation has ended: logged, then given
     // to every observer (usage ledger, metrics); only then is the request no longer in flight.
-    reply.raw.once("close", () => void (req.completion?.settled ?? Promise.resolve()).then(() => {
-      try {
-        reportRequest(req, recordedStatus(req, reply), !reply.raw.writableFinished, started, opts.observers ?? []);
-      } finally {
-        inFlight--;
-      }
-    }));
+    reply.raw.once(
+      "close",
+      () =>
+        void (req.completion?.settled ?? Promise.resolve()).then(() => {
+          try {
+            reportRequest(req, recordedStatus(req, reply), !reply.raw.writableFinished, started, opts.observers ?? []);
+          } finally {
+            inFlight--;
+          }
+        }),
+    );
     // A CORS preflight never carries Authorization (browsers send it without credentials), so with CORS on it
     // needs no key: it is answered with the CORS headers only, by the CORS plugin's OPTIONS route.
     if (isCorsPreflight(req, opts.transport)) return;
@@ -194,7 +238,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     if (req.raw.socket?.destroyed) {
       // Nobody is left to answer: a client that went away mid-body (or whose body timed out) is not a failure of
       // ours, and is recorded as such (recordedStatus); only an unexpected error still counts as one.
-      if (isClientGone(err)) req.log.info({ reason: err.code ?? err.message }, "client closed the connection before the answer");
+      if (isClientGone(err))
+        req.log.info({ reason: err.code ?? err.message }, "client closed the connection before the answer");
       else req.log.error({ err }, "request failed after the client closed the connection");
       reply.hijack();
       return;
@@ -207,13 +252,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       lingerOnClose(req.raw.socket);
       reply.header("connection", "close");
       apiErr = httpError(errors.bodyTooLarge(opts.bodyLimit));
-    }
-    else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+    } else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       const type = req.headers["content-type"];
       apiErr = httpError(type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type));
     }
     // Only Fastify's own errors speak for the client's request; any other error's statusCode is not ours.
-    else if (err.code?.startsWith("FST_") && typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500) {
+    else if (
+      err.code?.startsWith("FST_") &&
+      typeof err.statusCode === "number" &&
+      err.statusCode >= 400 &&
+      err.statusCode < 500
+    ) {
       apiErr = httpError(errors.invalidRequest("The request could not be read."), err.statusCode);
     } else {
       req.log.error({ err }, "request failed");

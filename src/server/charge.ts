@@ -38,7 +38,12 @@ export class Charge {
     this.sawText = true;
     if (!written) return;
     this.delivered += tokens;
-    this.entry.deliver({ promptTokens: this.counted, completionTokens: this.delivered, ttftMs: this.ttft(), durationMs: this.elapsed() });
+    this.entry.deliver({
+      promptTokens: this.counted,
+      completionTokens: this.delivered,
+      ttftMs: this.ttft(),
+      durationMs: this.elapsed(),
+    });
   }
 
   /** The engine's done event (already read into the outcome). */

@@ -5,7 +5,8 @@ import { errors, type ErrorCode, type ErrorKind, type LucenaError } from "../cor
  * `{"error":{"message","type","code"[,"param"]}}` with `code` the status, except the missing-key body, which is
  * `{"error":"Missing API Key"}` exactly.
  */
-export type WireErrorType = "invalid_request_error" | "gateway_auth_error" | "not_found" | "rate_limit_error" | "server_error";
+export type WireErrorType =
+  "invalid_request_error" | "gateway_auth_error" | "not_found" | "rate_limit_error" | "server_error";
 
 const BY_KIND: Record<ErrorKind, { status: number; type: WireErrorType }> = {
   invalid_request: { status: 400, type: "invalid_request_error" },

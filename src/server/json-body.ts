@@ -30,7 +30,8 @@ export function parseJsonBody(body: Buffer): ParsedBody {
   } catch (err) {
     return { ok: false, message: `The request body is not valid JSON: ${(err as Error).message}` };
   }
-  if (depthOver(value, MAX_BODY_DEPTH)) return { ok: false, message: `The request body is nested more than ${MAX_BODY_DEPTH} levels deep.` };
+  if (depthOver(value, MAX_BODY_DEPTH))
+    return { ok: false, message: `The request body is nested more than ${MAX_BODY_DEPTH} levels deep.` };
   return { ok: true, value };
 }
 

@@ -21,7 +21,9 @@ export interface Health {
 /** Every model's state; ok only when all of them can serve. */
 export function health(registry: ModelRegistry): Health {
   // Own properties, whatever the ids: an assignment would send a model id such as "__proto__" to the prototype.
-  const models: Record<string, EngineStatus> = Object.fromEntries(registry.models.map((m) => [m.config.id, m.engine.status]));
+  const models: Record<string, EngineStatus> = Object.fromEntries(
+    registry.models.map((m) => [m.config.id, m.engine.status]),
+  );
   return { status: Object.values(models).every((s) => s === "ready") ? "ok" : "degraded", models };
 }
 
@@ -39,7 +41,10 @@ export function buildOpsApp(opts: OpsOptions): FastifyInstance {
   });
   app.get("/health", async (_req, reply) => {
     const h = health(opts.registry);
-    return reply.code(h.status === "ok" ? 200 : 503).header("cache-control", "no-store").send(h);
+    return reply
+      .code(h.status === "ok" ? 200 : 503)
+      .header("cache-control", "no-store")
+      .send(h);
   });
   app.get("/metrics", async (_req, reply) => {
     const { contentType, body } = await opts.metrics.scrape();

@@ -41,7 +41,11 @@ export class ModelRegistry {
   ready(id: string, principal: Principal | null = null): ServedModel {
     const m = this.byId.get(id);
     const allowed = principal?.models;
-    if (!m || (allowed && !allowed.includes(id))) throw errors.modelNotFound(id, this.visible(principal).map((v) => v.config.id));
+    if (!m || (allowed && !allowed.includes(id)))
+      throw errors.modelNotFound(
+        id,
+        this.visible(principal).map((v) => v.config.id),
+      );
     if (m.engine.status === "loading") throw errors.modelLoading(id, 5);
     if (m.engine.status === "failed") throw errors.modelUnavailable(id, 30);
     if (m.engine.status === "unavailable") throw errors.modelUnavailable(id, 5);

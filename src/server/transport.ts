@@ -1,5 +1,12 @@
 import { readFileSync } from "node:fs";
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from "node:http";
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerOptions,
+  type ServerResponse,
+} from "node:http";
 import type { Server as NetServer, Socket } from "node:net";
 import { createSecureContext } from "node:tls";
 import cors from "@fastify/cors";
@@ -55,7 +62,9 @@ export function readTlsFiles(certPath: string, keyPath: string): TlsFiles {
   try {
     createSecureContext(files);
   } catch (err) {
-    throw new TlsFileError(`the TLS certificate ${certPath} and key ${keyPath} cannot be used: ${(err as Error).message}`);
+    throw new TlsFileError(
+      `the TLS certificate ${certPath} and key ${keyPath} cannot be used: ${(err as Error).message}`,
+    );
   }
   return files;
 }
@@ -84,9 +93,11 @@ export function clientErrorHandler(err: Error & { code?: string }, socket: Socke
   if (err.code === "ECONNRESET" || socket.destroyed) return;
   if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") timedOutSockets.add(socket);
   const [status, message] =
-    err.code === "HPE_HEADER_OVERFLOW" ? [431, "The request's headers are larger than the server accepts."]
-    : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "The request was not received in time."]
-    : [400, "The request could not be read."];
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "The request's headers are larger than the server accepts."]
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, "The request was not received in time."]
+        : [400, "The request could not be read."];
   if (socket.writable) {
     const body = JSON.stringify(unreadableRequestBody(message, status));
     socket.write(
@@ -130,7 +141,11 @@ export function lingerOnClose(socket: Socket): void {
 
 function timeoutOptions(l: ConnectionLimits): ServerOptions {
   const interval = Math.max(50, Math.min(1000, Math.floor(Math.min(l.headersTimeoutMs, l.requestTimeoutMs) / 4)));
-  return { headersTimeout: l.headersTimeoutMs, requestTimeout: l.requestTimeoutMs, connectionsCheckingInterval: interval };
+  return {
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    connectionsCheckingInterval: interval,
+  };
 }
 
 /**
@@ -143,11 +158,19 @@ function timeoutOptions(l: ConnectionLimits): ServerOptions {
  * Typed as the plain-HTTP options on purpose: an https.Server hands Fastify the same IncomingMessage /
  * ServerResponse pairs, so the app keeps the one `FastifyInstance` type the rest of the code uses.
  */
-export function serverOptions(t: TransportOptions | undefined): { http?: ServerOptions; requestTimeout?: number; clientErrorHandler?: typeof clientErrorHandler } {
+export function serverOptions(t: TransportOptions | undefined): {
+  http?: ServerOptions;
+  requestTimeout?: number;
+  clientErrorHandler?: typeof clientErrorHandler;
+} {
   if (!t) return {};
   const socket: ServerOptions = { maxHeaderSize: t.maxHeaderBytes, ...timeoutOptions(t) };
   const common = { requestTimeout: t.requestTimeoutMs, clientErrorHandler };
-  if (t.tls) return { https: { ...socket, cert: t.tls.cert, key: t.tls.key, handshakeTimeout: t.headersTimeoutMs }, ...common } as { http?: ServerOptions };
+  if (t.tls)
+    return {
+      https: { ...socket, cert: t.tls.cert, key: t.tls.key, handshakeTimeout: t.headersTimeoutMs },
+      ...common,
+    } as { http?: ServerOptions };
   return { http: socket, ...common };
 }
 
@@ -188,9 +211,14 @@ export function applyTransport(app: FastifyInstance, t: TransportOptions | undef
       methods: ["GET", "POST", "OPTIONS"],
       allowedHeaders: ["Authorization", "Content-Type", "X-Request-Id"],
       exposedHeaders: [
-        "X-Request-Id", "Retry-After",
-        "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests", "X-RateLimit-Reset-Requests",
-        "X-RateLimit-Limit-Tokens", "X-RateLimit-Remaining-Tokens", "X-RateLimit-Reset-Tokens",
+        "X-Request-Id",
+        "Retry-After",
+        "X-RateLimit-Limit-Requests",
+        "X-RateLimit-Remaining-Requests",
+        "X-RateLimit-Reset-Requests",
+        "X-RateLimit-Limit-Tokens",
+        "X-RateLimit-Remaining-Tokens",
+        "X-RateLimit-Reset-Tokens",
       ],
       maxAge: 600,
       // The plugin only adds headers; the preflight then goes through the app's own hook (request id, log
@@ -223,7 +251,8 @@ export function redirectLocation(req: IncomingMessage, httpsPort: number): strin
   } catch {
     return null;
   }
-  if (!host.hostname || host.username || host.password || host.pathname !== "/" || host.search || host.hash) return null;
+  if (!host.hostname || host.username || host.password || host.pathname !== "/" || host.search || host.hash)
+    return null;
   const raw = req.url ?? "/";
   let target = "/";
   if (raw.startsWith("/")) target = raw;
@@ -244,14 +273,23 @@ export function redirectLocation(req: IncomingMessage, httpsPort: number): strin
  * POST is repeated with its body) to the same hostname and path on HTTPS, with an empty body. Every hostname
  * is served alike: no allow-list.
  */
-export function createRedirectServer(opts: { httpsPort: number; maxHeaderBytes: number; limits: ConnectionLimits; log: Logger }): Server {
+export function createRedirectServer(opts: {
+  httpsPort: number;
+  maxHeaderBytes: number;
+  limits: ConnectionLimits;
+  log: Logger;
+}): Server {
   const options: ServerOptions = { maxHeaderSize: opts.maxHeaderBytes, ...timeoutOptions(opts.limits) };
   const server = createServer(options, (req: IncomingMessage, res: ServerResponse) => {
     const id = requestIdOf(req);
     const location = redirectLocation(req, opts.httpsPort);
     if (location === null) {
       const body = JSON.stringify(unreadableRequestBody("The Host header is missing or invalid.", 400));
-      res.writeHead(400, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), "x-request-id": id });
+      res.writeHead(400, {
+        "content-type": "application/json; charset=utf-8",
+        "content-length": Buffer.byteLength(body),
+        "x-request-id": id,
+      });
       res.end(body);
     } else {
       const status = req.method === "GET" || req.method === "HEAD" ? 301 : 308;

@@ -11,19 +11,23 @@ const MODEL = "lucena-coder-latest";
 
 /** POSTs raw bytes and returns status, headers and the exact response bytes as text. */
 function rawPost(url: string, key: string, body: string | Buffer, headers: Record<string, string> = {}) {
-  return new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }>((resolve, reject) => {
-    const req = request(url, {
-      method: "POST",
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
-    });
-    req.on("response", (res) => {
-      const parts: Buffer[] = [];
-      res.on("data", (d: Buffer) => parts.push(d));
-      res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(parts).toString("utf8") }));
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
+  return new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }>(
+    (resolve, reject) => {
+      const req = request(url, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers },
+      });
+      req.on("response", (res) => {
+        const parts: Buffer[] = [];
+        res.on("data", (d: Buffer) => parts.push(d));
+        res.on("end", () =>
+          resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(parts).toString("utf8") }),
+        );
+      });
+      req.on("error", reject);
+      req.end(body);
+    },
+  );
 }
 
 /**
@@ -87,8 +91,17 @@ describe("the API over a real socket, real engine, made model", () => {
     const m = models.data.find((x) => x.id === MODEL) as unknown as Record<string, unknown>;
     assert.ok(m, "the default model is listed");
     assert.deepEqual(Object.keys(m), [
-      "id", "object", "created", "owned_by", "description", "name",
-      "max_input_tokens", "max_output_tokens", "context_window", "default_shape", "available_shapes",
+      "id",
+      "object",
+      "created",
+      "owned_by",
+      "description",
+      "name",
+      "max_input_tokens",
+      "max_output_tokens",
+      "context_window",
+      "default_shape",
+      "available_shapes",
     ]);
     assert.equal(m.name, "Lucena Coder");
     assert.equal(m.max_input_tokens, 100000);
@@ -118,7 +131,10 @@ describe("the API over a real socket, real engine, made model", () => {
 
   test("openai SDK, streaming: text, then a usage chunk with empty choices, then the finish", async () => {
     const stream = await client.chat.completions.create({
-      model: MODEL, stream: true, max_tokens: 20, messages: [{ role: "user", content: "Write a binary search in Python." }],
+      model: MODEL,
+      stream: true,
+      max_tokens: 20,
+      messages: [{ role: "user", content: "Write a binary search in Python." }],
     });
     let text = "";
     let usageChunk: OpenAI.Chat.Completions.ChatCompletionChunk | undefined;
@@ -138,7 +154,10 @@ describe("the API over a real socket, real engine, made model", () => {
 
   test("the reference's fetch reader loop, verbatim, reads a greedy answer equal to the SDK's", async () => {
     const body = {
-      model: MODEL, stream: true, temperature: 0, max_tokens: 24,
+      model: MODEL,
+      stream: true,
+      temperature: 0,
+      max_tokens: 24,
       messages: [{ role: "user", content: "Write a binary search in Python." }],
     };
     // --- the reference's JavaScript example, with only the URL and key changed ---
@@ -166,8 +185,15 @@ describe("the API over a real socket, real engine, made model", () => {
     }
     // --- end of the reference's example ---
     assert.ok(out.length > 0);
-    const again = await client.chat.completions.create({ ...body, stream: false } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming);
-    assert.equal(again.choices[0].message.content, out, "temperature 0 is deterministic, streamed or not, with or without a reused prefix");
+    const again = await client.chat.completions.create({
+      ...body,
+      stream: false,
+    } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming);
+    assert.equal(
+      again.choices[0].message.content,
+      out,
+      "temperature 0 is deterministic, streamed or not, with or without a reused prefix",
+    );
   });
 
   test("raw SSE bytes: : connected, role, content…, usage, finish, [DONE], each a complete event", async () => {
@@ -207,7 +233,11 @@ describe("the API over a real socket, real engine, made model", () => {
   });
 
   test("the reference's curl quick start body (no stream field) gets JSON; Accept: text/event-stream gets SSE", async () => {
-    const body = JSON.stringify({ model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "Reply with the single word pong." }] });
+    const body = JSON.stringify({
+      model: MODEL,
+      max_tokens: 4,
+      messages: [{ role: "user", content: "Reply with the single word pong." }],
+    });
     const json = await rawPost(`${server.url}/v1/chat/completions`, server.key, body);
     assert.equal(json.status, 200);
     assert.match(String(json.headers["content-type"]), /^application\/json/);
@@ -218,7 +248,12 @@ describe("the API over a real socket, real engine, made model", () => {
   });
 
   test("a stop sequence ends the answer before it, with finish_reason stop", async () => {
-    const base = { model: MODEL, temperature: 0, max_tokens: 40, messages: [{ role: "user" as const, content: "Count to ten." }] };
+    const base = {
+      model: MODEL,
+      temperature: 0,
+      max_tokens: 40,
+      messages: [{ role: "user" as const, content: "Count to ten." }],
+    };
     const full = (await client.chat.completions.create(base)).choices[0].message.content!;
     assert.ok(full.length > 20, `a long enough greedy answer: ${JSON.stringify(full)}`);
     const stop = full.slice(12, 15);
@@ -239,7 +274,13 @@ describe("the API over a real socket, real engine, made model", () => {
   });
 
   test("seed makes sampling repeatable; another seed changes it", async () => {
-    const body = { model: MODEL, temperature: 1, seed: 42, max_tokens: 24, messages: [{ role: "user" as const, content: "Say something." }] };
+    const body = {
+      model: MODEL,
+      temperature: 1,
+      seed: 42,
+      max_tokens: 24,
+      messages: [{ role: "user" as const, content: "Say something." }],
+    };
     const a = (await client.chat.completions.create(body)).choices[0].message.content;
     const b = (await client.chat.completions.create(body)).choices[0].message.content;
     const c = (await client.chat.completions.create({ ...body, seed: 43 })).choices[0].message.content;
@@ -250,13 +291,17 @@ describe("the API over a real socket, real engine, made model", () => {
   test("penalties change a greedy answer; a vanishing top_p samples like greedy", async () => {
     const base = { model: MODEL, max_tokens: 48, messages: [{ role: "user" as const, content: "Repeat yourself." }] };
     const greedy = (await client.chat.completions.create({ ...base, temperature: 0 })).choices[0].message.content;
-    const presence = (await client.chat.completions.create({ ...base, temperature: 0, presence_penalty: 2 })).choices[0].message.content;
-    const frequency = (await client.chat.completions.create({ ...base, temperature: 0, frequency_penalty: 2 })).choices[0].message.content;
+    const presence = (await client.chat.completions.create({ ...base, temperature: 0, presence_penalty: 2 })).choices[0]
+      .message.content;
+    const frequency = (await client.chat.completions.create({ ...base, temperature: 0, frequency_penalty: 2 }))
+      .choices[0].message.content;
     assert.notEqual(presence, greedy, "presence_penalty reaches the sampler");
     assert.notEqual(frequency, greedy, "frequency_penalty reaches the sampler");
-    const nucleus = (await client.chat.completions.create({ ...base, temperature: 1.5, top_p: 1e-6, seed: 9 })).choices[0].message.content;
+    const nucleus = (await client.chat.completions.create({ ...base, temperature: 1.5, top_p: 1e-6, seed: 9 }))
+      .choices[0].message.content;
     assert.equal(nucleus, greedy, "top_p keeping only the likeliest token is greedy, whatever the temperature");
-    const hot = (await client.chat.completions.create({ ...base, temperature: 1.5, seed: 9 })).choices[0].message.content;
+    const hot = (await client.chat.completions.create({ ...base, temperature: 1.5, seed: 9 })).choices[0].message
+      .content;
     assert.notEqual(hot, greedy);
   });
 
@@ -264,13 +309,37 @@ describe("the API over a real socket, real engine, made model", () => {
     const url = `${server.url}/v1/chat/completions`;
     const cases: Array<{ body: string | Buffer; status: number; type: string }> = [
       { body: "{not json", status: 400, type: "invalid_request_error" },
-      { body: Buffer.from([0x7b, 0x22, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]), status: 400, type: "invalid_request_error" },
+      {
+        body: Buffer.from([0x7b, 0x22, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]),
+        status: 400,
+        type: "invalid_request_error",
+      },
       { body: JSON.stringify({ model: MODEL, messages: [] }), status: 400, type: "invalid_request_error" },
-      { body: JSON.stringify({ model: MODEL, messages: [{ role: "wizard", content: "x" }] }), status: 400, type: "invalid_request_error" },
-      { body: JSON.stringify({ model: MODEL, temperature: 5, messages: [{ role: "user", content: "x" }] }), status: 400, type: "invalid_request_error" },
-      { body: JSON.stringify({ model: MODEL, max_tokens: 0, messages: [{ role: "user", content: "x" }] }), status: 400, type: "invalid_request_error" },
-      { body: JSON.stringify({ model: MODEL, max_tokens: 16001, messages: [{ role: "user", content: "x" }] }), status: 400, type: "invalid_request_error" },
-      { body: JSON.stringify({ model: "no-such-model", messages: [{ role: "user", content: "x" }] }), status: 404, type: "not_found" },
+      {
+        body: JSON.stringify({ model: MODEL, messages: [{ role: "wizard", content: "x" }] }),
+        status: 400,
+        type: "invalid_request_error",
+      },
+      {
+        body: JSON.stringify({ model: MODEL, temperature: 5, messages: [{ role: "user", content: "x" }] }),
+        status: 400,
+        type: "invalid_request_error",
+      },
+      {
+        body: JSON.stringify({ model: MODEL, max_tokens: 0, messages: [{ role: "user", content: "x" }] }),
+        status: 400,
+        type: "invalid_request_error",
+      },
+      {
+        body: JSON.stringify({ model: MODEL, max_tokens: 16001, messages: [{ role: "user", content: "x" }] }),
+        status: 400,
+        type: "invalid_request_error",
+      },
+      {
+        body: JSON.stringify({ model: "no-such-model", messages: [{ role: "user", content: "x" }] }),
+        status: 404,
+        type: "not_found",
+      },
     ];
     for (const c of cases) {
       const res = await rawPost(url, server.key, c.body);
@@ -280,13 +349,25 @@ describe("the API over a real socket, real engine, made model", () => {
       assert.equal(body.error.code, c.status);
       assert.ok(res.headers["x-request-id"]);
     }
-    const big = await oversizedPost(server.port, server.key, Buffer.from(JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "x".repeat(10 * 1024 * 1024) }] })));
-    assert.equal(big.status, 413);
-    assert.deepEqual(
-      (JSON.parse(big.text) as { error: { type: string; code: number } }).error,
-      { message: "Request body is larger than the limit of 4194304 bytes.", type: "invalid_request_error", code: 413, param: null },
+    const big = await oversizedPost(
+      server.port,
+      server.key,
+      Buffer.from(
+        JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "x".repeat(10 * 1024 * 1024) }] }),
+      ),
     );
-    const ok = await client.chat.completions.create({ model: MODEL, max_tokens: 2, messages: [{ role: "user", content: "still there?" }] });
+    assert.equal(big.status, 413);
+    assert.deepEqual((JSON.parse(big.text) as { error: { type: string; code: number } }).error, {
+      message: "Request body is larger than the limit of 4194304 bytes.",
+      type: "invalid_request_error",
+      code: 413,
+      param: null,
+    });
+    const ok = await client.chat.completions.create({
+      model: MODEL,
+      max_tokens: 2,
+      messages: [{ role: "user", content: "still there?" }],
+    });
     assert.equal(ok.usage?.completion_tokens, 2);
   });
 
@@ -294,8 +375,17 @@ describe("the API over a real socket, real engine, made model", () => {
     const ac = new AbortController();
     const res = await fetch(`${server.url}/v1/chat/completions`, {
       method: "POST",
-      headers: { authorization: `Bearer ${server.key}`, "content-type": "application/json", "x-request-id": "e2e-disconnect-1" },
-      body: JSON.stringify({ model: MODEL, stream: true, max_tokens: 8000, messages: [{ role: "user", content: "Go on forever." }] }),
+      headers: {
+        authorization: `Bearer ${server.key}`,
+        "content-type": "application/json",
+        "x-request-id": "e2e-disconnect-1",
+      },
+      body: JSON.stringify({
+        model: MODEL,
+        stream: true,
+        max_tokens: 8000,
+        messages: [{ role: "user", content: "Go on forever." }],
+      }),
       signal: ac.signal,
     });
     assert.equal(res.status, 200);
@@ -304,7 +394,10 @@ describe("the API over a real socket, real engine, made model", () => {
     while (seen < 5) {
       const { value, done } = await reader.read();
       assert.ok(!done, "the stream is still going");
-      seen += new TextDecoder().decode(value).split("\n\n").filter((e) => e.includes('"content"')).length;
+      seen += new TextDecoder()
+        .decode(value)
+        .split("\n\n")
+        .filter((e) => e.includes('"content"')).length;
     }
     ac.abort();
     const line = await until("the request's log line", () => parseLog(server.logs, "e2e-disconnect-1"));
@@ -313,7 +406,9 @@ describe("the API over a real socket, real engine, made model", () => {
     assert.ok((line.completionTokens as number) < 8000, `stopped early: ${line.completionTokens} tokens`);
     // Every sequence is free again: as many concurrent requests as there are sequences all complete.
     const all = await Promise.all(
-      Array.from({ length: 4 }, () => client.chat.completions.create({ model: MODEL, max_tokens: 3, messages: [{ role: "user", content: "x" }] })),
+      Array.from({ length: 4 }, () =>
+        client.chat.completions.create({ model: MODEL, max_tokens: 3, messages: [{ role: "user", content: "x" }] }),
+      ),
     );
     assert.ok(all.every((r) => r.usage?.completion_tokens === 3));
   });
@@ -322,7 +417,11 @@ describe("the API over a real socket, real engine, made model", () => {
     const ac = new AbortController();
     const pending = fetch(`${server.url}/v1/chat/completions`, {
       method: "POST",
-      headers: { authorization: `Bearer ${server.key}`, "content-type": "application/json", "x-request-id": "e2e-disconnect-2" },
+      headers: {
+        authorization: `Bearer ${server.key}`,
+        "content-type": "application/json",
+        "x-request-id": "e2e-disconnect-2",
+      },
       body: JSON.stringify({ model: MODEL, max_tokens: 8000, messages: [{ role: "user", content: "Go on forever." }] }),
       signal: ac.signal,
     }).catch((e: Error) => e);
@@ -348,13 +447,26 @@ describe("queueing and keepalive on a one-sequence model", () => {
   });
 
   test("a queued stream gets keepalive comments while it waits, a full queue gets 503 at once", async () => {
-    const long = JSON.stringify({ model: MODEL, stream: true, max_tokens: 1500, messages: [{ role: "user", content: "long" }] });
+    const long = JSON.stringify({
+      model: MODEL,
+      stream: true,
+      max_tokens: 1500,
+      messages: [{ role: "user", content: "long" }],
+    });
     const first = rawPost(`${server.url}/v1/chat/completions`, server.key, long);
     await new Promise((r) => setTimeout(r, 100));
-    const queued = rawPost(`${server.url}/v1/chat/completions`, server.key, JSON.stringify({ model: MODEL, stream: true, max_tokens: 4, messages: [{ role: "user", content: "short" }] }));
+    const queued = rawPost(
+      `${server.url}/v1/chat/completions`,
+      server.key,
+      JSON.stringify({ model: MODEL, stream: true, max_tokens: 4, messages: [{ role: "user", content: "short" }] }),
+    );
     await new Promise((r) => setTimeout(r, 100));
     const started = performance.now();
-    const rejected = await rawPost(`${server.url}/v1/chat/completions`, server.key, JSON.stringify({ model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "x" }] }));
+    const rejected = await rawPost(
+      `${server.url}/v1/chat/completions`,
+      server.key,
+      JSON.stringify({ model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "x" }] }),
+    );
     assert.equal(rejected.status, 503);
     assert.ok(Number(rejected.headers["retry-after"]) > 0, "Retry-After on 503");
     assert.equal(JSON.parse(rejected.text).error.type, "server_error");
@@ -374,7 +486,11 @@ describe("always_stream reproduces the hosted deployment", () => {
   test("SSE even for stream: false", async () => {
     const server = await startServer({ model: testModel(), config: { always_stream: true } });
     try {
-      const res = await rawPost(`${server.url}/v1/chat/completions`, server.key, JSON.stringify({ model: MODEL, stream: false, max_tokens: 2, messages: [{ role: "user", content: "x" }] }));
+      const res = await rawPost(
+        `${server.url}/v1/chat/completions`,
+        server.key,
+        JSON.stringify({ model: MODEL, stream: false, max_tokens: 2, messages: [{ role: "user", content: "x" }] }),
+      );
       assert.match(String(res.headers["content-type"]), /^text\/event-stream/);
       assert.equal(sseEvents(res.text).at(-1), "data: [DONE]");
     } finally {

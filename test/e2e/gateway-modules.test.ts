@@ -26,7 +26,10 @@ export async function resolve(specifier, context, next) {
 `,
 );
 const register = join(dir, "register.mjs");
-writeFileSync(register, `import { register } from "node:module";\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+writeFileSync(
+  register,
+  `import { register } from "node:module";\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`,
+);
 
 /** A port nothing listens on: the replica is down, which a gateway starts with all the same. */
 async function closedPort(): Promise<number> {
@@ -47,7 +50,9 @@ async function llamaModulesOf(name: string, upstream: Record<string, unknown>): 
   const log = join(dir, `${name}.log`);
   writeFileSync(log, "");
   const server = await startServer({
-    config: { models: [{ id: "gw", upstream: { replicas: [{ url: `http://127.0.0.1:${await closedPort()}` }], ...upstream } }] },
+    config: {
+      models: [{ id: "gw", upstream: { replicas: [{ url: `http://127.0.0.1:${await closedPort()}` }], ...upstream } }],
+    },
     env: { NODE_OPTIONS: `--import=${pathToFileURL(register).href}`, LUCENA_TEST_MODULE_LOG: log },
   });
   running.push(server);

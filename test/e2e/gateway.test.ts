@@ -55,9 +55,15 @@ describe("keys: create, use, revoke, expire, restrict", () => {
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const key = /(sk-lucena-[A-Za-z0-9]{43})/.exec(readFileSync(file, "utf8"))?.[1];
     assert.ok(key, "the file holds the key");
-    assert.match(readFileSync(file, "utf8"), /curl http:\/\/127\.0\.0\.1:\d+\/v1\/models -H "Authorization: Bearer sk-lucena-/);
+    assert.match(
+      readFileSync(file, "utf8"),
+      /curl http:\/\/127\.0\.0\.1:\d+\/v1\/models -H "Authorization: Bearer sk-lucena-/,
+    );
     assert.equal((await fetch(`${a.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).status, 200);
-    assert.ok(a.logs.some((l) => l.includes("first-key.txt")), "the log says where the key is");
+    assert.ok(
+      a.logs.some((l) => l.includes("first-key.txt")),
+      "the log says where the key is",
+    );
     await a.stop();
     const b = await start({ noConfigKey: true, dataDir: a.dataDir });
     assert.ok(!b.logs.some((l) => l.includes("first API key")), "no second first key");
@@ -85,7 +91,9 @@ describe("keys: create, use, revoke, expire, restrict", () => {
     for (const s of [a, b]) {
       const res = await chat(s, key);
       assert.equal(res.status, 401);
-      assert.deepEqual(await res.json(), { error: { message: "Invalid API Key", type: "gateway_auth_error", code: 401 } });
+      assert.deepEqual(await res.json(), {
+        error: { message: "Invalid API Key", type: "gateway_auth_error", code: 401 },
+      });
     }
   });
 
@@ -94,7 +102,9 @@ describe("keys: create, use, revoke, expire, restrict", () => {
     // Waits on the key's own expiry time, however long the machine took to get here, never on a fixed sleep.
     const lasting = await createKey(s.dataDir, "--name", "lasting", "--expires", "1d");
     assert.equal((await chat(s, lasting.key)).status, 200);
-    const { key, expires_at } = JSON.parse(await cli(s.dataDir, "create", "--json", "--name", "brief", "--expires", "500ms")) as { key: string; expires_at: number };
+    const { key, expires_at } = JSON.parse(
+      await cli(s.dataDir, "create", "--json", "--name", "brief", "--expires", "500ms"),
+    ) as { key: string; expires_at: number };
     while (Date.now() <= (expires_at + 1) * 1000) await sleep(50);
     const res = await chat(s, key);
     assert.equal(res.status, 401);
@@ -103,20 +113,37 @@ describe("keys: create, use, revoke, expire, restrict", () => {
 
   test("a key restricted to some models gets 404 for the others, as if they did not exist", async () => {
     const model = testModel();
-    const s = await start({ config: { models: [{ id: "open-model", source: model }, { id: "secret-model", source: model, parallel: 1 }] } });
+    const s = await start({
+      config: {
+        models: [
+          { id: "open-model", source: model },
+          { id: "secret-model", source: model, parallel: 1 },
+        ],
+      },
+    });
     const { key } = await createKey(s.dataDir, "--name", "narrow", "--models", "open-model");
-    const list = (await fetch(`${s.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.json())) as { data: Array<{ id: string }> };
-    assert.deepEqual(list.data.map((m) => m.id), ["open-model"]);
+    const list = (await fetch(`${s.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } }).then((r) =>
+      r.json(),
+    )) as { data: Array<{ id: string }> };
+    assert.deepEqual(
+      list.data.map((m) => m.id),
+      ["open-model"],
+    );
     assert.equal((await chat(s, key, { model: "open-model" })).status, 200);
     const hidden = await chat(s, key, { model: "secret-model" });
     const missing = await chat(s, key, { model: "no-such-model" });
     assert.equal(hidden.status, 404);
     const h = (await hidden.json()) as { error: { message: string; type: string } };
     const m = (await missing.json()) as { error: { message: string; type: string } };
-    assert.equal(h.error.message.replace("secret-model", "X"), m.error.message.replace("no-such-model", "X"), "same answer as for a model that does not exist");
+    assert.equal(
+      h.error.message.replace("secret-model", "X"),
+      m.error.message.replace("no-such-model", "X"),
+      "same answer as for a model that does not exist",
+    );
     assert.ok(!h.error.message.includes("secret-model'.") && !/Available.*secret-model/.test(h.error.message));
     const count = await fetch(`${s.url}/v1/tokens/count`, {
-      method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
       body: JSON.stringify({ model: "secret-model", messages: [{ role: "user", content: "x" }] }),
     });
     assert.equal(count.status, 404);
@@ -132,7 +159,9 @@ describe("limits", () => {
   test("200 simultaneous requests against a limit of 7 requests per minute admit exactly 7", async () => {
     const s = await start({ config: { models: [{ queue_size: 256 }] } });
     const { key } = await createKey(s.dataDir, "--name", "rpm", "--rpm", "7");
-    const statuses = await Promise.all(Array.from({ length: 200 }, () => chat(s, key).then(async (r) => (await r.arrayBuffer(), r.status))));
+    const statuses = await Promise.all(
+      Array.from({ length: 200 }, () => chat(s, key).then(async (r) => (await r.arrayBuffer(), r.status))),
+    );
     assert.equal(statuses.filter((x) => x === 200).length, 7);
     assert.equal(statuses.filter((x) => x === 429).length, 193);
   });
@@ -141,7 +170,9 @@ describe("limits", () => {
     const s = await start({ config: { models: [{ queue_size: 256 }] } });
     const { key } = await createKey(s.dataDir, "--name", "conc", "--concurrency", "3");
     const statuses = await Promise.all(
-      Array.from({ length: 200 }, () => chat(s, key, { max_tokens: 300 }).then(async (r) => (await r.arrayBuffer(), r.status))),
+      Array.from({ length: 200 }, () =>
+        chat(s, key, { max_tokens: 300 }).then(async (r) => (await r.arrayBuffer(), r.status)),
+      ),
     );
     assert.equal(statuses.filter((x) => x === 200).length, 3);
     assert.equal(statuses.filter((x) => x === 429).length, 197);
@@ -156,7 +187,11 @@ describe("limits", () => {
     assert.equal(((await big.json()) as { error: { type: string } }).error.type, "rate_limit_error");
     const ok: Response[] = [];
     for (let i = 0; i < 3; i++) ok.push(await chat(s, key));
-    assert.deepEqual(ok.map((r) => r.status), [200, 200, 200], "all three requests of the minute are still there");
+    assert.deepEqual(
+      ok.map((r) => r.status),
+      [200, 200, 200],
+      "all three requests of the minute are still there",
+    );
     assert.equal(ok[0].headers.get("x-ratelimit-limit-requests"), "3");
     assert.equal(ok[0].headers.get("x-ratelimit-remaining-requests"), "2");
     assert.equal(ok[2].headers.get("x-ratelimit-remaining-requests"), "0");
@@ -184,17 +219,32 @@ describe("usage ledger", () => {
     const client = new OpenAI({ apiKey: key, baseURL: `${s.url}/v1`, maxRetries: 0 });
     const received: Array<{ prompt: number; completion: number }> = [];
 
-    const json = await client.chat.completions.create({ model: MODEL, max_tokens: 9, messages: [{ role: "user", content: "one" }] });
+    const json = await client.chat.completions.create({
+      model: MODEL,
+      max_tokens: 9,
+      messages: [{ role: "user", content: "one" }],
+    });
     received.push({ prompt: json.usage!.prompt_tokens, completion: json.usage!.completion_tokens });
-    const stream = await client.chat.completions.create({ model: MODEL, max_tokens: 11, stream: true, messages: [{ role: "user", content: "two" }] });
-    for await (const chunk of stream) if (chunk.usage) received.push({ prompt: chunk.usage.prompt_tokens, completion: chunk.usage.completion_tokens });
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      max_tokens: 11,
+      stream: true,
+      messages: [{ role: "user", content: "two" }],
+    });
+    for await (const chunk of stream)
+      if (chunk.usage) received.push({ prompt: chunk.usage.prompt_tokens, completion: chunk.usage.completion_tokens });
 
     // A stream the client cuts after a few chunks: its row holds what was produced until the cut.
     const ac = new AbortController();
     const cut = await fetch(`${s.url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-request-id": "ledger-cut-1" },
-      body: JSON.stringify({ model: MODEL, stream: true, max_tokens: 6000, messages: [{ role: "user", content: "three" }] }),
+      body: JSON.stringify({
+        model: MODEL,
+        stream: true,
+        max_tokens: 6000,
+        messages: [{ role: "user", content: "three" }],
+      }),
       signal: ac.signal,
     });
     const reader = cut.body!.getReader();
@@ -202,7 +252,10 @@ describe("usage ledger", () => {
     while (chunks < 3) {
       const { value, done } = await reader.read();
       assert.ok(!done);
-      chunks += new TextDecoder().decode(value).split("\n\n").filter((e) => e.includes('"content"')).length;
+      chunks += new TextDecoder()
+        .decode(value)
+        .split("\n\n")
+        .filter((e) => e.includes('"content"')).length;
     }
     ac.abort();
     // A refused request (bad input) never reached a model: no row.
@@ -222,16 +275,33 @@ describe("usage ledger", () => {
       received,
       "the rows hold exactly what the clients were told",
     );
-    assert.deepEqual(rows.slice(0, 2).map((r) => [r.finish_reason, r.stream]), [["length", 0], ["length", 1]]);
+    assert.deepEqual(
+      rows.slice(0, 2).map((r) => [r.finish_reason, r.stream]),
+      [
+        ["length", 0],
+        ["length", 1],
+      ],
+    );
     const cutRow = rows[2];
     assert.equal(cutRow.request_id, "ledger-cut-1");
     assert.equal(cutRow.finish_reason, "cancelled");
-    assert.ok((cutRow.completion_tokens as number) >= chunks && (cutRow.completion_tokens as number) < 6000, `${cutRow.completion_tokens} tokens produced before the cut`);
+    assert.ok(
+      (cutRow.completion_tokens as number) >= chunks && (cutRow.completion_tokens as number) < 6000,
+      `${cutRow.completion_tokens} tokens produced before the cut`,
+    );
     assert.ok((cutRow.ttft_ms as number) >= 0 && (cutRow.duration_ms as number) > 0);
 
-    const summed = JSON.parse(await cli(s.dataDir, "usage", id, "--json")) as { requests: number; prompt_tokens: number; completion_tokens: number; total_tokens: number };
+    const summed = JSON.parse(await cli(s.dataDir, "usage", id, "--json")) as {
+      requests: number;
+      prompt_tokens: number;
+      completion_tokens: number;
+      total_tokens: number;
+    };
     assert.equal(summed.requests, 3);
-    assert.equal(summed.completion_tokens, rows.reduce((n, r) => n + (r.completion_tokens as number), 0));
+    assert.equal(
+      summed.completion_tokens,
+      rows.reduce((n, r) => n + (r.completion_tokens as number), 0),
+    );
     assert.equal(summed.total_tokens, summed.prompt_tokens + summed.completion_tokens);
   });
 });
@@ -250,9 +320,20 @@ describe("admin API", () => {
         headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
         body: body ? JSON.stringify(body) : undefined,
       });
-    const created = await call("POST", "/admin/v1/keys", admin, { name: "via-http", rpm: 10, models: [MODEL], expires: "1d" });
+    const created = await call("POST", "/admin/v1/keys", admin, {
+      name: "via-http",
+      rpm: 10,
+      models: [MODEL],
+      expires: "1d",
+    });
     assert.equal(created.status, 201);
-    const made = (await created.json()) as { id: string; key: string; rpm: number; models: string[]; expires_at: number };
+    const made = (await created.json()) as {
+      id: string;
+      key: string;
+      rpm: number;
+      models: string[];
+      expires_at: number;
+    };
     assert.equal(made.rpm, 10);
     assert.deepEqual(made.models, [MODEL]);
     assert.ok(made.expires_at > Date.now() / 1000);
@@ -274,13 +355,18 @@ describe("admin API", () => {
     assert.ok(((await revoked.json()) as { revoked_at: number | null }).revoked_at !== null);
     assert.equal((await chat(s, made.key)).status, 401);
     assert.equal((await call("DELETE", "/admin/v1/keys/key_nope", admin)).status, 404);
-    const usage = (await call("GET", `/admin/v1/usage?key_id=${made.id}`, admin).then((r) => r.json())) as { data: Array<{ requests: number }> };
+    const usage = (await call("GET", `/admin/v1/usage?key_id=${made.id}`, admin).then((r) => r.json())) as {
+      data: Array<{ requests: number }>;
+    };
     assert.equal(usage.data[0].requests, 1);
   });
 
   test("without an admin token there is no admin API", async () => {
     const s = await start({});
-    assert.equal((await fetch(`${s.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${s.key}` } })).status, 404);
+    assert.equal(
+      (await fetch(`${s.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${s.key}` } })).status,
+      404,
+    );
   });
 });
 
@@ -288,6 +374,9 @@ describe("log hygiene", () => {
   test("no line that any server of this file wrote to stdout or stderr holds a key", () => {
     const lines = started.flatMap((s) => s.logs);
     assert.ok(lines.length > 50, `${lines.length} lines checked`);
-    assert.deepEqual(lines.filter((l) => l.includes("sk-lucena-")), []);
+    assert.deepEqual(
+      lines.filter((l) => l.includes("sk-lucena-")),
+      [],
+    );
   });
 });

@@ -8,7 +8,14 @@ import { startServer, type RunningServer } from "../helpers/server.js";
 
 const MODEL = "lucena-coder-latest";
 const servers: RunningServer[] = [];
-type Row = { request_id: string; prompt_tokens: number; completion_tokens: number; status: number; state: string; finish_reason: string | null };
+type Row = {
+  request_id: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  status: number;
+  state: string;
+  finish_reason: string | null;
+};
 
 function request(s: RunningServer, id: string, body: Record<string, unknown>, signal?: AbortSignal) {
   return fetch(`${s.url}/v1/chat/completions`, {
@@ -85,7 +92,10 @@ describe("usage ledger under faults", () => {
       }
     };
     const workers = [worker(), worker()];
-    await until("streams under way and JSON answers", () => streams.every((st) => st.received >= 20) && answers.size >= 20);
+    await until(
+      "streams under way and JSON answers",
+      () => streams.every((st) => st.received >= 20) && answers.size >= 20,
+    );
     s.proc.kill("SIGKILL");
     killed = true;
     await Promise.all([...streams.map((st) => st.ended), ...workers]);
@@ -97,16 +107,24 @@ describe("usage ledger under faults", () => {
       assert.ok(row, `${st.id} has a row`);
       assert.equal(row.state, "in_progress", `${st.id} was cut by the kill`);
       assert.equal(row.status, 200);
-      assert.ok(row.completion_tokens >= st.received, `${st.id}: the client received ${st.received} chunks, the row says ${row.completion_tokens}`);
+      assert.ok(
+        row.completion_tokens >= st.received,
+        `${st.id}: the client received ${st.received} chunks, the row says ${row.completion_tokens}`,
+      );
       assert.ok(row.prompt_tokens > 0, "its prompt was evaluated");
     }
     for (const [id, got] of answers) {
       const row = rows.get(id);
       assert.ok(row, `${id}, answered, has a row`);
-      assert.deepEqual([row.state, row.status, row.prompt_tokens, row.completion_tokens], ["complete", 200, got.prompt, got.completion], id);
+      assert.deepEqual(
+        [row.state, row.status, row.prompt_tokens, row.completion_tokens],
+        ["complete", 200, got.prompt, got.completion],
+        id,
+      );
     }
     // The ledger's files are the server's user's alone, the WAL and shared-memory files too.
-    for (const f of ["lucena.db", "lucena.db-wal", "lucena.db-shm"]) assert.equal(statSync(join(s.dataDir, f)).mode & 0o777, 0o600, f);
+    for (const f of ["lucena.db", "lucena.db-wal", "lucena.db-shm"])
+      assert.equal(statSync(join(s.dataDir, f)).mode & 0o777, 0o600, f);
   });
 
   test("a stream cut while queued behind a busy sequence is charged no prompt and is client_closed", async () => {
@@ -127,7 +145,10 @@ describe("usage ledger under faults", () => {
 
     const rows = readRows(s);
     const q = rows.get("queued-cut")!;
-    assert.deepEqual([q.state, q.status, q.prompt_tokens, q.completion_tokens, q.finish_reason], ["client_closed", 499, 0, 0, "cancelled"]);
+    assert.deepEqual(
+      [q.state, q.status, q.prompt_tokens, q.completion_tokens, q.finish_reason],
+      ["client_closed", 499, 0, 0, "cancelled"],
+    );
     const b = rows.get("queued-busy")!;
     assert.equal(b.status, 499);
     assert.ok(b.prompt_tokens > 0);

@@ -12,9 +12,20 @@ import { rng } from "../helpers/rng.js";
 // project's own vocabulary and on two real ones (byte-level BPE with a pre-tokenizer, and SentencePiece).
 
 const PIECES = [
-  "function add(a, b) {\n  return a + b;\n}\n", "    if (x) {\n\t\treturn;\n    }\n", "The quick brown fox jumps over the lazy dog. ",
-  "Ünïcödé façade — naïve café. ", "日本語のテキストと中文。", "emoji 🎉🚀 and 👩‍💻 ", "\n\n\n", "        ", "x=1;y=2;z=3;",
-  "SELECT * FROM t WHERE id = 42;\n", "<|im_start|>not special<|im_end|> ", "[INST] raw [/INST] ", "1234567890 ", "\r\n",
+  "function add(a, b) {\n  return a + b;\n}\n",
+  "    if (x) {\n\t\treturn;\n    }\n",
+  "The quick brown fox jumps over the lazy dog. ",
+  "Ünïcödé façade — naïve café. ",
+  "日本語のテキストと中文。",
+  "emoji 🎉🚀 and 👩‍💻 ",
+  "\n\n\n",
+  "        ",
+  "x=1;y=2;z=3;",
+  "SELECT * FROM t WHERE id = 42;\n",
+  "<|im_start|>not special<|im_end|> ",
+  "[INST] raw [/INST] ",
+  "1234567890 ",
+  "\r\n",
 ];
 
 /** A long text of mixed code, prose, scripts, emoji and white space runs, the same for a seed. */
@@ -28,7 +39,12 @@ function mixedText(seed: number, chars: number): string {
 /** node-llama-cpp's tokenization of the whole templated conversation, as the engine did it before chunking. */
 function reference(model: LlamaModel, messages: readonly ChatMessage[]): number[] {
   const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem =>
-    m.role === "system" ? { type: "system", text: m.content } : m.role === "user" ? { type: "user", text: m.content } : { type: "model", response: [m.content] });
+    m.role === "system"
+      ? { type: "system", text: m.content }
+      : m.role === "user"
+        ? { type: "user", text: m.content }
+        : { type: "model", response: [m.content] },
+  );
   history.push({ type: "model", response: [] });
   return resolveChatWrapper(model).generateContextState({ chatHistory: history }).contextText.tokenize(model.tokenizer);
 }
@@ -37,7 +53,12 @@ function reference(model: LlamaModel, messages: readonly ChatMessage[]): number[
 async function turnsDuring<T>(work: () => Promise<T>): Promise<{ result: T; turns: number }> {
   let turns = 0;
   let done = false;
-  const tick = () => { if (!done) { turns++; setImmediate(tick); } };
+  const tick = () => {
+    if (!done) {
+      turns++;
+      setImmediate(tick);
+    }
+  };
   setImmediate(tick);
   const result = await work();
   done = true;
@@ -45,7 +66,10 @@ async function turnsDuring<T>(work: () => Promise<T>): Promise<{ result: T; turn
 }
 
 /** The prompt tokenizer of the project's own tiny model's vocabulary, disposed after the test. */
-async function ownTokenizer(llama: Llama, t: { after(fn: () => unknown): void }): Promise<{ model: LlamaModel; tok: PromptTokenizer }> {
+async function ownTokenizer(
+  llama: Llama,
+  t: { after(fn: () => unknown): void },
+): Promise<{ model: LlamaModel; tok: PromptTokenizer }> {
   const model = await llama.loadModel({ modelPath: testModel(), vocabOnly: true });
   t.after(() => model.dispose());
   return { model, tok: new PromptTokenizer(model, resolveChatWrapper(model)) };
@@ -54,7 +78,11 @@ async function ownTokenizer(llama: Llama, t: { after(fn: () => unknown): void })
 const models: { name: string; path: () => string; skip: string | false }[] = [
   { name: "own vocabulary", path: () => testModel(), skip: false },
   { name: "phi-3", path: () => join(vocabDir!, "ggml-vocab-phi-3.gguf"), skip: vocabDir === null ? NO_SHARED : false },
-  { name: "deepseek-coder", path: () => join(vocabDir!, "ggml-vocab-deepseek-coder.gguf"), skip: vocabDir === null ? NO_SHARED : false },
+  {
+    name: "deepseek-coder",
+    path: () => join(vocabDir!, "ggml-vocab-deepseek-coder.gguf"),
+    skip: vocabDir === null ? NO_SHARED : false,
+  },
 ];
 
 describe("prompt tokenizer: chunks, turns of the event loop, limits", () => {
@@ -99,7 +127,11 @@ describe("prompt tokenizer: chunks, turns of the event loop, limits", () => {
     assert.ok(!Array.isArray(cut), "a prompt over the limit is not tokenized whole");
     assert.ok(cut.atLeast > 1000, `${cut.atLeast} tokens found`);
     assert.ok(cut.atLeast < whole.length / 10, `${cut.atLeast} of ${whole.length} tokens were made before stopping`);
-    assert.deepEqual(await tok.encode(messages), whole, "resumed from the kept chunks, the result is the whole tokenization");
+    assert.deepEqual(
+      await tok.encode(messages),
+      whole,
+      "resumed from the kept chunks, the result is the whole tokenization",
+    );
     assert.deepEqual(await tok.encode(messages, whole.length), whole, "a prompt exactly at the limit fits");
   });
 

@@ -26,13 +26,25 @@ describe("lucena serve", () => {
   test("with no model configured, it makes the demo model, serves it and says its answers are random", async () => {
     const server = await startServer();
     try {
-      assert.ok(existsSync(join(server.dataDir, "models", "lucena-demo-tiny.gguf")), "the demo model is made in the data directory");
-      const models = (await fetch(`${server.url}/v1/models`, authed(server.key)).then((r) => r.json())) as { data: Array<{ description: string }> };
+      assert.ok(
+        existsSync(join(server.dataDir, "models", "lucena-demo-tiny.gguf")),
+        "the demo model is made in the data directory",
+      );
+      const models = (await fetch(`${server.url}/v1/models`, authed(server.key)).then((r) => r.json())) as {
+        data: Array<{ description: string }>;
+      };
       assert.match(models.data[0].description, /random/);
       assert.match(models.data[0].description, /--model/);
-      assert.ok(server.logs.some((l) => l.includes("random text") && l.includes('"level":40')), "a warning at start says so too");
+      assert.ok(
+        server.logs.some((l) => l.includes("random text") && l.includes('"level":40')),
+        "a warning at start says so too",
+      );
       const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
-      const res = await client.chat.completions.create({ model: MODEL, max_tokens: 5, messages: [{ role: "user", content: "hi" }] });
+      const res = await client.chat.completions.create({
+        model: MODEL,
+        max_tokens: 5,
+        messages: [{ role: "user", content: "hi" }],
+      });
       assert.equal(res.usage?.completion_tokens, 5);
     } finally {
       await server.stop();
@@ -56,7 +68,9 @@ describe("lucena serve", () => {
       // The reference's three figures first (docs/api.md: more fields may follow them).
       assert.deepEqual(Object.keys(stats as object).slice(0, 3), ["heap_used_mb", "heap_total_mb", "rss_mb"]);
       // Still trying to download (loading), or given up (failed): never ready.
-      assert.ok(["loading", "failed"].includes((stats as { models: Record<string, { status: string }> }).models[MODEL].status));
+      assert.ok(
+        ["loading", "failed"].includes((stats as { models: Record<string, { status: string }> }).models[MODEL].status),
+      );
     } finally {
       await server.stop();
     }
@@ -66,73 +80,124 @@ describe("lucena serve", () => {
     const server = await startServer({
       model: testModel(),
       config: {
-        models: [{
-          id: "house-model", name: "House", max_output_tokens: 64, context_size: 512,
-          system_prompt: null, default_shape: "terse",
-          shapes: { terse: { system_prompt: "Be terse.", temperature: 0 }, chatty: { system_prompt: "Talk a lot, and then some more." } },
-        }],
+        models: [
+          {
+            id: "house-model",
+            name: "House",
+            max_output_tokens: 64,
+            context_size: 512,
+            system_prompt: null,
+            default_shape: "terse",
+            shapes: {
+              terse: { system_prompt: "Be terse.", temperature: 0 },
+              chatty: { system_prompt: "Talk a lot, and then some more." },
+            },
+          },
+        ],
       },
     });
     try {
-      const models = (await fetch(`${server.url}/v1/models`, authed(server.key)).then((r) => r.json())) as { data: Array<Record<string, unknown>> };
+      const models = (await fetch(`${server.url}/v1/models`, authed(server.key)).then((r) => r.json())) as {
+        data: Array<Record<string, unknown>>;
+      };
       assert.equal(models.data[0].id, "house-model");
       assert.equal(models.data[0].default_shape, "terse");
       assert.deepEqual(models.data[0].available_shapes, ["terse", "chatty"]);
 
       const messages = [{ role: "user", content: "hello" }];
-      type Count = { usage: { prompt_tokens: number }; limits: Record<string, number>; _lucena: Record<string, unknown> };
-      const terse = (await fetch(`${server.url}/v1/tokens/count`, authed(server.key, { model: "house-model", messages })).then((r) => r.json())) as Count;
+      type Count = {
+        usage: { prompt_tokens: number };
+        limits: Record<string, number>;
+        _lucena: Record<string, unknown>;
+      };
+      const terse = (await fetch(
+        `${server.url}/v1/tokens/count`,
+        authed(server.key, { model: "house-model", messages }),
+      ).then((r) => r.json())) as Count;
       assert.deepEqual(terse._lucena, { system_prompt_source: "shape", trimmed_messages: 1, shape_id: "terse" });
       assert.equal(terse.limits.output_limit, 64);
       assert.ok(terse.limits.context_size >= 512, "context_size is what the engine allocated");
-      const chatty = (await fetch(`${server.url}/v1/tokens/count`, authed(server.key, { model: "house-model", shape: "chatty", messages })).then((r) => r.json())) as Count;
+      const chatty = (await fetch(
+        `${server.url}/v1/tokens/count`,
+        authed(server.key, { model: "house-model", shape: "chatty", messages }),
+      ).then((r) => r.json())) as Count;
       assert.equal(chatty._lucena.shape_id, "chatty");
       assert.ok(chatty.usage.prompt_tokens > terse.usage.prompt_tokens, "the longer shape prompt counts more tokens");
 
       const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
-      const res = await client.chat.completions.create({ model: "house-model", messages: [{ role: "user", content: "hello" }], shape: "chatty" } as never) as OpenAI.Chat.Completions.ChatCompletion;
+      const res = (await client.chat.completions.create({
+        model: "house-model",
+        messages: [{ role: "user", content: "hello" }],
+        shape: "chatty",
+      } as never)) as OpenAI.Chat.Completions.ChatCompletion;
       assert.equal(res.usage?.prompt_tokens, chatty.usage.prompt_tokens);
-      assert.ok((res.usage?.completion_tokens ?? 0) <= 64, "without max_tokens the answer stays within the output limit");
-      await assert.rejects(client.chat.completions.create({ model: "house-model", max_tokens: 65, messages: [{ role: "user", content: "x" }] }), /output limit/);
+      assert.ok(
+        (res.usage?.completion_tokens ?? 0) <= 64,
+        "without max_tokens the answer stays within the output limit",
+      );
+      await assert.rejects(
+        client.chat.completions.create({
+          model: "house-model",
+          max_tokens: 65,
+          messages: [{ role: "user", content: "x" }],
+        }),
+        /output limit/,
+      );
     } finally {
       await server.stop();
     }
   });
 
-  test("a model with a real tokenizer and Jinja chat template (phi-3) serves completions and counts", { skip: vocabDir ? false : NO_SHARED }, async () => {
-    const server = await startServer({ model: testModel({ vocab: "phi-3" }) });
-    try {
-      const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
-      const messages = [
-        { role: "system" as const, content: "You are terse." },
-        { role: "user" as const, content: "Hello there, how are you?" },
-      ];
-      const count = (await fetch(`${server.url}/v1/tokens/count`, authed(server.key, { model: MODEL, messages, max_tokens: 6 })).then((r) => r.json())) as { usage: { prompt_tokens: number }; _lucena: { system_prompt_source: string } };
-      assert.equal(count._lucena.system_prompt_source, "request");
-      const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 6, stream: true });
-      let usage: OpenAI.Completions.CompletionUsage | undefined;
-      let text = "";
-      for await (const chunk of stream) {
-        text += chunk.choices[0]?.delta?.content || "";
-        usage = chunk.usage ?? usage;
+  test(
+    "a model with a real tokenizer and Jinja chat template (phi-3) serves completions and counts",
+    { skip: vocabDir ? false : NO_SHARED },
+    async () => {
+      const server = await startServer({ model: testModel({ vocab: "phi-3" }) });
+      try {
+        const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
+        const messages = [
+          { role: "system" as const, content: "You are terse." },
+          { role: "user" as const, content: "Hello there, how are you?" },
+        ];
+        const count = (await fetch(
+          `${server.url}/v1/tokens/count`,
+          authed(server.key, { model: MODEL, messages, max_tokens: 6 }),
+        ).then((r) => r.json())) as { usage: { prompt_tokens: number }; _lucena: { system_prompt_source: string } };
+        assert.equal(count._lucena.system_prompt_source, "request");
+        const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 6, stream: true });
+        let usage: OpenAI.Completions.CompletionUsage | undefined;
+        let text = "";
+        for await (const chunk of stream) {
+          text += chunk.choices[0]?.delta?.content || "";
+          usage = chunk.usage ?? usage;
+        }
+        assert.ok(text.length > 0);
+        assert.equal(usage?.prompt_tokens, count.usage.prompt_tokens);
+        assert.equal(usage?.completion_tokens, 6);
+      } finally {
+        await server.stop();
       }
-      assert.ok(text.length > 0);
-      assert.equal(usage?.prompt_tokens, count.usage.prompt_tokens);
-      assert.equal(usage?.completion_tokens, 6);
-    } finally {
-      await server.stop();
-    }
-  });
+    },
+  );
 
   test("a model that ends its turn finishes with finish_reason stop, streamed and not", async () => {
     const server = await startServer({ model: testModel({ endsTurn: true }) });
     try {
       const client = new OpenAI({ apiKey: server.key, baseURL: `${server.url}/v1` });
-      const res = await client.chat.completions.create({ model: MODEL, max_tokens: 50, messages: [{ role: "user", content: "hi" }] });
+      const res = await client.chat.completions.create({
+        model: MODEL,
+        max_tokens: 50,
+        messages: [{ role: "user", content: "hi" }],
+      });
       assert.equal(res.choices[0].finish_reason, "stop");
       assert.equal(res.choices[0].message.content, "", "the end-of-turn token is not text");
       assert.equal(res.usage?.completion_tokens, 1);
-      const stream = await client.chat.completions.create({ model: MODEL, max_tokens: 50, stream: true, messages: [{ role: "user", content: "hi" }] });
+      const stream = await client.chat.completions.create({
+        model: MODEL,
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+      });
       const finishes: Array<string | null> = [];
       for await (const chunk of stream) if (chunk.choices[0]) finishes.push(chunk.choices[0].finish_reason);
       assert.equal(finishes.at(-1), "stop");
@@ -145,9 +210,15 @@ describe("lucena serve", () => {
     const server = await startServer({ model: testModel({ endsTurn: true }) });
     try {
       const ask = async (extra: Record<string, unknown>) => {
-        const res = await fetch(`${server.url}/v1/chat/completions`, authed(server.key, { model: MODEL, max_tokens: 12, messages: [{ role: "user", content: "hi" }], ...extra }));
+        const res = await fetch(
+          `${server.url}/v1/chat/completions`,
+          authed(server.key, { model: MODEL, max_tokens: 12, messages: [{ role: "user", content: "hi" }], ...extra }),
+        );
         assert.equal(res.status, 200);
-        return (await res.json()) as { choices: Array<{ finish_reason: string }>; usage: { completion_tokens: number } };
+        return (await res.json()) as {
+          choices: Array<{ finish_reason: string }>;
+          usage: { completion_tokens: number };
+        };
       };
       const ends = await ask({});
       assert.deepEqual([ends.choices[0].finish_reason, ends.usage.completion_tokens], ["stop", 1]);
@@ -162,7 +233,15 @@ describe("lucena serve", () => {
     const server = await startServer({ model: testModel(), config: { shutdown_grace_seconds: 2 } });
     // Resolves once the response has started (the request was accepted), with a promise of its whole body.
     const open = async (maxTokens: number) => {
-      const res = await fetch(`${server.url}/v1/chat/completions`, authed(server.key, { model: MODEL, stream: true, max_tokens: maxTokens, messages: [{ role: "user", content: "go" }] }));
+      const res = await fetch(
+        `${server.url}/v1/chat/completions`,
+        authed(server.key, {
+          model: MODEL,
+          stream: true,
+          max_tokens: maxTokens,
+          messages: [{ role: "user", content: "go" }],
+        }),
+      );
       assert.equal(res.status, 200);
       return { text: res.text() };
     };
@@ -174,8 +253,13 @@ describe("lucena serve", () => {
     for (const text of await Promise.all(long)) {
       const events = text.trimEnd().split("\n\n");
       assert.equal(events.at(-1), "data: [DONE]");
-      assert.deepEqual(JSON.parse(events.at(-2)!.slice(6)), { error: { message: "The server is shutting down.", type: "server_error", code: 503 } });
-      assert.ok(events.some((e) => e.includes('"content"')), "it had been streaming");
+      assert.deepEqual(JSON.parse(events.at(-2)!.slice(6)), {
+        error: { message: "The server is shutting down.", type: "server_error", code: 503 },
+      });
+      assert.ok(
+        events.some((e) => e.includes('"content"')),
+        "it had been streaming",
+      );
     }
     const shortEvents = (await short).trimEnd().split("\n\n");
     assert.equal(shortEvents.at(-1), "data: [DONE]");
@@ -188,7 +272,9 @@ describe("lucena serve", () => {
     const dir = mkdtempSync(join(tmpdir(), "lucena-cfg-"));
     const file = join(dir, "bad.json");
     await import("node:fs").then((fs) => fs.writeFileSync(file, JSON.stringify({ port: "eighty" })));
-    const res = await run(process.execPath, [cliPath, "serve", "--config", file]).catch((e: { code: number; stderr: string }) => e);
+    const res = await run(process.execPath, [cliPath, "serve", "--config", file]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     assert.equal((res as { code: number }).code, 2);
     assert.match((res as { stderr: string }).stderr, /invalid configuration[\s\S]*\/port/);
   });
@@ -198,20 +284,42 @@ describe("lucena make-model", () => {
   test("writes a tiny model with its own tokenizer, and one with a given vocabulary", async () => {
     const dir = mkdtempSync(join(tmpdir(), "lucena-make-"));
     const own = join(dir, "own.gguf");
-    const { stdout } = await run(process.execPath, [cliPath, "make-model", "--out", own, "--size", "tiny", "--seed", "7"]);
+    const { stdout } = await run(process.execPath, [
+      cliPath,
+      "make-model",
+      "--out",
+      own,
+      "--size",
+      "tiny",
+      "--seed",
+      "7",
+    ]);
     assert.match(stdout, /wrote .*own\.gguf: tiny, .*M parameters, vocabulary 2048/);
     const meta = readGgufMetadata(own);
-    assert.deepEqual(meta.get("tokenizer.ggml.model"), { type: 8, value: "gpt2" }, "the project's own byte-level BPE tokenizer");
+    assert.deepEqual(
+      meta.get("tokenizer.ggml.model"),
+      { type: 8, value: "gpt2" },
+      "the project's own byte-level BPE tokenizer",
+    );
     assert.deepEqual(meta.get("general.architecture"), { type: 8, value: "llama" });
     assert.ok(statSync(own).size > 100_000);
     if (!vocabDir) return;
     const withVocab = join(dir, "deepseek.gguf");
-    const out = await run(process.execPath, [cliPath, "make-model", "--out", withVocab, "--vocab", join(vocabDir, "ggml-vocab-deepseek-coder.gguf")]);
+    const out = await run(process.execPath, [
+      cliPath,
+      "make-model",
+      "--out",
+      withVocab,
+      "--vocab",
+      join(vocabDir, "ggml-vocab-deepseek-coder.gguf"),
+    ]);
     assert.match(out.stdout, /vocabulary 32256/);
   });
 
   test("rejects an unknown size", async () => {
-    const res = await run(process.execPath, [cliPath, "make-model", "--out", "/tmp/x.gguf", "--size", "huge"]).catch((e: { code: number; stderr: string }) => e);
+    const res = await run(process.execPath, [cliPath, "make-model", "--out", "/tmp/x.gguf", "--size", "huge"]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     assert.notEqual((res as { code: number }).code, 0);
     assert.match((res as { stderr: string }).stderr, /huge/);
   });

@@ -11,17 +11,30 @@ interface ModelStats {
   sequences: number;
   prompt_tokens_evaluated: number;
   prompt_tokens_reused: number;
-  scheduler: { steps: number; tpot_target_ms: number; prompt_token_ms: number | null; decode_step_ms: number | null; prompt_budget: number | null };
+  scheduler: {
+    steps: number;
+    tpot_target_ms: number;
+    prompt_token_ms: number | null;
+    decode_step_ms: number | null;
+    prompt_budget: number | null;
+  };
 }
 
 describe("serving many clients on one embedded model", () => {
   let server: RunningServer;
   const headers = () => ({ authorization: `Bearer ${server.key}`, "content-type": "application/json" });
   const stats = async () =>
-    ((await fetch(`${server.url}/v1/stats`, { headers: headers() }).then((r) => r.json())) as { models: Record<string, ModelStats> }).models[MODEL];
+    (
+      (await fetch(`${server.url}/v1/stats`, { headers: headers() }).then((r) => r.json())) as {
+        models: Record<string, ModelStats>;
+      }
+    ).models[MODEL];
 
   /** Streams a completion, timestamping each content chunk. */
-  async function timedStream(body: Record<string, unknown>, onToken?: (count: number) => void): Promise<{ times: number[]; usage: { prompt_tokens: number } }> {
+  async function timedStream(
+    body: Record<string, unknown>,
+    onToken?: (count: number) => void,
+  ): Promise<{ times: number[]; usage: { prompt_tokens: number } }> {
     const res = await fetch(`${server.url}/v1/chat/completions`, {
       method: "POST",
       headers: headers(),
@@ -40,7 +53,10 @@ describe("serving many clients on one embedded model", () => {
       buffer = events.pop() ?? "";
       for (const e of events) {
         if (!e.startsWith("data: {")) continue;
-        const chunk = JSON.parse(e.slice(6)) as { choices: Array<{ delta: { content?: string } }>; usage?: typeof usage };
+        const chunk = JSON.parse(e.slice(6)) as {
+          choices: Array<{ delta: { content?: string } }>;
+          usage?: typeof usage;
+        };
         if (chunk.choices[0]?.delta.content) {
           times.push(performance.now());
           onToken?.(times.length);
@@ -60,9 +76,15 @@ describe("serving many clients on one embedded model", () => {
 
   test("two concurrent streams interleave: both produce tokens before either ends", async () => {
     const body = { max_tokens: 400, messages: [{ role: "user", content: "Tell me a long story." }] };
-    const [a, b] = await Promise.all([timedStream(body), timedStream({ ...body, messages: [{ role: "user", content: "Another one." }] })]);
+    const [a, b] = await Promise.all([
+      timedStream(body),
+      timedStream({ ...body, messages: [{ role: "user", content: "Another one." }] }),
+    ]);
     assert.ok(a.times.length > 10 && b.times.length > 10);
-    assert.ok(a.times[0] < b.times.at(-1)! && b.times[0] < a.times.at(-1)!, "each stream started before the other ended");
+    assert.ok(
+      a.times[0] < b.times.at(-1)! && b.times[0] < a.times.at(-1)!,
+      "each stream started before the other ended",
+    );
     const bDuringA = b.times.filter((t) => t > a.times[0] && t < a.times.at(-1)!).length;
     assert.ok(bDuringA > 0, "tokens of both streams alternate, they are not served one after the other");
   });
@@ -71,20 +93,28 @@ describe("serving many clients on one embedded model", () => {
     // B is sent once A's third token has come.
     let streaming!: () => void;
     const aStreams = new Promise<void>((resolve) => (streaming = resolve));
-    const a = timedStream({ max_tokens: 4000, messages: [{ role: "user", content: "Tell me a very long story." }] }, (n) => n === 3 && streaming());
+    const a = timedStream(
+      { max_tokens: 4000, messages: [{ role: "user", content: "Tell me a very long story." }] },
+      (n) => n === 3 && streaming(),
+    );
     await aStreams;
     const content = `A question about this text. ${"Sailing ships crossed the wide grey sea before the storm came in. ".repeat(70)}`;
     // What reaching the scheduler costs B (parsing, tokenizing), in A's tokens: a count of the same messages.
     const counting = performance.now();
     const count = await fetch(`${server.url}/v1/tokens/count`, {
-      method: "POST", headers: headers(), body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content }] }),
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content }] }),
     });
     assert.equal(count.status, 200);
     const counted = performance.now();
     const sent = performance.now();
     const b = await timedStream({ max_tokens: 3, messages: [{ role: "user", content }] });
     const aDone = await a;
-    assert.ok(aDone.times[0] < sent && aDone.times.at(-1)! > b.times[0], `A streamed before B was sent and after B first token: A ${aDone.times.length} tokens ${aDone.times[0] - sent} to ${aDone.times.at(-1)! - sent} ms, B first ${b.times[0] - sent} ms`);
+    assert.ok(
+      aDone.times[0] < sent && aDone.times.at(-1)! > b.times[0],
+      `A streamed before B was sent and after B first token: A ${aDone.times.length} tokens ${aDone.times[0] - sent} to ${aDone.times.at(-1)! - sent} ms, B first ${b.times[0] - sent} ms`,
+    );
     const s = (await stats()).scheduler;
     assert.ok(s.prompt_token_ms !== null && s.prompt_token_ms > 0, `measured ${s.prompt_token_ms} ms a prompt token`);
     assert.ok(b.usage.prompt_tokens > 1000, `a long prompt: ${b.usage.prompt_tokens} tokens`);
@@ -99,7 +129,10 @@ describe("serving many clients on one embedded model", () => {
       aMeanwhile <= steps + 2 * aWhileCounting + 4,
       `${aMeanwhile} of A's tokens before B's first (${b.usage.prompt_tokens} prompt tokens, at most ${steps} steps; ${aWhileCounting} while counting)`,
     );
-    assert.ok(s.prompt_budget !== null && s.prompt_budget >= 32 && s.prompt_budget <= 256, `prompt tokens beside A: ${s.prompt_budget}`);
+    assert.ok(
+      s.prompt_budget !== null && s.prompt_budget >= 32 && s.prompt_budget <= 256,
+      `prompt tokens beside A: ${s.prompt_budget}`,
+    );
   });
 
   test("a follow-up turn reuses the evaluated prefix: fewer prompt tokens are evaluated than cold", async () => {
@@ -122,17 +155,24 @@ describe("serving many clients on one embedded model", () => {
     assert.ok(cold.usage.prompt_tokens > 500, `a long prompt: ${cold.usage.prompt_tokens} tokens`);
     assert.ok(reused >= cold.usage.prompt_tokens - 5, `the first turn's prompt is reused (${reused} tokens)`);
     assert.equal(warmEvaluated + reused, warm.usage.prompt_tokens);
-    assert.ok(warmEvaluated < coldEvaluated / 10, `second turn evaluates ${warmEvaluated} tokens, cold ${coldEvaluated}`);
+    assert.ok(
+      warmEvaluated < coldEvaluated / 10,
+      `second turn evaluates ${warmEvaluated} tokens, cold ${coldEvaluated}`,
+    );
   });
 
   test("the API answers while every sequence is busy", async () => {
-    const long = Array.from({ length: 4 }, () => timedStream({ max_tokens: 3000, messages: [{ role: "user", content: "go" }] }));
+    const long = Array.from({ length: 4 }, () =>
+      timedStream({ max_tokens: 3000, messages: [{ role: "user", content: "go" }] }),
+    );
     for (let i = 0; i < 50 && (await stats()).busy < 4; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal((await stats()).busy, 4, "all four sequences are generating");
     const models = await fetch(`${server.url}/v1/models`, { headers: headers() });
     assert.equal(models.status, 200);
     const count = await fetch(`${server.url}/v1/tokens/count`, {
-      method: "POST", headers: headers(), body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "hi" }] }),
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "hi" }] }),
     });
     assert.equal(count.status, 200, "counting needs no sequence");
     await Promise.all(long);
@@ -145,7 +185,12 @@ describe("serving many clients on one embedded model", () => {
       const res = await fetch(`${server.url}/v1/chat/completions`, {
         method: "POST",
         headers: headers(),
-        body: JSON.stringify({ model: MODEL, stream: true, max_tokens: 5000, messages: [{ role: "user", content: "go" }] }),
+        body: JSON.stringify({
+          model: MODEL,
+          stream: true,
+          max_tokens: 5000,
+          messages: [{ role: "user", content: "go" }],
+        }),
         signal: ac.signal,
       });
       const reader = res.body!.getReader();
@@ -169,7 +214,9 @@ describe("serving many clients on one embedded model", () => {
     }
     assert.deepEqual([s.busy, s.waiting], [0, 0], "every sequence is free again");
     const ok = await fetch(`${server.url}/v1/chat/completions`, {
-      method: "POST", headers: headers(), body: JSON.stringify({ model: MODEL, max_tokens: 3, messages: [{ role: "user", content: "x" }] }),
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({ model: MODEL, max_tokens: 3, messages: [{ role: "user", content: "x" }] }),
     });
     assert.equal(ok.status, 200);
     assert.equal(((await ok.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 3);

@@ -11,14 +11,17 @@ import { startServer, type RunningServer } from "../helpers/server.js";
  */
 const PARALLEL = 4;
 const model = (extra: Record<string, unknown> = {}) => ({
-  models: [{ id: "m", source: testModel({ size: "small" }), parallel: PARALLEL, threads: 2, context_size: 2048, ...extra }],
+  models: [
+    { id: "m", source: testModel({ size: "small" }), parallel: PARALLEL, threads: 2, context_size: 2048, ...extra },
+  ],
 });
 const NATIVE_FAILURE = /double free|corruption|free\(\)|malloc|Aborted|Segmentation|core dumped|GGML_ASSERT/i;
 
 /** Sends SIGTERM and resolves with how the process ended. */
 function terminate(server: RunningServer): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    if (server.proc.exitCode !== null || server.proc.signalCode !== null) resolve({ code: server.proc.exitCode, signal: server.proc.signalCode });
+    if (server.proc.exitCode !== null || server.proc.signalCode !== null)
+      resolve({ code: server.proc.exitCode, signal: server.proc.signalCode });
     else server.proc.once("exit", (code, signal) => resolve({ code, signal }));
   });
   server.proc.kill("SIGTERM");
@@ -29,7 +32,10 @@ function assertClean(server: RunningServer, how: { code: number | null; signal: 
   const native = server.logs.filter((l) => NATIVE_FAILURE.test(l) && !l.startsWith("{"));
   assert.deepEqual(how, { code: 0, signal: null }, `exit code 0, no signal; stderr: ${native.join(" | ")}`);
   assert.deepEqual(native, []);
-  assert.ok(server.logs.some((l) => l.includes('"msg":"stopped"')), "it got through its shutdown");
+  assert.ok(
+    server.logs.some((l) => l.includes('"msg":"stopped"')),
+    "it got through its shutdown",
+  );
 }
 
 /** Opens `n` streams and resolves once each has sent its first chunk, with promises of their whole bodies. */
@@ -40,21 +46,28 @@ async function openStreams(server: RunningServer, n: number, maxTokens: number):
     const res = fetch(`${server.url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${server.key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "m", stream: true, max_tokens: maxTokens, messages: [{ role: "user", content: `stream ${i} `.repeat(30) }] }),
+      body: JSON.stringify({
+        model: "m",
+        stream: true,
+        max_tokens: maxTokens,
+        messages: [{ role: "user", content: `stream ${i} `.repeat(30) }],
+      }),
     });
     let first!: () => void;
     firsts.push(new Promise<void>((r) => (first = r)));
     bodies.push(
-      res.then(async (r) => {
-        let text = "";
-        const decoder = new TextDecoder();
-        for await (const chunk of r.body!) {
-          text += decoder.decode(chunk as Uint8Array, { stream: true });
-          if (text.includes('"content"')) first();
-        }
-        first();
-        return text;
-      }).catch((err: Error) => (first(), `cut: ${err.message}`)),
+      res
+        .then(async (r) => {
+          let text = "";
+          const decoder = new TextDecoder();
+          for await (const chunk of r.body!) {
+            text += decoder.decode(chunk as Uint8Array, { stream: true });
+            if (text.includes('"content"')) first();
+          }
+          first();
+          return text;
+        })
+        .catch((err: Error) => (first(), `cut: ${err.message}`)),
     );
   }
   await Promise.all(firsts);

@@ -12,7 +12,10 @@ describe("native/ggml-pool's version checks", () => {
   test("only the checked node-llama-cpp and llama.cpp pass", () => {
     const ok = { nodeLlamaCpp: CHECKED_AGAINST.nodeLlamaCpp[0], llamaCpp: CHECKED_AGAINST.llamaCpp[0] };
     assert.equal(incompatibility(ok), null);
-    assert.match(incompatibility({ ...ok, nodeLlamaCpp: "3.23.0" }) ?? "", /node-llama-cpp 3\.23\.0 is not one native\/ggml-pool was checked against/);
+    assert.match(
+      incompatibility({ ...ok, nodeLlamaCpp: "3.23.0" }) ?? "",
+      /node-llama-cpp 3\.23\.0 is not one native\/ggml-pool was checked against/,
+    );
     assert.match(incompatibility({ ...ok, llamaCpp: "b9999" }) ?? "", /llama\.cpp b9999 is not one/);
     assert.match(incompatibility({ ...ok, llamaCpp: null }) ?? "", /release unknown/);
   });
@@ -39,7 +42,11 @@ describe("native/ggml-pool's version checks", () => {
       const res = await fetch(`${server.url}/v1/chat/completions`, {
         method: "POST",
         headers: { authorization: `Bearer ${server.key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "lucena-coder-latest", max_tokens: 4, messages: [{ role: "user", content: "hi" }] }),
+        body: JSON.stringify({
+          model: "lucena-coder-latest",
+          max_tokens: 4,
+          messages: [{ role: "user", content: "hi" }],
+        }),
       });
       assert.equal(res.status, 200);
     } finally {

@@ -60,7 +60,10 @@ interface Failure {
 function describeFailures(failures: Failure[]): string {
   return failures
     .slice(0, 8)
-    .map((f) => `  ${JSON.stringify(f.input)}\n    expected ${JSON.stringify(f.expected)}\n    got      ${JSON.stringify(f.got)}`)
+    .map(
+      (f) =>
+        `  ${JSON.stringify(f.input)}\n    expected ${JSON.stringify(f.expected)}\n    got      ${JSON.stringify(f.got)}`,
+    )
     .join("\n");
 }
 
@@ -86,9 +89,18 @@ describe("tokenizer test vectors (llama.cpp test-tokenizer-0)", () => {
       const vectors = readVectors(join(vocabDir!, file));
       assert.ok(vectors.length >= 40, `${file}: ${vectors.length} vectors`);
       // The separator scheme yields an empty input (its expected ids are an empty line).
-      assert.ok(vectors.some((v) => v.input === "" && v.expected.length === 0), `${file}: has the empty input`);
-      assert.ok(vectors.some((v) => v.input === "Hello world"), `${file}: has "Hello world"`);
-      assert.ok(vectors.every((v) => v.expected.every((id) => Number.isInteger(id) && id >= 0)), `${file}: ids are integers`);
+      assert.ok(
+        vectors.some((v) => v.input === "" && v.expected.length === 0),
+        `${file}: has the empty input`,
+      );
+      assert.ok(
+        vectors.some((v) => v.input === "Hello world"),
+        `${file}: has "Hello world"`,
+      );
+      assert.ok(
+        vectors.every((v) => v.expected.every((id) => Number.isInteger(id) && id >= 0)),
+        `${file}: ids are integers`,
+      );
     }
   });
 
@@ -118,48 +130,54 @@ describe("tokenizer test vectors (llama.cpp test-tokenizer-0)", () => {
       }
     });
 
-    test(`${name}: a model made with this vocabulary tokenizes every vector like the vocabulary file`, { skip }, async (t) => {
-      const vocabPath = join(vocabDir!, file);
-      const vectors = readVectors(vocabPath);
-      const madePath = testModel({ vocab: name });
-      const vocab = await llama!.loadModel({ modelPath: vocabPath, vocabOnly: true });
-      try {
-        const made = await llama!.loadModel({ modelPath: madePath });
+    test(
+      `${name}: a model made with this vocabulary tokenizes every vector like the vocabulary file`,
+      { skip },
+      async (t) => {
+        const vocabPath = join(vocabDir!, file);
+        const vectors = readVectors(vocabPath);
+        const madePath = testModel({ vocab: name });
+        const vocab = await llama!.loadModel({ modelPath: vocabPath, vocabOnly: true });
         try {
-          assert.equal(made.fileInfo.metadata.general.architecture, "llama");
-          assert.deepEqual(made.tokens.bos, vocab.tokens.bos);
-          assert.deepEqual(made.tokens.eos, vocab.tokens.eos);
-          const failures: Failure[] = [];
-          let matchesExpected = 0;
-          for (const v of vectors) {
-            const expected = tokenize(vocab, v.input);
-            const got = tokenize(made, v.input);
-            if (JSON.stringify(got) !== JSON.stringify(expected)) failures.push({ input: v.input, expected, got });
-            if (JSON.stringify(got) === JSON.stringify(v.expected)) matchesExpected++;
-            // Detokenizing gives the same text through either.
-            assert.equal(made.detokenize(got), vocab.detokenize(expected), `detokenize ${JSON.stringify(v.input)}`);
+          const made = await llama!.loadModel({ modelPath: madePath });
+          try {
+            assert.equal(made.fileInfo.metadata.general.architecture, "llama");
+            assert.deepEqual(made.tokens.bos, vocab.tokens.bos);
+            assert.deepEqual(made.tokens.eos, vocab.tokens.eos);
+            const failures: Failure[] = [];
+            let matchesExpected = 0;
+            for (const v of vectors) {
+              const expected = tokenize(vocab, v.input);
+              const got = tokenize(made, v.input);
+              if (JSON.stringify(got) !== JSON.stringify(expected)) failures.push({ input: v.input, expected, got });
+              if (JSON.stringify(got) === JSON.stringify(v.expected)) matchesExpected++;
+              // Detokenizing gives the same text through either.
+              assert.equal(made.detokenize(got), vocab.detokenize(expected), `detokenize ${JSON.stringify(v.input)}`);
+            }
+            const passed = vectors.length - failures.length;
+            t.diagnostic(
+              `${file} → made model: ${passed}/${vectors.length} like the vocabulary file, ${matchesExpected}/${vectors.length} match upstream`,
+            );
+            assert.equal(
+              passed,
+              vectors.length,
+              `${file} → made model: ${passed}/${vectors.length} vectors tokenized like the vocabulary file; differences:\n${describeFailures(failures)}`,
+            );
+            assert.equal(
+              matchesExpected,
+              vectors.length,
+              `${file} → made model: ${matchesExpected}/${vectors.length} vectors match the upstream expected ids`,
+            );
+            // The chat template is copied too, where the vocabulary has one.
+            const vocabTemplate = vocab.fileInfo.metadata.tokenizer?.chat_template;
+            assert.equal(made.fileInfo.metadata.tokenizer?.chat_template, vocabTemplate);
+          } finally {
+            await made.dispose();
           }
-          const passed = vectors.length - failures.length;
-          t.diagnostic(`${file} → made model: ${passed}/${vectors.length} like the vocabulary file, ${matchesExpected}/${vectors.length} match upstream`);
-          assert.equal(
-            passed,
-            vectors.length,
-            `${file} → made model: ${passed}/${vectors.length} vectors tokenized like the vocabulary file; differences:\n${describeFailures(failures)}`,
-          );
-          assert.equal(
-            matchesExpected,
-            vectors.length,
-            `${file} → made model: ${matchesExpected}/${vectors.length} vectors match the upstream expected ids`,
-          );
-          // The chat template is copied too, where the vocabulary has one.
-          const vocabTemplate = vocab.fileInfo.metadata.tokenizer?.chat_template;
-          assert.equal(made.fileInfo.metadata.tokenizer?.chat_template, vocabTemplate);
         } finally {
-          await made.dispose();
+          await vocab.dispose();
         }
-      } finally {
-        await vocab.dispose();
-      }
-    });
+      },
+    );
   }
 });

@@ -22,17 +22,33 @@ interface RawResponse {
 }
 
 /** One request with node's own client: full control over Host and header sizes. `ca` makes it HTTPS. */
-function raw(opts: { port: number; method?: string; path?: string; headers?: OutgoingHttpHeaders; body?: string; ca?: string; servername?: string }): Promise<RawResponse> {
+function raw(opts: {
+  port: number;
+  method?: string;
+  path?: string;
+  headers?: OutgoingHttpHeaders;
+  body?: string;
+  ca?: string;
+  servername?: string;
+}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const send = opts.ca ? httpsRequest : httpRequest;
     const req = send(
       {
-        host: "127.0.0.1", port: opts.port, method: opts.method ?? "GET", path: opts.path ?? "/", headers: opts.headers, agent: false,
+        host: "127.0.0.1",
+        port: opts.port,
+        method: opts.method ?? "GET",
+        path: opts.path ?? "/",
+        headers: opts.headers,
+        agent: false,
         ...(opts.ca ? { ca: opts.ca, servername: opts.servername ?? "localhost" } : {}),
       },
       (res) => {
         let body = "";
-        res.setEncoding("utf8").on("data", (c: string) => (body += c)).on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+        res
+          .setEncoding("utf8")
+          .on("data", (c: string) => (body += c))
+          .on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body }));
       },
     );
     req.on("error", reject);
@@ -66,7 +82,8 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
       config: { max_header_bytes: 4096, cors_origins: [origin] },
     });
     const agent = new Agent({ connect: { ca: tls.pem } });
-    const fetchTls = ((url: string, init?: RequestInit) => undiciFetch(url, { ...(init as object), dispatcher: agent })) as unknown as typeof fetch;
+    const fetchTls = ((url: string, init?: RequestInit) =>
+      undiciFetch(url, { ...(init as object), dispatcher: agent })) as unknown as typeof fetch;
     const auth = { authorization: `Bearer ${server.key}` };
     try {
       const https = `https://localhost:${server.port}`;
@@ -74,12 +91,26 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
 
       // HTTPS with the real openai SDK, JSON and streamed; every hostname of the certificate is served alike.
       for (const host of ["localhost", "127.0.0.1"]) {
-        const client = new OpenAI({ apiKey: server.key, baseURL: `https://${host}:${server.port}/v1`, fetch: fetchTls, maxRetries: 0 });
-        const res = await client.chat.completions.create({ model: MODEL, max_tokens: 4, messages: [{ role: "user", content: "hi" }] });
+        const client = new OpenAI({
+          apiKey: server.key,
+          baseURL: `https://${host}:${server.port}/v1`,
+          fetch: fetchTls,
+          maxRetries: 0,
+        });
+        const res = await client.chat.completions.create({
+          model: MODEL,
+          max_tokens: 4,
+          messages: [{ role: "user", content: "hi" }],
+        });
         assert.equal(res.usage?.completion_tokens, 4, host);
       }
       const client = new OpenAI({ apiKey: server.key, baseURL: `${https}/v1`, fetch: fetchTls, maxRetries: 0 });
-      const stream = await client.chat.completions.create({ model: MODEL, max_tokens: 3, stream: true, messages: [{ role: "user", content: "hi" }] });
+      const stream = await client.chat.completions.create({
+        model: MODEL,
+        max_tokens: 3,
+        stream: true,
+        messages: [{ role: "user", content: "hi" }],
+      });
       let usage: OpenAI.Completions.CompletionUsage | undefined;
       for await (const chunk of stream) usage = chunk.usage ?? usage;
       assert.equal(usage?.completion_tokens, 3);
@@ -98,13 +129,25 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
       const httpPort = logField(server, "redirect listening", "port") as number;
       assert.equal(logField(server, "redirect listening", "httpsPort"), server.port);
       for (const host of ["localhost", "127.0.0.1"]) {
-        for (const [method, status] of [["GET", 301], ["HEAD", 301], ["POST", 308], ["DELETE", 308]] as const) {
+        for (const [method, status] of [
+          ["GET", 301],
+          ["HEAD", 301],
+          ["POST", 308],
+          ["DELETE", 308],
+        ] as const) {
           const res = await raw({
-            port: httpPort, method, path: "/v1/chat/completions?x=1&y=%20", headers: { host: `${host}:${httpPort}`, "content-type": "application/json" },
+            port: httpPort,
+            method,
+            path: "/v1/chat/completions?x=1&y=%20",
+            headers: { host: `${host}:${httpPort}`, "content-type": "application/json" },
             ...(method === "POST" ? { body: '{"model":"m"}' } : {}),
           });
           assert.equal(res.status, status, `${method} via ${host}`);
-          assert.equal(res.headers.location, `https://${host}:${server.port}/v1/chat/completions?x=1&y=%20`, `${method} via ${host}`);
+          assert.equal(
+            res.headers.location,
+            `https://${host}:${server.port}/v1/chat/completions?x=1&y=%20`,
+            `${method} via ${host}`,
+          );
           assert.equal(res.body, "");
           assert.match(String(res.headers["x-request-id"]), /^req_[A-Za-z0-9]{20}$/);
           assert.equal(res.headers["strict-transport-security"], undefined, "no HSTS over plain HTTP");
@@ -123,14 +166,26 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
       assert.deepEqual(JSON.parse(tooBig.body).error.code, 431);
       assert.equal(JSON.parse(tooBig.body).error.type, "invalid_request_error");
       assert.match(String(tooBig.headers["x-request-id"]), /^req_/);
-      const fits = await raw({ port: server.port, path: "/v1/models", headers: { ...auth, "x-filler": "a".repeat(3000) }, ca: tls.pem });
+      const fits = await raw({
+        port: server.port,
+        path: "/v1/models",
+        headers: { ...auth, "x-filler": "a".repeat(3000) },
+        ca: tls.pem,
+      });
       assert.equal(fits.status, 200);
-      assert.equal((await raw({ port: httpPort, path: "/", headers: { host: "localhost", "x-filler": "a".repeat(5000) } })).status, 431);
+      assert.equal(
+        (await raw({ port: httpPort, path: "/", headers: { host: "localhost", "x-filler": "a".repeat(5000) } })).status,
+        431,
+      );
 
       // CORS for the allowed origin: the preflight needs no key; answers (a 401 too) carry the headers.
       const preflight = await fetchTls(`${https}/v1/chat/completions`, {
         method: "OPTIONS",
-        headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" },
+        headers: {
+          origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization,content-type",
+        },
       });
       assert.ok(preflight.status >= 200 && preflight.status < 300, `preflight answered ${preflight.status}`);
       assert.equal(await preflight.text(), "");
@@ -141,7 +196,10 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
       const cors = await fetchTls(`${https}/v1/models`, { headers: { ...auth, origin } });
       assert.equal(cors.status, 200);
       assert.equal(cors.headers.get("access-control-allow-origin"), origin);
-      assert.match(cors.headers.get("access-control-expose-headers") ?? "", /X-Request-Id.*Retry-After.*X-RateLimit-Remaining-Requests/);
+      assert.match(
+        cors.headers.get("access-control-expose-headers") ?? "",
+        /X-Request-Id.*Retry-After.*X-RateLimit-Remaining-Requests/,
+      );
       const corsNoKey = await fetchTls(`${https}/v1/models`, { headers: { origin } });
       assert.equal(corsNoKey.status, 401);
       assert.equal(corsNoKey.headers.get("access-control-allow-origin"), origin, "a browser can read the 401");
@@ -178,15 +236,24 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
     const server = await startServer({ model: testModel() });
     try {
       const origin = "https://app.example";
-      const res = await fetch(`${server.url}/v1/models`, { headers: { authorization: `Bearer ${server.key}`, origin } });
+      const res = await fetch(`${server.url}/v1/models`, {
+        headers: { authorization: `Bearer ${server.key}`, origin },
+      });
       assert.equal(res.status, 200);
       assert.equal(res.headers.get("strict-transport-security"), null);
-      assert.deepEqual([...res.headers.keys()].filter((h) => h.startsWith("access-control-")), []);
+      assert.deepEqual(
+        [...res.headers.keys()].filter((h) => h.startsWith("access-control-")),
+        [],
+      );
       const preflight = await fetch(`${server.url}/v1/chat/completions`, {
-        method: "OPTIONS", headers: { origin, "access-control-request-method": "POST" },
+        method: "OPTIONS",
+        headers: { origin, "access-control-request-method": "POST" },
       });
       assert.equal(preflight.status, 401, "CORS is off: an OPTIONS is an ordinary request");
-      assert.deepEqual([...preflight.headers.keys()].filter((h) => h.startsWith("access-control-")), []);
+      assert.deepEqual(
+        [...preflight.headers.keys()].filter((h) => h.startsWith("access-control-")),
+        [],
+      );
       const health = await fetch(`${server.opsUrl}/health`);
       assert.deepEqual([health.status, await health.json()], [200, { status: "ok", models: { [MODEL]: "ready" } }]);
       assert.match(await fetch(`${server.opsUrl}/metrics`).then((r) => r.text()), /^# HELP /m);
@@ -199,13 +266,28 @@ describe("HTTPS, redirect, HSTS, header limit, CORS, operations listener", { ski
 
   test("a certificate or key that cannot be used stops start-up with a clear message and exit code 2", async () => {
     const tls = makeCertificate();
-    const missing = await run(process.execPath, [cliPath, "serve", "--port", "0", "--ops-port", "0", "--tls-cert", join(tls.dir, "nope.pem"), "--tls-key", tls.key], { timeout: 30_000 })
-      .catch((e: { code: number; stderr: string }) => e);
+    const missing = await run(
+      process.execPath,
+      [
+        cliPath,
+        "serve",
+        "--port",
+        "0",
+        "--ops-port",
+        "0",
+        "--tls-cert",
+        join(tls.dir, "nope.pem"),
+        "--tls-key",
+        tls.key,
+      ],
+      { timeout: 30_000 },
+    ).catch((e: { code: number; stderr: string }) => e);
     assert.equal((missing as { code: number }).code, 2);
     assert.match((missing as { stderr: string }).stderr, /cannot read the TLS certificate .*nope\.pem/);
     // From the environment this time, and the certificate given as its own key.
     const wrong = await run(process.execPath, [cliPath, "serve", "--port", "0", "--ops-port", "0"], {
-      env: { ...process.env, LUCENA_TLS_CERT: tls.cert, LUCENA_TLS_KEY: tls.cert }, timeout: 30_000,
+      env: { ...process.env, LUCENA_TLS_CERT: tls.cert, LUCENA_TLS_KEY: tls.cert },
+      timeout: 30_000,
     }).catch((e: { code: number; stderr: string }) => e);
     assert.equal((wrong as { code: number }).code, 2);
     assert.match((wrong as { stderr: string }).stderr, /TLS certificate .* and key .* cannot be used/);

@@ -34,7 +34,17 @@ export async function greedyOptions(e: LlamaEngine, content: string, maxTokens: 
   const messages = [{ role: "user" as const, content }];
   const prompt = await encodeAll(e, messages);
   return {
-    input: { kind: "tokens", tokens: prompt }, maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1,
-    presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal: new AbortController().signal,
+    input: { kind: "tokens", tokens: prompt },
+    maxTokens,
+    temperature: 0,
+    topP: 1,
+    topK: 0,
+    seed: 1,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    minP: null,
+    ignoreEos: false,
+    stop: [],
+    signal: new AbortController().signal,
   };
 }

@@ -132,7 +132,9 @@ export class FakeEngine implements Engine {
     return this.run(opts, [...this.script], this.delayMs, this.failWith, this.failAfter);
   }
 
-  private async *run(...args: [GenerateOptions, string[], number, Error | null, number]): AsyncGenerator<EngineEvent, void, undefined> {
+  private async *run(
+    ...args: [GenerateOptions, string[], number, Error | null, number]
+  ): AsyncGenerator<EngineEvent, void, undefined> {
     this.active++;
     try {
       yield* this.script_(...args);
@@ -286,7 +288,9 @@ export function assertError(
   assert.equal(res.statusCode, status, `status ${res.statusCode}: ${res.body}`);
   requestId(res);
   assert.match(String(res.headers["content-type"]), /^application\/json/);
-  const body = JSON.parse(res.body) as { error: { message: string; type: string; code: number; param?: string | null } };
+  const body = JSON.parse(res.body) as {
+    error: { message: string; type: string; code: number; param?: string | null };
+  };
   assert.deepEqual(Object.keys(body), ["error"]);
   const e = body.error;
   const keys = type === "invalid_request_error" ? ["message", "type", "code", "param"] : ["message", "type", "code"];
@@ -305,7 +309,10 @@ export function assertError(
  * Splits a whole SSE payload into its events (each must end with a blank line and be one line long).
  */
 export function sseEvents(payload: string): string[] {
-  assert.ok(payload.endsWith("\n\n"), `the stream does not end with a blank line: ${JSON.stringify(payload.slice(-40))}`);
+  assert.ok(
+    payload.endsWith("\n\n"),
+    `the stream does not end with a blank line: ${JSON.stringify(payload.slice(-40))}`,
+  );
   const events = payload.slice(0, -2).split("\n\n");
   for (const ev of events) assert.ok(!ev.includes("\n") && ev.length > 0, `malformed event ${JSON.stringify(ev)}`);
   return events;

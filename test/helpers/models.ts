@@ -10,7 +10,9 @@ const dir = join(tmpdir(), "lucena-test-models");
  * A model made with the project's own maker, cached across test files of one machine (the file name says
  * everything it was made from, so a cached file is always the right one).
  */
-export function testModel(opts: { size?: ModelSize; vocab?: "phi-3" | "deepseek-coder"; seed?: number; endsTurn?: boolean } = {}): string {
+export function testModel(
+  opts: { size?: ModelSize; vocab?: "phi-3" | "deepseek-coder"; seed?: number; endsTurn?: boolean } = {},
+): string {
   const size = opts.size ?? "tiny";
   const seed = opts.seed ?? 1234;
   let vocabPath: string | undefined;

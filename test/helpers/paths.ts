@@ -18,7 +18,8 @@ export const vocabDir: string | null = (() => {
   return existsSync(dir) ? dir : null;
 })();
 
-export const NO_SHARED = "../shared/fixtures/vocab is absent beside the repository: tests that need the real vocabularies are skipped";
+export const NO_SHARED =
+  "../shared/fixtures/vocab is absent beside the repository: tests that need the real vocabularies are skipped";
 
 /**
  * Every line that a server started by the tests writes (stdout and stderr) is also kept here, one file per

@@ -85,9 +85,13 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     };
     createInterface({ input: proc.stdout }).on("line", onLine);
     createInterface({ input: proc.stderr }).on("line", keep);
-    void exited.then((code) => reject(new Error(`server exited with ${code} before it was ready:\n${logs.join("\n")}`)));
+    void exited.then((code) =>
+      reject(new Error(`server exited with ${code} before it was ready:\n${logs.join("\n")}`)),
+    );
   });
-  const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`server not ready in 60 s:\n${logs.join("\n")}`)), 60_000).unref());
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error(`server not ready in 60 s:\n${logs.join("\n")}`)), 60_000).unref(),
+  );
   const port = await Promise.race([ready, timeout]);
   return {
     url: `http://127.0.0.1:${port}`,

@@ -5,8 +5,19 @@ import { percentile } from "../../bench/stats.js";
 
 function outcome(index: number, o: Partial<RequestOutcome>): RequestOutcome {
   return {
-    index, ok: true, sent_ms: 0, late_ms: 0, prompt_tokens: 100, completion_tokens: 10, max_tokens: 10, finish_reason: "length",
-    ttft_ms: 1000, tpot_ms: 50, e2e_ms: 1450, end_ms: 1450, ...o,
+    index,
+    ok: true,
+    sent_ms: 0,
+    late_ms: 0,
+    prompt_tokens: 100,
+    completion_tokens: 10,
+    max_tokens: 10,
+    finish_reason: "length",
+    ttft_ms: 1000,
+    tpot_ms: 50,
+    e2e_ms: 1450,
+    end_ms: 1450,
+    ...o,
   };
 }
 
@@ -16,7 +27,9 @@ describe("serving benchmark: workload and figures", () => {
     assert.deepEqual(plan, planRequests(13, 20_000, { promptTokens: [100, 600], outputTokens: [32, 192] }));
     assert.notDeepEqual(plan.slice(0, 50), planRequests(14, 50, { promptTokens: [100, 600], outputTokens: [32, 192] }));
     assert.equal(plan[0].gap, 0);
-    assert.ok(plan.every((p) => p.prompt_tokens >= 100 && p.prompt_tokens <= 600 && p.max_tokens >= 32 && p.max_tokens <= 192));
+    assert.ok(
+      plan.every((p) => p.prompt_tokens >= 100 && p.prompt_tokens <= 600 && p.max_tokens >= 32 && p.max_tokens <= 192),
+    );
     assert.ok(plan.some((p) => p.prompt_tokens === 100) && plan.some((p) => p.prompt_tokens === 600));
     const gaps = plan.slice(1).map((p) => p.gap);
     const mean = gaps.reduce((s, g) => s + g, 0) / gaps.length;

@@ -21,9 +21,13 @@ const KEY_B = "sk-lucena-bbbbbbbb_-12";
 
 function assertConfigError(fn: () => unknown, ...mentions: (string | RegExp)[]): void {
   assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+    assert.ok(
+      err instanceof ConfigError,
+      `expected a ConfigError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`,
+    );
     for (const m of mentions) {
-      if (typeof m === "string") assert.ok(err.message.includes(m), `message should mention ${JSON.stringify(m)}: ${err.message}`);
+      if (typeof m === "string")
+        assert.ok(err.message.includes(m), `message should mention ${JSON.stringify(m)}: ${err.message}`);
       else assert.match(err.message, m);
     }
     return true;
@@ -171,25 +175,38 @@ describe("loadConfig: invalid configurations are ConfigErrors with a useful mess
   });
 
   test("a default_shape that is not one of the model's shapes", () => {
-    const p = file({ models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "verbose" }] });
+    const p = file({
+      models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "verbose" }],
+    });
     assertConfigError(() => loadConfig({ config: p }, {}), "verbose", '"m"');
   });
 
   test("connection limits: defaults, and a headers timeout above the request timeout is refused", () => {
     const c = loadConfig({}, {});
     assert.deepEqual([c.headers_timeout_seconds, c.request_timeout_seconds, c.max_connections], [20, 60, 1024]);
-    assertConfigError(() => loadConfig({ config: file({ headers_timeout_seconds: 90, request_timeout_seconds: 60 }) }, {}), "headers_timeout_seconds");
-    for (const bad of [{ request_timeout_seconds: 0 }, { headers_timeout_seconds: -1 }, { max_connections: 0 }, { max_connections: 1.5 }]) {
+    assertConfigError(
+      () => loadConfig({ config: file({ headers_timeout_seconds: 90, request_timeout_seconds: 60 }) }, {}),
+      "headers_timeout_seconds",
+    );
+    for (const bad of [
+      { request_timeout_seconds: 0 },
+      { headers_timeout_seconds: -1 },
+      { max_connections: 0 },
+      { max_connections: 1.5 },
+    ]) {
       assertConfigError(() => loadConfig({ config: file(bad) }, {}), Object.keys(bad)[0]);
     }
   });
 
   test("a default_shape that only a plain object inherits (toString, constructor) is not one of the shapes", () => {
-    for (const name of ["toString", "constructor"]) assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", default_shape: name }] }) }, {}), name);
+    for (const name of ["toString", "constructor"])
+      assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", default_shape: name }] }) }, {}), name);
   });
 
   test("a default_shape among the shapes is accepted", () => {
-    const p = file({ models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "concise" }] });
+    const p = file({
+      models: [{ id: "m", shapes: { concise: { system_prompt: "Be brief." } }, default_shape: "concise" }],
+    });
     const m = loadConfig({ config: p }, {}).models[0];
     assert.equal(m.default_shape, "concise");
     assert.deepEqual(m.shapes, { concise: { system_prompt: "Be brief." } });
@@ -202,7 +219,10 @@ describe("loadConfig: invalid configurations are ConfigErrors with a useful mess
 
   test("two models with different ids are accepted", () => {
     const p = file({ models: [{ id: "one" }, { id: "two" }] });
-    assert.deepEqual(loadConfig({ config: p }, {}).models.map((m) => m.id), ["one", "two"]);
+    assert.deepEqual(
+      loadConfig({ config: p }, {}).models.map((m) => m.id),
+      ["one", "two"],
+    );
   });
 
   test("no models at all", () => {
@@ -245,7 +265,7 @@ describe("loadConfig: the result", () => {
     assert.throws(() => {
       (c.models[0] as { max_output_tokens: number }).max_output_tokens = 1;
     }, TypeError);
-    assert.throws(() => (c.api_keys).push(KEY_B), TypeError);
+    assert.throws(() => c.api_keys.push(KEY_B), TypeError);
     assert.equal(c.port, 8080);
   });
 
@@ -260,7 +280,10 @@ describe("loadConfig: the result", () => {
 
 describe("loadConfig: upstream models", () => {
   test("--upstream serves the default model from those replicas, with the default upstream settings", () => {
-    const c = loadConfig({ upstream: "http://10.0.0.5:8000/v1, http://10.0.0.6:8000" }, { LUCENA_UPSTREAM_KEY: "replica-key" });
+    const c = loadConfig(
+      { upstream: "http://10.0.0.5:8000/v1, http://10.0.0.6:8000" },
+      { LUCENA_UPSTREAM_KEY: "replica-key" },
+    );
     const u = c.models[0].upstream!;
     assert.deepEqual(u.replicas, [
       { url: "http://10.0.0.5:8000/v1", api_key: "replica-key" },
@@ -273,14 +296,26 @@ describe("loadConfig: upstream models", () => {
   });
 
   test("LUCENA_UPSTREAM works like --upstream, and --upstream-key wins over LUCENA_UPSTREAM_KEY", () => {
-    const c = loadConfig({ upstreamKey: "from-cli" }, { LUCENA_UPSTREAM: "http://a:1", LUCENA_UPSTREAM_KEY: "from-env" });
+    const c = loadConfig(
+      { upstreamKey: "from-cli" },
+      { LUCENA_UPSTREAM: "http://a:1", LUCENA_UPSTREAM_KEY: "from-env" },
+    );
     assert.deepEqual(c.models[0].upstream!.replicas, [{ url: "http://a:1", api_key: "from-cli" }]);
     const none = loadConfig({ upstream: "http://a:1" }, {});
     assert.equal(none.models[0].upstream!.replicas[0].api_key, null);
   });
 
   test("a file's upstream block keeps the defaults for what it leaves out; a replica without a key gets none", () => {
-    const c = loadConfig({ config: file({ models: [{ id: "big", upstream: { replicas: [{ url: "http://gpu:8000/v1" }], model: "Qwen/Qwen2.5", retries: 0 } }] }) }, {});
+    const c = loadConfig(
+      {
+        config: file({
+          models: [
+            { id: "big", upstream: { replicas: [{ url: "http://gpu:8000/v1" }], model: "Qwen/Qwen2.5", retries: 0 } },
+          ],
+        }),
+      },
+      {},
+    );
     const u = c.models[0].upstream!;
     assert.deepEqual(u.replicas, [{ url: "http://gpu:8000/v1", api_key: null }]);
     assert.equal(u.model, "Qwen/Qwen2.5");
@@ -298,20 +333,52 @@ describe("loadConfig: upstream models", () => {
 
   test("invalid upstream configurations are ConfigErrors", () => {
     assertConfigError(() => loadConfig({ model: "/m.gguf", upstream: "http://a:1" }, {}), "--model", "--upstream");
-    assertConfigError(() => loadConfig({ config: file({ models: [{ source: "/m.gguf", upstream: { replicas: [{ url: "http://a:1" }] } }] }) }, {}), "source", "upstream");
+    assertConfigError(
+      () =>
+        loadConfig(
+          { config: file({ models: [{ source: "/m.gguf", upstream: { replicas: [{ url: "http://a:1" }] } }] }) },
+          {},
+        ),
+      "source",
+      "upstream",
+    );
     assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [] } }] }) }, {}), "replicas");
-    assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "ftp://a" }] } }] }) }, {}), "url");
-    assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], nonsense: 1 } }] }) }, {}), "upstream");
-    for (const bad of [{ max_in_flight_per_replica: 0 }, { max_in_flight_per_replica: 1.5 }, { first_token_timeout_seconds: 0 }, { idle_timeout_seconds: -1 }]) {
+    assertConfigError(
+      () => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "ftp://a" }] } }] }) }, {}),
+      "url",
+    );
+    assertConfigError(
+      () =>
+        loadConfig(
+          { config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], nonsense: 1 } }] }) },
+          {},
+        ),
+      "upstream",
+    );
+    for (const bad of [
+      { max_in_flight_per_replica: 0 },
+      { max_in_flight_per_replica: 1.5 },
+      { first_token_timeout_seconds: 0 },
+      { idle_timeout_seconds: -1 },
+    ]) {
       const field = Object.keys(bad)[0];
-      assertConfigError(() => loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], ...bad } }] }) }, {}), field);
+      assertConfigError(
+        () =>
+          loadConfig({ config: file({ models: [{ upstream: { replicas: [{ url: "http://a:1" }], ...bad } }] }) }, {}),
+        field,
+      );
     }
   });
 
   test("the upstream bounds have their documented defaults: seconds, not minutes", () => {
     const u = loadConfig({ upstream: "http://a:1" }, {}).models[0].upstream!;
     assert.deepEqual(
-      [u.first_byte_timeout_seconds, u.first_token_timeout_seconds, u.idle_timeout_seconds, u.max_in_flight_per_replica],
+      [
+        u.first_byte_timeout_seconds,
+        u.first_token_timeout_seconds,
+        u.idle_timeout_seconds,
+        u.max_in_flight_per_replica,
+      ],
       [10, 120, 30, 256],
     );
   });

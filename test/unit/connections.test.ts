@@ -8,7 +8,12 @@ import { buildApp } from "../../src/server/app.js";
 import type { RequestRecord } from "../../src/core/request-record.js";
 import { StaticKeys } from "../../src/keys/verifiers.js";
 import { ModelRegistry } from "../../src/server/registry.js";
-import { createRedirectServer, readTlsFiles, type ConnectionLimits, type TransportOptions } from "../../src/server/transport.js";
+import {
+  createRedirectServer,
+  readTlsFiles,
+  type ConnectionLimits,
+  type TransportOptions,
+} from "../../src/server/transport.js";
 import { FakeEngine, TEST_KEY, TEST_MODEL } from "../helpers/fake-engine.js";
 import { makeCertificate, opensslMissing } from "../helpers/tls.js";
 
@@ -27,10 +32,20 @@ async function listening(t: TestContext, engine = new FakeEngine(), transport?: 
   const registry = new ModelRegistry([{ config: TEST_MODEL, engine, demo: false }]);
   const metrics = new Metrics({ models: registry, activeStreams: () => 0 });
   const app = buildApp({
-    registry, keys: new StaticKeys([TEST_KEY]),
+    registry,
+    keys: new StaticKeys([TEST_KEY]),
     log: pino({ level: "info" }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) }),
-    observers: [metrics.observe, (r) => { records.push(r); recorded?.(); }],
-    bodyLimit: 1024 * 1024, alwaysStream: false, keepaliveMs: 60_000, ...(transport ? { transport } : {}),
+    observers: [
+      metrics.observe,
+      (r) => {
+        records.push(r);
+        recorded?.();
+      },
+    ],
+    bodyLimit: 1024 * 1024,
+    alwaysStream: false,
+    keepaliveMs: 60_000,
+    ...(transport ? { transport } : {}),
   });
   t.after(() => app.close());
   await app.listen({ host: "127.0.0.1", port: 0 });
@@ -59,7 +74,10 @@ describe("a client that disconnects before its request is read", () => {
   for (const path of ["/v1/chat/completions", "/v1/tokens/count"]) {
     test(`mid-body on ${path}: recorded as 499 at info level, never a 500 or an error log`, async (t) => {
       const { app, port, logs, metrics, recordsAfter } = await listening(t);
-      const socket = await rawRequest(port, head(1000).replace("/v1/chat/completions", path) + '{"model":"lucena-coder-latest","messages":[');
+      const socket = await rawRequest(
+        port,
+        head(1000).replace("/v1/chat/completions", path) + '{"model":"lucena-coder-latest","messages":[',
+      );
       // The server has the head (the request is under way) before the client goes.
       while (app.inFlight() === 0) await new Promise((r) => setTimeout(r, 5));
       socket.destroy();
@@ -67,7 +85,11 @@ describe("a client that disconnects before its request is read", () => {
       assert.equal(record.status, 499);
       assert.equal(record.aborted, true);
       assert.equal(record.route, path);
-      assert.deepEqual(logs.filter((l) => l.level >= 40), [], "no warning or error is logged");
+      assert.deepEqual(
+        logs.filter((l) => l.level >= 40),
+        [],
+        "no warning or error is logged",
+      );
       assert.ok(logs.some((l) => l.level === 30 && l.msg === "client closed the connection before the answer"));
       assert.ok(logs.some((l) => l.msg === "request" && l.status === 499));
       const text = (await metrics.scrape()).body;
@@ -88,14 +110,22 @@ describe("a client that disconnects before its request is read", () => {
     assert.equal(record.status, 499);
     assert.equal(record.aborted, true);
     assert.equal(record.completion?.finishReason, "cancelled");
-    assert.deepEqual(logs.filter((l) => l.level >= 40), []);
+    assert.deepEqual(
+      logs.filter((l) => l.level >= 40),
+      [],
+    );
   });
 });
 
 // Short limits, so that each test takes a moment; nothing below asserts how fast the server is, only what it does.
 const LIMITS: ConnectionLimits = { headersTimeoutMs: 300, requestTimeoutMs: 600, maxConnections: 100 };
 const transport = (over: Partial<TransportOptions> = {}): TransportOptions => ({
-  tls: null, hstsMaxAgeSeconds: 0, corsOrigins: [], maxHeaderBytes: 16 * 1024, ...LIMITS, ...over,
+  tls: null,
+  hstsMaxAgeSeconds: 0,
+  corsOrigins: [],
+  maxHeaderBytes: 16 * 1024,
+  ...LIMITS,
+  ...over,
 });
 
 /** Everything the server sent on this connection, once the server has closed it. */
@@ -127,7 +157,10 @@ describe("requests that never finish arriving do not keep their connection", { t
     assert408(await serverCloses(socket));
     const [record] = await recordsAfter(1);
     assert.equal(record.status, 408);
-    assert.deepEqual(logs.filter((l) => l.level >= 40), []);
+    assert.deepEqual(
+      logs.filter((l) => l.level >= 40),
+      [],
+    );
   });
 
   test("the same body without a key: answered 401 at once, and the connection still closed", async (t) => {
@@ -173,7 +206,11 @@ describe("requests that never finish arriving do not keep their connection", { t
   });
 
   test("connections over max_connections are closed at once; a freed slot serves again", async (t) => {
-    const { port, logs } = await listening(t, new FakeEngine(), transport({ maxConnections: 2, headersTimeoutMs: 10_000, requestTimeoutMs: 10_000 }));
+    const { port, logs } = await listening(
+      t,
+      new FakeEngine(),
+      transport({ maxConnections: 2, headersTimeoutMs: 10_000, requestTimeoutMs: 10_000 }),
+    );
     const models = `GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TEST_KEY}\r\n\r\n`;
     const held = [await rawRequest(port, ""), await rawRequest(port, "")];
     const third = await rawRequest(port, models);
@@ -188,18 +225,27 @@ describe("requests that never finish arriving do not keep their connection", { t
   });
 });
 
-test("over HTTPS, a connection that never completes its TLS handshake is closed after the headers timeout", { skip: opensslMissing, timeout: 30_000 }, async (t) => {
-  const tls = makeCertificate();
-  t.after(() => rmSync(tls.dir, { recursive: true, force: true }));
-  const { port } = await listening(t, new FakeEngine(), transport({ tls: readTlsFiles(tls.cert, tls.key) }));
-  // Raw TCP: no ClientHello is ever sent, so no HTTP parser (and no headers timeout of its own) exists yet.
-  const socket = await rawRequest(port, "");
-  assert.equal(await serverCloses(socket), "");
-});
+test(
+  "over HTTPS, a connection that never completes its TLS handshake is closed after the headers timeout",
+  { skip: opensslMissing, timeout: 30_000 },
+  async (t) => {
+    const tls = makeCertificate();
+    t.after(() => rmSync(tls.dir, { recursive: true, force: true }));
+    const { port } = await listening(t, new FakeEngine(), transport({ tls: readTlsFiles(tls.cert, tls.key) }));
+    // Raw TCP: no ClientHello is ever sent, so no HTTP parser (and no headers timeout of its own) exists yet.
+    const socket = await rawRequest(port, "");
+    assert.equal(await serverCloses(socket), "");
+  },
+);
 
 describe("the redirect listener has the same limits", { timeout: 30_000 }, () => {
   async function redirectServer(t: TestContext, limits: ConnectionLimits) {
-    const server = createRedirectServer({ httpsPort: 8443, maxHeaderBytes: 16 * 1024, limits, log: pino({ level: "silent" }) });
+    const server = createRedirectServer({
+      httpsPort: 8443,
+      maxHeaderBytes: 16 * 1024,
+      limits,
+      log: pino({ level: "silent" }),
+    });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     t.after(() => {
       server.closeAllConnections();
@@ -219,13 +265,21 @@ describe("the redirect listener has the same limits", { timeout: 30_000 }, () =>
 
   test("a trickled body after the 308 does not keep the connection", async (t) => {
     const port = await redirectServer(t, LIMITS);
-    const socket = await rawRequest(port, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{");
+    const socket = await rawRequest(
+      port,
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{",
+    );
     trickle(socket, " ");
     assert.match(await serverCloses(socket), /^HTTP\/1\.1 308 /);
   });
 
   test("connections over the cap are closed at once", async (t) => {
-    const port = await redirectServer(t, { ...LIMITS, headersTimeoutMs: 10_000, requestTimeoutMs: 10_000, maxConnections: 1 });
+    const port = await redirectServer(t, {
+      ...LIMITS,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 10_000,
+      maxConnections: 1,
+    });
     const held = await rawRequest(port, "");
     const over = await rawRequest(port, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert.equal(await serverCloses(over), "");

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, test, type TestContext } from "node:test";
 import { pino } from "pino";
-import { CpuShareMonitor, othersUse, parseCpuList, ThreadShare, type CpuTimes } from "../../src/engines/llama/cpu-share.js";
+import {
+  CpuShareMonitor,
+  othersUse,
+  parseCpuList,
+  ThreadShare,
+  type CpuTimes,
+} from "../../src/engines/llama/cpu-share.js";
 
 /** Feeds readings of other processes' use (in cores) and gives the thread count after each. */
 function run(share: ThreadShare, others: number[]): number[] {
@@ -73,7 +79,13 @@ function machine(cores: number) {
   return {
     read: () => now,
     pass(others: number, own = 1) {
-      now = { at: now.at + 1000, own: now.own + own * 1000, busy: now.busy + (others + own) * 100, total: now.total + cores * 100, cores };
+      now = {
+        at: now.at + 1000,
+        own: now.own + own * 1000,
+        busy: now.busy + (others + own) * 100,
+        total: now.total + cores * 100,
+        cores,
+      };
     },
   };
 }
@@ -81,7 +93,14 @@ function machine(cores: number) {
 function monitor(t: TestContext, cores = 2, full = 4) {
   const m = machine(cores);
   const lines: Record<string, unknown>[] = [];
-  const log = pino({ level: "info" }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>); } });
+  const log = pino(
+    { level: "info" },
+    {
+      write: (line: string) => {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
   const llama = { maxThreads: full };
   // The timer never fires here: each test takes its readings with sample().
   const share = new CpuShareMonitor(llama, log, { read: m.read, intervalMs: 1e9 });
@@ -105,7 +124,10 @@ describe("cpu share: the monitor sets node-llama-cpp's thread limit", () => {
     tick(0.7);
     assert.equal(llama.maxThreads, 1);
     assert.equal(engine.threads, 1);
-    assert.deepEqual(lines.map((l) => [l.msg, l.threads, l.was, l.others]), [["engine threads lowered: other processes use the cores", 1, 2, 0.7]]);
+    assert.deepEqual(
+      lines.map((l) => [l.msg, l.threads, l.was, l.others]),
+      [["engine threads lowered: other processes use the cores", 1, 2, 0.7]],
+    );
     assert.equal(lines[0].level, 30, "info");
     tick(0);
     tick(0);

@@ -21,11 +21,13 @@ class ByteVocab implements TokenTextSource {
   }
 
   concat(tokens: readonly number[]): Buffer {
-    return Buffer.concat(tokens.map((t) => {
-      const b = this.bytes.get(t);
-      assert.ok(b, `unknown token ${t}`);
-      return b;
-    }));
+    return Buffer.concat(
+      tokens.map((t) => {
+        const b = this.bytes.get(t);
+        assert.ok(b, `unknown token ${t}`);
+        return b;
+      }),
+    );
   }
 
   detokenize(tokens: readonly number[], _specialTokens?: boolean, lastTokens?: readonly number[]): string {
@@ -169,7 +171,10 @@ describe("IncrementalDetokenizer", () => {
     const ids = ["a", "b", "c", "d", "e", "f"].map((s) => v.token(s));
     const d = new IncrementalDetokenizer(v);
     for (const id of ids) d.push(id);
-    assert.deepEqual(v.calls.map((c) => c.tokens), ids.map((id) => [id]));
+    assert.deepEqual(
+      v.calls.map((c) => c.tokens),
+      ids.map((id) => [id]),
+    );
     assert.deepEqual(v.calls[0].lastTokens, []);
     assert.deepEqual(v.calls[1].lastTokens, ids.slice(0, 1));
     assert.deepEqual(v.calls[5].lastTokens, ids.slice(1, 5));

@@ -17,7 +17,12 @@ describe("the embedded engine's figures for the ledger", () => {
       if (ev.type === "text") tokens += ev.tokens ?? 1;
       else done = ev;
     }
-    assert.deepEqual(done, { type: "done", finishReason: "length", completionTokens: 40, promptTokens: tokensOf(opts).length });
+    assert.deepEqual(done, {
+      type: "done",
+      finishReason: "length",
+      completionTokens: 40,
+      promptTokens: tokensOf(opts).length,
+    });
     assert.equal(tokens, 40);
   });
 
@@ -34,11 +39,20 @@ describe("the embedded engine's figures for the ledger", () => {
     const pending = queued.next();
     assert.equal(e.stats().waiting, 1);
     cut.abort();
-    assert.deepEqual((await pending).value, { type: "done", finishReason: "cancelled", completionTokens: 0, promptTokens: 0 });
+    assert.deepEqual((await pending).value, {
+      type: "done",
+      finishReason: "cancelled",
+      completionTokens: 0,
+      promptTokens: 0,
+    });
 
     stopBusy.abort();
     let last: EngineEvent | undefined;
     for await (const ev of busyEvents) last = ev;
-    assert.equal(last?.type === "done" && last.promptTokens, tokensOf(busy).length, "a generation cancelled while streaming had evaluated its whole prompt");
+    assert.equal(
+      last?.type === "done" && last.promptTokens,
+      tokensOf(busy).length,
+      "a generation cancelled while streaming had evaluated its whole prompt",
+    );
   });
 });

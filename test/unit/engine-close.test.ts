@@ -18,7 +18,8 @@ describe("closing the embedded engine", () => {
     const runs = [0, 1, 2].map(async (i) => {
       const events: EngineEvent[] = [];
       // The consumer's own signal is never aborted: only close() stops these.
-      for await (const ev of e.generate(await greedyOptions(e, `Tell a long story, number ${i}.`, 900))) events.push(ev);
+      for await (const ev of e.generate(await greedyOptions(e, `Tell a long story, number ${i}.`, 900)))
+        events.push(ev);
       return events;
     });
     await new Promise((r) => setTimeout(r, 200)); // every generation has started
@@ -31,26 +32,31 @@ describe("closing the embedded engine", () => {
     assert.equal(e.stats().busy, 0, "every sequence was given back before the context was disposed");
   });
 
-  test("releaseThreadPools() ends the kept pools' threads; later steps still run, without a pool", { skip: onLinux ? false : "Linux only" }, async (t) => {
-    const pool = loadThreadPool();
-    assert.ok(pool.loaded);
-    const e = await embeddedEngine(t, { parallel: 1, threads: 2 });
-    for await (const _ of e.generate(await greedyOptions(e, "Warm the pool.", 8)));
-    const kept = pool.stats().poolsKept;
-    assert.ok(kept >= 1, `a pool is kept between steps (${kept})`);
-    const before = threadIds();
-    assert.equal(releaseThreadPools(), kept);
-    assert.equal(pool.stats().poolsKept, 0);
-    // Each kept pool of 2 threads has one worker of its own (the caller is the other): at least `kept` threads ended.
-    const after = threadIds();
-    const ended = [...before].filter((id) => !after.has(id)).length;
-    assert.ok(ended >= kept, `their threads were joined (${ended} of ${before.size} ended, ${kept} pools)`);
+  test(
+    "releaseThreadPools() ends the kept pools' threads; later steps still run, without a pool",
+    { skip: onLinux ? false : "Linux only" },
+    async (t) => {
+      const pool = loadThreadPool();
+      assert.ok(pool.loaded);
+      const e = await embeddedEngine(t, { parallel: 1, threads: 2 });
+      for await (const _ of e.generate(await greedyOptions(e, "Warm the pool.", 8)));
+      const kept = pool.stats().poolsKept;
+      assert.ok(kept >= 1, `a pool is kept between steps (${kept})`);
+      const before = threadIds();
+      assert.equal(releaseThreadPools(), kept);
+      assert.equal(pool.stats().poolsKept, 0);
+      // Each kept pool of 2 threads has one worker of its own (the caller is the other): at least `kept` threads ended.
+      const after = threadIds();
+      const ended = [...before].filter((id) => !after.has(id)).length;
+      assert.ok(ended >= kept, `their threads were joined (${ended} of ${before.size} ended, ${kept} pools)`);
 
-    const created = pool.stats().poolsCreated;
-    let tokens = 0;
-    for await (const ev of e.generate(await greedyOptions(e, "Still decoding?", 8))) if (ev.type === "done") tokens = ev.completionTokens;
-    assert.equal(tokens, 8);
-    assert.equal(pool.stats().poolsCreated, created, "no pool is made after the release");
-    assert.equal(pool.stats().poolsKept, 0);
-  });
+      const created = pool.stats().poolsCreated;
+      let tokens = 0;
+      for await (const ev of e.generate(await greedyOptions(e, "Still decoding?", 8)))
+        if (ev.type === "done") tokens = ev.completionTokens;
+      assert.equal(tokens, 8);
+      assert.equal(pool.stats().poolsCreated, created, "no pool is made after the release");
+      assert.equal(pool.stats().poolsKept, 0);
+    },
+  );
 });

@@ -34,9 +34,21 @@ function run(e: LlamaEngine, name: string, content: string, maxTokens: number, o
 
 describe("decode steps of the real engine", () => {
   test("defaults: 256 prompt tokens a step on a CPU and a 250 ms target; the context's batch has room for them and every sequence", () => {
-    assert.deepEqual(engineStepOptions({ batch_size: 0, tpot_target_ms: 0 }, false), { promptTokens: 256, targetStepMs: 250, minPromptTokens: 32 });
-    assert.deepEqual(engineStepOptions({ batch_size: 0, tpot_target_ms: 0 }, true), { promptTokens: 512, targetStepMs: 50, minPromptTokens: 32 });
-    assert.deepEqual(engineStepOptions({ batch_size: 8, tpot_target_ms: 400 }, false), { promptTokens: 8, targetStepMs: 400, minPromptTokens: 8 });
+    assert.deepEqual(engineStepOptions({ batch_size: 0, tpot_target_ms: 0 }, false), {
+      promptTokens: 256,
+      targetStepMs: 250,
+      minPromptTokens: 32,
+    });
+    assert.deepEqual(engineStepOptions({ batch_size: 0, tpot_target_ms: 0 }, true), {
+      promptTokens: 512,
+      targetStepMs: 50,
+      minPromptTokens: 32,
+    });
+    assert.deepEqual(engineStepOptions({ batch_size: 8, tpot_target_ms: 400 }, false), {
+      promptTokens: 8,
+      targetStepMs: 400,
+      minPromptTokens: 8,
+    });
     assert.equal(contextBatchSize(128, 8), 160);
     assert.equal(contextBatchSize(24, 8), 32);
   });
@@ -77,9 +89,15 @@ describe("decode steps of the real engine", () => {
     // Beside the stream, each step holds what the measured prompt speed fits in 250 ms: for the tiny model the whole
     // step (64), on a loaded machine less, never under the floor of 32. A fixed 16-token chunk would take 19 steps.
     const s = e.stats().scheduler!;
-    assert.ok(s.promptTokenMs !== null && s.promptBudget !== null && s.promptBudget >= 32, `measured ${s.promptTokenMs} ms a prompt token, budget ${s.promptBudget}`);
+    assert.ok(
+      s.promptTokenMs !== null && s.promptBudget !== null && s.promptBudget >= 32,
+      `measured ${s.promptTokenMs} ms a prompt token, budget ${s.promptBudget}`,
+    );
     const steps = Math.ceil((promptTokens - 1) / 32);
-    assert.ok(streamTokensMeanwhile <= steps + 3, `${streamTokensMeanwhile} stream tokens before the first of a ${promptTokens}-token prompt (at most ${steps} steps)`);
+    assert.ok(
+      streamTokensMeanwhile <= steps + 3,
+      `${streamTokensMeanwhile} stream tokens before the first of a ${promptTokens}-token prompt (at most ${steps} steps)`,
+    );
     assert.ok(streamTokensMeanwhile >= 1, "the stream went on beside the prompt");
   });
 });

@@ -4,14 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, readGgufFileInfo } from "node-llama-cpp";
-import {
-  GgmlType,
-  GgufType,
-  TokenType,
-  fromHalf,
-  toHalf,
-  type GgufValue,
-} from "../../src/gguf/format.js";
+import { GgmlType, GgufType, TokenType, fromHalf, toHalf, type GgufValue } from "../../src/gguf/format.js";
 import { MODEL_SHAPES, TRAIN_CONTEXT, makeModel } from "../../src/gguf/model-maker.js";
 import { readGgufMetadata } from "../../src/gguf/reader.js";
 import { SPECIAL_TOKENS, buildByteBpeVocab } from "../../src/gguf/tokenizer.js";
@@ -173,7 +166,12 @@ describe("writeGguf / readGgufMetadata", () => {
       for (let i = 0; i < out.length; i++) out[i] = (i - 16) * (row + 1) * 0.5;
     };
     writeGguf(path, meta, [
-      { name: "a.f32", shape: [3, 2], type: GgmlType.F32, fillRow: (row, out) => out.set([row * 10, row * 10 + 1, row * 10 + 2]) },
+      {
+        name: "a.f32",
+        shape: [3, 2],
+        type: GgmlType.F32,
+        fillRow: (row, out) => out.set([row * 10, row * 10 + 1, row * 10 + 2]),
+      },
       { name: "b.f16", shape: [5], type: GgmlType.F16, fillRow: (_row, out) => out.set([0.5, -2.5, 1, 65504, 0]) },
       { name: "c.q8", shape: [32, 2], type: GgmlType.Q8_0, fillRow: q8Row },
     ]);
@@ -241,7 +239,10 @@ describe("buildByteBpeVocab", () => {
         assert.ok(available.has(b), `merge ${rank}: right part "${b}" exists before it`);
         const joined = index.get(a + b);
         assert.ok(joined !== undefined, `merge ${rank}: "${a + b}" is a token`);
-        assert.ok(joined > index.get(a)! && joined > index.get(b)!, `merge ${rank}: the merged token comes after its parts`);
+        assert.ok(
+          joined > index.get(a)! && joined > index.get(b)!,
+          `merge ${rank}: the merged token comes after its parts`,
+        );
         available.add(a + b);
       });
       assert.equal(new Set(v.merges).size, v.merges.length, "no merge twice");
@@ -257,7 +258,10 @@ describe("buildByteBpeVocab", () => {
         assert.ok(v.specialIds.includes(id));
       }
       const notNormal = v.tokenTypes.flatMap((t, i) => (t === TokenType.NORMAL ? [] : [i]));
-      assert.deepEqual([...v.specialIds].sort((x, y) => x - y), notNormal);
+      assert.deepEqual(
+        [...v.specialIds].sort((x, y) => x - y),
+        notNormal,
+      );
       for (const id of notNormal) assert.ok([TokenType.CONTROL, TokenType.UNUSED].includes(v.tokenTypes[id]));
     });
   }
@@ -359,7 +363,10 @@ describe("makeModel", () => {
           "x",
         ]) {
           const tokens = model.tokenize(text);
-          assert.ok(tokens.length > 0 && tokens.length <= text.length, `${JSON.stringify(text)}: ${tokens.length} tokens`);
+          assert.ok(
+            tokens.length > 0 && tokens.length <= text.length,
+            `${JSON.stringify(text)}: ${tokens.length} tokens`,
+          );
           assert.equal(model.detokenize(tokens), text);
         }
         // Merges are used: English takes far fewer tokens than bytes (the tiny vocabulary has bigram merges).

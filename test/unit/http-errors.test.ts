@@ -6,13 +6,31 @@ import { httpError } from "../../src/server/http-errors.js";
 describe("the error catalogue and its HTTP mapping", () => {
   test("every factory makes an error of the catalogue, with a stable LUCENA_ code", () => {
     const made: LucenaError[] = [
-      errors.missingKey(), errors.invalidKey(), errors.keyRevoked(), errors.invalidAdminToken(), errors.invalidRequest("x", "p"),
-      errors.bodyTooLarge(10), errors.unsupportedMediaType("text/plain"), errors.missingMediaType(), errors.routeNotFound(),
-      errors.modelNotFound("m", ["a"]), errors.keyNotFound("k"), errors.rateLimited("slow down", 3, {}), errors.modelLoading("m", 5),
-      errors.modelUnavailable("m", 5), errors.queueFull("m", 1), errors.shuttingDown(), errors.internal(), errors.upstreamRefused(422),
+      errors.missingKey(),
+      errors.invalidKey(),
+      errors.keyRevoked(),
+      errors.invalidAdminToken(),
+      errors.invalidRequest("x", "p"),
+      errors.bodyTooLarge(10),
+      errors.unsupportedMediaType("text/plain"),
+      errors.missingMediaType(),
+      errors.routeNotFound(),
+      errors.modelNotFound("m", ["a"]),
+      errors.keyNotFound("k"),
+      errors.rateLimited("slow down", 3, {}),
+      errors.modelLoading("m", 5),
+      errors.modelUnavailable("m", 5),
+      errors.queueFull("m", 1),
+      errors.shuttingDown(),
+      errors.internal(),
+      errors.upstreamRefused(422),
       errors.upstreamFailed(),
     ];
-    assert.deepEqual(new Set(made.map((e) => e.code)), new Set(Object.keys(ERROR_KINDS)), "one factory per code, every code made");
+    assert.deepEqual(
+      new Set(made.map((e) => e.code)),
+      new Set(Object.keys(ERROR_KINDS)),
+      "one factory per code, every code made",
+    );
     for (const e of made) assert.match(e.code, /^LUCENA_[A-Z_]+$/);
   });
 
@@ -29,7 +47,12 @@ describe("the error catalogue and its HTTP mapping", () => {
     for (const [err, status, type] of cases) {
       const http = httpError(err);
       assert.equal(http.status, status, err.code);
-      const error = { message: err.message, type, code: status, ...(type === "invalid_request_error" ? { param: err.param } : {}) };
+      const error = {
+        message: err.message,
+        type,
+        code: status,
+        ...(type === "invalid_request_error" ? { param: err.param } : {}),
+      };
       assert.deepEqual(http.body, { error }, err.code);
     }
     assert.deepEqual(httpError(errors.invalidRequest("Bad.", "temperature")).body, {
@@ -43,7 +66,10 @@ describe("the error catalogue and its HTTP mapping", () => {
 
   test("retry advice and a key's limits become headers", () => {
     const limits = { "x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0" };
-    assert.deepEqual(httpError(errors.rateLimited("Rate limit reached.", 42, limits)).headers, { ...limits, "retry-after": "42" });
+    assert.deepEqual(httpError(errors.rateLimited("Rate limit reached.", 42, limits)).headers, {
+      ...limits,
+      "retry-after": "42",
+    });
     assert.deepEqual(httpError(errors.modelLoading("m", 5)).headers, { "retry-after": "5" });
     assert.deepEqual(httpError(errors.internal()).headers, {});
   });
@@ -55,8 +81,18 @@ describe("the error catalogue and its HTTP mapping", () => {
   });
 
   test("client errors are told from the server's state and failures, for retry decisions", () => {
-    const client: ErrorCode[] = ["LUCENA_INVALID_REQUEST", "LUCENA_UPSTREAM_REFUSED", "LUCENA_RATE_LIMITED", "LUCENA_INVALID_KEY"];
-    const server: ErrorCode[] = ["LUCENA_QUEUE_FULL", "LUCENA_MODEL_UNAVAILABLE", "LUCENA_INTERNAL", "LUCENA_UPSTREAM_FAILED"];
+    const client: ErrorCode[] = [
+      "LUCENA_INVALID_REQUEST",
+      "LUCENA_UPSTREAM_REFUSED",
+      "LUCENA_RATE_LIMITED",
+      "LUCENA_INVALID_KEY",
+    ];
+    const server: ErrorCode[] = [
+      "LUCENA_QUEUE_FULL",
+      "LUCENA_MODEL_UNAVAILABLE",
+      "LUCENA_INTERNAL",
+      "LUCENA_UPSTREAM_FAILED",
+    ];
     for (const code of client) assert.equal(new LucenaError(code, "x").clientError, true, code);
     for (const code of server) assert.equal(new LucenaError(code, "x").clientError, false, code);
   });

@@ -14,7 +14,11 @@ describe("KeyStore", () => {
     const { key, info } = store.create({ name: "a", rpm: 5, models: ["m1"] });
     assert.match(key, /^sk-lucena-[A-Za-z0-9]{43}$/);
     assert.equal(info.prefix, key.slice(0, 14));
-    assert.deepEqual(store.verify(key), { keyId: info.id, limits: { rpm: 5, tpm: null, concurrency: null }, models: ["m1"] });
+    assert.deepEqual(store.verify(key), {
+      keyId: info.id,
+      limits: { rpm: 5, tpm: null, concurrency: null },
+      models: ["m1"],
+    });
     assert.equal(store.verify(key.slice(0, -1) + (key.endsWith("a") ? "b" : "a")), null);
     assert.equal(store.verify("sk-other"), null);
     store.close();
@@ -53,13 +57,28 @@ describe("KeyStore", () => {
 
   test("usage sums per key", () => {
     const store = new KeyStore(dir());
-    const row = { requestId: "r", model: "m", status: 200, finishReason: "stop", ttftMs: 1, durationMs: 2, stream: false };
+    const row = {
+      requestId: "r",
+      model: "m",
+      status: 200,
+      finishReason: "stop",
+      ttftMs: 1,
+      durationMs: 2,
+      stream: false,
+    };
     store.recordUsage({ ...row, keyId: "k1", promptTokens: 10, completionTokens: 5 });
     store.recordUsage({ ...row, keyId: "k1", promptTokens: 1, completionTokens: 2 });
     store.recordUsage({ ...row, keyId: "k2", promptTokens: 7, completionTokens: 0 });
-    assert.deepEqual(store.usage("k1"), [{ keyId: "k1", requests: 2, promptTokens: 11, completionTokens: 7, totalTokens: 18, inProgress: 0 }]);
-    assert.deepEqual(store.usage().map((u) => u.keyId), ["k1", "k2"]);
-    assert.deepEqual(store.usage("none"), [{ keyId: "none", requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0, inProgress: 0 }]);
+    assert.deepEqual(store.usage("k1"), [
+      { keyId: "k1", requests: 2, promptTokens: 11, completionTokens: 7, totalTokens: 18, inProgress: 0 },
+    ]);
+    assert.deepEqual(
+      store.usage().map((u) => u.keyId),
+      ["k1", "k2"],
+    );
+    assert.deepEqual(store.usage("none"), [
+      { keyId: "none", requests: 0, promptTokens: 0, completionTokens: 0, totalTokens: 0, inProgress: 0 },
+    ]);
     store.close();
   });
 });
@@ -67,10 +86,25 @@ describe("KeyStore", () => {
 describe("parseKeyRequest", () => {
   test("reads durations, limits and model lists from the CLI's strings or JSON", () => {
     assert.deepEqual(parseKeyRequest({ name: " x ", rpm: "5", expires: "2h", models: "a, b" }), {
-      name: "x", rpm: 5, tpm: null, concurrency: null, expiresInMs: 7_200_000, models: ["a", "b"],
+      name: "x",
+      rpm: 5,
+      tpm: null,
+      concurrency: null,
+      expiresInMs: 7_200_000,
+      models: ["a", "b"],
     });
-    for (const [field, value] of [["rpm", 0], ["tpm", 1.5], ["concurrency", "x"], ["expires", "soon"], ["models", []], ["name", ""]] as const) {
-      assert.throws(() => parseKeyRequest({ name: "n", [field]: value }), (e: Error & { param?: string }) => e.param === field);
+    for (const [field, value] of [
+      ["rpm", 0],
+      ["tpm", 1.5],
+      ["concurrency", "x"],
+      ["expires", "soon"],
+      ["models", []],
+      ["name", ""],
+    ] as const) {
+      assert.throws(
+        () => parseKeyRequest({ name: "n", [field]: value }),
+        (e: Error & { param?: string }) => e.param === field,
+      );
     }
   });
 });

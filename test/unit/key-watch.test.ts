@@ -6,9 +6,15 @@ import { assertError, chat, setup, sseEvents } from "../helpers/fake-engine.js";
 
 describe("KeyWatch", () => {
   test("ends the generations of a key no longer usable, once each, and checks each key once per round", () => {
-    const usable = new Map([["a", true], ["b", true]]);
+    const usable = new Map([
+      ["a", true],
+      ["b", true],
+    ]);
     const checks: string[] = [];
-    const w = new KeyWatch((k) => { checks.push(k); return usable.get(k)!; });
+    const w = new KeyWatch((k) => {
+      checks.push(k);
+      return usable.get(k)!;
+    });
     const ended: string[] = [];
     w.watch("a", () => ended.push("a1"));
     w.watch("a", () => ended.push("a2"));
@@ -45,7 +51,11 @@ describe("a key revoked while its request runs", () => {
     const { app, engine } = setup(t, { keys });
     engine.script = Array.from({ length: 5000 }, (_, i) => `w${i} `);
     engine.delayMs = 2;
-    const res = chat(app, { model: "lucena-coder-latest", stream: true, messages: [{ role: "user", content: "go" }] }, headers);
+    const res = chat(
+      app,
+      { model: "lucena-coder-latest", stream: true, messages: [{ role: "user", content: "go" }] },
+      headers,
+    );
     while (engine.active === 0) await new Promise((r) => setImmediate(r));
     state.usable = false;
     const events = sseEvents((await res).payload);

@@ -21,7 +21,9 @@ function sources(dir: string): string[] {
 const files = sources(src).map((file) => {
   const text = readFileSync(file, "utf8");
   const specifiers = [...text.matchAll(/(?:from|import)\s*\(?\s*"([^"]+)"/g)].map((m) => m[1]);
-  const imports = specifiers.map((s) => (s.startsWith(".") ? relative(src, resolve(dirname(file), s)).replace(/\.js$/, ".ts") : s));
+  const imports = specifiers.map((s) =>
+    s.startsWith(".") ? relative(src, resolve(dirname(file), s)).replace(/\.js$/, ".ts") : s,
+  );
   return { file: relative(src, file), imports };
 });
 
@@ -47,7 +49,10 @@ describe("layers", () => {
   });
 
   test("one engine never imports the other", () => {
-    for (const [mine, other] of [["engines/upstream", "engines/llama"], ["engines/llama", "engines/upstream"]]) {
+    for (const [mine, other] of [
+      ["engines/upstream", "engines/llama"],
+      ["engines/llama", "engines/upstream"],
+    ]) {
       for (const f of files.filter((f) => inside(f.file, mine))) {
         for (const i of f.imports) {
           // The upstream engine loads the GGUF counter by a dynamic import, only for a model configured with one.

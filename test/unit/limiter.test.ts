@@ -127,7 +127,9 @@ describe("RateLimiter", () => {
     const l = new RateLimiter();
     const p = key({ tpm: 1e12 });
     for (let i = 0; i < 200_000; i++) admit(l, p, 1, i % 60_000).settle(1);
-    const state = (l as unknown as { keys: Map<string, { completions: { requests: number[]; tokenTotal: number } }> }).keys.get("k")!;
+    const state = (
+      l as unknown as { keys: Map<string, { completions: { requests: number[]; tokenTotal: number } }> }
+    ).keys.get("k")!;
     assert.equal(state.completions.requests.length, 60, "one slot per second of the minute, whatever the traffic");
     assert.equal(state.completions.tokenTotal, 200_000);
   });

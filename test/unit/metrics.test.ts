@@ -34,7 +34,10 @@ function parse(text: string): Sample[] {
 /** The value of the one sample with this name and exactly these labels, or undefined. */
 function valueOf(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
   const found = samples.filter(
-    (s) => s.name === name && Object.keys(s.labels).length === Object.keys(labels).length && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+    (s) =>
+      s.name === name &&
+      Object.keys(s.labels).length === Object.keys(labels).length &&
+      Object.entries(labels).every(([k, v]) => s.labels[k] === v),
   );
   assert.ok(found.length <= 1, `${name} ${JSON.stringify(labels)} matched ${found.length} samples`);
   return found[0]?.value;
@@ -42,13 +45,28 @@ function valueOf(samples: Sample[], name: string, labels: Record<string, string>
 
 function record(over: Partial<RequestRecord> = {}): RequestRecord {
   return {
-    requestId: "req_1", method: "POST", route: "/v1/chat/completions", status: 200, durationMs: 300, keyId: "config-1",
-    aborted: false, completion: null, ...over,
+    requestId: "req_1",
+    method: "POST",
+    route: "/v1/chat/completions",
+    status: 200,
+    durationMs: 300,
+    keyId: "config-1",
+    aborted: false,
+    completion: null,
+    ...over,
   };
 }
 
-const completion = (over: Partial<NonNullable<RequestRecord["completion"]>> = {}): NonNullable<RequestRecord["completion"]> => ({
-  model: "m1", stream: true, promptTokens: 40, completionTokens: 12, finishReason: "length", ttftMs: 120, ...over,
+const completion = (
+  over: Partial<NonNullable<RequestRecord["completion"]>> = {},
+): NonNullable<RequestRecord["completion"]> => ({
+  model: "m1",
+  stream: true,
+  promptTokens: 40,
+  completionTokens: 12,
+  finishReason: "length",
+  ttftMs: 120,
+  ...over,
 });
 
 describe("metrics", () => {
@@ -56,12 +74,33 @@ describe("metrics", () => {
     let streams = 3;
     const stats = { busy: 2, waiting: 5, sequences: 4, threads: 2, promptTokensEvaluated: 0, promptTokensReused: 0 };
     const metrics = new Metrics({
-      models: { models: [{ config: { id: "m1" }, engine: { stats: () => stats } }, { config: { id: "m2" }, engine: { stats: () => ({ busy: 0, waiting: 0, sequences: 0, promptTokensEvaluated: 0, promptTokensReused: 0 }) } }] },
+      models: {
+        models: [
+          { config: { id: "m1" }, engine: { stats: () => stats } },
+          {
+            config: { id: "m2" },
+            engine: {
+              stats: () => ({ busy: 0, waiting: 0, sequences: 0, promptTokensEvaluated: 0, promptTokensReused: 0 }),
+            },
+          },
+        ],
+      },
       activeStreams: () => streams,
     });
     metrics.observe(record({ completion: completion() }));
-    metrics.observe(record({ durationMs: 2000, completion: completion({ promptTokens: 10, completionTokens: 3, finishReason: "stop", ttftMs: 3000 }) }));
-    metrics.observe(record({ status: 503, durationMs: 4, completion: completion({ promptTokens: 7, completionTokens: 0, finishReason: null, ttftMs: null }) }));
+    metrics.observe(
+      record({
+        durationMs: 2000,
+        completion: completion({ promptTokens: 10, completionTokens: 3, finishReason: "stop", ttftMs: 3000 }),
+      }),
+    );
+    metrics.observe(
+      record({
+        status: 503,
+        durationMs: 4,
+        completion: completion({ promptTokens: 7, completionTokens: 0, finishReason: null, ttftMs: null }),
+      }),
+    );
     metrics.observe(record({ method: "GET", route: "/v1/models", durationMs: 2 }));
     metrics.observe(record({ method: "GET", route: null, status: 404, durationMs: 1 }));
 
@@ -72,7 +111,11 @@ describe("metrics", () => {
     assert.equal(valueOf(s, "lucena_http_requests_total", { route: chatRoute, status: "200" }), 2);
     assert.equal(valueOf(s, "lucena_http_requests_total", { route: chatRoute, status: "503" }), 1);
     assert.equal(valueOf(s, "lucena_http_requests_total", { route: "/v1/models", status: "200" }), 1);
-    assert.equal(valueOf(s, "lucena_http_requests_total", { route: "(unmatched)", status: "404" }), 1, "a 404 is labelled by no path");
+    assert.equal(
+      valueOf(s, "lucena_http_requests_total", { route: "(unmatched)", status: "404" }),
+      1,
+      "a 404 is labelled by no path",
+    );
 
     assert.equal(valueOf(s, "lucena_http_request_duration_seconds_count", { route: chatRoute }), 3);
     assert.equal(valueOf(s, "lucena_http_request_duration_seconds_sum", { route: chatRoute }), 0.3 + 2 + 0.004);
@@ -86,7 +129,11 @@ describe("metrics", () => {
     assert.equal(valueOf(s, "lucena_completions_total", { model: "m1", finish_reason: "stop" }), 1);
     assert.equal(valueOf(s, "lucena_completions_total", { model: "m1", finish_reason: "none" }), 1);
 
-    assert.equal(valueOf(s, "lucena_time_to_first_token_seconds_count", { model: "m1" }), 2, "no TTFT when no text came");
+    assert.equal(
+      valueOf(s, "lucena_time_to_first_token_seconds_count", { model: "m1" }),
+      2,
+      "no TTFT when no text came",
+    );
     assert.equal(valueOf(s, "lucena_time_to_first_token_seconds_bucket", { model: "m1", le: "0.1" }), 0);
     assert.equal(valueOf(s, "lucena_time_to_first_token_seconds_bucket", { model: "m1", le: "0.25" }), 1);
     assert.equal(valueOf(s, "lucena_time_to_first_token_seconds_bucket", { model: "m1", le: "5" }), 2);
@@ -96,7 +143,11 @@ describe("metrics", () => {
     assert.equal(valueOf(s, "lucena_queue_depth", { model: "m2" }), 0);
     assert.equal(valueOf(s, "lucena_sequences_busy", { model: "m1" }), 2);
     assert.equal(valueOf(s, "lucena_engine_threads", { model: "m1" }), 2);
-    assert.equal(valueOf(s, "lucena_engine_threads", { model: "m2" }), undefined, "only engines that say how many threads they use");
+    assert.equal(
+      valueOf(s, "lucena_engine_threads", { model: "m2" }),
+      undefined,
+      "only engines that say how many threads they use",
+    );
     assert.equal(valueOf(s, "lucena_active_streams"), 3);
     assert.ok(valueOf(s, "process_cpu_user_seconds_total") !== undefined, "prom-client's default process metrics");
     assert.ok(valueOf(s, "nodejs_heap_size_used_bytes") !== undefined);
@@ -139,7 +190,11 @@ describe("metrics", () => {
     replicas[0].requests = 41;
     replicas[1].healthy = true;
     const again = parse((await metrics.scrape()).body);
-    assert.equal(valueOf(again, "lucena_upstream_requests_total", a), 41, "counters follow the pool, not add up scrapes");
+    assert.equal(
+      valueOf(again, "lucena_upstream_requests_total", a),
+      41,
+      "counters follow the pool, not add up scrapes",
+    );
     assert.equal(valueOf(again, "lucena_upstream_replica_healthy", b), 1);
   });
 
@@ -149,8 +204,13 @@ describe("metrics", () => {
     const registry = new ModelRegistry([{ config: TEST_MODEL, engine, demo: false }]);
     const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });
     const app = buildApp({
-      registry, keys: new StaticKeys([TEST_KEY]), log: pino({ level: "silent" }), observers: [metrics.observe],
-      bodyLimit: 16 * 1024, alwaysStream: false, keepaliveMs: 60_000,
+      registry,
+      keys: new StaticKeys([TEST_KEY]),
+      log: pino({ level: "silent" }),
+      observers: [metrics.observe],
+      bodyLimit: 16 * 1024,
+      alwaysStream: false,
+      keepaliveMs: 60_000,
     });
     t.after(() => app.close());
     await app.listen({ host: "127.0.0.1", port: 0 });
@@ -171,7 +231,11 @@ describe("metrics", () => {
 
     // The record is given to observers once the response has closed and the generation has settled.
     let after = parse((await metrics.scrape()).body);
-    for (let i = 0; i < 50 && valueOf(after, "lucena_tokens_total", { model: TEST_MODEL.id, kind: "completion" }) === undefined; i++) {
+    for (
+      let i = 0;
+      i < 50 && valueOf(after, "lucena_tokens_total", { model: TEST_MODEL.id, kind: "completion" }) === undefined;
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 10));
       after = parse((await metrics.scrape()).body);
     }
@@ -194,7 +258,11 @@ describe("the operations app", () => {
       { config: TEST_MODEL, engine: a, demo: false },
       { config: { ...TEST_MODEL, id: "other" }, engine: b, demo: false },
     ]);
-    const ops = buildOpsApp({ registry, metrics: new Metrics({ models: registry, activeStreams: () => 0 }), log: pino({ level: "silent" }) });
+    const ops = buildOpsApp({
+      registry,
+      metrics: new Metrics({ models: registry, activeStreams: () => 0 }),
+      log: pino({ level: "silent" }),
+    });
     t.after(() => ops.close());
 
     let res = await ops.inject({ method: "GET", url: "/health" });

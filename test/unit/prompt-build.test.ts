@@ -5,7 +5,15 @@ import { isDeepStrictEqual } from "node:util";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
-import { buildPrompt, countPrompt, outputReserve, preparePrompt, type PromptCounter, type PromptEncoder, type PromptRequest } from "../../src/prompt/build.js";
+import {
+  buildPrompt,
+  countPrompt,
+  outputReserve,
+  preparePrompt,
+  type PromptCounter,
+  type PromptEncoder,
+  type PromptRequest,
+} from "../../src/prompt/build.js";
 import { LucenaError } from "../../src/core/errors.js";
 
 /**
@@ -47,7 +55,11 @@ class FakeEncoder implements PromptEncoder {
   sourceOf(tokens: readonly number[]): ChatMessage[] {
     const out: ChatMessage[] = [];
     for (const t of tokens) if (t !== GEN_TOKEN && t % 1000 === 0) out.push(this.byKey[t / 1000]);
-    assert.deepEqual(tokens.slice(-GENERATION_PROMPT), Array(GENERATION_PROMPT).fill(GEN_TOKEN), "prompt ends with the assistant's turn");
+    assert.deepEqual(
+      tokens.slice(-GENERATION_PROMPT),
+      Array(GENERATION_PROMPT).fill(GEN_TOKEN),
+      "prompt ends with the assistant's turn",
+    );
     return out;
   }
 }
@@ -71,15 +83,23 @@ function turns(n: number, w = 2): ChatMessage[] {
   return out;
 }
 
-async function assertLucenaError(fn: () => unknown, status: number, param: string | null, check?: (e: LucenaError) => void): Promise<void> {
-  await assert.rejects(async () => fn(), (err: unknown) => {
-    assert.ok(err instanceof LucenaError, `expected an LucenaError, got ${String(err)}`);
-    assert.equal(asHttp(err).status, status);
-    assert.equal(asHttp(err).type, "invalid_request_error");
-    assert.equal(err.param, param);
-    check?.(err);
-    return true;
-  });
+async function assertLucenaError(
+  fn: () => unknown,
+  status: number,
+  param: string | null,
+  check?: (e: LucenaError) => void,
+): Promise<void> {
+  await assert.rejects(
+    async () => fn(),
+    (err: unknown) => {
+      assert.ok(err instanceof LucenaError, `expected an LucenaError, got ${String(err)}`);
+      assert.equal(asHttp(err).status, status);
+      assert.equal(asHttp(err).type, "invalid_request_error");
+      assert.equal(err.param, param);
+      check?.(err);
+      return true;
+    },
+  );
 }
 
 const SHAPED = model({
@@ -191,17 +211,26 @@ describe("buildPrompt: system prompt resolution", () => {
   });
 
   test("an unknown shape is a 400 even on a model without shapes", async () => {
-    await assertLucenaError(() => buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { shape: "x" })), 400, "shape");
+    await assertLucenaError(
+      () => buildPrompt(DEFAULT_MODEL, 8192, new FakeEncoder(), req([user("hi")], { shape: "x" })),
+      400,
+      "shape",
+    );
   });
 });
 
 describe("buildPrompt: max_tokens and the output limit", () => {
   test("max_tokens above max_output_tokens is a 400 on 'max_tokens'", async () => {
     const m = model({ max_output_tokens: 100 });
-    await assertLucenaError(() => buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 101 })), 400, "max_tokens", (e) => {
-      assert.match(e.message, /101/);
-      assert.match(e.message, /100/);
-    });
+    await assertLucenaError(
+      () => buildPrompt(m, 8192, new FakeEncoder(), req([user("hi")], { maxTokens: 101 })),
+      400,
+      "max_tokens",
+      (e) => {
+        assert.match(e.message, /101/);
+        assert.match(e.message, /100/);
+      },
+    );
   });
 
   test("max_tokens equal to max_output_tokens is accepted and returned", async () => {
@@ -240,7 +269,11 @@ describe("buildPrompt: max_tokens and the output limit", () => {
 
   test("max_tokens that leaves no room in the context is a 400 on 'max_tokens'", async () => {
     const m = model({ max_output_tokens: 1000 });
-    await assertLucenaError(() => buildPrompt(m, 500, new FakeEncoder(), req([user("hi")], { maxTokens: 500 })), 400, "max_tokens");
+    await assertLucenaError(
+      () => buildPrompt(m, 500, new FakeEncoder(), req([user("hi")], { maxTokens: 500 })),
+      400,
+      "max_tokens",
+    );
   });
 
   test("outputReserve: max_tokens, else min(max_output_tokens, floor(context/4))", async () => {
@@ -309,13 +342,28 @@ describe("buildPrompt: the budget, at its exact boundary", () => {
 
   test("the smaller of the two limits binds", async () => {
     // context allows 100 - 10 = 90, input limit allows 20: trims.
-    let p = await buildPrompt({ ...base, max_input_tokens: 20 }, 100, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
+    let p = await buildPrompt(
+      { ...base, max_input_tokens: 20 },
+      100,
+      new FakeEncoder(),
+      req(conversation, { maxTokens: 10 }),
+    );
     assert.equal(p.keptMessages, 2);
     // input limit allows 1000, context allows 30 - 10 = 20: trims.
-    p = await buildPrompt({ ...base, max_input_tokens: 1000 }, 30, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
+    p = await buildPrompt(
+      { ...base, max_input_tokens: 1000 },
+      30,
+      new FakeEncoder(),
+      req(conversation, { maxTokens: 10 }),
+    );
     assert.equal(p.keptMessages, 2);
     // both allow 21: fits.
-    p = await buildPrompt({ ...base, max_input_tokens: 21 }, 31, new FakeEncoder(), req(conversation, { maxTokens: 10 }));
+    p = await buildPrompt(
+      { ...base, max_input_tokens: 21 },
+      31,
+      new FakeEncoder(),
+      req(conversation, { maxTokens: 10 }),
+    );
     assert.equal(p.keptMessages, 3);
   });
 });
@@ -359,7 +407,15 @@ describe("buildPrompt: trimming", () => {
   });
 
   test("the request's system messages are never dropped, wherever they are", async () => {
-    const messages = [system("sys one"), user("u0 x"), assistant("a0 x"), system("mid sys"), user("u1 x"), assistant("a1 x"), user("last")];
+    const messages = [
+      system("sys one"),
+      user("u0 x"),
+      assistant("a0 x"),
+      system("mid sys"),
+      user("u1 x"),
+      assistant("a1 x"),
+      user("last"),
+    ];
     const enc = new FakeEncoder();
     // Room for everything except the three oldest non-system messages (u0, a0, u1).
     const kept = [messages[0], messages[3], messages[5], messages[6]];
@@ -374,7 +430,12 @@ describe("buildPrompt: trimming", () => {
     const messages = turns(2);
     const preamble = system("be helpful");
     const enc = new FakeEncoder();
-    const p = await buildPrompt({ ...m, max_input_tokens: costOf([preamble, ...messages.slice(4)]) }, 8192, enc, req(messages));
+    const p = await buildPrompt(
+      { ...m, max_input_tokens: costOf([preamble, ...messages.slice(4)]) },
+      8192,
+      enc,
+      req(messages),
+    );
     assert.equal(p.systemPromptSource, "default");
     assert.deepEqual(enc.sourceOf(p.tokens), [preamble, messages[4]]);
     assert.equal(p.keptMessages, 1);
@@ -388,7 +449,13 @@ describe("buildPrompt: trimming", () => {
     assert.equal(p.keptMessages, 2);
     // One token less: the tail cannot be cut, so it is a 400.
     await assertLucenaError(
-      () => buildPrompt({ ...base, max_input_tokens: costOf(messages.slice(2)) - 1 }, 8192, new FakeEncoder(), req(messages)),
+      () =>
+        buildPrompt(
+          { ...base, max_input_tokens: costOf(messages.slice(2)) - 1 },
+          8192,
+          new FakeEncoder(),
+          req(messages),
+        ),
       400,
       "messages",
     );
@@ -473,20 +540,36 @@ describe("countPrompt: the same rules for a model counted elsewhere", () => {
   test("messages is the conversation sent: the resolved system prompt first, then what was kept", async () => {
     const messages = turns(3);
     const counter = new FakeCounter();
-    const counted = await countPrompt({ ...base, max_input_tokens: costOf([system("be brief"), ...messages.slice(2)]) }, 8192, counter, req(messages));
+    const counted = await countPrompt(
+      { ...base, max_input_tokens: costOf([system("be brief"), ...messages.slice(2)]) },
+      8192,
+      counter,
+      req(messages),
+    );
     assert.deepEqual(counted.messages, [system("be brief"), ...messages.slice(2)]);
     assert.equal(counted.keptMessages, messages.length - 2);
-    assert.ok(counter.calls.some((c) => isDeepStrictEqual(c, counted.messages)), "the count given is of the list returned");
+    assert.ok(
+      counter.calls.some((c) => isDeepStrictEqual(c, counted.messages)),
+      "the count given is of the list returned",
+    );
   });
 
   test("a prompt that cannot fit is the same 400, and a counter's failure is passed on", async () => {
     const messages = [user("one two three four five six seven eight nine ten")];
-    await assert.rejects(countPrompt({ ...base, max_input_tokens: 5 }, 8192, new FakeCounter(), req(messages)), (err: unknown) => {
-      assert.ok(err instanceof LucenaError);
-      assert.equal(asHttp(err).status, 400);
-      return true;
-    });
-    const failing: PromptCounter = { kind: "counter", count: async () => { throw new Error("tokenizer unreachable"); } };
+    await assert.rejects(
+      countPrompt({ ...base, max_input_tokens: 5 }, 8192, new FakeCounter(), req(messages)),
+      (err: unknown) => {
+        assert.ok(err instanceof LucenaError);
+        assert.equal(asHttp(err).status, 400);
+        return true;
+      },
+    );
+    const failing: PromptCounter = {
+      kind: "counter",
+      count: async () => {
+        throw new Error("tokenizer unreachable");
+      },
+    };
     await assert.rejects(countPrompt(base, 8192, failing, req(messages)), /tokenizer unreachable/);
   });
 
@@ -538,7 +621,13 @@ describe("countPrompt: a counter's upper bound stands in for the count only wher
     assert.equal(p.promptTokens, built.tokens.length);
     assert.deepEqual(p.messages, built.messages);
     // A bound that fits only thanks to no slack at all: exact, too.
-    const tight = await countPrompt({ ...base, max_input_tokens: costOf(messages) }, 8192, new BoundedCounter(1), req(messages, { maxTokens: 100 }), false);
+    const tight = await countPrompt(
+      { ...base, max_input_tokens: costOf(messages) },
+      8192,
+      new BoundedCounter(1),
+      req(messages, { maxTokens: 100 }),
+      false,
+    );
     assert.equal(tight.estimated, false);
     assert.equal(tight.keptMessages, messages.length);
   });

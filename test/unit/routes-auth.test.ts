@@ -22,7 +22,11 @@ describe("auth", () => {
   for (const [method, url] of v1Routes) {
     test(`${method} ${url} without Authorization → 401 {"error":"Missing API Key"} exactly`, async (t) => {
       const { app, engine } = setup(t);
-      const res = await app.inject({ method, url, ...(method === "POST" ? { payload: { model: "lucena-coder-latest", messages: USER_HELLO } } : {}) });
+      const res = await app.inject({
+        method,
+        url,
+        ...(method === "POST" ? { payload: { model: "lucena-coder-latest", messages: USER_HELLO } } : {}),
+      });
       assert.equal(res.statusCode, 401);
       requestId(res);
       assert.equal(res.body, JSON.stringify(MISSING));
@@ -34,8 +38,16 @@ describe("auth", () => {
   // a header that is present but is not `Bearer <token>` is an invalid key (docs/api.md, "Authentication"), even around a good key.
   const headerCases = [
     ...["", "   ", "Bearer", "Bearer ", "bearer \t "].map((h) => [h, MISSING] as const),
-    ...["Basic xxx", "Basic " + Buffer.from(`user:${TEST_KEY}`).toString("base64"), TEST_KEY, `Bearer ${TEST_KEY} extra`, `Bearer ${TEST_KEY},${TEST_KEY}x extra`, `Token ${TEST_KEY}`, `Bearer: ${TEST_KEY}`, `${TEST_KEY} Bearer`]
-      .map((h) => [h, INVALID] as const),
+    ...[
+      "Basic xxx",
+      "Basic " + Buffer.from(`user:${TEST_KEY}`).toString("base64"),
+      TEST_KEY,
+      `Bearer ${TEST_KEY} extra`,
+      `Bearer ${TEST_KEY},${TEST_KEY}x extra`,
+      `Token ${TEST_KEY}`,
+      `Bearer: ${TEST_KEY}`,
+      `${TEST_KEY} Bearer`,
+    ].map((h) => [h, INVALID] as const),
   ];
   for (const [header, expected] of headerCases) {
     test(`Authorization ${JSON.stringify(header.replaceAll(TEST_KEY, "<key>"))} → 401 ${expected === MISSING ? "Missing" : "Invalid"} API Key`, async (t) => {
@@ -50,7 +62,12 @@ describe("auth", () => {
     });
   }
 
-  for (const [name, key] of [["an unknown sk-lucena- key", "sk-lucena-unknown000000000000000000"], ["the key plus a character", `${TEST_KEY}x`], ["the key less its last character", TEST_KEY.slice(0, -1)], ["a malformed key", "nonsense"]] as const) {
+  for (const [name, key] of [
+    ["an unknown sk-lucena- key", "sk-lucena-unknown000000000000000000"],
+    ["the key plus a character", `${TEST_KEY}x`],
+    ["the key less its last character", TEST_KEY.slice(0, -1)],
+    ["a malformed key", "nonsense"],
+  ] as const) {
     test(`${name} → 401 Invalid API Key on every /v1 route`, async (t) => {
       const { app, engine } = setup(t);
       for (const [method, url] of v1Routes) {
@@ -73,7 +90,13 @@ describe("auth", () => {
 
   test("a valid key on an unknown /v1 route → 404 not_found body", async (t) => {
     const { app } = setup(t);
-    for (const [method, url] of [["GET", "/v1/whatever"], ["POST", "/v1/whatever"], ["GET", "/v1"], ["GET", "/v1/models/extra"], ["GET", "/v1/chat/completions/x"]] as const) {
+    for (const [method, url] of [
+      ["GET", "/v1/whatever"],
+      ["POST", "/v1/whatever"],
+      ["GET", "/v1"],
+      ["GET", "/v1/models/extra"],
+      ["GET", "/v1/chat/completions/x"],
+    ] as const) {
       const res = await app.inject({ method, url, headers: AUTH });
       assert.equal(res.statusCode, 404, `${method} ${url}`);
       requestId(res);
@@ -83,19 +106,40 @@ describe("auth", () => {
 
   // A path whose percent-decoding is a /v1 route must not be served without a key (it is either refused with
   // 401 like /v1 itself, or not found).
-  for (const [method, url] of [["GET", "/%761/models"], ["GET", "/v%31/models"], ["GET", "/%76%31/stats"], ["POST", "/%76%31/chat/completions"], ["POST", "/v%31/tokens/count"], ["GET", "/v1%2Fmodels"]] as const) {
+  for (const [method, url] of [
+    ["GET", "/%761/models"],
+    ["GET", "/v%31/models"],
+    ["GET", "/%76%31/stats"],
+    ["POST", "/%76%31/chat/completions"],
+    ["POST", "/v%31/tokens/count"],
+    ["GET", "/v1%2Fmodels"],
+  ] as const) {
     test(`percent-encoded ${method} ${url} without a key is not served`, async (t) => {
       const { app, engine } = setup(t);
-      const res = await app.inject({ method, url, ...(method === "POST" ? { payload: { model: "lucena-coder-latest", messages: USER_HELLO } } : {}) });
+      const res = await app.inject({
+        method,
+        url,
+        ...(method === "POST" ? { payload: { model: "lucena-coder-latest", messages: USER_HELLO } } : {}),
+      });
       requestId(res);
-      assert.ok(res.statusCode === 401 || res.statusCode === 404, `${method} ${url} without a key → ${res.statusCode} ${res.body.slice(0, 60)}`);
+      assert.ok(
+        res.statusCode === 401 || res.statusCode === 404,
+        `${method} ${url} without a key → ${res.statusCode} ${res.body.slice(0, 60)}`,
+      );
       assert.equal(engine.calls.length, 0);
     });
   }
 });
 
 describe("unknown routes and methods", () => {
-  for (const [method, url] of [["GET", "/"], ["GET", "/nope"], ["POST", "/chat/completions"], ["GET", "/models"], ["GET", "/v2/models"], ["GET", "/v1x"]] as const) {
+  for (const [method, url] of [
+    ["GET", "/"],
+    ["GET", "/nope"],
+    ["POST", "/chat/completions"],
+    ["GET", "/models"],
+    ["GET", "/v2/models"],
+    ["GET", "/v1x"],
+  ] as const) {
     test(`${method} ${url} (not /v1) → 404 without a key`, async (t) => {
       const { app } = setup(t);
       const res = await app.inject({ method, url });
@@ -106,10 +150,22 @@ describe("unknown routes and methods", () => {
     });
   }
 
-  for (const [method, url] of [["GET", "/v1/chat/completions"], ["PUT", "/v1/chat/completions"], ["GET", "/v1/tokens/count"], ["POST", "/v1/models"], ["DELETE", "/v1/models"], ["POST", "/v1/stats"]] as const) {
+  for (const [method, url] of [
+    ["GET", "/v1/chat/completions"],
+    ["PUT", "/v1/chat/completions"],
+    ["GET", "/v1/tokens/count"],
+    ["POST", "/v1/models"],
+    ["DELETE", "/v1/models"],
+    ["POST", "/v1/stats"],
+  ] as const) {
     test(`wrong method ${method} ${url} → 404 body with a key, 401 without`, async (t) => {
       const { app } = setup(t);
-      const res = await app.inject({ method, url, headers: AUTH, ...(method === "GET" || method === "DELETE" ? {} : { payload: {} }) });
+      const res = await app.inject({
+        method,
+        url,
+        headers: AUTH,
+        ...(method === "GET" || method === "DELETE" ? {} : { payload: {} }),
+      });
       assert.equal(res.statusCode, 404);
       requestId(res);
       assert.equal(res.body, JSON.stringify(NOT_FOUND));
@@ -129,7 +185,11 @@ describe("x-request-id", () => {
     const anon = await app.inject({ method: "GET", url: "/v1/models", headers: { "x-request-id": "trace.id:42_x" } });
     assert.equal(anon.statusCode, 401);
     assert.equal(anon.headers["x-request-id"], "trace.id:42_x");
-    const sse = await chat(app, { model: "lucena-coder-latest", messages: USER_HELLO, stream: true }, { "x-request-id": "abc-124" });
+    const sse = await chat(
+      app,
+      { model: "lucena-coder-latest", messages: USER_HELLO, stream: true },
+      { "x-request-id": "abc-124" },
+    );
     assert.equal(sse.statusCode, 200);
     assert.match(String(sse.headers["content-type"]), /^text\/event-stream/);
     assert.equal(sse.headers["x-request-id"], "abc-124");
@@ -138,7 +198,13 @@ describe("x-request-id", () => {
     assert.equal(bad.headers["x-request-id"], "abc-125");
   });
 
-  for (const [name, given] of [["with spaces", "abc 123"], ["300 characters", "a".repeat(300)], ["with a slash", "a/b"], ["with a quote", 'a"b'], ["129 characters", "b".repeat(129)]] as const) {
+  for (const [name, given] of [
+    ["with spaces", "abc 123"],
+    ["300 characters", "a".repeat(300)],
+    ["with a slash", "a/b"],
+    ["with a quote", 'a"b'],
+    ["129 characters", "b".repeat(129)],
+  ] as const) {
     test(`a malformed caller id (${name}) is replaced by a generated one`, async (t) => {
       const { app } = setup(t);
       const res = await app.inject({ method: "GET", url: "/v1/models", headers: { ...AUTH, "x-request-id": given } });
@@ -164,8 +230,17 @@ describe("x-request-id", () => {
 
 describe("GET /v1/models", () => {
   const FIELDS = [
-    "id", "object", "created", "owned_by", "description", "name",
-    "max_input_tokens", "max_output_tokens", "context_window", "default_shape", "available_shapes",
+    "id",
+    "object",
+    "created",
+    "owned_by",
+    "description",
+    "name",
+    "max_input_tokens",
+    "max_output_tokens",
+    "context_window",
+    "default_shape",
+    "available_shapes",
   ];
 
   test("lists the model with exactly the reference's fields, in order, from the config", async (t) => {
@@ -200,11 +275,21 @@ describe("GET /v1/models", () => {
     const res = await app.inject({ method: "GET", url: "/v1/models", headers: AUTH });
     assert.deepEqual(JSON.parse(res.body), {
       object: "list",
-      data: [{
-        id: "lucena-coder-latest", object: "model", created: 1700000000, owned_by: "lucena",
-        description: "Lucena Coder: advanced code generation and understanding.", name: "Lucena Coder",
-        max_input_tokens: 100000, max_output_tokens: 16000, context_window: 101000, default_shape: null, available_shapes: [],
-      }],
+      data: [
+        {
+          id: "lucena-coder-latest",
+          object: "model",
+          created: 1700000000,
+          owned_by: "lucena",
+          description: "Lucena Coder: advanced code generation and understanding.",
+          name: "Lucena Coder",
+          max_input_tokens: 100000,
+          max_output_tokens: 16000,
+          context_window: 101000,
+          default_shape: null,
+          available_shapes: [],
+        },
+      ],
     });
   });
 
@@ -214,7 +299,10 @@ describe("GET /v1/models", () => {
       const res = await app.inject({ method: "GET", url: "/v1/models", headers: AUTH });
       assert.equal(res.statusCode, 200);
       const body = JSON.parse(res.body) as { data: { id: string }[] };
-      assert.deepEqual(body.data.map((m) => m.id), ["lucena-coder-latest"]);
+      assert.deepEqual(
+        body.data.map((m) => m.id),
+        ["lucena-coder-latest"],
+      );
     });
   }
 

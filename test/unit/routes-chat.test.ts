@@ -3,14 +3,30 @@ import { describe, test } from "node:test";
 import { SAMPLING_DEFAULTS } from "../../src/engines/engine.js";
 import { errors } from "../../src/core/errors.js";
 import {
-  assertError, chat, count, FakeEngine, fakePromptTokens, requestId, setup, sseData, sseEvents, TEST_MODEL, USER_HELLO, tokensOf } from "../helpers/fake-engine.js";
+  assertError,
+  chat,
+  count,
+  FakeEngine,
+  fakePromptTokens,
+  requestId,
+  setup,
+  sseData,
+  sseEvents,
+  TEST_MODEL,
+  USER_HELLO,
+  tokensOf,
+} from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";
 const GOOD = { model: MODEL, messages: USER_HELLO };
 const GOOD_PROMPT = fakePromptTokens([{ content: TEST_MODEL.system_prompt! }, ...USER_HELLO]);
 
 describe("503 while the model cannot serve", () => {
-  for (const [route, extra] of [["chat JSON", {}], ["chat stream", { stream: true }], ["count", {}]] as const) {
+  for (const [route, extra] of [
+    ["chat JSON", {}],
+    ["chat stream", { stream: true }],
+    ["count", {}],
+  ] as const) {
     test(`${route}: engine loading → 503 server_error with Retry-After, then 200 once ready`, async (t) => {
       const engine = new FakeEngine({ status: "loading" });
       const { app } = setup(t, { engine });
@@ -35,7 +51,10 @@ describe("503 while the model cannot serve", () => {
     }
   });
 
-  for (const [name, extra] of [["JSON", {}], ["stream", { stream: true }]] as const) {
+  for (const [name, extra] of [
+    ["JSON", {}],
+    ["stream", { stream: true }],
+  ] as const) {
     test(`${name}: the engine's queue is full → 503 server_error with Retry-After, before any stream starts`, async (t) => {
       const { app, engine } = setup(t);
       engine.queueFull = true;
@@ -61,8 +80,15 @@ describe("sampling options reach the engine", () => {
   test("temperature, top_p, top_k, seed, stop, penalties and max_tokens are passed through", async (t) => {
     const { app, engine } = setup(t);
     const res = await chat(app, {
-      ...GOOD, temperature: 1.3, top_p: 0.8, top_k: 7, seed: 42, stop: ["END", "##"],
-      presence_penalty: 0.5, frequency_penalty: -0.25, max_tokens: 50,
+      ...GOOD,
+      temperature: 1.3,
+      top_p: 0.8,
+      top_k: 7,
+      seed: 42,
+      stop: ["END", "##"],
+      presence_penalty: 0.5,
+      frequency_penalty: -0.25,
+      max_tokens: 50,
     });
     assert.equal(res.statusCode, 200);
     const o = engine.lastCall;
@@ -87,7 +113,15 @@ describe("sampling options reach the engine", () => {
 
   test("the same options pass through on a stream", async (t) => {
     const { app, engine } = setup(t);
-    const res = await chat(app, { ...GOOD, stream: true, temperature: 0, top_p: 0.1, seed: 7, stop: "STOP", max_tokens: 9 });
+    const res = await chat(app, {
+      ...GOOD,
+      stream: true,
+      temperature: 0,
+      top_p: 0.1,
+      seed: 7,
+      stop: "STOP",
+      max_tokens: 9,
+    });
     assert.equal(res.statusCode, 200);
     const o = engine.lastCall;
     assert.deepEqual([o.temperature, o.topP, o.seed, o.stop, o.maxTokens], [0, 0.1, 7, ["STOP"], 9]);
@@ -117,9 +151,20 @@ describe("sampling options reach the engine", () => {
 
   test("null values mean the defaults", async (t) => {
     const { app, engine } = setup(t);
-    await chat(app, { ...GOOD, temperature: null, top_p: null, seed: null, stop: null, presence_penalty: null, max_tokens: null });
+    await chat(app, {
+      ...GOOD,
+      temperature: null,
+      top_p: null,
+      seed: null,
+      stop: null,
+      presence_penalty: null,
+      max_tokens: null,
+    });
     const o = engine.lastCall;
-    assert.deepEqual([o.temperature, o.topP, o.seed, o.stop, o.presencePenalty], [TEST_MODEL.temperature, SAMPLING_DEFAULTS.topP, null, [], 0]);
+    assert.deepEqual(
+      [o.temperature, o.topP, o.seed, o.stop, o.presencePenalty],
+      [TEST_MODEL.temperature, SAMPLING_DEFAULTS.topP, null, [], 0],
+    );
   });
 
   test("default output budget is capped by what is left of the context", async (t) => {
@@ -161,8 +206,17 @@ describe("sampling options reach the engine", () => {
     const body = JSON.parse(res.body) as { usage: { prompt_tokens: number } };
     assert.equal(tokensOf(engine.lastCall).length, body.usage.prompt_tokens);
     assert.equal(body.usage.prompt_tokens, GOOD_PROMPT);
-    assert.deepEqual(engine.encoder.calls.at(-1), [{ role: "system", content: TEST_MODEL.system_prompt }, ...USER_HELLO]);
-    assert.deepEqual(tokensOf(engine.lastCall), engine.encoder.encode([{ role: "system", content: TEST_MODEL.system_prompt! }, { role: "user", content: "Hello world" }]));
+    assert.deepEqual(engine.encoder.calls.at(-1), [
+      { role: "system", content: TEST_MODEL.system_prompt },
+      ...USER_HELLO,
+    ]);
+    assert.deepEqual(
+      tokensOf(engine.lastCall),
+      engine.encoder.encode([
+        { role: "system", content: TEST_MODEL.system_prompt! },
+        { role: "user", content: "Hello world" },
+      ]),
+    );
   });
 
   test("refused requests never reach the engine", async (t) => {
@@ -224,8 +278,14 @@ describe("inference failure → 500 server_error without internals", () => {
       assert.equal(last.error.code, 500);
       assert.ok(!res.payload.includes("SECRET"), res.payload);
       const chunks = sseData(res.payload).filter((c) => c.error === undefined);
-      assert.deepEqual(chunks.map((c) => c.choices[0]?.delta.content ?? c.choices[0]?.delta.role), ["assistant", ...engine.script.slice(0, failAfter)]);
-      assert.ok(chunks.every((c) => c.choices[0]?.finish_reason === null && c.usage === undefined), "no usage or finish chunk after an error");
+      assert.deepEqual(
+        chunks.map((c) => c.choices[0]?.delta.content ?? c.choices[0]?.delta.role),
+        ["assistant", ...engine.script.slice(0, failAfter)],
+      );
+      assert.ok(
+        chunks.every((c) => c.choices[0]?.finish_reason === null && c.usage === undefined),
+        "no usage or finish chunk after an error",
+      );
       assert.equal(events.length, 1 + 1 + failAfter + 2);
     });
   }

@@ -1,7 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, test, type TestContext } from "node:test";
 import type { FastifyInstance, InjectOptions } from "fastify";
-import { AUTH, assertError, BODY_LIMIT, chat, count, FakeEngine, requestId, setup, USER_HELLO } from "../helpers/fake-engine.js";
+import {
+  AUTH,
+  assertError,
+  BODY_LIMIT,
+  chat,
+  count,
+  FakeEngine,
+  requestId,
+  setup,
+  USER_HELLO,
+} from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";
 const GOOD = { model: MODEL, messages: USER_HELLO };
@@ -11,7 +21,10 @@ async function assertStillServes(app: FastifyInstance, engine: FakeEngine, calls
   assert.equal(engine.calls.length, callsBefore, "the refused request reached the engine");
   const res = await chat(app, GOOD);
   assert.equal(res.statusCode, 200, res.body);
-  assert.equal((JSON.parse(res.body) as { choices: { message: { content: string } }[] }).choices[0].message.content, "Hello world!");
+  assert.equal(
+    (JSON.parse(res.body) as { choices: { message: { content: string } }[] }).choices[0].message.content,
+    "Hello world!",
+  );
   assert.equal(engine.calls.length, callsBefore + 1);
 }
 
@@ -46,24 +59,109 @@ const BAD: BadCase[] = [
   { name: "model is empty", request: body({ model: "", messages: USER_HELLO }), param: "model" },
   { name: "missing messages", request: body({ model: MODEL }), param: "messages", message: /messages/ },
   { name: "messages: []", request: withGood({ messages: [] }), param: "messages" },
-  { name: "messages is an object", request: withGood({ messages: { role: "user", content: "hi" } }), param: "messages" },
+  {
+    name: "messages is an object",
+    request: withGood({ messages: { role: "user", content: "hi" } }),
+    param: "messages",
+  },
   { name: "message is a string", request: withGood({ messages: ["hi"] }), param: "messages[0]" },
   { name: "message is null", request: withGood({ messages: [null] }), param: "messages[0]" },
-  { name: "message is an array", request: withGood({ messages: [[{ role: "user", content: "hi" }]] }), param: "messages[0]" },
-  { name: "second message not an object", request: withGood({ messages: [{ role: "user", content: "hi" }, 7] }), param: "messages[1]" },
-  { name: "role 'wizard'", request: withGood({ messages: [{ role: "wizard", content: "hi" }] }), param: "messages[0].role", message: /wizard/ },
-  { name: "role 'tool'", request: withGood({ messages: [{ role: "user", content: "hi" }, { role: "tool", content: "42", tool_call_id: "x" }] }), param: "messages[1].role" },
-  { name: "role 'function'", request: withGood({ messages: [{ role: "function", name: "f", content: "hi" }] }), param: "messages[0].role" },
+  {
+    name: "message is an array",
+    request: withGood({ messages: [[{ role: "user", content: "hi" }]] }),
+    param: "messages[0]",
+  },
+  {
+    name: "second message not an object",
+    request: withGood({ messages: [{ role: "user", content: "hi" }, 7] }),
+    param: "messages[1]",
+  },
+  {
+    name: "role 'wizard'",
+    request: withGood({ messages: [{ role: "wizard", content: "hi" }] }),
+    param: "messages[0].role",
+    message: /wizard/,
+  },
+  {
+    name: "role 'tool'",
+    request: withGood({
+      messages: [
+        { role: "user", content: "hi" },
+        { role: "tool", content: "42", tool_call_id: "x" },
+      ],
+    }),
+    param: "messages[1].role",
+  },
+  {
+    name: "role 'function'",
+    request: withGood({ messages: [{ role: "function", name: "f", content: "hi" }] }),
+    param: "messages[0].role",
+  },
   { name: "missing role", request: withGood({ messages: [{ content: "hi" }] }), param: "messages[0].role" },
-  { name: "assistant message with tool_calls", request: withGood({ messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "", tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }] }, { role: "user", content: "go" }] }), param: "messages[1].tool_calls" },
-  { name: "content is a number", request: withGood({ messages: [{ role: "user", content: 5 }] }), param: "messages[0].content" },
+  {
+    name: "assistant message with tool_calls",
+    request: withGood({
+      messages: [
+        { role: "user", content: "hi" },
+        {
+          role: "assistant",
+          content: "",
+          tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }],
+        },
+        { role: "user", content: "go" },
+      ],
+    }),
+    param: "messages[1].tool_calls",
+  },
+  {
+    name: "content is a number",
+    request: withGood({ messages: [{ role: "user", content: 5 }] }),
+    param: "messages[0].content",
+  },
   { name: "content is missing", request: withGood({ messages: [{ role: "user" }] }), param: "messages[0].content" },
-  { name: "content is an object", request: withGood({ messages: [{ role: "user", content: { text: "hi" } }] }), param: "messages[0].content" },
-  { name: "content is an empty array", request: withGood({ messages: [{ role: "user", content: [] }] }), param: "messages[0].content" },
-  { name: "content part of type image_url", request: withGood({ messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://example.com/a.png" } }] }] }), param: "messages[0].content[0].type", message: /image_url/ },
-  { name: "second content part of type input_audio", request: withGood({ messages: [{ role: "user", content: [{ type: "text", text: "hi" }, { type: "input_audio", input_audio: { data: "", format: "wav" } }] }] }), param: "messages[0].content[1].type" },
-  { name: "text part without text", request: withGood({ messages: [{ role: "user", content: [{ type: "text" }] }] }), param: "messages[0].content[0].text" },
-  { name: "content part not an object", request: withGood({ messages: [{ role: "user", content: ["hi"] }] }), param: "messages[0].content[0]" },
+  {
+    name: "content is an object",
+    request: withGood({ messages: [{ role: "user", content: { text: "hi" } }] }),
+    param: "messages[0].content",
+  },
+  {
+    name: "content is an empty array",
+    request: withGood({ messages: [{ role: "user", content: [] }] }),
+    param: "messages[0].content",
+  },
+  {
+    name: "content part of type image_url",
+    request: withGood({
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://example.com/a.png" } }] }],
+    }),
+    param: "messages[0].content[0].type",
+    message: /image_url/,
+  },
+  {
+    name: "second content part of type input_audio",
+    request: withGood({
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "hi" },
+            { type: "input_audio", input_audio: { data: "", format: "wav" } },
+          ],
+        },
+      ],
+    }),
+    param: "messages[0].content[1].type",
+  },
+  {
+    name: "text part without text",
+    request: withGood({ messages: [{ role: "user", content: [{ type: "text" }] }] }),
+    param: "messages[0].content[0].text",
+  },
+  {
+    name: "content part not an object",
+    request: withGood({ messages: [{ role: "user", content: ["hi"] }] }),
+    param: "messages[0].content[0]",
+  },
   { name: "temperature 5", request: withGood({ temperature: 5 }), param: "temperature" },
   { name: "temperature -1", request: withGood({ temperature: -1 }), param: "temperature" },
   { name: "temperature '0.5'", request: withGood({ temperature: "0.5" }), param: "temperature" },
@@ -73,7 +171,12 @@ const BAD: BadCase[] = [
   { name: "max_tokens -3", request: withGood({ max_tokens: -3 }), param: "max_tokens" },
   { name: "max_tokens 1.5", request: withGood({ max_tokens: 1.5 }), param: "max_tokens" },
   { name: "max_tokens '10'", request: withGood({ max_tokens: "10" }), param: "max_tokens" },
-  { name: "max_tokens above the model's max_output_tokens", request: withGood({ max_tokens: 1001 }), param: "max_tokens", message: /1001.*1000|1000.*1001/ },
+  {
+    name: "max_tokens above the model's max_output_tokens",
+    request: withGood({ max_tokens: 1001 }),
+    param: "max_tokens",
+    message: /1001.*1000|1000.*1001/,
+  },
   { name: "max_completion_tokens 0", request: withGood({ max_completion_tokens: 0 }), param: "max_completion_tokens" },
   { name: "stop with 5 entries", request: withGood({ stop: ["a", "b", "c", "d", "e"] }), param: "stop" },
   { name: "stop is a number", request: withGood({ stop: 5 }), param: "stop" },
@@ -83,9 +186,17 @@ const BAD: BadCase[] = [
   { name: "frequency_penalty -2.5", request: withGood({ frequency_penalty: -2.5 }), param: "frequency_penalty" },
   { name: "n: 2", request: withGood({ n: 2 }), param: "n" },
   { name: "n: 0", request: withGood({ n: 0 }), param: "n" },
-  { name: "tools: [...]", request: withGood({ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }), param: "tools" },
+  {
+    name: "tools: [...]",
+    request: withGood({ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }),
+    param: "tools",
+  },
   { name: "tool_choice required", request: withGood({ tool_choice: "required" }), param: "tool_choice" },
-  { name: "response_format json_object", request: withGood({ response_format: { type: "json_object" } }), param: "response_format" },
+  {
+    name: "response_format json_object",
+    request: withGood({ response_format: { type: "json_object" } }),
+    param: "response_format",
+  },
   { name: "logprobs: true", request: withGood({ logprobs: true }), param: "logprobs" },
   { name: "logit_bias set", request: withGood({ logit_bias: { "50256": -100 } }), param: "logit_bias" },
   // llama.cpp's and vLLM's extensions that would change the answer and are not implemented: refused by name.
@@ -101,15 +212,29 @@ const BAD: BadCase[] = [
   { name: "ignore_eos 'yes'", request: withGood({ ignore_eos: "yes" }), param: "ignore_eos" },
   { name: "stream: 'yes'", request: withGood({ stream: "yes" }), param: "stream" },
   { name: "stream: 1", request: withGood({ stream: 1 }), param: "stream" },
-  { name: "stream_options.include_usage 'no'", request: withGood({ stream: true, stream_options: { include_usage: "no" } }), param: "stream_options.include_usage" },
+  {
+    name: "stream_options.include_usage 'no'",
+    request: withGood({ stream: true, stream_options: { include_usage: "no" } }),
+    param: "stream_options.include_usage",
+  },
   { name: "unknown shape", request: withGood({ shape: "nope" }), param: "shape", message: /nope/ },
   {
     name: "invalid UTF-8 bytes inside a JSON string",
-    request: raw(Buffer.concat([Buffer.from('{"model":"lucena-coder-latest","messages":[{"role":"user","content":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('b"}]}')])),
+    request: raw(
+      Buffer.concat([
+        Buffer.from('{"model":"lucena-coder-latest","messages":[{"role":"user","content":"a'),
+        Buffer.from([0xff, 0xfe]),
+        Buffer.from('b"}]}'),
+      ]),
+    ),
     param: null,
     message: /UTF-8/,
   },
-  { name: "__proto__ key in the body", request: raw('{"model":"lucena-coder-latest","messages":[{"role":"user","content":"hi"}],"__proto__":{"x":1}}'), param: null },
+  {
+    name: "__proto__ key in the body",
+    request: raw('{"model":"lucena-coder-latest","messages":[{"role":"user","content":"hi"}],"__proto__":{"x":1}}'),
+    param: null,
+  },
 ];
 
 function newApp(t: TestContext) {
@@ -137,8 +262,23 @@ describe("bad input on POST /v1/chat/completions → 400 invalid_request_error, 
 
 describe("bad input on POST /v1/tokens/count", () => {
   // The count checks the body's schema, not the fields only a completion acts on.
-  const completionOnly = ["n: 2", "n: 0", "tools: [...]", "tool_choice required", "response_format json_object", "logprobs: true", "logit_bias set",
-    "repeat_penalty 1.1", "repetition_penalty 1.2", "typical_p 0.9", "mirostat 2", "grammar", "json_schema", "guided_json", "guided_choice"];
+  const completionOnly = [
+    "n: 2",
+    "n: 0",
+    "tools: [...]",
+    "tool_choice required",
+    "response_format json_object",
+    "logprobs: true",
+    "logit_bias set",
+    "repeat_penalty 1.1",
+    "repetition_penalty 1.2",
+    "typical_p 0.9",
+    "mirostat 2",
+    "grammar",
+    "json_schema",
+    "guided_json",
+    "guided_choice",
+  ];
   for (const c of BAD.filter((c) => !completionOnly.includes(c.name))) {
     test(c.name, async (t) => {
       const { app, engine } = newApp(t);
@@ -170,12 +310,22 @@ describe("transport errors", () => {
   });
 
   // docs/api.md: 400 naming the type (415 is not in the reference's table), on every route that takes a body.
-  for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "json", "application/json/x"]) {
+  for (const type of [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/jsonx",
+    "json",
+    "application/json/x",
+  ]) {
     test(`Content-Type ${type} → 400 invalid_request_error naming it`, async (t) => {
       const { app, engine } = newApp(t);
       for (const url of ["/v1/chat/completions", "/v1/tokens/count"]) {
         const res = await app.inject({ ...raw(JSON.stringify(GOOD), { "content-type": type }), url });
-        assertError(res, 400, "invalid_request_error", { param: null, message: `Unsupported Content-Type '${type}': send application/json.` });
+        assertError(res, 400, "invalid_request_error", {
+          param: null,
+          message: `Unsupported Content-Type '${type}': send application/json.`,
+        });
       }
       await assertStillServes(app, engine, 0);
     });
@@ -192,7 +342,12 @@ describe("transport errors", () => {
   test("a POST with a body and no Content-Type → 400 invalid_request_error saying so", async (t) => {
     const { app, engine } = newApp(t);
     for (const url of ["/v1/chat/completions", "/v1/tokens/count"]) {
-      const res = await app.inject({ method: "POST", url, headers: { ...AUTH }, payload: Buffer.from(JSON.stringify(GOOD)) });
+      const res = await app.inject({
+        method: "POST",
+        url,
+        headers: { ...AUTH },
+        payload: Buffer.from(JSON.stringify(GOOD)),
+      });
       assertError(res, 400, "invalid_request_error", { param: null, message: /no Content-Type/ });
     }
     await assertStillServes(app, engine, 0);
@@ -233,16 +388,95 @@ function post(app: FastifyInstance, url: string, b: unknown) {
 
 describe("accepted input", () => {
   const OK: [string, Record<string, unknown>][] = [
-    ["unknown harmless fields (user, metadata)", { user: "u-1", metadata: { a: "b" }, store: false, service_tier: "auto" }],
-    ["role developer", { messages: [{ role: "developer", content: "Be brief." }, { role: "user", content: "hi" }] }],
-    ["content as an array of text parts", { messages: [{ role: "user", content: [{ type: "text", text: "Hello" }, { type: "text", text: " world" }] }] }],
-    ["neutral values of unsupported fields", { tools: [], tool_choice: "none", response_format: { type: "text" }, logprobs: false, logit_bias: {}, n: 1, modalities: ["text"] }],
-    ["neutral values of unsupported extensions", { repeat_penalty: 1, typical_p: 1, mirostat: 0, min_tokens: 0, json_schema: {}, grammar: "", best_of: 1, use_beam_search: false }],
+    [
+      "unknown harmless fields (user, metadata)",
+      { user: "u-1", metadata: { a: "b" }, store: false, service_tier: "auto" },
+    ],
+    [
+      "role developer",
+      {
+        messages: [
+          { role: "developer", content: "Be brief." },
+          { role: "user", content: "hi" },
+        ],
+      },
+    ],
+    [
+      "content as an array of text parts",
+      {
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "Hello" },
+              { type: "text", text: " world" },
+            ],
+          },
+        ],
+      },
+    ],
+    [
+      "neutral values of unsupported fields",
+      {
+        tools: [],
+        tool_choice: "none",
+        response_format: { type: "text" },
+        logprobs: false,
+        logit_bias: {},
+        n: 1,
+        modalities: ["text"],
+      },
+    ],
+    [
+      "neutral values of unsupported extensions",
+      {
+        repeat_penalty: 1,
+        typical_p: 1,
+        mirostat: 0,
+        min_tokens: 0,
+        json_schema: {},
+        grammar: "",
+        best_of: 1,
+        use_beam_search: false,
+      },
+    ],
     ["honoured extensions", { min_p: 0.1, ignore_eos: true }],
-    ["nulls for optional fields", { stream: null, temperature: null, top_p: null, max_tokens: null, stop: null, seed: null, n: null, shape: null, stream_options: null }],
-    ["boundary values", { temperature: 2, top_p: 1, max_tokens: 1000, stop: ["a", "b", "c", "d"], presence_penalty: -2, frequency_penalty: 2, seed: 0 }],
+    [
+      "nulls for optional fields",
+      {
+        stream: null,
+        temperature: null,
+        top_p: null,
+        max_tokens: null,
+        stop: null,
+        seed: null,
+        n: null,
+        shape: null,
+        stream_options: null,
+      },
+    ],
+    [
+      "boundary values",
+      {
+        temperature: 2,
+        top_p: 1,
+        max_tokens: 1000,
+        stop: ["a", "b", "c", "d"],
+        presence_penalty: -2,
+        frequency_penalty: 2,
+        seed: 0,
+      },
+    ],
     ["temperature 0 and top_p 0", { temperature: 0, top_p: 0 }],
-    ["a conversation ending with an assistant message", { messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "Hel" }] }],
+    [
+      "a conversation ending with an assistant message",
+      {
+        messages: [
+          { role: "user", content: "hi" },
+          { role: "assistant", content: "Hel" },
+        ],
+      },
+    ],
     ["a message with a name", { messages: [{ role: "user", name: "ann", content: "hi" }] }],
   ];
   for (const [name, extra] of OK) {
@@ -258,20 +492,54 @@ describe("accepted input", () => {
 
   test("text parts are joined as they are into one message", async (t) => {
     const { app, engine } = newApp(t);
-    const parts = await count(app, { model: MODEL, messages: [{ role: "user", content: [{ type: "text", text: "one two" }, { type: "text", text: " three" }] }] });
+    const parts = await count(app, {
+      model: MODEL,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "one two" },
+            { type: "text", text: " three" },
+          ],
+        },
+      ],
+    });
     const plain = await count(app, { model: MODEL, messages: [{ role: "user", content: "one two three" }] });
     assert.equal(parts.statusCode, 200);
     assert.deepEqual(JSON.parse(parts.body), JSON.parse(plain.body));
-    const res = await chat(app, { model: MODEL, messages: [{ role: "user", content: [{ type: "text", text: "one two" }, { type: "text", text: " three" }] }] });
+    const res = await chat(app, {
+      model: MODEL,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "one two" },
+            { type: "text", text: " three" },
+          ],
+        },
+      ],
+    });
     assert.equal(res.statusCode, 200);
     assert.deepEqual(engine.encoder.calls.at(-1)?.at(-1), { role: "user", content: "one two three" });
   });
 
   test("role developer is a system message (system_prompt_source 'request')", async (t) => {
     const { app, engine } = newApp(t);
-    const res = await count(app, { model: MODEL, messages: [{ role: "developer", content: "Be brief." }, { role: "user", content: "hi" }] });
+    const res = await count(app, {
+      model: MODEL,
+      messages: [
+        { role: "developer", content: "Be brief." },
+        { role: "user", content: "hi" },
+      ],
+    });
     assert.equal(res.statusCode, 200);
-    assert.equal((JSON.parse(res.body) as { _lucena: { system_prompt_source: string } })._lucena.system_prompt_source, "request");
-    assert.deepEqual(engine.encoder.calls.at(-1), [{ role: "system", content: "Be brief." }, { role: "user", content: "hi" }]);
+    assert.equal(
+      (JSON.parse(res.body) as { _lucena: { system_prompt_source: string } })._lucena.system_prompt_source,
+      "request",
+    );
+    assert.deepEqual(engine.encoder.calls.at(-1), [
+      { role: "system", content: "Be brief." },
+      { role: "user", content: "hi" },
+    ]);
   });
 });

@@ -8,8 +8,15 @@ const LIMITED = "sk-lucena-limited000000000000000000000000";
 
 /** One key with the given limits, besides the tests' unlimited key. */
 function limitedKey(limits: Partial<Principal["limits"]>): { keys: KeyVerifier; headers: Record<string, string> } {
-  const principal: Principal = { keyId: "key_limited", limits: { rpm: null, tpm: null, concurrency: null, ...limits }, models: null };
-  return { keys: { verify: (k) => (k === LIMITED ? principal : null) }, headers: { authorization: `Bearer ${LIMITED}` } };
+  const principal: Principal = {
+    keyId: "key_limited",
+    limits: { rpm: null, tpm: null, concurrency: null, ...limits },
+    models: null,
+  };
+  return {
+    keys: { verify: (k) => (k === LIMITED ? principal : null) },
+    headers: { authorization: `Bearer ${LIMITED}` },
+  };
 }
 
 describe("limits before tokenization", () => {
@@ -70,6 +77,7 @@ describe("token counts are admitted by the key's limits", () => {
 
   test("a key without limits counts freely", async (t) => {
     const { app } = setup(t);
-    for (let i = 0; i < 30; i++) assert.equal((await count(app, { model: MODEL, messages: USER_HELLO })).statusCode, 200);
+    for (let i = 0; i < 30; i++)
+      assert.equal((await count(app, { model: MODEL, messages: USER_HELLO })).statusCode, 200);
   });
 });

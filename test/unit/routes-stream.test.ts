@@ -1,7 +1,19 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { LightMyRequestResponse } from "fastify";
-import { AUTH, chat, count, fakePromptTokens, requestId, setup, sseData, sseEvents, TEST_MODEL, USER_HELLO, type Chunk } from "../helpers/fake-engine.js";
+import {
+  AUTH,
+  chat,
+  count,
+  fakePromptTokens,
+  requestId,
+  setup,
+  sseData,
+  sseEvents,
+  TEST_MODEL,
+  USER_HELLO,
+  type Chunk,
+} from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";
 const GOOD = { model: MODEL, messages: USER_HELLO };
@@ -26,11 +38,16 @@ function assertSse(res: LightMyRequestResponse, content: string): void {
   requestId(res);
   assert.ok(isSse(res), String(res.headers["content-type"]));
   assert.equal(sseEvents(res.payload)[0], ": connected");
-  assert.equal(sseData(res.payload).map((c) => c.choices[0]?.delta.content ?? "").join(""), content);
+  assert.equal(
+    sseData(res.payload)
+      .map((c) => c.choices[0]?.delta.content ?? "")
+      .join(""),
+    content,
+  );
   assert.equal(sseEvents(res.payload).at(-1), "data: [DONE]");
 }
 
-describe("streaming decision (docs/api.md, \"Stream or JSON\")", () => {
+describe('streaming decision (docs/api.md, "Stream or JSON")', () => {
   const cases: [string, Record<string, unknown>, Record<string, string>, boolean][] = [
     ["stream: true → SSE", { stream: true }, {}, true],
     ["stream: false → JSON", { stream: false }, {}, false],
@@ -39,9 +56,24 @@ describe("streaming decision (docs/api.md, \"Stream or JSON\")", () => {
     ["stream omitted, Accept */* → JSON", {}, { accept: "*/*" }, false],
     ["stream omitted, Accept application/json → JSON", {}, { accept: "application/json" }, false],
     ["stream omitted, Accept text/event-stream → SSE", {}, { accept: "text/event-stream" }, true],
-    ["stream omitted, Accept naming text/event-stream among others → SSE", {}, { accept: "application/json, text/event-stream;q=0.9" }, true],
-    ["stream: false, Accept text/event-stream → JSON (the flag wins)", { stream: false }, { accept: "text/event-stream" }, false],
-    ["stream: true, Accept application/json → SSE (the flag wins)", { stream: true }, { accept: "application/json" }, true],
+    [
+      "stream omitted, Accept naming text/event-stream among others → SSE",
+      {},
+      { accept: "application/json, text/event-stream;q=0.9" },
+      true,
+    ],
+    [
+      "stream: false, Accept text/event-stream → JSON (the flag wins)",
+      { stream: false },
+      { accept: "text/event-stream" },
+      false,
+    ],
+    [
+      "stream: true, Accept application/json → SSE (the flag wins)",
+      { stream: true },
+      { accept: "application/json" },
+      true,
+    ],
   ];
   for (const [name, extra, headers, sse] of cases) {
     test(name, async (t) => {
@@ -52,7 +84,11 @@ describe("streaming decision (docs/api.md, \"Stream or JSON\")", () => {
     });
   }
 
-  for (const [name, extra] of [["stream: false", { stream: false }], ["stream omitted", {}], ["stream: true", { stream: true }]] as const) {
+  for (const [name, extra] of [
+    ["stream: false", { stream: false }],
+    ["stream omitted", {}],
+    ["stream: true", { stream: true }],
+  ] as const) {
     test(`alwaysStream: ${name} → SSE`, async (t) => {
       const { app } = setup(t, { alwaysStream: true });
       assertSse(await chat(app, { ...GOOD, ...extra }), "Hello world!");
@@ -178,7 +214,12 @@ describe("SSE stream, frame by frame", () => {
     const data = events.filter((e) => e.startsWith("data: "));
     assert.equal(data.length, 6); // role, a, b, usage, finish, [DONE]
     assert.ok(events.indexOf(": keepalive") > events.indexOf(data[0]), "keepalive only after the role chunk");
-    assert.deepEqual(sseData(res.payload).map((c) => c.choices[0]?.delta.content).filter(Boolean), ["a", "b"]);
+    assert.deepEqual(
+      sseData(res.payload)
+        .map((c) => c.choices[0]?.delta.content)
+        .filter(Boolean),
+      ["a", "b"],
+    );
   });
 
   test("no keepalive comment when chunks keep coming", async (t) => {
@@ -198,7 +239,9 @@ describe("finish_reason", () => {
     assert.equal(body.object, "chat.completion");
     assert.equal(body.model, MODEL);
     assert.ok(Number.isInteger(body.created));
-    assert.deepEqual(body.choices, [{ index: 0, message: { role: "assistant", content: "Hello world!" }, finish_reason: "stop" }]);
+    assert.deepEqual(body.choices, [
+      { index: 0, message: { role: "assistant", content: "Hello world!" }, finish_reason: "stop" },
+    ]);
     assert.deepEqual(body.usage, { prompt_tokens: GOOD_PROMPT, completion_tokens: 3, total_tokens: GOOD_PROMPT + 3 });
   });
 
@@ -206,7 +249,9 @@ describe("finish_reason", () => {
     const { app, engine } = setup(t);
     const res = await chat(app, { ...GOOD, max_tokens: 2 });
     const body = JSON.parse(res.body) as { choices: unknown[]; usage: unknown };
-    assert.deepEqual(body.choices, [{ index: 0, message: { role: "assistant", content: "Hello world" }, finish_reason: "length" }]);
+    assert.deepEqual(body.choices, [
+      { index: 0, message: { role: "assistant", content: "Hello world" }, finish_reason: "length" },
+    ]);
     assert.deepEqual(body.usage, { prompt_tokens: GOOD_PROMPT, completion_tokens: 2, total_tokens: GOOD_PROMPT + 2 });
     assert.equal(engine.lastCall.maxTokens, 2);
   });
@@ -223,7 +268,11 @@ describe("finish_reason", () => {
     const { app } = setup(t);
     const chunks = sseData((await chat(app, { ...GOOD, stream: true, max_tokens: 1 })).payload);
     assert.deepEqual(chunks.map((c) => c.choices[0]?.delta.content).filter(Boolean), ["Hello"]);
-    assert.deepEqual(chunks.at(-2)!.usage, { prompt_tokens: GOOD_PROMPT, completion_tokens: 1, total_tokens: GOOD_PROMPT + 1 });
+    assert.deepEqual(chunks.at(-2)!.usage, {
+      prompt_tokens: GOOD_PROMPT,
+      completion_tokens: 1,
+      total_tokens: GOOD_PROMPT + 1,
+    });
     assert.deepEqual(chunks.at(-1)!.choices, [{ index: 0, delta: {}, finish_reason: "length" }]);
   });
 
@@ -236,7 +285,10 @@ describe("finish_reason", () => {
   test("an engine that generates nothing: empty content, finish 'stop'", async (t) => {
     const { app, engine } = setup(t);
     engine.script = [];
-    const body = JSON.parse((await chat(app, GOOD)).body) as { choices: { message: { content: string }; finish_reason: string }[]; usage: { completion_tokens: number } };
+    const body = JSON.parse((await chat(app, GOOD)).body) as {
+      choices: { message: { content: string }; finish_reason: string }[];
+      usage: { completion_tokens: number };
+    };
     assert.equal(body.choices[0].message.content, "");
     assert.equal(body.choices[0].finish_reason, "stop");
     assert.equal(body.usage.completion_tokens, 0);
@@ -281,6 +333,9 @@ describe("client disconnect", () => {
     assert.equal(engine.lastCall.signal.aborted, true);
     await chat(app, { ...GOOD, stream: true });
     assert.equal(engine.lastCall.signal.aborted, true);
-    assert.deepEqual(engine.finished.map((e) => e.type === "done" && e.finishReason), ["stop", "stop"]);
+    assert.deepEqual(
+      engine.finished.map((e) => e.type === "done" && e.finishReason),
+      ["stop", "stop"],
+    );
   });
 });

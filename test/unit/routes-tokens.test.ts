@@ -2,7 +2,19 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import {
-  assertError, chat, count, FakeEncoder, FakeEngine, fakePromptTokens, requestId, setup, sseData, TEST_MODEL, USER_HELLO, tokensOf } from "../helpers/fake-engine.js";
+  assertError,
+  chat,
+  count,
+  FakeEncoder,
+  FakeEngine,
+  fakePromptTokens,
+  requestId,
+  setup,
+  sseData,
+  TEST_MODEL,
+  USER_HELLO,
+  tokensOf,
+} from "../helpers/fake-engine.js";
 
 const MODEL = "lucena-coder-latest";
 const GOOD = { model: MODEL, messages: USER_HELLO };
@@ -33,7 +45,12 @@ describe("POST /v1/tokens/count", () => {
       object: "token_count",
       model: MODEL,
       usage: { prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt },
-      limits: { trim_limit: config.max_input_tokens, context_size: 2048, context_limit: config.context_window, output_limit: config.max_output_tokens },
+      limits: {
+        trim_limit: config.max_input_tokens,
+        context_size: 2048,
+        context_limit: config.context_window,
+        output_limit: config.max_output_tokens,
+      },
       _lucena: { system_prompt_source: "default", trimmed_messages: 1, shape_id: null },
     });
     assert.equal(engine.calls.length, 0, "counting generates nothing");
@@ -53,16 +70,72 @@ describe("POST /v1/tokens/count", () => {
   });
 
   describe("system_prompt_source and shape_id", () => {
-    const cases: [string, Parameters<typeof setup>[1], Record<string, unknown>, string, string | null, { content: string }[]][] = [
-      ["request (system message)", {}, { messages: [{ role: "system", content: "Be kind." }, ...USER_HELLO] }, "request", null, [{ content: "Be kind." }, ...USER_HELLO]],
-      ["request (developer message)", {}, { messages: [{ role: "developer", content: "Be kind." }, ...USER_HELLO] }, "request", null, [{ content: "Be kind." }, ...USER_HELLO]],
-      ["request beats the shape", {}, { shape: "terse", messages: [{ role: "system", content: "Be kind." }, ...USER_HELLO] }, "request", "terse", [{ content: "Be kind." }, ...USER_HELLO]],
-      ["shape", {}, { shape: "terse" }, "shape", "terse", [{ content: TEST_MODEL.shapes.terse.system_prompt! }, ...USER_HELLO]],
-      ["default_shape from the config", { model: { default_shape: "terse" } }, {}, "shape", "terse", [{ content: TEST_MODEL.shapes.terse.system_prompt! }, ...USER_HELLO]],
-      ["a shape without a prompt falls back to the default", {}, { shape: "plain" }, "default", "plain", [{ content: TEST_MODEL.system_prompt! }, ...USER_HELLO]],
+    const cases: [
+      string,
+      Parameters<typeof setup>[1],
+      Record<string, unknown>,
+      string,
+      string | null,
+      { content: string }[],
+    ][] = [
+      [
+        "request (system message)",
+        {},
+        { messages: [{ role: "system", content: "Be kind." }, ...USER_HELLO] },
+        "request",
+        null,
+        [{ content: "Be kind." }, ...USER_HELLO],
+      ],
+      [
+        "request (developer message)",
+        {},
+        { messages: [{ role: "developer", content: "Be kind." }, ...USER_HELLO] },
+        "request",
+        null,
+        [{ content: "Be kind." }, ...USER_HELLO],
+      ],
+      [
+        "request beats the shape",
+        {},
+        { shape: "terse", messages: [{ role: "system", content: "Be kind." }, ...USER_HELLO] },
+        "request",
+        "terse",
+        [{ content: "Be kind." }, ...USER_HELLO],
+      ],
+      [
+        "shape",
+        {},
+        { shape: "terse" },
+        "shape",
+        "terse",
+        [{ content: TEST_MODEL.shapes.terse.system_prompt! }, ...USER_HELLO],
+      ],
+      [
+        "default_shape from the config",
+        { model: { default_shape: "terse" } },
+        {},
+        "shape",
+        "terse",
+        [{ content: TEST_MODEL.shapes.terse.system_prompt! }, ...USER_HELLO],
+      ],
+      [
+        "a shape without a prompt falls back to the default",
+        {},
+        { shape: "plain" },
+        "default",
+        "plain",
+        [{ content: TEST_MODEL.system_prompt! }, ...USER_HELLO],
+      ],
       ["default", {}, {}, "default", null, [{ content: TEST_MODEL.system_prompt! }, ...USER_HELLO]],
       ["none (no default prompt)", { model: { system_prompt: null } }, {}, "none", null, USER_HELLO],
-      ["none with a prompt-less shape", { model: { system_prompt: null } }, { shape: "plain" }, "none", "plain", USER_HELLO],
+      [
+        "none with a prompt-less shape",
+        { model: { system_prompt: null } },
+        { shape: "plain" },
+        "none",
+        "plain",
+        USER_HELLO,
+      ],
     ];
     for (const [name, appOpts, extra, source, shapeId, prompt] of cases) {
       test(name, async (t) => {
@@ -95,10 +168,43 @@ describe("POST /v1/tokens/count", () => {
 describe("the count equals the completion's prompt_tokens for the same body", () => {
   const bodies: [string, Record<string, unknown>][] = [
     ["a single user message", GOOD],
-    ["a system message", { model: MODEL, messages: [{ role: "system", content: "You are terse." }, { role: "user", content: "Explain   closures\tin JS" }] }],
-    ["a conversation", { model: MODEL, messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "Hello there friend" }, { role: "user", content: "and now?" }] }],
+    [
+      "a system message",
+      {
+        model: MODEL,
+        messages: [
+          { role: "system", content: "You are terse." },
+          { role: "user", content: "Explain   closures\tin JS" },
+        ],
+      },
+    ],
+    [
+      "a conversation",
+      {
+        model: MODEL,
+        messages: [
+          { role: "user", content: "hi" },
+          { role: "assistant", content: "Hello there friend" },
+          { role: "user", content: "and now?" },
+        ],
+      },
+    ],
     ["a shape", { ...GOOD, shape: "terse" }],
-    ["text parts", { model: MODEL, messages: [{ role: "user", content: [{ type: "text", text: "a b" }, { type: "text", text: " c d e" }] }] }],
+    [
+      "text parts",
+      {
+        model: MODEL,
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "a b" },
+              { type: "text", text: " c d e" },
+            ],
+          },
+        ],
+      },
+    ],
     ["max_tokens and sampling fields", { ...GOOD, max_tokens: 100, temperature: 0.2, seed: 1 }],
     ["an empty user message", { model: MODEL, messages: [{ role: "user", content: "" }] }],
   ];
@@ -108,7 +214,10 @@ describe("the count equals the completion's prompt_tokens for the same body", ()
       const c = JSON.parse((await count(app, b)).body) as CountBody;
       const json = await chat(app, b);
       assert.equal(json.statusCode, 200, json.body);
-      assert.equal((JSON.parse(json.body) as { usage: { prompt_tokens: number } }).usage.prompt_tokens, c.usage.prompt_tokens);
+      assert.equal(
+        (JSON.parse(json.body) as { usage: { prompt_tokens: number } }).usage.prompt_tokens,
+        c.usage.prompt_tokens,
+      );
       assert.equal(tokensOf(engine.lastCall).length, c.usage.prompt_tokens);
       const sse = await chat(app, { ...b, stream: true });
       const usage = sseData(sse.payload).find((ch) => ch.usage)?.usage;
@@ -142,7 +251,11 @@ describe("trimming", () => {
     const done = JSON.parse((await chat(app, b)).body) as { usage: { prompt_tokens: number } };
     assert.equal(done.usage.prompt_tokens, c.usage.prompt_tokens);
     // The prompt generated from is the system prompt, the two newest older messages and the last one.
-    const expected = new FakeEncoder().encode([{ role: "system", content: "Be brief." }, ...(older.slice(2) as ChatMessage[]), last as ChatMessage]);
+    const expected = new FakeEncoder().encode([
+      { role: "system", content: "Be brief." },
+      ...(older.slice(2) as ChatMessage[]),
+      last as ChatMessage,
+    ]);
     assert.deepEqual(tokensOf(engine.lastCall), expected);
   });
 
@@ -154,7 +267,10 @@ describe("trimming", () => {
     assert.equal(c._lucena.system_prompt_source, "request");
     assert.equal(c._lucena.trimmed_messages, 4);
     assert.equal((await chat(app, b)).statusCode, 200);
-    assert.deepEqual(tokensOf(engine.lastCall), new FakeEncoder().encode([sys, older[2], older[3], last] as ChatMessage[]));
+    assert.deepEqual(
+      tokensOf(engine.lastCall),
+      new FakeEncoder().encode([sys, older[2], older[3], last] as ChatMessage[]),
+    );
   });
 
   test("a prompt that does not fit even after trimming → 400 naming both token counts", async (t) => {

@@ -10,11 +10,26 @@ import { pino } from "pino";
 import { UsageLedger, type UsageJournal } from "../../src/keys/ledger.js";
 import { RateLimiter } from "../../src/keys/limiter.js";
 import { KeyStore } from "../../src/keys/store.js";
-import { AUTH, chat, fakePromptTokens, setup, TEST_MODEL, USER_HELLO, type TestAppOptions } from "../helpers/fake-engine.js";
+import {
+  AUTH,
+  chat,
+  fakePromptTokens,
+  setup,
+  TEST_MODEL,
+  USER_HELLO,
+  type TestAppOptions,
+} from "../helpers/fake-engine.js";
 
 const GOOD = { model: TEST_MODEL.id, messages: USER_HELLO };
 const GOOD_PROMPT = fakePromptTokens([{ content: TEST_MODEL.system_prompt! }, ...USER_HELLO]);
-type Row = { request_id: string; prompt_tokens: number; completion_tokens: number; status: number; state: string; finish_reason: string | null };
+type Row = {
+  request_id: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  status: number;
+  state: string;
+  finish_reason: string | null;
+};
 
 /** An app around a FakeEngine whose ledger is a real store in a fresh directory. */
 function withLedger(t: TestContext, opts: TestAppOptions = {}) {
@@ -22,8 +37,10 @@ function withLedger(t: TestContext, opts: TestAppOptions = {}) {
   const ledger = new UsageLedger(store, pino({ level: "silent" }));
   const built = setup(t, { usage: opts.usage ?? ledger, ...opts });
   t.after(() => store.close());
-  const row = (id: string) => (store as unknown as { db: { prepare(s: string): { get(id: string): Row | undefined } } }).db
-    .prepare("SELECT * FROM usage WHERE request_id = ?").get(id);
+  const row = (id: string) =>
+    (store as unknown as { db: { prepare(s: string): { get(id: string): Row | undefined } } }).db
+      .prepare("SELECT * FROM usage WHERE request_id = ?")
+      .get(id);
   return { ...built, store, ledger, row };
 }
 
@@ -38,7 +55,8 @@ async function until<T>(what: string, get: () => T | undefined | false): Promise
 
 function streamRequest(app: FastifyInstance, id: string) {
   return app.inject({
-    method: "POST", url: "/v1/chat/completions",
+    method: "POST",
+    url: "/v1/chat/completions",
     headers: { ...AUTH, "content-type": "application/json", "x-request-id": id },
     payload: JSON.stringify({ ...GOOD, stream: true }),
     payloadAsStream: true,
@@ -64,24 +82,39 @@ describe("usage rows as a stream runs", () => {
       assert.ok(r.completion_tokens >= received, `${received} tokens received, the row says ${r.completion_tokens}`);
     }
     const r = row("usage-stream-1")!;
-    assert.deepEqual([r.state, r.status, r.prompt_tokens, r.completion_tokens, r.finish_reason], ["complete", 200, GOOD_PROMPT, 40, "stop"]);
+    assert.deepEqual(
+      [r.state, r.status, r.prompt_tokens, r.completion_tokens, r.finish_reason],
+      ["complete", 200, GOOD_PROMPT, 40, "stop"],
+    );
   });
 
   test("cut while queued: no prompt evaluated, client_closed (499), and the key's token budget gets it all back", async (t) => {
     const limiter = new RateLimiter();
-    const keys = { verify: () => ({ keyId: "k1", limits: { rpm: null, tpm: 100_000, concurrency: null }, models: null }) };
+    const keys = {
+      verify: () => ({ keyId: "k1", limits: { rpm: null, tpm: 100_000, concurrency: null }, models: null }),
+    };
     const { app, engine, row } = withLedger(t, { keys, limiter });
     engine.delayMs = 60_000; // never reaches its first token: it is waiting for a sequence
     const res = await streamRequest(app, "usage-queued-1");
     for await (const chunk of res.stream()) if (String(chunk).includes('"role"')) break;
     (res.raw.res as unknown as { destroy(): void }).destroy();
-    const r = await until("the row's end", () => row("usage-queued-1")?.state !== "in_progress" && row("usage-queued-1"));
-    assert.deepEqual([r.state, r.status, r.prompt_tokens, r.completion_tokens, r.finish_reason], ["client_closed", 499, 0, 0, "cancelled"]);
+    const r = await until(
+      "the row's end",
+      () => row("usage-queued-1")?.state !== "in_progress" && row("usage-queued-1"),
+    );
+    assert.deepEqual(
+      [r.state, r.status, r.prompt_tokens, r.completion_tokens, r.finish_reason],
+      ["client_closed", 499, 0, 0, "cancelled"],
+    );
 
     engine.delayMs = 0;
     const next = await chat(app, { ...GOOD, max_tokens: 10 });
     assert.equal(next.statusCode, 200);
-    assert.equal(next.headers["x-ratelimit-remaining-tokens"], String(100_000 - GOOD_PROMPT - 10), "the cut request spent none of the minute's tokens");
+    assert.equal(
+      next.headers["x-ratelimit-remaining-tokens"],
+      String(100_000 - GOOD_PROMPT - 10),
+      "the cut request spent none of the minute's tokens",
+    );
   });
 
   test("cut mid-stream: the completion tokens delivered, the prompt evaluated, client_closed", async (t) => {
@@ -96,7 +129,10 @@ describe("usage rows as a stream runs", () => {
     }
     (res.raw.res as unknown as { destroy(): void }).destroy();
     const r = await until("the row's end", () => row("usage-cut-1")?.state !== "in_progress" && row("usage-cut-1"));
-    assert.deepEqual([r.state, r.status, r.prompt_tokens, r.finish_reason], ["client_closed", 499, GOOD_PROMPT, "cancelled"]);
+    assert.deepEqual(
+      [r.state, r.status, r.prompt_tokens, r.finish_reason],
+      ["client_closed", 499, GOOD_PROMPT, "cancelled"],
+    );
     assert.ok(r.completion_tokens >= 3 && r.completion_tokens < 50, `${r.completion_tokens}`);
   });
 });
@@ -111,10 +147,13 @@ describe("usage rows of JSON requests", () => {
     const usage: UsageJournal = {
       open: (s) => {
         const entry = ledger.open(s);
-        return { deliver: (c) => entry.deliver(c), end: (f) => {
-          ends.push({ id: s.requestId, headersSent: raws.get(s.requestId)!.headersSent, state: f.state });
-          entry.end(f);
-        } };
+        return {
+          deliver: (c) => entry.deliver(c),
+          end: (f) => {
+            ends.push({ id: s.requestId, headersSent: raws.get(s.requestId)!.headersSent, state: f.state });
+            entry.end(f);
+          },
+        };
       },
     };
     const { app } = setup(t, { usage });
@@ -122,7 +161,16 @@ describe("usage rows of JSON requests", () => {
     const res = await chat(app, GOOD, { "x-request-id": "usage-json-1" });
     assert.equal(res.statusCode, 200);
     assert.deepEqual(ends, [{ id: "usage-json-1", headersSent: false, state: "complete" }]);
-    assert.deepEqual(store.usage(), [{ keyId: "config-1", requests: 1, promptTokens: GOOD_PROMPT, completionTokens: 3, totalTokens: GOOD_PROMPT + 3, inProgress: 0 }]);
+    assert.deepEqual(store.usage(), [
+      {
+        keyId: "config-1",
+        requests: 1,
+        promptTokens: GOOD_PROMPT,
+        completionTokens: 3,
+        totalTokens: GOOD_PROMPT + 3,
+        inProgress: 0,
+      },
+    ]);
   });
 
   test("abandoned before its answer: client_closed (499), never 200, no completion tokens delivered", async (t) => {
@@ -133,7 +181,8 @@ describe("usage rows of JSON requests", () => {
     const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
     const ac = new AbortController();
     const pending = fetch(`${url}/v1/chat/completions`, {
-      method: "POST", signal: ac.signal,
+      method: "POST",
+      signal: ac.signal,
       headers: { ...AUTH, "content-type": "application/json", "x-request-id": "usage-json-cut" },
       body: JSON.stringify(GOOD),
     }).catch(() => null);
@@ -141,7 +190,13 @@ describe("usage rows of JSON requests", () => {
     await new Promise((r) => setTimeout(r, 50));
     ac.abort();
     await pending;
-    const r = await until("the row's end", () => row("usage-json-cut")?.state !== "in_progress" && row("usage-json-cut"));
-    assert.deepEqual([r.state, r.status, r.prompt_tokens, r.completion_tokens, r.finish_reason], ["client_closed", 499, GOOD_PROMPT, 0, "cancelled"]);
+    const r = await until(
+      "the row's end",
+      () => row("usage-json-cut")?.state !== "in_progress" && row("usage-json-cut"),
+    );
+    assert.deepEqual(
+      [r.state, r.status, r.prompt_tokens, r.completion_tokens, r.finish_reason],
+      ["client_closed", 499, GOOD_PROMPT, 0, "cancelled"],
+    );
   });
 });

@@ -10,7 +10,10 @@ const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 /** Whether a promise has settled by now, and how. */
 async function state(p: Promise<unknown>): Promise<"pending" | "resolved" | "rejected"> {
   let s: "pending" | "resolved" | "rejected" = "pending";
-  p.then(() => (s = "resolved"), () => (s = "rejected"));
+  p.then(
+    () => (s = "resolved"),
+    () => (s = "rejected"),
+  );
   await tick();
   return s;
 }
@@ -64,7 +67,10 @@ describe("SequencePool", () => {
     for (let i = 0; i < 5; i++) {
       pool.release(held);
       await tick();
-      assert.deepEqual(order, Array.from({ length: i + 1 }, (_, j) => j));
+      assert.deepEqual(
+        order,
+        Array.from({ length: i + 1 }, (_, j) => j),
+      );
       held = waiters[i].claim()!;
       assert.equal(held, "only");
       for (let j = i + 1; j < 5; j++) assert.equal(waiters[j].claim(), null);
@@ -102,7 +108,10 @@ describe("SequencePool", () => {
     const pool = new SequencePool("m", ["s"], 0);
     const l = pool.acquire(new AbortController().signal, noScore);
     assert.equal(l.claim(), "s");
-    assert.throws(() => pool.acquire(new AbortController().signal, noScore), (e: unknown) => e instanceof LucenaError && asHttp(e).status === 503);
+    assert.throws(
+      () => pool.acquire(new AbortController().signal, noScore),
+      (e: unknown) => e instanceof LucenaError && asHttp(e).status === 503,
+    );
   });
 
   test("aborting a waiter removes it from the queue and rejects its ready", async () => {
@@ -181,7 +190,10 @@ describe("SequencePool", () => {
   });
 
   test("the free sequence with the highest score is chosen", () => {
-    interface Seq { id: string; cached: number }
+    interface Seq {
+      id: string;
+      cached: number;
+    }
     const seqs: Seq[] = [
       { id: "a", cached: 2 },
       { id: "b", cached: 9 },
@@ -202,7 +214,9 @@ describe("SequencePool", () => {
   });
 
   test("a waiter's score picks among the sequences free when it is served", async () => {
-    interface Seq { id: string }
+    interface Seq {
+      id: string;
+    }
     const a = { id: "a" };
     const b = { id: "b" };
     const pool = new SequencePool<Seq>("m", [a, b], 4);

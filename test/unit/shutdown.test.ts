@@ -25,8 +25,16 @@ test("the shutdown deadline ends a running stream with an error event and [DONE]
   ]);
   const events = sseEvents(stream.payload);
   assert.equal(events.at(-1), "data: [DONE]");
-  assert.deepEqual(JSON.parse(events.at(-2)!.slice(6)), { error: { message: "The server is shutting down.", type: "server_error", code: 503 } });
-  assert.ok(events.some((e) => e.includes('"content"')), "it was streaming before the deadline");
+  assert.deepEqual(JSON.parse(events.at(-2)!.slice(6)), {
+    error: { message: "The server is shutting down.", type: "server_error", code: 503 },
+  });
+  assert.ok(
+    events.some((e) => e.includes('"content"')),
+    "it was streaming before the deadline",
+  );
   assertError(json, 503, "server_error");
-  assert.ok(engine.finished.every((e) => e.type === "done" && e.finishReason === "cancelled"), "both generations were stopped");
+  assert.ok(
+    engine.finished.every((e) => e.type === "done" && e.finishReason === "cancelled"),
+    "both generations were stopped",
+  );
 });

@@ -14,7 +14,9 @@ describe("step gate: generating sequences ask for their next tokens together", (
 
     a.received();
     let released = false;
-    const waiting = a.arrive().then(() => { released = true; });
+    const waiting = a.arrive().then(() => {
+      released = true;
+    });
     await nextTurn();
     await nextTurn();
     assert.equal(released, false, "a waits: b's step is still running");
@@ -30,7 +32,9 @@ describe("step gate: generating sequences ask for their next tokens together", (
     const a = gate.join(0);
     gate.join(1); // never arrives: its client is slow
     let released = false;
-    const p = a.arrive().then(() => { released = true; });
+    const p = a.arrive().then(() => {
+      released = true;
+    });
     assert.equal(released, false);
     await nextTurn();
     await p;
@@ -52,7 +56,9 @@ describe("step gate: generating sequences ask for their next tokens together", (
     await Promise.all([a.arrive(), b.arrive()]);
     a.received();
     let released = false;
-    const p = a.arrive().then(() => { released = true; });
+    const p = a.arrive().then(() => {
+      released = true;
+    });
     await nextTurn();
     assert.equal(released, false);
     b.leave(); // b's generation ended (cancelled) during its step
@@ -70,11 +76,13 @@ describe("step gate: the prompt tokens a step is given", () => {
     const a = gate.join(0);
     const b = gate.join(1);
     const c = gate.join(2);
-    const got = await Promise.all([
-      c.arrive({ kind: "prompt", remaining: 500 }), // c arrives at the gate first, but joined last
-      a.arrive({ kind: "prompt", remaining: 10 }),
-      b.arrive({ kind: "prompt", remaining: 500 }),
-    ].map((p, i) => (i === 0 ? Promise.race([p, nextTurn().then(() => -1)]) : p)));
+    const got = await Promise.all(
+      [
+        c.arrive({ kind: "prompt", remaining: 500 }), // c arrives at the gate first, but joined last
+        a.arrive({ kind: "prompt", remaining: 10 }),
+        b.arrive({ kind: "prompt", remaining: 500 }),
+      ].map((p, i) => (i === 0 ? Promise.race([p, nextTurn().then(() => -1)]) : p)),
+    );
     assert.deepEqual(got, [-1, 10, 90], "a (joined first) gets its 10, b the other 90; c waits for the next step");
     a.received();
     b.received();
@@ -99,9 +107,17 @@ describe("step gate: the prompt tokens a step is given", () => {
     const a = gate.join(0);
     const b = gate.join(1);
     const c = gate.join(2);
-    const got = await Promise.all([a.arrive({ kind: "start" }), b.arrive({ kind: "prompt", remaining: 400 }), c.arrive()]);
+    const got = await Promise.all([
+      a.arrive({ kind: "start" }),
+      b.arrive({ kind: "prompt", remaining: 400 }),
+      c.arrive(),
+    ]);
     assert.deepEqual(got, [0, 4, 0]);
-    assert.deepEqual(gate.snapshot(), { members: 3, streaming: 2, waiting: 0, inStep: 3 }, "a start streams from its first step");
+    assert.deepEqual(
+      gate.snapshot(),
+      { members: 3, streaming: 2, waiting: 0, inStep: 3 },
+      "a start streams from its first step",
+    );
   });
 
   test("a sequence whose first token has just come counts as streaming: a prompt beside it gets the room its clock leaves", async () => {
@@ -110,7 +126,10 @@ describe("step gate: the prompt tokens a step is given", () => {
     const a = gate.join(0);
     const b = gate.join(1);
     // a's last chunk: its whole prompt, so this step gives its first token.
-    assert.deepEqual(await Promise.all([a.arrive({ kind: "prompt", remaining: 30 }), b.arrive({ kind: "prompt", remaining: 500 })]), [30, 70]);
+    assert.deepEqual(
+      await Promise.all([a.arrive({ kind: "prompt", remaining: 30 }), b.arrive({ kind: "prompt", remaining: 500 })]),
+      [30, 70],
+    );
     assert.equal(gate.snapshot().streaming, 1);
     now += 100; // 100 prompt tokens: 1 ms each
     a.received();
@@ -126,7 +145,10 @@ describe("step gate: the prompt tokens a step is given", () => {
     const gate = new StepGate({ promptTokens: 10, minPromptTokens: 4, targetStepMs: 40, now: () => now });
     const a = gate.join(0);
     const b = gate.join(1);
-    assert.deepEqual(await Promise.all([a.arrive({ kind: "prompt", remaining: 5 }), b.arrive({ kind: "prompt", remaining: 50 })]), [5, 5]);
+    assert.deepEqual(
+      await Promise.all([a.arrive({ kind: "prompt", remaining: 5 }), b.arrive({ kind: "prompt", remaining: 50 })]),
+      [5, 5],
+    );
     now += 50; // 10 prompt tokens: 5 ms each
     a.received();
     b.received();
@@ -142,7 +164,11 @@ describe("step gate: the prompt tokens a step is given", () => {
  * by a linear model with the extra micro-batch a step with prompt tokens beside streams takes. The clock is the
  * simulation's own, so the tests depend on no real timing.
  */
-interface SimRequest { at: number; prompt: number; output: number }
+interface SimRequest {
+  at: number;
+  prompt: number;
+  output: number;
+}
 interface SimResult {
   /** Each request's token times (ms): the first is its first token. */
   tokens: number[][];
@@ -153,7 +179,10 @@ interface SimResult {
 
 const stepCost = (decodes: number, prompt: number) => 20 + 2 * decodes + (prompt > 0 ? 20 + 1.5 * prompt : 0);
 
-async function simulate(requests: SimRequest[], opts: { promptTokens: number; targetStepMs: number; minPromptTokens: number }): Promise<SimResult> {
+async function simulate(
+  requests: SimRequest[],
+  opts: { promptTokens: number; targetStepMs: number; minPromptTokens: number },
+): Promise<SimResult> {
   let now = 0;
   const gate = new StepGate({ ...opts, now: () => now });
   const tokens: number[][] = requests.map(() => []);
@@ -245,7 +274,10 @@ describe("step gate: a token budget against a simulated step cost", () => {
     ];
     const { tokens, steps, gate } = await simulate(requests, opts);
     const costs = gate.costs();
-    assert.ok(costs.promptTokenMs !== null && costs.promptTokenMs > 1.5, `learned ${costs.promptTokenMs} ms a prompt token`);
+    assert.ok(
+      costs.promptTokenMs !== null && costs.promptTokenMs > 1.5,
+      `learned ${costs.promptTokenMs} ms a prompt token`,
+    );
     const beside = steps.filter((s) => s.streams && s.prompt > 0);
     assert.ok(beside.length >= 5, `${beside.length} steps had prompt tokens beside a stream`);
     // They are not starved: steps beside streams are near the target or above it, not at the floor.
@@ -254,36 +286,64 @@ describe("step gate: a token budget against a simulated step cost", () => {
     assert.ok(mean >= opts.targetStepMs * 0.8, `mean step beside streams ${mean} ms`);
     // Every stream's time per output token, over any TPOT_WINDOW tokens after the first measured steps, is the
     // target at most; no single pause is longer than a step of promptTokens prompt tokens.
-    for (const [i, t] of tokens.entries()) assert.ok(worstWindowMean(t.slice(3)) <= opts.targetStepMs * 1.1, `request ${i}: a window's mean gap ${worstWindowMean(t.slice(3))} ms`);
+    for (const [i, t] of tokens.entries())
+      assert.ok(
+        worstWindowMean(t.slice(3)) <= opts.targetStepMs * 1.1,
+        `request ${i}: a window's mean gap ${worstWindowMean(t.slice(3))} ms`,
+      );
     const longest = Math.max(...tokens.flatMap((t) => gaps(t)));
     assert.ok(longest <= stepCost(requests.length, opts.promptTokens), `a pause of ${longest} ms`);
     // Every request got its whole output.
-    assert.deepEqual(tokens.map((t) => t.length), requests.map((r) => r.output));
+    assert.deepEqual(
+      tokens.map((t) => t.length),
+      requests.map((r) => r.output),
+    );
   });
 
   test("a stream with time in hand lets an arrival's prompt in by larger steps, and keeps its own mean under the target", async () => {
     // The stream decodes alone for 2 s (22 ms a token, far under 250): the 2,000-token arrival gets steps beyond the
     // 250 ms target, and the stream's mean over any window stays under it.
-    const requests: SimRequest[] = [{ at: 0, prompt: 20, output: 400 }, { at: 2000, prompt: 2000, output: 5 }];
+    const requests: SimRequest[] = [
+      { at: 0, prompt: 20, output: 400 },
+      { at: 2000, prompt: 2000, output: 5 },
+    ];
     const { tokens, steps } = await simulate(requests, opts);
     const beside = steps.filter((s) => s.streams && s.prompt > 0);
-    assert.ok(beside.some((s) => s.ms > opts.targetStepMs * 1.5), `steps beside the stream: ${beside.map((s) => s.ms).join(", ")} ms`);
-    assert.ok(worstWindowMean(tokens[0]) <= opts.targetStepMs, `the stream's worst window mean: ${worstWindowMean(tokens[0])} ms`);
+    assert.ok(
+      beside.some((s) => s.ms > opts.targetStepMs * 1.5),
+      `steps beside the stream: ${beside.map((s) => s.ms).join(", ")} ms`,
+    );
+    assert.ok(
+      worstWindowMean(tokens[0]) <= opts.targetStepMs,
+      `the stream's worst window mean: ${worstWindowMean(tokens[0])} ms`,
+    );
     assert.equal(tokens[1].length, 5);
   });
 
   test("a stream that has just started counts its tokens to come: an arrival beside it is not held to the target", async () => {
     // The arrival comes right after the stream's first token; the stream's first 32 tokens still have room for
     // larger steps, since the rest of them come at the cost of a step without prompt.
-    const requests: SimRequest[] = [{ at: 0, prompt: 20, output: 400 }, { at: 60, prompt: 2000, output: 5 }];
+    const requests: SimRequest[] = [
+      { at: 0, prompt: 20, output: 400 },
+      { at: 60, prompt: 2000, output: 5 },
+    ];
     const { tokens, steps } = await simulate(requests, opts);
     const beside = steps.filter((s) => s.streams && s.prompt > 0);
-    assert.ok(beside.slice(1).some((s) => s.ms > opts.targetStepMs * 1.5), `steps beside the stream: ${beside.map((s) => s.ms).join(", ")} ms`);
-    assert.ok(worstWindowMean(tokens[0]) <= opts.targetStepMs, `the stream's worst window mean: ${worstWindowMean(tokens[0])} ms`);
+    assert.ok(
+      beside.slice(1).some((s) => s.ms > opts.targetStepMs * 1.5),
+      `steps beside the stream: ${beside.map((s) => s.ms).join(", ")} ms`,
+    );
+    assert.ok(
+      worstWindowMean(tokens[0]) <= opts.targetStepMs,
+      `the stream's worst window mean: ${worstWindowMean(tokens[0])} ms`,
+    );
   });
 
   test("each arrival's first token comes within the steps its prompt needs at the measured budget", async () => {
-    const requests: SimRequest[] = [{ at: 0, prompt: 50, output: 300 }, { at: 2000, prompt: 800, output: 5 }];
+    const requests: SimRequest[] = [
+      { at: 0, prompt: 50, output: 300 },
+      { at: 2000, prompt: 800, output: 5 },
+    ];
     const { tokens, steps } = await simulate(requests, opts);
     const arrivalStep = steps.findIndex((s) => s.at >= 2000);
     const firstToken = tokens[1][0];
@@ -301,15 +361,25 @@ describe("step gate: a token budget against a simulated step cost", () => {
     assert.equal(late.length, 3);
     const arrival = steps.findIndex((s) => s.at >= 500);
     const until = steps.filter((s, i) => i >= arrival - 1 && s.at < late[0]).length;
-    assert.ok(until <= Math.ceil(160 / 16) + 2, `${until} steps to the first token of a 161-token prompt at a floor of 16`);
-    assert.ok(steps.every((s) => s.prompt === 0 || s.prompt >= 16 || s.prompt === 160 % 16), "every prompt step had the floor");
+    assert.ok(
+      until <= Math.ceil(160 / 16) + 2,
+      `${until} steps to the first token of a 161-token prompt at a floor of 16`,
+    );
+    assert.ok(
+      steps.every((s) => s.prompt === 0 || s.prompt >= 16 || s.prompt === 160 % 16),
+      "every prompt step had the floor",
+    );
   });
 
   test("prompts waiting together are served first come first served: the earliest's first token comes first", async () => {
     const requests: SimRequest[] = [0, 1, 2, 3].map((k) => ({ at: k, prompt: 400, output: 20 }));
     const { tokens } = await simulate(requests, opts);
     const firsts = tokens.map((t) => t[0]);
-    assert.deepEqual([...firsts].sort((a, b) => a - b), firsts, `first tokens at ${firsts.join(", ")}`);
+    assert.deepEqual(
+      [...firsts].sort((a, b) => a - b),
+      firsts,
+      `first tokens at ${firsts.join(", ")}`,
+    );
     assert.ok(firsts[0] < firsts[3], "not all at once: the first request streams while the others' prompts go in");
   });
 });

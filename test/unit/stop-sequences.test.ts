@@ -93,7 +93,10 @@ describe("StopMatcher", () => {
   });
 
   test("several stop sequences present in the same push: the one that starts first wins, whatever the list order", () => {
-    for (const stops of [["cd", "bcde"], ["bcde", "cd"]]) {
+    for (const stops of [
+      ["cd", "bcde"],
+      ["bcde", "cd"],
+    ]) {
       assert.deepEqual(new StopMatcher(stops).push("abcdef"), { emit: "a", stopped: true });
     }
     // The held start of one stop sequence and a later, complete other one.

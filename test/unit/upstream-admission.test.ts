@@ -42,7 +42,8 @@ async function replica(t: TestContext, handler: Handler): Promise<Replica> {
     req.resume();
     req.on("end", () => {
       if (r.frozen) return;
-      if (req.method === "GET") return void res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[]}');
+      if (req.method === "GET")
+        return void res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[]}');
       r.chats++;
       void r.handler(res);
     });
@@ -67,7 +68,12 @@ async function answer(res: ServerResponse, texts: string[], pauseMs = 0): Promis
   if (!res.headersSent) res.writeHead(200, { "content-type": "text/event-stream" }).flushHeaders();
   if (pauseMs > 0) await sleep(pauseMs);
   for (const text of texts) res.write(delta(text));
-  res.write(frame({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }], usage: { prompt_tokens: 5, completion_tokens: texts.length } }));
+  res.write(
+    frame({
+      choices: [{ index: 0, delta: {}, finish_reason: "stop" }],
+      usage: { prompt_tokens: 5, completion_tokens: texts.length },
+    }),
+  );
   res.end("data: [DONE]\n\n");
 }
 
@@ -86,18 +92,29 @@ function holder(): { handler: Handler; release: () => void; held: () => number }
   };
 }
 
-function modelConfig(replicas: Replica[], upstream: Partial<UpstreamConfig>, queueSize = DEFAULT_MODEL.queue_size): ModelConfig {
+function modelConfig(
+  replicas: Replica[],
+  upstream: Partial<UpstreamConfig>,
+  queueSize = DEFAULT_MODEL.queue_size,
+): ModelConfig {
   return {
     ...DEFAULT_MODEL,
     queue_size: queueSize,
     upstream: {
-      ...DEFAULT_UPSTREAM, replicas: replicas.map((r) => ({ url: r.origin, api_key: null })), tokenizer: "vllm", health_interval_seconds: 0.05,
+      ...DEFAULT_UPSTREAM,
+      replicas: replicas.map((r) => ({ url: r.origin, api_key: null })),
+      tokenizer: "vllm",
+      health_interval_seconds: 0.05,
       ...upstream,
     },
   };
 }
 
-async function engineFor(t: TestContext, config: ModelConfig, log = pino({ level: "silent" })): Promise<UpstreamEngine> {
+async function engineFor(
+  t: TestContext,
+  config: ModelConfig,
+  log = pino({ level: "silent" }),
+): Promise<UpstreamEngine> {
   const engine = new UpstreamEngine(config, log);
   t.after(() => engine.close());
   await engine.load();
@@ -106,12 +123,24 @@ async function engineFor(t: TestContext, config: ModelConfig, log = pino({ level
 
 function options(signal = new AbortController().signal): GenerateOptions {
   return {
-    input: { kind: "messages", messages: [{ role: "user", content: "Hi" }], estimated: false }, maxTokens: 16, temperature: 0.7, topP: 0.95,
-    topK: SAMPLING_DEFAULTS.topK, seed: null, presencePenalty: 0, frequencyPenalty: 0, minP: null, ignoreEos: false, stop: [], signal,
+    input: { kind: "messages", messages: [{ role: "user", content: "Hi" }], estimated: false },
+    maxTokens: 16,
+    temperature: 0.7,
+    topP: 0.95,
+    topK: SAMPLING_DEFAULTS.topK,
+    seed: null,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    minP: null,
+    ignoreEos: false,
+    stop: [],
+    signal,
   };
 }
 
-async function collect(gen: AsyncGenerator<EngineEvent>): Promise<{ text: string; events: EngineEvent[]; error: unknown }> {
+async function collect(
+  gen: AsyncGenerator<EngineEvent>,
+): Promise<{ text: string; events: EngineEvent[]; error: unknown }> {
   const events: EngineEvent[] = [];
   try {
     for await (const ev of gen) events.push(ev);
@@ -128,13 +157,16 @@ describe("upstream admission: a bounded queue in front of the replicas", () => {
     const engine = await engineFor(t, modelConfig([a], { max_in_flight_per_replica: 2 }, 3));
     const running = Array.from({ length: 5 }, () => collect(engine.generate(options())));
     assert.deepEqual({ busy: engine.stats().busy, waiting: engine.stats().waiting }, { busy: 2, waiting: 3 });
-    assert.throws(() => engine.generate(options()), (err: unknown) => {
-      assert.ok(err instanceof LucenaError);
-      assert.equal(asHttp(err).status, 503);
-      assert.match(err.message, /busy: too many requests are waiting/);
-      assert.equal(asHttp(err).headers["retry-after"], "1");
-      return true;
-    });
+    assert.throws(
+      () => engine.generate(options()),
+      (err: unknown) => {
+        assert.ok(err instanceof LucenaError);
+        assert.equal(asHttp(err).status, 503);
+        assert.match(err.message, /busy: too many requests are waiting/);
+        assert.equal(asHttp(err).headers["retry-after"], "1");
+        return true;
+      },
+    );
     await until("two requests held on the replica", () => hold.held() === 2);
     assert.equal(a.chats, 2, "the waiting ones were not sent");
     // Places free as answers end: the waiting requests go, in turn, never more than two at once.
@@ -175,13 +207,22 @@ describe("upstream admission: a bounded queue in front of the replicas", () => {
     const log = pino({ level: "silent" });
     const engine = await engineFor(t, config, log);
     const app = buildApp({
-      registry: new ModelRegistry([{ config, engine, demo: false }]), keys: new StaticKeys([TEST_KEY]), log, bodyLimit: 1 << 20, alwaysStream: false, keepaliveMs: 60_000,
+      registry: new ModelRegistry([{ config, engine, demo: false }]),
+      keys: new StaticKeys([TEST_KEY]),
+      log,
+      bodyLimit: 1 << 20,
+      alwaysStream: false,
+      keepaliveMs: 60_000,
     });
     t.after(() => app.close());
     const body = { model: "up", max_tokens: 4, messages: [{ role: "user", content: "Hi" }] };
     const admitted = [chat(app, body), chat(app, body)];
     await until("one in flight, one waiting", () => engine.stats().busy === 1 && engine.stats().waiting === 1);
-    const stats = await app.inject({ method: "GET", url: "/v1/stats", headers: { authorization: `Bearer ${TEST_KEY}` } });
+    const stats = await app.inject({
+      method: "GET",
+      url: "/v1/stats",
+      headers: { authorization: `Bearer ${TEST_KEY}` },
+    });
     const up = (JSON.parse(stats.payload) as { models: Record<string, { busy: number; waiting: number }> }).models.up;
     assert.deepEqual({ busy: up.busy, waiting: up.waiting }, { busy: 1, waiting: 1 });
     const refused = await chat(app, body);
@@ -216,9 +257,15 @@ describe("upstream: a replica that stops answering", () => {
     const a = await replica(t, (res) => answer(res, ["slow A"], 400));
     const b = await replica(t, (res) => answer(res, ["from B"]));
     // Silent for 400 ms after its headers: longer than idle_timeout, within first_token_timeout.
-    const patient = await engineFor(t, modelConfig([a, b], { idle_timeout_seconds: 0.1, first_token_timeout_seconds: 5 }));
+    const patient = await engineFor(
+      t,
+      modelConfig([a, b], { idle_timeout_seconds: 0.1, first_token_timeout_seconds: 5 }),
+    );
     assert.equal((await collect(patient.generate(options()))).text, "slow A");
-    const hasty = await engineFor(t, modelConfig([a, b], { idle_timeout_seconds: 5, first_token_timeout_seconds: 0.1 }));
+    const hasty = await engineFor(
+      t,
+      modelConfig([a, b], { idle_timeout_seconds: 5, first_token_timeout_seconds: 0.1 }),
+    );
     assert.equal((await collect(hasty.generate(options()))).text, "from B");
   });
 

@@ -10,9 +10,17 @@ import { NO_SHARED, vocabDir } from "../helpers/paths.js";
 
 /** Texts that are hard on a bytes-based bound: single characters, spaces, digits, CJK, emoji, code. */
 const TEXTS = [
-  "a", " ", "a a a a a a a a a a a a", "          ", "1 2 3 4 5 6 7 8 9 0 12345678901234567890",
-  "世界你好，今天天气很好。", "🙂🙂🙂 🚀 👩‍💻", "naïve café — déjà vu", "\n\n\n\t\t",
-  "function f(x) { return x.map((y) => y * 2).filter(Boolean); }", "<|im_start|> <s> </s> [INST]",
+  "a",
+  " ",
+  "a a a a a a a a a a a a",
+  "          ",
+  "1 2 3 4 5 6 7 8 9 0 12345678901234567890",
+  "世界你好，今天天气很好。",
+  "🙂🙂🙂 🚀 👩‍💻",
+  "naïve café — déjà vu",
+  "\n\n\n\t\t",
+  "function f(x) { return x.map((y) => y * 2).filter(Boolean); }",
+  "<|im_start|> <s> </s> [INST]",
   "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(40),
 ];
 
@@ -20,7 +28,12 @@ function conversations(): ChatMessage[][] {
   const out: ChatMessage[][] = [];
   for (const t of TEXTS) {
     out.push([{ role: "user", content: t }]);
-    out.push([{ role: "system", content: t }, { role: "user", content: t }, { role: "assistant", content: t }, { role: "user", content: t }]);
+    out.push([
+      { role: "system", content: t },
+      { role: "user", content: t },
+      { role: "assistant", content: t },
+      { role: "user", content: t },
+    ]);
   }
   out.push([{ role: "user", content: "" }]);
   out.push(Array.from({ length: 40 }, (_, i): ChatMessage => ({ role: i % 2 ? "assistant" : "user", content: "x" })));
@@ -53,18 +66,35 @@ describe("promptBound: never below a real tokenizer's count of the templated con
     await assertBoundHolds(testModel({ size: "tiny" }));
   });
 
-  test("phi-3's SentencePiece vocabulary file (vocabulary only) with its template", { skip: vocabDir ? false : NO_SHARED }, async () => {
-    await assertBoundHolds(join(vocabDir!, "ggml-vocab-phi-3.gguf"));
-  });
+  test(
+    "phi-3's SentencePiece vocabulary file (vocabulary only) with its template",
+    { skip: vocabDir ? false : NO_SHARED },
+    async () => {
+      await assertBoundHolds(join(vocabDir!, "ggml-vocab-phi-3.gguf"));
+    },
+  );
 
-  test("deepseek-coder's byte-level BPE vocabulary file (vocabulary only)", { skip: vocabDir ? false : NO_SHARED }, async () => {
-    await assertBoundHolds(join(vocabDir!, "ggml-vocab-deepseek-coder.gguf"));
-  });
+  test(
+    "deepseek-coder's byte-level BPE vocabulary file (vocabulary only)",
+    { skip: vocabDir ? false : NO_SHARED },
+    async () => {
+      await assertBoundHolds(join(vocabDir!, "ggml-vocab-deepseek-coder.gguf"));
+    },
+  );
 
   test("it grows with the text and with each message", () => {
     const one = promptBound([{ role: "user", content: "hello" }]);
     assert.ok(promptBound([{ role: "user", content: "hello world" }]) > one);
-    assert.ok(promptBound([{ role: "user", content: "hello" }, { role: "user", content: "" }]) > one);
-    assert.equal(promptBound([{ role: "user", content: "é" }]) - promptBound([{ role: "user", content: "" }]), 2, "UTF-8 bytes");
+    assert.ok(
+      promptBound([
+        { role: "user", content: "hello" },
+        { role: "user", content: "" },
+      ]) > one,
+    );
+    assert.equal(
+      promptBound([{ role: "user", content: "é" }]) - promptBound([{ role: "user", content: "" }]),
+      2,
+      "UTF-8 bytes",
+    );
   });
 });

@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { decodeCompletionBody, UpstreamStreamDecoder, type UpstreamEvent } from "../../src/engines/upstream/chat-stream.js";
+import {
+  decodeCompletionBody,
+  UpstreamStreamDecoder,
+  type UpstreamEvent,
+} from "../../src/engines/upstream/chat-stream.js";
 import { repoRoot } from "../helpers/paths.js";
 import { rng } from "../helpers/rng.js";
 
@@ -13,7 +17,11 @@ const enc = new TextEncoder();
 
 const T = (text: string): UpstreamEvent => ({ type: "text", text });
 const F = (reason: string): UpstreamEvent => ({ type: "finish", reason });
-const U = (promptTokens: number, completionTokens: number): UpstreamEvent => ({ type: "usage", promptTokens, completionTokens });
+const U = (promptTokens: number, completionTokens: number): UpstreamEvent => ({
+  type: "usage",
+  promptTokens,
+  completionTokens,
+});
 const E = (message: string, status: number | null): UpstreamEvent => ({ type: "error", message, status });
 const D: UpstreamEvent = { type: "done" };
 
@@ -32,12 +40,11 @@ function decode(chunks: (Uint8Array | string)[]): Decoded {
 
 const decodeString = (body: string) => decode([body]);
 
-
 /** `bytes` cut at random places into pieces of 1 to `max` bytes. */
 function randomChunks(bytes: Uint8Array, seed: number, max: number): Uint8Array[] {
   const next = rng(seed);
   const out: Uint8Array[] = [];
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const n = 1 + Math.floor(next() * max);
     out.push(bytes.subarray(i, i + n));
     i += n;
@@ -58,8 +65,15 @@ const TRANSCRIPTS: Record<string, UpstreamEvent[]> = {
   "vllm-error.sse": [T("Partiel — ça"), E("Engine loop has died", 500), D],
   "llamacpp.sse": [T("héllo"), T(" — 世"), T("界 🙂"), F("stop"), U(14, 6), D],
   "llamacpp-include-usage.sse": [T("Grüß"), T(" Gott, 世界"), F("length"), U(11, 4), D],
-  "llamacpp-error-line.sse": [T("¿Qué tal, 世界?"), E("Input prompt is too big compared to KV size. Please try increasing KV size.", 500), D],
-  "llamacpp-error-data.sse": [T("Bonjour, ça va 🙂"), E("the request exceeds the available context size, try increasing it", 400)],
+  "llamacpp-error-line.sse": [
+    T("¿Qué tal, 世界?"),
+    E("Input prompt is too big compared to KV size. Please try increasing KV size.", 500),
+    D,
+  ],
+  "llamacpp-error-data.sse": [
+    T("Bonjour, ça va 🙂"),
+    E("the request exceeds the available context size, try increasing it", 400),
+  ],
   "sglang.sse": [T("Привет"), T(", мир! 🙂"), F("stop"), U(33, 7), D],
   "lucena.sse": [T("héllo"), T(" — "), T("世界 🙂"), U(42, 5), F("stop"), D],
   "lucena-error.sse": [T("Déjà"), E("Inference failed due to an internal error.", 500), D],
@@ -106,11 +120,17 @@ describe("recorded upstream transcripts", () => {
       test("without the trailing blank line, end() still delivers the last event", () => {
         assert.deepEqual(decodeString(body.replace(/\n+$/, "")), { events: expected, ignored: 0 });
         assert.deepEqual(decodeString(body.replace(/\n+$/, "\n")), { events: expected, ignored: 0 });
-        assert.deepEqual(decodeString(body.replace(/\n+$/, "").replaceAll("\n", "\r\n")), { events: expected, ignored: 0 });
+        assert.deepEqual(decodeString(body.replace(/\n+$/, "").replaceAll("\n", "\r\n")), {
+          events: expected,
+          ignored: 0,
+        });
       });
 
       test("a leading BOM is dropped, as bytes or as a string", () => {
-        assert.deepEqual(decode([new Uint8Array([0xef, 0xbb]), new Uint8Array([0xbf]), bytes]), { events: expected, ignored: 0 });
+        assert.deepEqual(decode([new Uint8Array([0xef, 0xbb]), new Uint8Array([0xbf]), bytes]), {
+          events: expected,
+          ignored: 0,
+        });
         assert.deepEqual(decodeString(`\uFEFF${body}`), { events: expected, ignored: 0 });
       });
     });
@@ -121,7 +141,10 @@ describe("recorded upstream transcripts", () => {
     assert.equal(text(vllm), "Héllo — 世界 🙂\nÇa va?");
     const lucena = decodeString(readText("lucena.sse")).events;
     assert.equal(text(lucena), "héllo — 世界 🙂");
-    assert.deepEqual(lucena.filter((e) => e.type !== "text"), [U(42, 5), F("stop"), D]);
+    assert.deepEqual(
+      lucena.filter((e) => e.type !== "text"),
+      [U(42, 5), F("stop"), D],
+    );
     const noUsage = decodeString(readText("vllm-no-usage.sse")).events;
     assert.equal(text(noUsage), "Un café, s'il vous plaît");
     assert.equal(noUsage.filter((e) => e.type === "usage").length, 0);
@@ -165,7 +188,8 @@ describe("payload rules", () => {
   });
 
   test("a JSON payload spread over several data lines is joined", () => {
-    const body = 'data: {"choices":[{"index":0,\ndata:  "delta":{"content":"a\\nb"},\ndata: "finish_reason":"stop"}]}\n\n';
+    const body =
+      'data: {"choices":[{"index":0,\ndata:  "delta":{"content":"a\\nb"},\ndata: "finish_reason":"stop"}]}\n\n';
     assert.deepEqual(decodeString(body), { events: [T("a\nb"), F("stop")], ignored: 0 });
   });
 
@@ -194,14 +218,21 @@ describe("payload rules", () => {
   });
 
   test("finish reasons pass through as sent", () => {
-    const body = ["stop", "length", "content_filter", "abort"].map((r) => chunk({ delta: {}, finish_reason: r })).join("");
+    const body = ["stop", "length", "content_filter", "abort"]
+      .map((r) => chunk({ delta: {}, finish_reason: r }))
+      .join("");
     assert.deepEqual(decodeString(body).events, [F("stop"), F("length"), F("content_filter"), F("abort")]);
   });
 
   test("only choice index 0, wherever it sits in the array", () => {
     const body = [
       `data: ${JSON.stringify({ choices: [{ index: 1, delta: { content: "other" }, finish_reason: "stop" }] })}\n\n`,
-      `data: ${JSON.stringify({ choices: [{ index: 1, delta: { content: "b" } }, { index: 0, delta: { content: "a" } }] })}\n\n`,
+      `data: ${JSON.stringify({
+        choices: [
+          { index: 1, delta: { content: "b" } },
+          { index: 0, delta: { content: "a" } },
+        ],
+      })}\n\n`,
       `data: ${JSON.stringify({ choices: [{ delta: { content: "c" } }, { delta: { content: "d" } }] })}\n\n`,
     ].join("");
     assert.deepEqual(decodeString(body), { events: [T("a"), T("c")], ignored: 0 });
@@ -211,7 +242,10 @@ describe("payload rules", () => {
     const body = [
       chunk({ delta: { content: "x" } }, { usage: null }),
       chunk({ delta: { content: "y" } }, { usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } }),
-      chunk({ delta: {}, finish_reason: "stop" }, { usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
+      chunk(
+        { delta: {}, finish_reason: "stop" },
+        { usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } },
+      ),
       `data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } })}\n\n`,
     ].join("");
     const { events } = decodeString(body);
@@ -236,18 +270,42 @@ describe("payload rules", () => {
 
 describe("errors", () => {
   const cases: [string, string, UpstreamEvent][] = [
-    ["OpenAI shape with a numeric code", '{"error":{"message":"boom","type":"server_error","code":500}}', E("boom", 500)],
-    ["Lucena One's shutdown error", '{"error":{"message":"The server is shutting down.","type":"server_error","code":503}}', E("The server is shutting down.", 503)],
-    ["a string code", '{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}', E("slow down", null)],
+    [
+      "OpenAI shape with a numeric code",
+      '{"error":{"message":"boom","type":"server_error","code":500}}',
+      E("boom", 500),
+    ],
+    [
+      "Lucena One's shutdown error",
+      '{"error":{"message":"The server is shutting down.","type":"server_error","code":503}}',
+      E("The server is shutting down.", 503),
+    ],
+    [
+      "a string code",
+      '{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}',
+      E("slow down", null),
+    ],
     ["no code", '{"error":{"message":"m","type":"server_error"}}', E("m", null)],
     ["a code outside 400–599", '{"error":{"message":"m","code":200}}', E("m", null)],
     ["a non-integer code", '{"error":{"message":"m","code":404.5}}', E("m", null)],
     ["a string error", '{"error":"Missing API Key"}', E("Missing API Key", null)],
-    ["vLLM's flat ErrorResponse", '{"object":"error","message":"max_tokens is too large","type":"BadRequestError","param":null,"code":400}', E("max_tokens is too large", 400)],
-    ["vLLM's nested error", '{"error":{"object":"error","message":"Engine loop has died","type":"InternalServerError","param":null,"code":500}}', E("Engine loop has died", 500)],
+    [
+      "vLLM's flat ErrorResponse",
+      '{"object":"error","message":"max_tokens is too large","type":"BadRequestError","param":null,"code":400}',
+      E("max_tokens is too large", 400),
+    ],
+    [
+      "vLLM's nested error",
+      '{"error":{"object":"error","message":"Engine loop has died","type":"InternalServerError","param":null,"code":500}}',
+      E("Engine loop has died", 500),
+    ],
     ["no message: the type stands in", '{"error":{"type":"server_error","code":502}}', E("server_error", 502)],
     ["nothing usable", '{"error":{"code":"x"}}', E("Upstream error", null)],
-    ["an error next to choices wins", '{"error":{"message":"m","code":429},"choices":[{"index":0,"delta":{"content":"no"}}]}', E("m", 429)],
+    [
+      "an error next to choices wins",
+      '{"error":{"message":"m","code":429},"choices":[{"index":0,"delta":{"content":"no"}}]}',
+      E("m", 429),
+    ],
   ];
   for (const [name, payload, expected] of cases) {
     test(`data payload: ${name}`, () => {
@@ -286,9 +344,15 @@ describe("errors", () => {
     const d = new UpstreamStreamDecoder({ maxBufferChars: 200 });
     const first = d.push(chunk({ delta: { content: "ok" } }));
     // A line that never ends (or an event that never closes) is what grows the buffer.
-    const big = [d.push(`data: {"choices":[{"index":0,"delta":{"content":"${"x".repeat(100)}`), d.push("x".repeat(200))];
+    const big = [
+      d.push(`data: {"choices":[{"index":0,"delta":{"content":"${"x".repeat(100)}`),
+      d.push("x".repeat(200)),
+    ];
     const after = d.push(chunk({ delta: { content: "late" } }));
-    assert.deepEqual([first, ...big, after, d.end()], [[T("ok")], [], [E("Upstream stream event exceeds 200 characters", null)], [], []]);
+    assert.deepEqual(
+      [first, ...big, after, d.end()],
+      [[T("ok")], [], [E("Upstream stream event exceeds 200 characters", null)], [], []],
+    );
   });
 });
 
@@ -306,20 +370,42 @@ describe("decodeCompletionBody", () => {
   test("a tool-call answer has no text", () => {
     const body = {
       object: "chat.completion",
-      choices: [{ index: 0, message: { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function" }] }, finish_reason: "tool_calls" }],
+      choices: [
+        {
+          index: 0,
+          message: { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function" }] },
+          finish_reason: "tool_calls",
+        },
+      ],
       usage: { prompt_tokens: 30, completion_tokens: 12, total_tokens: 42 },
     };
     assert.deepEqual(decodeCompletionBody(body), [F("tool_calls"), U(30, 12)]);
   });
 
   test("error bodies", () => {
-    assert.deepEqual(decodeCompletionBody({ error: { message: "Model not found", type: "invalid_request_error", code: 404 } }), [E("Model not found", 404)]);
-    assert.deepEqual(decodeCompletionBody({ object: "error", message: "bad", type: "BadRequestError", param: null, code: 400 }), [E("bad", 400)]);
+    assert.deepEqual(
+      decodeCompletionBody({ error: { message: "Model not found", type: "invalid_request_error", code: 404 } }),
+      [E("Model not found", 404)],
+    );
+    assert.deepEqual(
+      decodeCompletionBody({ object: "error", message: "bad", type: "BadRequestError", param: null, code: 400 }),
+      [E("bad", 400)],
+    );
     assert.deepEqual(decodeCompletionBody({ error: "Missing API Key" }), [E("Missing API Key", null)]);
   });
 
   test("anything else gives nothing and throws nothing", () => {
-    for (const body of [null, undefined, 42, "text", [], [{ choices: [] }], {}, { choices: "x" }, { choices: [null, 3] }]) {
+    for (const body of [
+      null,
+      undefined,
+      42,
+      "text",
+      [],
+      [{ choices: [] }],
+      {},
+      { choices: "x" },
+      { choices: [null, 3] },
+    ]) {
       assert.deepEqual(decodeCompletionBody(body), [], JSON.stringify(body));
     }
   });

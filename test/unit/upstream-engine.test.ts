@@ -35,7 +35,6 @@ async function until(what: string, cond: () => boolean, ms = 3000): Promise<void
   }
 }
 
-
 // ---------------------------------------------------------------------------------------------------------------
 // A fake upstream: a real node:http server on 127.0.0.1 that answers its health path and hands every other
 // request, body read and parsed, to the test's handler.
@@ -69,7 +68,6 @@ interface Fake {
   stop(): Promise<void>;
 }
 
-
 async function fakeUpstream(t: TestContext, handler: Handler = notFound): Promise<Fake> {
   const sockets = new Set<Socket>();
   let accepted = 0;
@@ -77,7 +75,12 @@ async function fakeUpstream(t: TestContext, handler: Handler = notFound): Promis
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const text = Buffer.concat(chunks).toString("utf8");
-    const seen: Seen = { method: req.method ?? "", path: req.url ?? "", headers: req.headers, body: text ? JSON.parse(text) : null };
+    const seen: Seen = {
+      method: req.method ?? "",
+      path: req.url ?? "",
+      headers: req.headers,
+      body: text ? JSON.parse(text) : null,
+    };
     if (req.method === "GET" && (req.url === "/v1/models" || req.url === "/health")) {
       fake.probes.push(seen);
       res.writeHead(fake.healthStatus, { "content-type": "application/json" });
@@ -144,7 +147,11 @@ function sseHead(res: ServerResponse): void {
 }
 
 /** One OpenAI chat.completion.chunk as an SSE event. */
-function chunk(delta: Record<string, unknown>, finishReason: string | null = null, usage?: { prompt_tokens: number; completion_tokens: number }): string {
+function chunk(
+  delta: Record<string, unknown>,
+  finishReason: string | null = null,
+  usage?: { prompt_tokens: number; completion_tokens: number },
+): string {
   const body: Record<string, unknown> = {
     id: "chatcmpl-test",
     object: "chat.completion.chunk",
@@ -157,7 +164,11 @@ function chunk(delta: Record<string, unknown>, finishReason: string | null = nul
 }
 
 /** A whole, well-formed answer: the given texts, finish "stop", usage, [DONE]. */
-async function answer(res: ServerResponse, texts: string[], usage = { prompt_tokens: 7, completion_tokens: texts.length }): Promise<void> {
+async function answer(
+  res: ServerResponse,
+  texts: string[],
+  usage = { prompt_tokens: 7, completion_tokens: texts.length },
+): Promise<void> {
   sseHead(res);
   await write(res, chunk({ role: "assistant", content: "" }));
   for (const text of texts) await write(res, chunk({ content: text }));
@@ -170,7 +181,7 @@ async function answer(res: ServerResponse, texts: string[], usage = { prompt_tok
 async function replay(res: ServerResponse, bytes: Buffer, seed: number): Promise<void> {
   const next = rng(seed);
   sseHead(res);
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const n = 1 + Math.floor(next() * 40);
     await write(res, bytes.subarray(i, i + n));
     i += n;
@@ -204,7 +215,11 @@ function engineFor(t: TestContext, replicas: ReplicaSpec[], upstream: Partial<Up
   return engine;
 }
 
-async function startEngine(t: TestContext, replicas: ReplicaSpec[], upstream: Partial<UpstreamConfig> = {}): Promise<UpstreamEngine> {
+async function startEngine(
+  t: TestContext,
+  replicas: ReplicaSpec[],
+  upstream: Partial<UpstreamConfig> = {},
+): Promise<UpstreamEngine> {
   const engine = engineFor(t, replicas, upstream);
   await engine.load();
   // Loaded: ready, or unavailable when the first probes found no replica up.
@@ -217,7 +232,10 @@ const MESSAGES: ChatMessage[] = [
   { role: "user", content: "Say hello in French." },
 ];
 
-function options({ messages = MESSAGES, ...over }: Partial<GenerateOptions> & { messages?: typeof MESSAGES } = {}): GenerateOptions {
+function options({
+  messages = MESSAGES,
+  ...over
+}: Partial<GenerateOptions> & { messages?: typeof MESSAGES } = {}): GenerateOptions {
   return {
     input: { kind: "messages", messages, estimated: false },
     maxTokens: 64,
@@ -255,7 +273,10 @@ const textOf = (events: EngineEvent[]) => events.map((e) => (e.type === "text" ?
 const texts = (events: EngineEvent[]) => events.filter((e) => e.type === "text");
 
 function assertLucenaError(err: unknown, status: number, type: string): asserts err is LucenaError {
-  assert.ok(err instanceof LucenaError, `expected an LucenaError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+  assert.ok(
+    err instanceof LucenaError,
+    `expected an LucenaError, got ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`,
+  );
   assert.equal(asHttp(err).status, status, `status (message: ${err.message})`);
   assert.equal(asHttp(err).type, type);
 }
@@ -270,14 +291,44 @@ function replica(engine: UpstreamEngine, i: number) {
 
 describe("UpstreamEngine: recorded transcripts", () => {
   const complete: { file: string; text: string; textEvents: number; done: EngineEvent }[] = [
-    { file: "vllm-include-usage.sse", text: "Héllo — 世界 🙂\nÇa va?", textEvents: 6, done: { type: "done", finishReason: "stop", completionTokens: 9, promptTokens: 21 } },
+    {
+      file: "vllm-include-usage.sse",
+      text: "Héllo — 世界 🙂\nÇa va?",
+      textEvents: 6,
+      done: { type: "done", finishReason: "stop", completionTokens: 9, promptTokens: 21 },
+    },
     // No usage: one token per content delta, and no prompt count from the model.
-    { file: "vllm-no-usage.sse", text: "Un café, s'il vous plaît", textEvents: 3, done: { type: "done", finishReason: "length", completionTokens: 3 } },
-    { file: "llamacpp.sse", text: "héllo — 世界 🙂", textEvents: 3, done: { type: "done", finishReason: "stop", completionTokens: 6, promptTokens: 14 } },
-    { file: "llamacpp-include-usage.sse", text: "Grüß Gott, 世界", textEvents: 2, done: { type: "done", finishReason: "length", completionTokens: 4, promptTokens: 11 } },
-    { file: "sglang.sse", text: "Привет, мир! 🙂", textEvents: 2, done: { type: "done", finishReason: "stop", completionTokens: 7, promptTokens: 33 } },
+    {
+      file: "vllm-no-usage.sse",
+      text: "Un café, s'il vous plaît",
+      textEvents: 3,
+      done: { type: "done", finishReason: "length", completionTokens: 3 },
+    },
+    {
+      file: "llamacpp.sse",
+      text: "héllo — 世界 🙂",
+      textEvents: 3,
+      done: { type: "done", finishReason: "stop", completionTokens: 6, promptTokens: 14 },
+    },
+    {
+      file: "llamacpp-include-usage.sse",
+      text: "Grüß Gott, 世界",
+      textEvents: 2,
+      done: { type: "done", finishReason: "length", completionTokens: 4, promptTokens: 11 },
+    },
+    {
+      file: "sglang.sse",
+      text: "Привет, мир! 🙂",
+      textEvents: 2,
+      done: { type: "done", finishReason: "stop", completionTokens: 7, promptTokens: 33 },
+    },
     // Lucena sends usage before the finish chunk.
-    { file: "lucena.sse", text: "héllo — 世界 🙂", textEvents: 3, done: { type: "done", finishReason: "stop", completionTokens: 5, promptTokens: 42 } },
+    {
+      file: "lucena.sse",
+      text: "héllo — 世界 🙂",
+      textEvents: 3,
+      done: { type: "done", finishReason: "stop", completionTokens: 5, promptTokens: 42 },
+    },
   ];
   // Each has text, then an error object in the stream: the answer is cut, and the client gets a 500 event.
   const broken: { file: string; text: string }[] = [
@@ -298,7 +349,9 @@ describe("UpstreamEngine: recorded transcripts", () => {
     const engine = await startEngine(t, [{ url: fake.origin }], { failures_to_eject: 1000 });
     for (const c of complete) {
       for (const seed of SEEDS) {
-        const { events, error } = await collect(engine.generate(options({ messages: [{ role: "user", content: `${c.file}#${seed}` }] })));
+        const { events, error } = await collect(
+          engine.generate(options({ messages: [{ role: "user", content: `${c.file}#${seed}` }] })),
+        );
         assert.equal(error, undefined, `${c.file} seed ${seed}: ${String(error)}`);
         assert.equal(textOf(events), c.text, `${c.file} seed ${seed}`);
         // Split deltas may arrive in one chunk, but each is its own event (never merged, never empty).
@@ -310,9 +363,14 @@ describe("UpstreamEngine: recorded transcripts", () => {
     }
     for (const c of broken) {
       for (const seed of SEEDS) {
-        const { events, error } = await collect(engine.generate(options({ messages: [{ role: "user", content: `${c.file}#${seed}` }] })));
+        const { events, error } = await collect(
+          engine.generate(options({ messages: [{ role: "user", content: `${c.file}#${seed}` }] })),
+        );
         assert.equal(textOf(events), c.text, `${c.file} seed ${seed}`);
-        assert.ok(events.every((e) => e.type === "text"), `${c.file}: no done event after an error`);
+        assert.ok(
+          events.every((e) => e.type === "text"),
+          `${c.file}: no done event after an error`,
+        );
         assertLucenaError(error, 500, "server_error");
       }
     }
@@ -351,7 +409,9 @@ describe("UpstreamEngine: the request a replica receives", () => {
     });
     // Health probes go to the origin's /v1/models with the key too.
     assert.ok(fake.probes.length >= 1);
-    assert.ok(fake.probes.every((p) => p.path === "/v1/models" && p.headers.authorization === "Bearer sk-replica-secret-1"));
+    assert.ok(
+      fake.probes.every((p) => p.path === "/v1/models" && p.headers.authorization === "Bearer sk-replica-secret-1"),
+    );
   });
 
   test("/v1 base without a key, upstream.model set, every option off-default: all sent, no authorization", async (t) => {
@@ -359,7 +419,16 @@ describe("UpstreamEngine: the request a replica receives", () => {
     const engine = await startEngine(t, [{ url: `${fake.origin}/v1` }], { model: "meta-llama/Llama-3.1-8B-Instruct" });
     const { error } = await collect(
       engine.generate(
-        options({ maxTokens: 5, temperature: 0, topP: 0.5, topK: 5, seed: 42, presencePenalty: 0.5, frequencyPenalty: -0.25, stop: ["\n\n", "END"] }),
+        options({
+          maxTokens: 5,
+          temperature: 0,
+          topP: 0.5,
+          topK: 5,
+          seed: 42,
+          presencePenalty: 0.5,
+          frequencyPenalty: -0.25,
+          stop: ["\n\n", "END"],
+        }),
       ),
     );
     assert.equal(error, undefined);
@@ -386,7 +455,14 @@ describe("UpstreamEngine: the request a replica receives", () => {
   test("seed 0 and a single stop string are sent; top_k 40 (the default) is not", async (t) => {
     const fake = await fakeUpstream(t, okHandler);
     const engine = await startEngine(t, [{ url: fake.origin }]);
-    assert.equal((await collect(engine.generate(options({ seed: 0, stop: ["###"], topK: 40, presencePenalty: 0, frequencyPenalty: 1 })))).error, undefined);
+    assert.equal(
+      (
+        await collect(
+          engine.generate(options({ seed: 0, stop: ["###"], topK: 40, presencePenalty: 0, frequencyPenalty: 1 })),
+        )
+      ).error,
+      undefined,
+    );
     const body = fake.chats()[0].body;
     assert.equal(body.seed, 0);
     assert.deepEqual(body.stop, ["###"]);
@@ -433,14 +509,23 @@ describe("UpstreamEngine: the request a replica receives", () => {
     const eb = await startEngine(t, [{ url: `${b.origin}/v1/` }]);
     assert.equal((await collect(ea.generate(options()))).error, undefined);
     assert.equal((await collect(eb.generate(options()))).error, undefined);
-    assert.deepEqual(a.requests.map((r) => r.path), ["/v1/chat/completions"]);
-    assert.deepEqual(b.requests.map((r) => r.path), ["/v1/chat/completions"]);
+    assert.deepEqual(
+      a.requests.map((r) => r.path),
+      ["/v1/chat/completions"],
+    );
+    assert.deepEqual(
+      b.requests.map((r) => r.path),
+      ["/v1/chat/completions"],
+    );
   });
 });
 
 describe("UpstreamEngine: a replica that answers a stream request with a whole JSON completion", () => {
   const completion = (content: string) => ({
-    id: "x", object: "chat.completion", created: 1, model: "m",
+    id: "x",
+    object: "chat.completion",
+    created: 1,
+    model: "m",
     choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "length" }],
     usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 },
   });
@@ -462,7 +547,8 @@ describe("UpstreamEngine: a replica that answers a stream request with a whole J
 
   test("a body that is not JSON, or a 500, is retried on the other replica", async (t) => {
     for (const broken of [
-      (_req: IncomingMessage, res: ServerResponse) => void res.writeHead(200, { "content-type": "application/json" }).end("{not json"),
+      (_req: IncomingMessage, res: ServerResponse) =>
+        void res.writeHead(200, { "content-type": "application/json" }).end("{not json"),
       (_req: IncomingMessage, res: ServerResponse) => json(res, 500, { error: { message: "boom" } }),
     ]) {
       const a = await fakeUpstream(t, broken);
@@ -477,7 +563,11 @@ describe("UpstreamEngine: a replica that answers a stream request with a whole J
 });
 
 describe("UpstreamEngine: failures before the first text", () => {
-  for (const [status, failures, why] of [[503, 0, "busy or still loading: not a failure"], [429, 0, "busy: not a failure"], [500, 1, "a failure, counted (not yet ejected)"]] as const) {
+  for (const [status, failures, why] of [
+    [503, 0, "busy or still loading: not a failure"],
+    [429, 0, "busy: not a failure"],
+    [500, 1, "a failure, counted (not yet ejected)"],
+  ] as const) {
     test(`a ${status} from replica A: the answer comes from B; for A, ${why}`, async (t) => {
       const a = await fakeUpstream(t, (_req, res) => json(res, status, { error: { message: "no", code: status } }));
       const b = await fakeUpstream(t, (_req, res) => answer(res, ["from ", "B"]));
@@ -492,7 +582,13 @@ describe("UpstreamEngine: failures before the first text", () => {
       assert.equal(a.chats().length, 1);
       assert.equal(b.chats().length, 1);
       assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures, ejections: 0 });
-      assert.deepEqual(replica(engine, 1), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
+      assert.deepEqual(replica(engine, 1), {
+        state: "healthy",
+        outstanding: 0,
+        requests: 1,
+        failures: 0,
+        ejections: 0,
+      });
     });
   }
 
@@ -549,7 +645,9 @@ describe("UpstreamEngine: failures before the first text", () => {
   });
 
   test("a 400 from the upstream: LucenaError 400, not retried on the other replica", async (t) => {
-    const a = await fakeUpstream(t, (_req, res) => json(res, 400, { object: "error", message: "This model's maximum context length is 4096 tokens", code: 400 }));
+    const a = await fakeUpstream(t, (_req, res) =>
+      json(res, 400, { object: "error", message: "This model's maximum context length is 4096 tokens", code: 400 }),
+    );
     const b = await fakeUpstream(t, (_req, res) => answer(res, ["B"]));
     const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }]);
     const { events, error } = await collect(engine.generate(options()));
@@ -564,7 +662,10 @@ describe("UpstreamEngine: failures before the first text", () => {
   test("a 4xx error object as the stream's first event: LucenaError 400, not retried", async (t) => {
     const a = await fakeUpstream(t, async (_req, res) => {
       sseHead(res);
-      await write(res, `data: ${JSON.stringify({ error: { code: 400, message: "the request exceeds the available context size", type: "exceed_context_size_error" } })}\n\n`);
+      await write(
+        res,
+        `data: ${JSON.stringify({ error: { code: 400, message: "the request exceeds the available context size", type: "exceed_context_size_error" } })}\n\n`,
+      );
       res.end();
     });
     const b = await fakeUpstream(t, (_req, res) => answer(res, ["B"]));
@@ -580,7 +681,9 @@ describe("UpstreamEngine: failures before the first text", () => {
   // the replica's failure counter grows, its failure streak is left at 1 instead of 0, and with
   // failures_to_eject: 1 a single bad request ejects it.
   test("4xx refusals are not counted as replica failures and never eject a replica", async (t) => {
-    const a = await fakeUpstream(t, (_req, res) => json(res, 400, { object: "error", message: "bad request", code: 400 }));
+    const a = await fakeUpstream(t, (_req, res) =>
+      json(res, 400, { object: "error", message: "bad request", code: 400 }),
+    );
     const engine = await startEngine(t, [{ url: a.origin }], { failures_to_eject: 1, probes_to_readmit: 1000 });
     assertLucenaError((await collect(engine.generate(options()))).error, 400, "invalid_request_error");
     assert.deepEqual(replica(engine, 0), { state: "healthy", outstanding: 0, requests: 1, failures: 0, ejections: 0 });
@@ -592,7 +695,10 @@ describe("UpstreamEngine: failures before the first text", () => {
   test("an in-stream 4xx error before any text is not a replica failure either", async (t) => {
     const a = await fakeUpstream(t, async (_req, res) => {
       sseHead(res);
-      await write(res, `data: ${JSON.stringify({ error: { code: 400, message: "too long", type: "exceed_context_size_error" } })}\n\n`);
+      await write(
+        res,
+        `data: ${JSON.stringify({ error: { code: 400, message: "too long", type: "exceed_context_size_error" } })}\n\n`,
+      );
       res.end();
     });
     const engine = await startEngine(t, [{ url: a.origin }], { failures_to_eject: 1, probes_to_readmit: 1000 });
@@ -733,7 +839,10 @@ describe("UpstreamEngine: abort", () => {
     // The replica never answers: the iteration can end only because of the abort.
     const { events, error } = await pending;
     assert.equal(error, undefined);
-    assert.deepEqual(events.map((e) => e.type === "done" && e.finishReason), ["cancelled"]);
+    assert.deepEqual(
+      events.map((e) => e.type === "done" && e.finishReason),
+      ["cancelled"],
+    );
     await until("the upstream's request to close", () => closed);
   });
 });
@@ -747,7 +856,9 @@ describe("UpstreamEngine: the prompt a cancelled request is charged", () => {
     const pending = collect(engine.generate(options({ signal: ac.signal })));
     await until("the request to arrive", () => silent.chats().length === 1);
     ac.abort();
-    assert.deepEqual((await pending).events, [{ type: "done", finishReason: "cancelled", completionTokens: 0, promptTokens: 0 }]);
+    assert.deepEqual((await pending).events, [
+      { type: "done", finishReason: "cancelled", completionTokens: 0, promptTokens: 0 },
+    ]);
 
     const told = await fakeUpstream(t, async (_req, res) => {
       sseHead(res);
@@ -767,9 +878,13 @@ describe("UpstreamEngine: the prompt a cancelled request is charged", () => {
 
 describe("UpstreamEngine: admission", () => {
   test("no healthy replica: generate() throws a 503 synchronously, before any iteration", async (t) => {
-    const engine = await startEngine(t, [{ url: `http://127.0.0.1:${await closedPort()}` }, { url: `http://127.0.0.1:${await closedPort()}/v1` }], {
-      probes_to_readmit: 1000,
-    });
+    const engine = await startEngine(
+      t,
+      [{ url: `http://127.0.0.1:${await closedPort()}` }, { url: `http://127.0.0.1:${await closedPort()}/v1` }],
+      {
+        probes_to_readmit: 1000,
+      },
+    );
     // load() waits for the first probes, which found nothing listening.
     assert.deepEqual(
       engine.pool.replicas.map((r) => r.state),
@@ -802,7 +917,13 @@ describe("UpstreamEngine: admission", () => {
     const a = await fakeUpstream(t, hold);
     const b = await fakeUpstream(t, hold);
     const engine = await startEngine(t, [{ url: a.origin }, { url: b.origin }], { probes_to_readmit: 1 });
-    assert.deepEqual(engine.stats(), { busy: 0, waiting: 0, sequences: 2, promptTokensEvaluated: 0, promptTokensReused: 0 });
+    assert.deepEqual(engine.stats(), {
+      busy: 0,
+      waiting: 0,
+      sequences: 2,
+      promptTokensEvaluated: 0,
+      promptTokensReused: 0,
+    });
 
     const g1 = engine.generate(options());
     assert.equal(engine.stats().busy, 1, "admitted: its place on a replica is taken at once");
@@ -812,7 +933,10 @@ describe("UpstreamEngine: admission", () => {
     assert.deepEqual((await g2.next()).value, { type: "text", text: "held" });
     assert.equal(engine.stats().busy, 2);
     // Least outstanding: one on each replica.
-    assert.deepEqual(engine.replicaStats().map((r) => r.inFlight), [1, 1]);
+    assert.deepEqual(
+      engine.replicaStats().map((r) => r.inFlight),
+      [1, 1],
+    );
     const rest = Promise.all([collect(g1), collect(g2)]);
     await until("both requests to be held", () => releases.length === 2);
     for (const release of releases) release();
@@ -825,7 +949,10 @@ describe("UpstreamEngine: admission", () => {
     // One replica's health check fails: it is ejected by the next probe, and re-admitted when it passes again.
     b.healthStatus = 503;
     await until("replica B to be ejected", () => engine.stats().sequences === 1);
-    assert.deepEqual(engine.replicaStats().map((r) => r.healthy), [true, false]);
+    assert.deepEqual(
+      engine.replicaStats().map((r) => r.healthy),
+      [true, false],
+    );
     b.healthStatus = 200;
     await until("replica B to be re-admitted", () => engine.stats().sequences === 2);
   });
@@ -846,22 +973,37 @@ describe("UpstreamEngine: counting prompts", () => {
       }
       notFound(req, res);
     });
-    const engine = await startEngine(t, [{ url: `${fake.origin}/v1`, api_key: "sk-vllm" }], { model: "Qwen/Qwen2.5-7B-Instruct" });
+    const engine = await startEngine(t, [{ url: `${fake.origin}/v1`, api_key: "sk-vllm" }], {
+      model: "Qwen/Qwen2.5-7B-Instruct",
+    });
     assert.ok(engine.encoder instanceof EndpointCounter);
     assert.equal(await engine.encoder.count(LONG), 100 + chars(LONG));
     // Lucena's endpoint first (404 here), then vLLM's, probed with a short conversation, then the count itself.
-    assert.deepEqual(fake.requests.map((r) => r.path), ["/v1/tokens/count", "/tokenize", "/tokenize"]);
-    assert.deepEqual(fake.requests[2].body, { model: "Qwen/Qwen2.5-7B-Instruct", messages: LONG, add_generation_prompt: true });
+    assert.deepEqual(
+      fake.requests.map((r) => r.path),
+      ["/v1/tokens/count", "/tokenize", "/tokenize"],
+    );
+    assert.deepEqual(fake.requests[2].body, {
+      model: "Qwen/Qwen2.5-7B-Instruct",
+      messages: LONG,
+      add_generation_prompt: true,
+    });
     assert.equal(fake.requests[2].headers.authorization, "Bearer sk-vllm");
     assert.equal(await engine.encoder.count(SHORT), 100 + chars(SHORT));
-    assert.deepEqual(fake.requests.map((r) => r.path), ["/v1/tokens/count", "/tokenize", "/tokenize", "/tokenize"], "no second detection");
+    assert.deepEqual(
+      fake.requests.map((r) => r.path),
+      ["/v1/tokens/count", "/tokenize", "/tokenize", "/tokenize"],
+      "no second detection",
+    );
     assert.equal(engine.stats().busy, 0);
   });
 
   test("auto detects llama.cpp's /apply-template + /tokenize once, and counts with them", async (t) => {
-    const TEMPLATE = (messages: ChatMessage[]) => messages.map((m) => `<|${m.role}|>${m.content}<|end|>`).join("") + "<|assistant|>";
+    const TEMPLATE = (messages: ChatMessage[]) =>
+      messages.map((m) => `<|${m.role}|>${m.content}<|end|>`).join("") + "<|assistant|>";
     const fake = await fakeUpstream(t, (req, res, seen) => {
-      if (req.method === "POST" && seen.path === "/apply-template") return json(res, 200, { prompt: TEMPLATE(seen.body.messages) });
+      if (req.method === "POST" && seen.path === "/apply-template")
+        return json(res, 200, { prompt: TEMPLATE(seen.body.messages) });
       if (req.method === "POST" && seen.path === "/tokenize") {
         // As llama-server does: without `content`, an empty token list.
         const content = typeof seen.body?.content === "string" ? (seen.body.content as string) : "";
@@ -872,25 +1014,42 @@ describe("UpstreamEngine: counting prompts", () => {
     const engine = await startEngine(t, [{ url: fake.origin }]);
     const expected = (m: ChatMessage[]) => Math.ceil(TEMPLATE(m).length / 3);
     assert.equal(await engine.encoder.count(LONG), expected(LONG));
-    assert.deepEqual(fake.requests.map((r) => r.path), ["/v1/tokens/count", "/tokenize", "/apply-template", "/tokenize", "/apply-template", "/tokenize"]);
+    assert.deepEqual(
+      fake.requests.map((r) => r.path),
+      ["/v1/tokens/count", "/tokenize", "/apply-template", "/tokenize", "/apply-template", "/tokenize"],
+    );
     assert.deepEqual(fake.requests[4].body, { messages: LONG });
     assert.deepEqual(fake.requests[5].body, { content: TEMPLATE(LONG), add_special: true });
     assert.equal(await engine.encoder.count(SHORT), expected(SHORT));
     assert.equal(fake.requests.length, 8, "no second detection");
-    assert.deepEqual(fake.requests.slice(6).map((r) => r.path), ["/apply-template", "/tokenize"]);
+    assert.deepEqual(
+      fake.requests.slice(6).map((r) => r.path),
+      ["/apply-template", "/tokenize"],
+    );
   });
 
   test("auto detects a Lucena server's /v1/tokens/count once, and counts with it", async (t) => {
     const fake = await fakeUpstream(t, (req, res, seen) => {
       if (req.method === "POST" && seen.path === "/v1/tokens/count") {
-        return json(res, 200, { object: "token_count", model: seen.body.model, usage: { prompt_tokens: 5 + chars(seen.body.messages), completion_tokens: 0, total_tokens: 5 + chars(seen.body.messages) } });
+        return json(res, 200, {
+          object: "token_count",
+          model: seen.body.model,
+          usage: {
+            prompt_tokens: 5 + chars(seen.body.messages),
+            completion_tokens: 0,
+            total_tokens: 5 + chars(seen.body.messages),
+          },
+        });
       }
       notFound(req, res);
     });
     const engine = await startEngine(t, [{ url: fake.origin, api_key: "sk-lucena-worker-key" }]);
     assert.equal(await engine.encoder.count(LONG), 5 + chars(LONG));
     assert.equal(await engine.encoder.count(SHORT), 5 + chars(SHORT));
-    assert.deepEqual(fake.requests.map((r) => r.path), ["/v1/tokens/count", "/v1/tokens/count", "/v1/tokens/count"]);
+    assert.deepEqual(
+      fake.requests.map((r) => r.path),
+      ["/v1/tokens/count", "/v1/tokens/count", "/v1/tokens/count"],
+    );
     assert.deepEqual(fake.requests[1].body, { model: MODEL_ID, messages: LONG });
     assert.equal(fake.requests[1].headers.authorization, "Bearer sk-lucena-worker-key");
   });
@@ -902,7 +1061,10 @@ describe("UpstreamEngine: counting prompts", () => {
     });
     const engine = await startEngine(t, [{ url: fake.origin }], { tokenizer: "vllm" });
     assert.equal(await engine.encoder.count(SHORT), 17);
-    assert.deepEqual(fake.requests.map((r) => r.path), ["/tokenize"]);
+    assert.deepEqual(
+      fake.requests.map((r) => r.path),
+      ["/tokenize"],
+    );
   });
 
   test("an upstream with no known tokenize endpoint: a 503 LucenaError", async (t) => {
@@ -912,7 +1074,10 @@ describe("UpstreamEngine: counting prompts", () => {
       assertLucenaError(err, 503, "server_error");
       return true;
     });
-    assert.deepEqual(fake.requests.map((r) => r.path), ["/v1/tokens/count", "/tokenize", "/apply-template"]);
+    assert.deepEqual(
+      fake.requests.map((r) => r.path),
+      ["/v1/tokens/count", "/tokenize", "/apply-template"],
+    );
     assert.equal(engine.stats().busy, 0);
     // Not the replica's failure: it stays in the pool.
     assert.equal(replica(engine, 0).state, "healthy");
@@ -928,7 +1093,11 @@ describe("UpstreamEngine: counting prompts", () => {
     const conversations: ChatMessage[][] = [
       SHORT,
       LONG,
-      [...LONG, { role: "assistant", content: "Waves fold on the shore." }, { role: "user", content: "Again, shorter." }],
+      [
+        ...LONG,
+        { role: "assistant", content: "Waves fold on the shore." },
+        { role: "user", content: "Again, shorter." },
+      ],
     ];
     const counts: number[] = [];
     for (const messages of conversations) {
@@ -937,6 +1106,9 @@ describe("UpstreamEngine: counting prompts", () => {
       counts.push(n);
     }
     assert.ok(counts[0] > 0);
-    assert.ok(counts[0] < counts[1] && counts[1] < counts[2], `counts grow with the conversation: ${counts.join(", ")}`);
+    assert.ok(
+      counts[0] < counts[1] && counts[1] < counts[2],
+      `counts grow with the conversation: ${counts.join(", ")}`,
+    );
   });
 });

@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { describe, test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Replica, ReplicaPool, type ReplicaConfig, type ReplicaPoolOptions } from "../../src/engines/upstream/replicas.js";
+import {
+  Replica,
+  ReplicaPool,
+  type ReplicaConfig,
+  type ReplicaPoolOptions,
+} from "../../src/engines/upstream/replicas.js";
 import { listen } from "../helpers/sockets.js";
 
 interface LogLine {
@@ -25,7 +30,6 @@ interface FakeReplica {
   stop(): Promise<void>;
   restart(): Promise<void>;
 }
-
 
 async function fakeReplica(t: TestContext, basePath = "/v1"): Promise<FakeReplica> {
   let server: Server;
@@ -81,7 +85,10 @@ function options(overrides: Partial<ReplicaPoolOptions> = {}): ReplicaPoolOption
 
 /** A pool whose replicas are never contacted (no start()), for selection and bookkeeping tests. */
 function offlinePool(t: TestContext, n: number, overrides: Partial<ReplicaPoolOptions> = {}) {
-  const configs: ReplicaConfig[] = Array.from({ length: n }, (_, i) => ({ url: `http://127.0.0.1:${9000 + i}/v1`, apiKey: null }));
+  const configs: ReplicaConfig[] = Array.from({ length: n }, (_, i) => ({
+    url: `http://127.0.0.1:${9000 + i}/v1`,
+    apiKey: null,
+  }));
   const opts = options(overrides);
   const pool = new ReplicaPool(configs, opts);
   t.after(() => pool.close());
@@ -138,8 +145,14 @@ describe("Replica", () => {
   });
 
   test("a bad URL is refused without echoing it", () => {
-    assert.throws(() => new Replica({ url: "not a url sk-secret", apiKey: null }, 1000), (err: Error) => !err.message.includes("sk-secret"));
-    assert.throws(() => new Replica({ url: "ftp://u:pw@h/v1", apiKey: null }, 1000), (err: Error) => !err.message.includes("pw"));
+    assert.throws(
+      () => new Replica({ url: "not a url sk-secret", apiKey: null }, 1000),
+      (err: Error) => !err.message.includes("sk-secret"),
+    );
+    assert.throws(
+      () => new Replica({ url: "ftp://u:pw@h/v1", apiKey: null }, 1000),
+      (err: Error) => !err.message.includes("pw"),
+    );
   });
 });
 
@@ -288,12 +301,18 @@ describe("ReplicaPool active health", () => {
     pool.start();
     await pool.firstProbes();
     // Nobody listens on port 1: out at the first probe. A 503 (busy, still loading) is one strike of three.
-    assert.deepEqual(pool.replicas.map((r) => r.state), ["healthy", "ejected"]);
+    assert.deepEqual(
+      pool.replicas.map((r) => r.state),
+      ["healthy", "ejected"],
+    );
     await until("the sick replica to be ejected after three failed probes", () => pool.replicas[0].state === "ejected");
     assert.equal(pool.anyHealthy, false);
     const reasons = opts.lines.map((l) => (l.obj as { reason: string }).reason);
     assert.ok(reasons.includes("health probe failed: HTTP 503"), reasons.join(", "));
-    assert.ok(reasons.some((r) => r.startsWith("health probe failed: ECONN")), reasons.join(", "));
+    assert.ok(
+      reasons.some((r) => r.startsWith("health probe failed: ECONN")),
+      reasons.join(", "),
+    );
   });
 
   test("one slow or failed probe among passing ones does not eject", async (t) => {
@@ -330,7 +349,11 @@ describe("ReplicaPool active health", () => {
     await pool.firstProbes();
     assert.equal(keyed.seen[0].authorization, "Bearer sk-upstream-1");
     assert.equal(open.seen[0].authorization, undefined);
-    assert.deepEqual([keyed.paths[0], open.paths[0]], ["/health", "/health"], "relative to the origin, not the base path");
+    assert.deepEqual(
+      [keyed.paths[0], open.paths[0]],
+      ["/health", "/health"],
+      "relative to the origin, not the base path",
+    );
   });
 
   test("probes and requests reuse one kept-alive connection", async (t) => {
@@ -355,7 +378,12 @@ describe("ReplicaPool active health", () => {
     const r = pool.replicas[0];
     pool.start();
     await until("probing", () => fake.seen.length >= 2);
-    const pending = r.dispatcher.request({ method: "POST", path: r.path("/chat/completions"), headers: r.headers(), body: "{}" });
+    const pending = r.dispatcher.request({
+      method: "POST",
+      path: r.path("/chat/completions"),
+      headers: r.headers(),
+      body: "{}",
+    });
     await new Promise((resolve) => setTimeout(resolve, 20));
     await pool.close();
     await assert.rejects(pending);

@@ -40,19 +40,31 @@ async function vllmLike(t: TestContext, silenceMs: number, texts: string[]): Pro
       if (sent.stream === false) {
         await new Promise((r) => setTimeout(r, silenceMs));
         res.writeHead(200, { "content-type": "application/json" });
-        return void res.end(JSON.stringify({
-          id: "cmpl-up", object: "chat.completion", created: 1, model: "upstream-name",
-          choices: [{ index: 0, message: { role: "assistant", content: texts.join("") }, finish_reason: "stop" }],
-          usage: { prompt_tokens: 42, completion_tokens: texts.length, total_tokens: 42 + texts.length },
-        }));
+        return void res.end(
+          JSON.stringify({
+            id: "cmpl-up",
+            object: "chat.completion",
+            created: 1,
+            model: "upstream-name",
+            choices: [{ index: 0, message: { role: "assistant", content: texts.join("") }, finish_reason: "stop" }],
+            usage: { prompt_tokens: 42, completion_tokens: texts.length, total_tokens: 42 + texts.length },
+          }),
+        );
       }
       res.writeHead(200, { "content-type": "text/event-stream" });
       const base = { id: "cmpl-up", object: "chat.completion.chunk", created: 1, model: "upstream-name" };
-      res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] })}\n\n`,
+      );
       await new Promise((r) => setTimeout(r, silenceMs));
-      for (const text of texts) res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: text }, finish_reason: null }] })}\n\n`);
+      for (const text of texts)
+        res.write(
+          `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: { content: text }, finish_reason: null }] })}\n\n`,
+        );
       res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\n`);
-      res.write(`data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: 42, completion_tokens: texts.length, total_tokens: 42 + texts.length } })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: 42, completion_tokens: texts.length, total_tokens: 42 + texts.length } })}\n\n`,
+      );
       res.end("data: [DONE]\n\n");
     });
   });
@@ -65,7 +77,12 @@ async function vllmLike(t: TestContext, silenceMs: number, texts: string[]): Pro
 async function gateway(t: TestContext, up: Upstream, keepaliveMs = 60_000) {
   const config: ModelConfig = {
     ...TEST_MODEL,
-    upstream: { ...DEFAULT_UPSTREAM, replicas: [{ url: up.url, api_key: "sk-replica" }], model: "upstream-name", health_interval_seconds: 30 },
+    upstream: {
+      ...DEFAULT_UPSTREAM,
+      replicas: [{ url: up.url, api_key: "sk-replica" }],
+      model: "upstream-name",
+      health_interval_seconds: 30,
+    },
   };
   const log = pino({ level: "silent" });
   const engine = new UpstreamEngine(config, log);
@@ -92,7 +109,12 @@ describe("routes over an upstream model", () => {
     // (the replica is asked for a stream with usage, as the engine's unit tests check)
     const up = await vllmLike(t, 350, ["Hel", "lo"]);
     const { app } = await gateway(t, up, 100);
-    const res = await chat(app, { model: TEST_MODEL.id, stream: true, max_tokens: 20, messages: [{ role: "user", content: "Hi" }] });
+    const res = await chat(app, {
+      model: TEST_MODEL.id,
+      stream: true,
+      max_tokens: 20,
+      messages: [{ role: "user", content: "Hi" }],
+    });
     assert.equal(res.statusCode, 200);
     const events = sseEvents(res.payload);
     assert.equal(events[0], ": connected");
@@ -103,20 +125,36 @@ describe("routes over an upstream model", () => {
     assert.equal(data.at(-1), "data: [DONE]");
     const chunks = data.slice(0, -1).map(parse);
     assert.deepEqual(chunks[0].choices[0].delta, { role: "assistant" });
-    assert.deepEqual(chunks.slice(1, 3).map((c) => c.choices[0].delta.content), ["Hel", "lo"]);
+    assert.deepEqual(
+      chunks.slice(1, 3).map((c) => c.choices[0].delta.content),
+      ["Hel", "lo"],
+    );
     assert.deepEqual(chunks[3].choices, []);
     assert.deepEqual(chunks[3].usage, { prompt_tokens: 42, completion_tokens: 2, total_tokens: 44 });
     assert.equal(chunks[4].choices[0].finish_reason, "stop");
     assert.equal(chunks.length, 5);
-    assert.ok(chunks.every((c) => c.model === TEST_MODEL.id && c.id === chunks[0].id), "Lucena's own id and model, not the replica's");
+    assert.ok(
+      chunks.every((c) => c.model === TEST_MODEL.id && c.id === chunks[0].id),
+      "Lucena's own id and model, not the replica's",
+    );
   });
 
   test("a JSON request is streamed from the replica and answered in Lucena's shape; the replica gets the resolved conversation", async (t) => {
     const up = await vllmLike(t, 0, ["a", "b", "c"]);
     const { app } = await gateway(t, up);
-    const res = await chat(app, { model: TEST_MODEL.id, max_tokens: 20, temperature: 0.5, messages: [{ role: "user", content: "Hi" }] });
+    const res = await chat(app, {
+      model: TEST_MODEL.id,
+      max_tokens: 20,
+      temperature: 0.5,
+      messages: [{ role: "user", content: "Hi" }],
+    });
     assert.equal(res.statusCode, 200);
-    const body = JSON.parse(res.payload) as { object: string; model: string; choices: { message: { content: string }; finish_reason: string }[]; usage: unknown };
+    const body = JSON.parse(res.payload) as {
+      object: string;
+      model: string;
+      choices: { message: { content: string }; finish_reason: string }[];
+      usage: unknown;
+    };
     assert.equal(body.object, "chat.completion");
     assert.equal(body.model, TEST_MODEL.id);
     assert.equal(body.choices[0].message.content, "abc");
@@ -124,7 +162,10 @@ describe("routes over an upstream model", () => {
     assert.deepEqual(body.usage, { prompt_tokens: 42, completion_tokens: 3, total_tokens: 45 });
     const sent = up.bodies[0];
     assert.equal(sent.model, "upstream-name");
-    assert.deepEqual(sent.messages, [{ role: "system", content: TEST_MODEL.system_prompt }, { role: "user", content: "Hi" }]);
+    assert.deepEqual(sent.messages, [
+      { role: "system", content: TEST_MODEL.system_prompt },
+      { role: "user", content: "Hi" },
+    ]);
     assert.equal(sent.max_tokens, 20);
     assert.equal(sent.temperature, 0.5);
     assert.equal(sent.stream, true, "a JSON client's answer is streamed from the replica, whose silence is then seen");
@@ -138,7 +179,10 @@ describe("routes over an upstream model", () => {
     const res = await chat(app, { model: TEST_MODEL.id, shape: "terse", messages: [{ role: "user", content: "Hi" }] });
     assert.equal(res.statusCode, 200);
     const sent = up.bodies[0];
-    assert.deepEqual(sent.messages, [{ role: "system", content: "Answer in one short sentence." }, { role: "user", content: "Hi" }]);
+    assert.deepEqual(sent.messages, [
+      { role: "system", content: "Answer in one short sentence." },
+      { role: "user", content: "Hi" },
+    ]);
     assert.equal(sent.temperature, 0.1);
     assert.equal(sent.top_p, 0.5);
     assert.equal(sent.max_tokens, 64);
@@ -156,13 +200,25 @@ describe("an upstream model with every replica down", () => {
     const up = await vllmLike(t, 0, ["ok"]);
     const config: ModelConfig = {
       ...TEST_MODEL,
-      upstream: { ...DEFAULT_UPSTREAM, replicas: [{ url: up.url, api_key: null }], health_interval_seconds: 0.3, probes_to_readmit: 2 },
+      upstream: {
+        ...DEFAULT_UPSTREAM,
+        replicas: [{ url: up.url, api_key: null }],
+        health_interval_seconds: 0.3,
+        probes_to_readmit: 2,
+      },
     };
     const log = pino({ level: "silent" });
     const engine = new UpstreamEngine(config, log);
     await engine.load();
     const registry = new ModelRegistry([{ config, engine, demo: false }]);
-    const app = buildApp({ registry, keys: new StaticKeys([TEST_KEY]), log, bodyLimit: 1 << 20, alwaysStream: false, keepaliveMs: 60_000 });
+    const app = buildApp({
+      registry,
+      keys: new StaticKeys([TEST_KEY]),
+      log,
+      bodyLimit: 1 << 20,
+      alwaysStream: false,
+      keepaliveMs: 60_000,
+    });
     t.after(async () => {
       await app.close();
       await engine.close();
@@ -173,7 +229,11 @@ describe("an upstream model with every replica down", () => {
     engine.pool.report(engine.pool.replicas[0], "connect"); // as a refused connection would
     assert.equal(engine.status, "unavailable");
     assert.deepEqual(health(registry), { status: "degraded", models: { [TEST_MODEL.id]: "unavailable" } });
-    const listed = await app.inject({ method: "GET", url: "/v1/models", headers: { authorization: `Bearer ${TEST_KEY}` } });
+    const listed = await app.inject({
+      method: "GET",
+      url: "/v1/models",
+      headers: { authorization: `Bearer ${TEST_KEY}` },
+    });
     assert.equal(listed.statusCode, 200);
     assert.equal((JSON.parse(listed.payload) as { data: { id: string }[] }).data[0].id, TEST_MODEL.id);
     const res = await chat(app, { model: TEST_MODEL.id, max_tokens: 5, messages: [{ role: "user", content: "Hi" }] });

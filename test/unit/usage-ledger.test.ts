@@ -43,8 +43,14 @@ describe("usage table migration", () => {
     const store = new KeyStore(d);
     store.close();
     const [ok, cut] = rows(d);
-    assert.deepEqual([ok.request_id, ok.status, ok.state, ok.prompt_tokens, ok.completion_tokens], ["old-ok", 200, "complete", 10, 5]);
-    assert.deepEqual([cut.request_id, cut.status, cut.state, cut.completion_tokens], ["old-cut", 499, "client_closed", 3]);
+    assert.deepEqual(
+      [ok.request_id, ok.status, ok.state, ok.prompt_tokens, ok.completion_tokens],
+      ["old-ok", 200, "complete", 10, 5],
+    );
+    assert.deepEqual(
+      [cut.request_id, cut.status, cut.state, cut.completion_tokens],
+      ["old-cut", 499, "client_closed", 3],
+    );
     const db = new Database(join(d, "lucena.db"), { readonly: true });
     assert.equal(db.pragma("user_version", { simple: true }), 1);
     db.close();
@@ -52,10 +58,21 @@ describe("usage table migration", () => {
     // Opening again changes nothing; a server of the first release can still write its rows.
     new KeyStore(d).close();
     const old = new Database(join(d, "lucena.db"));
-    old.prepare(`INSERT INTO usage (request_id, key_id, model, prompt_tokens, completion_tokens, status, finish_reason,
-      ttft_ms, duration_ms, stream, created_at) VALUES ('older-server', 'k1', 'm', 1, 1, 200, 'stop', 1, 1, 0, 1)`).run();
+    old
+      .prepare(
+        `INSERT INTO usage (request_id, key_id, model, prompt_tokens, completion_tokens, status, finish_reason,
+      ttft_ms, duration_ms, stream, created_at) VALUES ('older-server', 'k1', 'm', 1, 1, 200, 'stop', 1, 1, 0, 1)`,
+      )
+      .run();
     old.close();
-    assert.deepEqual(rows(d).map((r) => [r.request_id, r.state]), [["old-ok", "complete"], ["old-cut", "client_closed"], ["older-server", "complete"]]);
+    assert.deepEqual(
+      rows(d).map((r) => [r.request_id, r.state]),
+      [
+        ["old-ok", "complete"],
+        ["old-cut", "client_closed"],
+        ["older-server", "complete"],
+      ],
+    );
   });
 });
 
@@ -91,12 +108,40 @@ describe("usage rows while a request runs", () => {
     assert.ok(maxAhead <= 21, `at most about a second ahead: ${maxAhead}`);
     assert.ok(writes <= 100 + 10, `about one write a second over 100 s: ${writes}`);
     assert.equal(rows(d)[0].state, "in_progress");
-    assert.deepEqual(store.usage("k1"), [{ keyId: "k1", requests: 1, promptTokens: 30, completionTokens: rows(d)[0].completion_tokens, totalTokens: 30 + (rows(d)[0].completion_tokens as number), inProgress: 1 }]);
+    assert.deepEqual(store.usage("k1"), [
+      {
+        keyId: "k1",
+        requests: 1,
+        promptTokens: 30,
+        completionTokens: rows(d)[0].completion_tokens,
+        totalTokens: 30 + (rows(d)[0].completion_tokens as number),
+        inProgress: 1,
+      },
+    ]);
 
-    entry.end({ promptTokens: 30, completionTokens: 2000, ttftMs: 5, durationMs: now, status: 200, state: "complete", finishReason: "length" });
-    entry.end({ promptTokens: 1, completionTokens: 1, ttftMs: 1, durationMs: 1, status: 500, state: "complete", finishReason: "error" });
+    entry.end({
+      promptTokens: 30,
+      completionTokens: 2000,
+      ttftMs: 5,
+      durationMs: now,
+      status: 200,
+      state: "complete",
+      finishReason: "length",
+    });
+    entry.end({
+      promptTokens: 1,
+      completionTokens: 1,
+      ttftMs: 1,
+      durationMs: 1,
+      status: 500,
+      state: "complete",
+      finishReason: "error",
+    });
     const [row] = rows(d);
-    assert.deepEqual([row.state, row.status, row.prompt_tokens, row.completion_tokens, row.finish_reason], ["complete", 200, 30, 2000, "length"]);
+    assert.deepEqual(
+      [row.state, row.status, row.prompt_tokens, row.completion_tokens, row.finish_reason],
+      ["complete", 200, 30, 2000, "length"],
+    );
     assert.equal(store.usage("k1")[0].inProgress, 0);
     store.close();
   });
@@ -106,11 +151,25 @@ describe("usage rows while a request runs", () => {
     const store = new KeyStore(d);
     const ledger = new UsageLedger(store, pino({ level: "silent" }));
     const entry = ledger.open({ requestId: "r2", keyId: null, model: "m", stream: false, maxCompletionTokens: 3 });
-    assert.deepEqual(rows(d).map((r) => [r.status, r.state, r.stream]), [[0, "in_progress", 0]]);
+    assert.deepEqual(
+      rows(d).map((r) => [r.status, r.state, r.stream]),
+      [[0, "in_progress", 0]],
+    );
     entry.deliver({ promptTokens: 7, completionTokens: 2, ttftMs: 1, durationMs: 1 });
     assert.equal(rows(d)[0].completion_tokens, 3);
-    entry.end({ promptTokens: 7, completionTokens: 0, ttftMs: 1, durationMs: 2, status: 499, state: "client_closed", finishReason: "cancelled" });
-    assert.deepEqual(rows(d).map((r) => [r.status, r.state, r.completion_tokens]), [[499, "client_closed", 0]]);
+    entry.end({
+      promptTokens: 7,
+      completionTokens: 0,
+      ttftMs: 1,
+      durationMs: 2,
+      status: 499,
+      state: "client_closed",
+      finishReason: "cancelled",
+    });
+    assert.deepEqual(
+      rows(d).map((r) => [r.status, r.state, r.completion_tokens]),
+      [[499, "client_closed", 0]],
+    );
     store.close();
   });
 });

@@ -68,7 +68,11 @@ export class ThreadShare {
   private streak = 0;
   private raiseTo = Infinity;
 
-  constructor(readonly ideal: number, readonly cores: number, private readonly raiseAfter = RAISE_AFTER) {
+  constructor(
+    readonly ideal: number,
+    readonly cores: number,
+    private readonly raiseAfter = RAISE_AFTER,
+  ) {
     this.threads = ideal;
   }
 
@@ -199,7 +203,11 @@ export class CpuShareMonitor {
   private readonly read: () => CpuTimes | undefined;
   private readonly intervalMs: number;
 
-  constructor(private readonly target: ThreadLimit, private readonly log: Logger, opts: CpuShareOptions = {}) {
+  constructor(
+    private readonly target: ThreadLimit,
+    private readonly log: Logger,
+    opts: CpuShareOptions = {},
+  ) {
     this.full = target.maxThreads;
     this.read = opts.read ?? cpuTimesReader();
     this.intervalMs = opts.intervalMs ?? INTERVAL_MS;
@@ -295,7 +303,9 @@ export class CpuShareMonitor {
     if (after === before) return;
     this.log.info(
       { component: "engine", threads: after, was: before, others: Math.round(others * 100) / 100 },
-      after < before ? "engine threads lowered: other processes use the cores" : "engine threads raised: cores are free again",
+      after < before
+        ? "engine threads lowered: other processes use the cores"
+        : "engine threads raised: cores are free again",
     );
     this.apply();
   }

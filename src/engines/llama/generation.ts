@@ -71,7 +71,8 @@ export class LlamaGeneration {
    */
   private async evaluatePrompt(): Promise<boolean> {
     const { seq, prompt, member, opts } = this;
-    if (this.reuse < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: this.reuse, end: seq.nextTokenIndex }]);
+    if (this.reuse < seq.nextTokenIndex)
+      await seq.eraseContextTokenRanges([{ start: this.reuse, end: seq.nextTokenIndex }]);
     while (!opts.signal.aborted) {
       const left = prompt.length - this.evaluated;
       const n = await member.arrive(left === 1 ? { kind: "start" } : { kind: "prompt", remaining: left });
@@ -156,7 +157,8 @@ export class LlamaGeneration {
   private noEog(): TokenBias {
     const bias = new TokenBias(this.model.tokenizer);
     const map = (bias as unknown as { _biases?: unknown })._biases;
-    if (!(map instanceof Map)) throw new Error("node-llama-cpp's TokenBias has no bias map: ignore_eos cannot be honoured");
+    if (!(map instanceof Map))
+      throw new Error("node-llama-cpp's TokenBias has no bias map: ignore_eos cannot be honoured");
     for (const token of eogTokens(this.model)) map.set(token, -Infinity);
     return bias;
   }

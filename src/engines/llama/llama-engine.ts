@@ -41,7 +41,10 @@ export function engineThreads(configured: number): number {
  * - `tpot_target_ms: 0`: 250 ms on a CPU, 50 with a GPU.
  * - Beside streams, a step always has room for at least MIN_PROMPT_TOKENS prompt tokens (or `batch_size`, if less).
  */
-export function engineStepOptions(config: Pick<ModelConfig, "batch_size" | "tpot_target_ms">, gpu: boolean): { promptTokens: number; targetStepMs: number; minPromptTokens: number } {
+export function engineStepOptions(
+  config: Pick<ModelConfig, "batch_size" | "tpot_target_ms">,
+  gpu: boolean,
+): { promptTokens: number; targetStepMs: number; minPromptTokens: number } {
   const promptTokens = config.batch_size > 0 ? config.batch_size : gpu ? 512 : 256;
   const targetStepMs = config.tpot_target_ms > 0 ? config.tpot_target_ms : gpu ? 50 : 250;
   return { promptTokens, targetStepMs, minPromptTokens: Math.min(MIN_PROMPT_TOKENS, promptTokens) };
@@ -123,14 +126,16 @@ export class LlamaEngine implements Engine {
       this.gate = new StepGate(steps);
       const share = cpuShare(llama, this.log);
       const threads = engineThreads(this.config.threads);
-      this.context = await share.whileCreating(() => this.model!.createContext({
-        contextSize: Math.min(this.config.context_size, train),
-        sequences: this.config.parallel,
-        threads,
-        flashAttention: this.config.flash_attention,
-        batchSize: contextBatchSize(steps.promptTokens, this.config.parallel),
-        createSignal: this.loadAbort.signal,
-      }));
+      this.context = await share.whileCreating(() =>
+        this.model!.createContext({
+          contextSize: Math.min(this.config.context_size, train),
+          sequences: this.config.parallel,
+          threads,
+          flashAttention: this.config.flash_attention,
+          batchSize: contextBatchSize(steps.promptTokens, this.config.parallel),
+          createSignal: this.loadAbort.signal,
+        }),
+      );
       this.threads = this.config.threads > 0 ? share.fix(threads) : share.adapt(threads);
       // Made in order, so each one's index in the pool is its llama.cpp sequence id (the step gate orders by it).
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
@@ -206,8 +211,15 @@ export class LlamaEngine implements Engine {
     return this.run(lease, prompt, { ...opts, signal });
   }
 
-  private async *run(lease: Lease<LlamaContextSequence>, prompt: Token[], opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
-    const seq = await lease.ready.then(() => lease.claim(), () => null);
+  private async *run(
+    lease: Lease<LlamaContextSequence>,
+    prompt: Token[],
+    opts: GenerateOptions,
+  ): AsyncGenerator<EngineEvent, void, undefined> {
+    const seq = await lease.ready.then(
+      () => lease.claim(),
+      () => null,
+    );
     if (!seq) {
       // Cancelled while waiting for a sequence: nothing of the prompt was evaluated.
       yield { type: "done", finishReason: "cancelled", completionTokens: 0, promptTokens: 0 };
@@ -223,7 +235,15 @@ export class LlamaEngine implements Engine {
       this.promptTokensReused += reuse;
       this.promptTokensEvaluated += prompt.length - reuse;
       const limit = Math.min(opts.maxTokens, this.contextSize - prompt.length);
-      generation = new LlamaGeneration(this.model!, seq, this.gate!.join(this.pool!.indexOf(seq)), prompt, reuse, limit, opts);
+      generation = new LlamaGeneration(
+        this.model!,
+        seq,
+        this.gate!.join(this.pool!.indexOf(seq)),
+        prompt,
+        reuse,
+        limit,
+        opts,
+      );
       yield* generation.events();
     } finally {
       await generation?.dispose();
@@ -245,10 +265,15 @@ export class LlamaEngine implements Engine {
     this.closing.abort();
     // A download does not always stop at once on abort (node-llama-cpp retries an unreachable host): close()
     // waits only for llama.cpp's part of a load, and no longer than DRAIN_WAIT_MS.
-    if (this.loadingNative) await withinMs(this.loading?.catch(() => undefined), DRAIN_WAIT_MS);
+    if (this.loadingNative)
+      await withinMs(
+        this.loading?.catch(() => undefined),
+        DRAIN_WAIT_MS,
+      );
     if (this.running > 0) {
       await withinMs(new Promise<void>((resolve) => (this.drained = resolve)), DRAIN_WAIT_MS);
-      if (this.running > 0) this.log.warn({ model: this.config.id, running: this.running }, "closing with generations still running");
+      if (this.running > 0)
+        this.log.warn({ model: this.config.id, running: this.running }, "closing with generations still running");
     }
     this.status = "unavailable";
     await this.context?.dispose();

@@ -15,7 +15,12 @@ export function isRemoteSource(source: string): boolean {
  * Resolves a model source to a local GGUF file: the demo model (made on first use) when there is no source,
  * a local path as it is, or a remote source downloaded once into `<dataDir>/models` with a progress display.
  */
-export async function resolveModelPath(source: string | undefined, dataDir: string, log: Logger, signal?: AbortSignal): Promise<string> {
+export async function resolveModelPath(
+  source: string | undefined,
+  dataDir: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<string> {
   const models = join(dataDir, "models");
   if (source === undefined) {
     const path = join(models, DEMO_MODEL_FILE);

@@ -84,7 +84,10 @@ export class PromptTokenizer {
       }
       const hadContent = out.length > 0 || text !== "";
       if (!(await flush())) return { atLeast: out.length };
-      const tokens = value instanceof SpecialToken ? value.tokenize(this.model.tokenizer) : value.tokenize(this.model.tokenizer, hadContent);
+      const tokens =
+        value instanceof SpecialToken
+          ? value.tokenize(this.model.tokenizer)
+          : value.tokenize(this.model.tokenizer, hadContent);
       for (const t of tokens) out.push(t);
     }
     if (!(await flush())) return { atLeast: out.length };

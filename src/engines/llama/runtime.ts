@@ -15,7 +15,11 @@ export function llamaRuntime(log: Logger): Promise<Llama> {
   if (!runtime) {
     const pool = loadThreadPool(); // before getLlama: it must be in place when the CPU backend loads
     if (pool.loaded) log.debug({ component: "engine" }, "engine threads persist across decode steps");
-    else log.warn({ component: "engine", reason: pool.reason }, "engine threads are started anew at every decode step; with more than one thread, decoding is much slower");
+    else
+      log.warn(
+        { component: "engine", reason: pool.reason },
+        "engine threads are started anew at every decode step; with more than one thread, decoding is much slower",
+      );
   }
   runtime ??= getLlama({
     gpu: "auto",

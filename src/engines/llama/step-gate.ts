@@ -90,7 +90,8 @@ const DEFAULTS: StepGateOptions = { promptTokens: 128, targetStepMs: 250, minPro
 /** Weight of the newest step in the moving averages: a few steps follow a change, one odd step moves little. */
 const SMOOTHING = 0.25;
 
-const smooth = (old: number | undefined, sample: number) => (old === undefined ? sample : old + SMOOTHING * (sample - old));
+const smooth = (old: number | undefined, sample: number) =>
+  old === undefined ? sample : old + SMOOTHING * (sample - old);
 
 /** Tokens over which a stream's mean time per token is kept under the target. */
 export const TPOT_WINDOW = 32;
@@ -129,7 +130,8 @@ export class StepGate {
   constructor(opts: Partial<StepGateOptions> = {}) {
     this.opts = { now: () => performance.now(), ...DEFAULTS, ...opts };
     if (this.opts.minPromptTokens < 1) throw new RangeError("a step needs room for at least one prompt token");
-    if (this.opts.promptTokens < this.opts.minPromptTokens) throw new RangeError("promptTokens is below minPromptTokens");
+    if (this.opts.promptTokens < this.opts.minPromptTokens)
+      throw new RangeError("promptTokens is below minPromptTokens");
   }
 
   /** A sequence has its lease: it is a member until it leaves, and asks for each of its steps here. */
@@ -144,7 +146,8 @@ export class StepGate {
       arrive: (phase: Phase = { kind: "stream" }) =>
         new Promise<number>((resolve, reject) => {
           if (state !== "processing") return reject(new Error(`arrive while ${state}`));
-          if (phase.kind === "prompt" && phase.remaining < 1) return reject(new RangeError("a prompt step needs a token to evaluate"));
+          if (phase.kind === "prompt" && phase.remaining < 1)
+            return reject(new RangeError("a prompt step needs a token to evaluate"));
           state = "waiting";
           entry = {
             order,

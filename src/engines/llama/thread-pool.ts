@@ -61,7 +61,13 @@ export interface LazyZeroCheck {
 }
 
 export type ThreadPoolState =
-  | { loaded: true; stats: () => ThreadPoolStats; trim: () => boolean; release: () => number; checkLazyZero: (bytes: number) => LazyZeroCheck }
+  | {
+      loaded: true;
+      stats: () => ThreadPoolStats;
+      trim: () => boolean;
+      release: () => number;
+      checkLazyZero: (bytes: number) => LazyZeroCheck;
+    }
   | { loaded: false; reason: string };
 
 /**
@@ -113,7 +119,8 @@ function foundVersions(): FoundVersions {
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
   let llamaCpp: string | null = null;
   try {
-    llamaCpp = (JSON.parse(readFileSync(join(root, "llama", "llama.cpp.info.json"), "utf8")) as { tag?: string }).tag ?? null;
+    llamaCpp =
+      (JSON.parse(readFileSync(join(root, "llama", "llama.cpp.info.json"), "utf8")) as { tag?: string }).tag ?? null;
   } catch {
     // unknown: treated as unchecked
   }
@@ -143,7 +150,10 @@ function load(): ThreadPoolState {
   mod.exports.setPoll(POLL_LEVEL);
   const native = mod.exports;
   return {
-    loaded: true, stats: () => native.stats(), trim: () => native.trim(), release: () => native.release(),
+    loaded: true,
+    stats: () => native.stats(),
+    trim: () => native.trim(),
+    release: () => native.release(),
     checkLazyZero: (bytes) => native.checkLazyZero(bytes),
   };
 }

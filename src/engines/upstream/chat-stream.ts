@@ -92,7 +92,11 @@ export class UpstreamStreamDecoder {
   private invalidLine(e: ParseError): void {
     if (e.type === "max-buffer-size-exceeded") {
       this.broken = true;
-      this.out.push({ type: "error", message: `Upstream stream event exceeds ${this.maxBufferChars} characters`, status: null });
+      this.out.push({
+        type: "error",
+        message: `Upstream stream event exceeds ${this.maxBufferChars} characters`,
+        status: null,
+      });
     } else if (e.type === "unknown-field" && e.field === "error") {
       // Older llama-server builds write a mid-stream error as an `error: {"code":500,"message":…}` line.
       const value = e.value ?? "";
@@ -144,7 +148,8 @@ function decodePayload(v: unknown): UpstreamEvent[] | null {
   const events: UpstreamEvent[] = [];
   // Only choice 0. With n > 1 an upstream sends one choice per chunk, so look for index 0 rather than position 0;
   // a choice without an index counts by its position.
-  const choice = choices?.find((c, i) => isObject(c) && (typeof c.index === "number" ? c.index : i) === 0) as Json | undefined;
+  const choice = choices?.find((c, i) => isObject(c) && (typeof c.index === "number" ? c.index : i) === 0) as
+    Json | undefined;
   if (choice) {
     // `message` is the non-streamed shape; reasoning_content, tool_calls and role are not content.
     const delta = isObject(choice.delta) ? choice.delta : isObject(choice.message) ? choice.message : {};
@@ -153,7 +158,12 @@ function decodePayload(v: unknown): UpstreamEvent[] | null {
       events.push({ type: "finish", reason: choice.finish_reason });
     }
   }
-  if (hasUsage) events.push({ type: "usage", promptTokens: usage.prompt_tokens as number, completionTokens: usage.completion_tokens as number });
+  if (hasUsage)
+    events.push({
+      type: "usage",
+      promptTokens: usage.prompt_tokens as number,
+      completionTokens: usage.completion_tokens as number,
+    });
   return events;
 }
 
@@ -165,7 +175,12 @@ function errorEvent(v: unknown): UpstreamEvent {
   const e = isObject(v) && v.error !== undefined && v.error !== null ? v.error : v;
   if (typeof e === "string") return { type: "error", message: e || "Upstream error", status: null };
   if (!isObject(e)) return { type: "error", message: "Upstream error", status: null };
-  const message = typeof e.message === "string" && e.message ? e.message : typeof e.type === "string" && e.type ? e.type : "Upstream error";
+  const message =
+    typeof e.message === "string" && e.message
+      ? e.message
+      : typeof e.type === "string" && e.type
+        ? e.type
+        : "Upstream error";
   const code = e.code;
   const status = typeof code === "number" && Number.isInteger(code) && code >= 400 && code <= 599 ? code : null;
   return { type: "error", message, status };

@@ -65,7 +65,12 @@ const num = (v: unknown): number | null => (typeof v === "number" && Number.isIn
  * Counts with one dialect's endpoint(s); throws NotThisDialect when the replica has no such endpoint. Only a
  * Lucena server trims (and says what it kept); the others count every message.
  */
-async function countWith(dialect: CountingDialect, replica: Replica, req: { model: string; messages: readonly ChatMessage[]; maxTokens: number | null }, signal: AbortSignal): Promise<KeptCount> {
+async function countWith(
+  dialect: CountingDialect,
+  replica: Replica,
+  req: { model: string; messages: readonly ChatMessage[]; maxTokens: number | null },
+  signal: AbortSignal,
+): Promise<KeptCount> {
   const { model, messages } = req;
   const all = (tokens: number): KeptCount => ({ tokens, kept: messages.length });
   switch (dialect) {
@@ -83,16 +88,28 @@ async function countWith(dialect: CountingDialect, replica: Replica, req: { mode
     }
     case "vllm": {
       // vLLM (and SGLang builds that have it): /tokenize takes chat messages and applies the model's template.
-      const body = (await postJson(replica, replica.originPath("/tokenize"), { model, messages, add_generation_prompt: true }, signal)) as { count?: unknown };
+      const body = (await postJson(
+        replica,
+        replica.originPath("/tokenize"),
+        { model, messages, add_generation_prompt: true },
+        signal,
+      )) as { count?: unknown };
       const n = num(body?.count);
       if (n === null) throw new NotThisDialect("no count");
       return all(n);
     }
     case "llama.cpp": {
       // llama.cpp's server: template first, then tokenize the text as its completion endpoint does.
-      const templated = (await postJson(replica, replica.originPath("/apply-template"), { messages }, signal)) as { prompt?: unknown };
+      const templated = (await postJson(replica, replica.originPath("/apply-template"), { messages }, signal)) as {
+        prompt?: unknown;
+      };
       if (typeof templated?.prompt !== "string") throw new NotThisDialect("no prompt");
-      const body = (await postJson(replica, replica.originPath("/tokenize"), { content: templated.prompt, add_special: true }, signal)) as { tokens?: unknown };
+      const body = (await postJson(
+        replica,
+        replica.originPath("/tokenize"),
+        { content: templated.prompt, add_special: true },
+        signal,
+      )) as { tokens?: unknown };
       if (!Array.isArray(body?.tokens)) throw new NotThisDialect("no tokens");
       return all(body.tokens.length);
     }
@@ -144,12 +161,21 @@ export class EndpointCounter implements PromptCounter {
       } catch (err) {
         if (err instanceof UpstreamCountError && err.status < 500) {
           this.pool.report(replica, "ok");
-          this.log.warn({ model: this.modelId, replica: replica.label, status: err.status }, "upstream refused to count a prompt");
-          throw errors.invalidRequest(`The model's server could not count this prompt (status ${err.status}).`, "messages");
+          this.log.warn(
+            { model: this.modelId, replica: replica.label, status: err.status },
+            "upstream refused to count a prompt",
+          );
+          throw errors.invalidRequest(
+            `The model's server could not count this prompt (status ${err.status}).`,
+            "messages",
+          );
         }
         if (err instanceof NoDialect) throw errors.modelUnavailable(this.modelId, 30);
         this.pool.report(replica, failureOutcome(err));
-        this.log.warn({ model: this.modelId, replica: replica.label, err: (err as Error).message }, "counting on a replica failed");
+        this.log.warn(
+          { model: this.modelId, replica: replica.label, err: (err as Error).message },
+          "counting on a replica failed",
+        );
       } finally {
         release();
       }
@@ -157,7 +183,11 @@ export class EndpointCounter implements PromptCounter {
     throw errors.modelUnavailable(this.modelId, 5);
   }
 
-  private async countOn(replica: Replica, req: Parameters<typeof countWith>[2], signal: AbortSignal): Promise<KeptCount> {
+  private async countOn(
+    replica: Replica,
+    req: Parameters<typeof countWith>[2],
+    signal: AbortSignal,
+  ): Promise<KeptCount> {
     if (!this.dialect) {
       this.dialect = this.detect(replica, signal);
       this.dialect.catch(() => (this.dialect = null)); // a failed detection is tried again on the next count
@@ -169,8 +199,16 @@ export class EndpointCounter implements PromptCounter {
   private async detect(replica: Replica, signal: AbortSignal): Promise<CountingDialect> {
     for (const dialect of COUNTING_DIALECTS) {
       try {
-        await countWith(dialect, replica, { model: this.upstreamModel, messages: [{ role: "user", content: "Hello" }], maxTokens: null }, signal);
-        this.log.info({ model: this.modelId, replica: replica.label, dialect }, "counting prompts with the upstream's tokenize endpoint");
+        await countWith(
+          dialect,
+          replica,
+          { model: this.upstreamModel, messages: [{ role: "user", content: "Hello" }], maxTokens: null },
+          signal,
+        );
+        this.log.info(
+          { model: this.modelId, replica: replica.label, dialect },
+          "counting prompts with the upstream's tokenize endpoint",
+        );
         return dialect;
       } catch (err) {
         // A missing endpoint, an answer of another shape, or a refusal of the request's form: not this one.

@@ -111,7 +111,13 @@ export interface Said {
   promptTokens?: number;
 }
 
-export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: MessagesOptions, abandon: AbortSignal, said: Said = {}): AsyncGenerator<EngineEvent, void, undefined> {
+export async function* exchange(
+  ctx: ExchangeContext,
+  replica: Replica,
+  opts: MessagesOptions,
+  abandon: AbortSignal,
+  said: Said = {},
+): AsyncGenerator<EngineEvent, void, undefined> {
   const unavailable = () => errors.modelUnavailable(ctx.modelId, 5);
   // The client's abort reaches the upstream request until the answer is complete; after that, the rest of
   // the body is read for the connection's sake whatever the client does.
@@ -126,7 +132,8 @@ export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: Me
   const firstTextMs = ctx.upstream.first_token_timeout_seconds * 1000;
   const idleMs = ctx.upstream.idle_timeout_seconds * 1000;
   /** Why this attempt failed when it was not the replica's doing nor the client's. */
-  const cause = (err: unknown) => (abandon.aborted ? "replica ejected" : watch.fired ? "silent too long" : errorCode(err));
+  const cause = (err: unknown) =>
+    abandon.aborted ? "replica ejected" : watch.fired ? "silent too long" : errorCode(err);
 
   let res: Dispatcher.ResponseData | null = null;
   let done = false;
@@ -152,7 +159,12 @@ export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: Me
     }
     // Errors reach the loop below through its iterator; this listener covers a body destroyed after the loop.
     res.body.on("error", () => undefined);
-    const decoded = { texts: 0, completionTokens: 0, promptTokens: undefined as number | undefined, finish: null as FinishReason | null };
+    const decoded = {
+      texts: 0,
+      completionTokens: 0,
+      promptTokens: undefined as number | undefined,
+      finish: null as FinishReason | null,
+    };
     const handle = function* (events: UpstreamEvent[]): Generator<EngineEvent> {
       for (const ev of events) {
         if (ev.type === "text") {
@@ -199,9 +211,13 @@ export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: Me
         ctx.pool.report(replica, "ok");
         throw errors.upstreamRefused(err.status);
       }
-      if (decoded.texts === 0) throw new BeforeFirstText(`stream: ${cause(err)}`, abandon.aborted ? "ok" : "server", unavailable());
+      if (decoded.texts === 0)
+        throw new BeforeFirstText(`stream: ${cause(err)}`, abandon.aborted ? "ok" : "server", unavailable());
       if (watch.fired) {
-        ctx.log.warn({ model: ctx.modelId, replica: replica.label, silentMs: idleMs }, "upstream stream silent too long: cut");
+        ctx.log.warn(
+          { model: ctx.modelId, replica: replica.label, silentMs: idleMs },
+          "upstream stream silent too long: cut",
+        );
       }
       throw err;
     }
@@ -218,7 +234,9 @@ export async function* exchange(ctx: ExchangeContext, replica: Replica, opts: Me
     }
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield {
-      type: "done", finishReason: decoded.finish, completionTokens: decoded.completionTokens || decoded.texts,
+      type: "done",
+      finishReason: decoded.finish,
+      completionTokens: decoded.completionTokens || decoded.texts,
       ...(promptTokens !== undefined ? { promptTokens } : {}),
     };
   } finally {
@@ -240,7 +258,10 @@ function refusal(ctx: ExchangeContext, replica: Replica, status: number, text: s
   }
   if (status === 401 || status === 403) {
     // The replica refused the gateway's key: an operator's configuration error, not the client's.
-    ctx.log.error({ model: ctx.modelId, replica: replica.label, status }, "upstream replica refused its configured key");
+    ctx.log.error(
+      { model: ctx.modelId, replica: replica.label, status },
+      "upstream replica refused its configured key",
+    );
     return new BeforeFirstText(`status ${status}`, "server", errors.internal());
   }
   // 400, 404, 413, 422…: the request itself was refused; another replica would say the same.

@@ -128,7 +128,14 @@ interface Health {
  * within the connect timeout.
  */
 const UNREACHABLE = new Set([
-  "ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_SOCKET",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_SOCKET",
 ]);
 
 /** An error's code or name (ECONNREFUSED, UND_ERR_HEADERS_TIMEOUT, TimeoutError…): safe in logs, never headers or keys. */
@@ -165,7 +172,8 @@ export class ReplicaPool {
       probesToReadmit: Math.max(1, opts.probesToReadmit),
     };
     this.replicas = configs.map((c) => new Replica(c, opts.connectTimeoutMs, opts.maxInFlight));
-    for (const r of this.replicas) this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, timer: null, onEject: new Set() });
+    for (const r of this.replicas)
+      this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, timer: null, onEject: new Set() });
     this.firstRound = new Promise((resolve) => (this.firstRoundDone = resolve));
   }
 

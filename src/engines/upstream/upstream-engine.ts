@@ -88,12 +88,21 @@ export class UpstreamEngine implements Engine {
       },
     );
     this.admission = new AdmissionQueue(this.pool, {
-      modelId: config.id, perReplica: this.upstream.max_in_flight_per_replica, queueSize: config.queue_size,
+      modelId: config.id,
+      perReplica: this.upstream.max_in_flight_per_replica,
+      queueSize: config.queue_size,
     });
     const tokenizer = this.upstream.tokenizer;
     if (tokenizer === "auto" || (COUNTING_DIALECTS as readonly string[]).includes(tokenizer)) {
       this.ggufPath = null;
-      this.counter = new EndpointCounter(config.id, this.upstreamModel, this.pool, tokenizer as "auto" | CountingDialect, log, this.upstream.retries);
+      this.counter = new EndpointCounter(
+        config.id,
+        this.upstreamModel,
+        this.pool,
+        tokenizer as "auto" | CountingDialect,
+        log,
+        this.upstream.retries,
+      );
     } else {
       this.ggufPath = tokenizer;
     }
@@ -122,10 +131,16 @@ export class UpstreamEngine implements Engine {
       this.state = "ready";
       const healthy = this.pool.replicas.filter((r) => r.state === "healthy").map((r) => r.label);
       this.log.info(
-        { model: this.config.id, replicas: this.pool.replicas.map((r) => r.label), healthy, upstreamModel: this.upstreamModel },
+        {
+          model: this.config.id,
+          replicas: this.pool.replicas.map((r) => r.label),
+          healthy,
+          upstreamModel: this.upstreamModel,
+        },
         "upstream model ready",
       );
-      if (healthy.length === 0) this.log.warn({ model: this.config.id }, "no upstream replica answers its health check yet");
+      if (healthy.length === 0)
+        this.log.warn({ model: this.config.id }, "no upstream replica answers its health check yet");
     } catch (err) {
       this.state = "failed";
       this.log.error({ model: this.config.id, err: (err as Error).message }, "upstream model failed to start");
@@ -139,12 +154,21 @@ export class UpstreamEngine implements Engine {
    */
   stats(): EngineStats {
     const healthy = this.pool.replicas.filter((r) => r.state === "healthy").length;
-    return { busy: this.admission.inFlight, waiting: this.admission.waiting, sequences: healthy, promptTokensEvaluated: 0, promptTokensReused: 0 };
+    return {
+      busy: this.admission.inFlight,
+      waiting: this.admission.waiting,
+      sequences: healthy,
+      promptTokensEvaluated: 0,
+      promptTokensReused: 0,
+    };
   }
 
   replicaStats(): ReplicaStats[] {
     return this.pool.replicas.map((r) => ({
-      replica: r.label, healthy: r.state === "healthy", inFlight: r.outstanding, ...r.counters,
+      replica: r.label,
+      healthy: r.state === "healthy",
+      inFlight: r.outstanding,
+      ...r.counters,
     }));
   }
 
@@ -160,9 +184,18 @@ export class UpstreamEngine implements Engine {
     return this.run(opts, attempt, slot);
   }
 
-  private async *run(opts: MessagesOptions, first: Attempt, firstSlot: Slot): AsyncGenerator<EngineEvent, void, undefined> {
+  private async *run(
+    opts: MessagesOptions,
+    first: Attempt,
+    firstSlot: Slot,
+  ): AsyncGenerator<EngineEvent, void, undefined> {
     const ctx: ExchangeContext = {
-      modelId: this.config.id, upstreamModel: this.upstreamModel, upstream: this.upstream, pool: this.pool, encoder: this.encoder, log: this.log,
+      modelId: this.config.id,
+      upstreamModel: this.upstreamModel,
+      upstream: this.upstream,
+      pool: this.pool,
+      encoder: this.encoder,
+      log: this.log,
     };
     const tried = new Set<Replica>();
     let lastError: LucenaError | null = null;
@@ -195,11 +228,17 @@ export class UpstreamEngine implements Engine {
         if (!(err instanceof BeforeFirstText) || attempt.texts > 0) {
           // After text went out: the failure ends the client's stream (the route writes the error event and [DONE]).
           this.pool.report(replica, "server");
-          this.log.warn({ model: this.config.id, replica: replica.label, err: (err as Error).message }, "upstream stream failed mid-answer");
+          this.log.warn(
+            { model: this.config.id, replica: replica.label, err: (err as Error).message },
+            "upstream stream failed mid-answer",
+          );
           throw err instanceof LucenaError ? err : errors.upstreamFailed();
         }
         this.pool.report(replica, err.outcome);
-        this.log.warn({ model: this.config.id, replica: replica.label, attempt: n, err: err.message }, "upstream request failed before its first text");
+        this.log.warn(
+          { model: this.config.id, replica: replica.label, attempt: n, err: err.message },
+          "upstream request failed before its first text",
+        );
         lastError = err.clientError;
       } finally {
         slot.release();

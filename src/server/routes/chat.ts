@@ -108,7 +108,12 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
     reply.headers(admission.headers);
     let settle!: () => void;
     const outcome: CompletionOutcome = {
-      model: config.id, stream, promptTokens: prompt.promptTokens, completionTokens: 0, finishReason: null, ttftMs: null,
+      model: config.id,
+      stream,
+      promptTokens: prompt.promptTokens,
+      completionTokens: 0,
+      finishReason: null,
+      ttftMs: null,
       settled: new Promise<void>((resolve) => (settle = resolve)),
     };
 
@@ -135,14 +140,27 @@ export function chatRoute(app: FastifyInstance, opts: ChatRouteOptions): void {
       revoked = true;
       cancel.abort("the key was revoked");
     });
-    const entry = opts.usage.open({ requestId: req.id, keyId: req.principal?.keyId ?? null, model: config.id, stream, maxCompletionTokens: prompt.maxOutputTokens });
+    const entry = opts.usage.open({
+      requestId: req.id,
+      keyId: req.principal?.keyId ?? null,
+      model: config.id,
+      stream,
+      maxCompletionTokens: prompt.maxOutputTokens,
+    });
     const charge = new Charge(outcome, entry, () => reply.elapsedTime);
     try {
       const run: Run = {
-        events, outcome, charge, started, clientClosed: cancel.clientClosed, interrupted,
-        id: completionId(), created: Math.floor(Date.now() / 1000),
+        events,
+        outcome,
+        charge,
+        started,
+        clientClosed: cancel.clientClosed,
+        interrupted,
+        id: completionId(),
+        created: Math.floor(Date.now() / 1000),
       };
-      if (stream) await streamCompletion(req, reply, opts.keepaliveMs, run, body.stream_options?.include_usage !== false);
+      if (stream)
+        await streamCompletion(req, reply, opts.keepaliveMs, run, body.stream_options?.include_usage !== false);
       else await jsonCompletion(reply, run);
     } catch (err) {
       // The error handler answers after this: the row is final before that answer is written.
@@ -196,7 +214,13 @@ async function consume(run: Run, onText: (text: string, tokens: number) => unkno
   return finish;
 }
 
-async function streamCompletion(req: FastifyRequest, reply: FastifyReply, keepaliveMs: number, run: Run, includeUsage: boolean): Promise<void> {
+async function streamCompletion(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  keepaliveMs: number,
+  run: Run,
+  includeUsage: boolean,
+): Promise<void> {
   const { outcome, charge } = run;
   const chunks = new ChunkWriter(run.id, run.created, outcome.model);
   reply.hijack();
@@ -253,5 +277,14 @@ async function jsonCompletion(reply: FastifyReply, run: Run): Promise<void> {
     return;
   }
   charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
-  reply.send(completionObject(run.id, run.created, outcome.model, text, finish, usage(outcome.promptTokens, outcome.completionTokens)));
+  reply.send(
+    completionObject(
+      run.id,
+      run.created,
+      outcome.model,
+      text,
+      finish,
+      usage(outcome.promptTokens, outcome.completionTokens),
+    ),
+  );
 }

@@ -13,29 +13,34 @@ export function statsRoute(app: FastifyInstance, registry: ModelRegistry): void 
   app.get("/v1/stats", async (req) => {
     const m = process.memoryUsage();
     // fromEntries makes each id an own property: an assignment would send an id such as "__proto__" to the prototype.
-    const models = Object.fromEntries(registry.visible(req.principal).map((served) => {
-      const s = served.engine.stats();
-      return [served.config.id, {
-        status: served.engine.status,
-        sequences: s.sequences,
-        busy: s.busy,
-        waiting: s.waiting,
-        prompt_tokens_evaluated: s.promptTokensEvaluated,
-        prompt_tokens_reused: s.promptTokensReused,
-        ...(s.threads !== undefined ? { threads: s.threads } : {}),
-        ...(s.scheduler
-          ? {
-              scheduler: {
-                steps: s.scheduler.steps,
-                tpot_target_ms: s.scheduler.tpotTargetMs,
-                prompt_token_ms: s.scheduler.promptTokenMs,
-                decode_step_ms: s.scheduler.decodeStepMs,
-                prompt_budget: s.scheduler.promptBudget,
-              },
-            }
-          : {}),
-      }];
-    }));
+    const models = Object.fromEntries(
+      registry.visible(req.principal).map((served) => {
+        const s = served.engine.stats();
+        return [
+          served.config.id,
+          {
+            status: served.engine.status,
+            sequences: s.sequences,
+            busy: s.busy,
+            waiting: s.waiting,
+            prompt_tokens_evaluated: s.promptTokensEvaluated,
+            prompt_tokens_reused: s.promptTokensReused,
+            ...(s.threads !== undefined ? { threads: s.threads } : {}),
+            ...(s.scheduler
+              ? {
+                  scheduler: {
+                    steps: s.scheduler.steps,
+                    tpot_target_ms: s.scheduler.tpotTargetMs,
+                    prompt_token_ms: s.scheduler.promptTokenMs,
+                    decode_step_ms: s.scheduler.decodeStepMs,
+                    prompt_budget: s.scheduler.promptBudget,
+                  },
+                }
+              : {}),
+          },
+        ];
+      }),
+    );
     return {
       heap_used_mb: Math.round(m.heapUsed / MiB),
       heap_total_mb: Math.round(m.heapTotal / MiB),
