@@ -111,6 +111,167 @@ export interface Said {
   promptTokens?: number;
 }
 
+/** One attempt's abort: the client's (until the answer is complete) or the replica's ejection, whichever first. */
+function attemptAbort(client: AbortSignal, abandon: AbortSignal) {
+  const abort = new AbortController();
+  const onClient = () => abort.abort(client.reason);
+  const onAbandon = () => abort.abort(abandon.reason);
+  if (client.aborted) onClient();
+  else client.addEventListener("abort", onClient, { once: true });
+  if (abandon.aborted) onAbandon();
+  else abandon.addEventListener("abort", onAbandon, { once: true });
+  return {
+    controller: abort,
+    dispose: () => {
+      client.removeEventListener("abort", onClient);
+      abandon.removeEventListener("abort", onAbandon);
+    },
+  };
+}
+
+/** What the answer said so far, as it is decoded into engine events. */
+class DecodedAnswer {
+  texts = 0;
+  completionTokens = 0;
+  promptTokens: number | undefined;
+  finish: FinishReason | null = null;
+  /** [DONE] came, or the whole body was read: the connection is free again. */
+  done = false;
+
+  constructor(private readonly said: Said) {}
+
+  /** The upstream's events as engine events; an error object in the stream is thrown. */
+  *events(events: UpstreamEvent[]): Generator<EngineEvent> {
+    for (const ev of events) {
+      if (ev.type === "text") {
+        this.texts++;
+        yield { type: "text", text: ev.text };
+      } else if (ev.type === "finish") this.finish = ev.reason === "length" ? "length" : "stop";
+      else if (ev.type === "usage") {
+        this.promptTokens = ev.promptTokens;
+        this.said.promptTokens = ev.promptTokens;
+        this.completionTokens = ev.completionTokens;
+      } else if (ev.type === "error") throw new UpstreamStreamError(ev.message, ev.status);
+      else this.done = true;
+    }
+  }
+}
+
+/**
+ * Sends the completion request (always streamed: see `exchange`); a replica that cannot be reached or answers
+ * with anything but 200 is a BeforeFirstText (another replica may be tried) or a refusal.
+ */
+async function send(
+  ctx: ExchangeContext,
+  replica: Replica,
+  opts: MessagesOptions,
+  signal: AbortSignal,
+  cause: (err: unknown) => string,
+  abandoned: () => boolean,
+): Promise<Dispatcher.ResponseData> {
+  const firstTextMs = ctx.upstream.first_token_timeout_seconds * 1000;
+  const idleMs = ctx.upstream.idle_timeout_seconds * 1000;
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await replica.dispatcher.request({
+      method: "POST",
+      path: replica.path("/chat/completions"),
+      headers: { ...replica.headers(), accept: "text/event-stream" },
+      body: JSON.stringify(requestBody(ctx, opts)),
+      signal,
+      headersTimeout: ctx.upstream.first_byte_timeout_seconds * 1000,
+      // The silence watch bounds the body; undici's own timer stays as a backstop above both bounds.
+      bodyTimeout: Math.max(firstTextMs, idleMs) + 1000,
+    });
+  } catch (err) {
+    if (opts.signal.aborted) throw err;
+    throw new BeforeFirstText(
+      `request: ${cause(err)}`,
+      abandoned() ? "ok" : failureOutcome(err),
+      errors.modelUnavailable(ctx.modelId, 5),
+    );
+  }
+  if (res.statusCode !== 200) {
+    const text = (await res.body.text().catch(() => "")).slice(0, 300);
+    throw refusal(ctx, replica, res.statusCode, text);
+  }
+  // Errors reach the reader through its iterator; this listener covers a body destroyed after reading.
+  res.body.on("error", () => undefined);
+  return res;
+}
+
+/**
+ * Reads the answer's body into engine events: a whole JSON completion (a server that answers a stream request
+ * that way), or the SSE stream, under the silence watch (first-text bound, then the idle bound).
+ */
+async function* read(
+  ctx: ExchangeContext,
+  res: Dispatcher.ResponseData,
+  answer: DecodedAnswer,
+  watch: SilenceWatch,
+): AsyncGenerator<EngineEvent, void, undefined> {
+  const firstTextMs = ctx.upstream.first_token_timeout_seconds * 1000;
+  const idleMs = ctx.upstream.idle_timeout_seconds * 1000;
+  if (/^application\/json/i.test(String(res.headers["content-type"] ?? ""))) {
+    watch.alive(firstTextMs);
+    const whole = await res.body.json();
+    answer.done = true; // read to its end: the connection is free again
+    yield* answer.events(decodeCompletionBody(whole));
+    return;
+  }
+  const decoder = new UpstreamStreamDecoder();
+  watch.alive(firstTextMs);
+  // Leaving the loop at [DONE] must not destroy the body: its connection is reused once the body is read.
+  for await (const chunk of res.body.iterator({ destroyOnReturn: false })) {
+    // Only the replica's silence counts, not the time the client takes to read what was handed on.
+    watch.stop();
+    yield* answer.events(decoder.push(chunk as Buffer));
+    if (answer.done) break;
+    watch.alive(answer.texts > 0 ? idleMs : firstTextMs);
+  }
+  watch.stop();
+  if (!answer.done) yield* answer.events(decoder.end());
+  else {
+    // Read the rest of the body (servers end it right after [DONE]) so the connection goes back to the pool.
+    res.body.dump({ limit: 1 << 20, signal: AbortSignal.timeout(DRAIN_TIMEOUT_MS) }).catch(() => undefined);
+  }
+}
+
+/** What a failure while reading the answer becomes: a refusal, a retryable failure before any text, or itself. */
+function readFailure(
+  ctx: ExchangeContext,
+  replica: Replica,
+  err: unknown,
+  answer: DecodedAnswer,
+  how: { cause: string; abandoned: boolean; silent: boolean },
+): unknown {
+  if (err instanceof UpstreamStreamError && err.status !== null && err.status < 500 && answer.texts === 0) {
+    // The replica refused the request in its stream (a prompt too long for it, say): so would any other.
+    ctx.pool.report(replica, "ok");
+    return errors.upstreamRefused(err.status);
+  }
+  if (answer.texts === 0) {
+    return new BeforeFirstText(
+      `stream: ${how.cause}`,
+      how.abandoned ? "ok" : "server",
+      errors.modelUnavailable(ctx.modelId, 5),
+    );
+  }
+  if (how.silent) {
+    ctx.log.warn(
+      { model: ctx.modelId, replica: replica.label, silentMs: ctx.upstream.idle_timeout_seconds * 1000 },
+      "upstream stream silent too long: cut",
+    );
+  }
+  return err;
+}
+
+/**
+ * One attempt at a completion on one replica: the request (`send`), the answer read into engine events (`read`),
+ * a failure classified (`readFailure`), and the final `done` with the usage. The client's abort reaches the upstream
+ * request until the answer is complete; `abandon` (the replica's ejection) ends the attempt too. Whatever way it
+ * ends, the body is released: read to its end when the answer finished, destroyed otherwise.
+ */
 export async function* exchange(
   ctx: ExchangeContext,
   replica: Replica,
@@ -118,116 +279,34 @@ export async function* exchange(
   abandon: AbortSignal,
   said: Said = {},
 ): AsyncGenerator<EngineEvent, void, undefined> {
-  const unavailable = () => errors.modelUnavailable(ctx.modelId, 5);
-  // The client's abort reaches the upstream request until the answer is complete; after that, the rest of
-  // the body is read for the connection's sake whatever the client does.
-  const abort = new AbortController();
-  const onAbort = () => abort.abort(opts.signal.reason);
-  const onAbandon = () => abort.abort(abandon.reason);
-  if (opts.signal.aborted) onAbort();
-  else opts.signal.addEventListener("abort", onAbort, { once: true });
-  if (abandon.aborted) onAbandon();
-  else abandon.addEventListener("abort", onAbandon, { once: true });
-  const watch = new SilenceWatch(() => abort.abort(new Error("silence")));
-  const firstTextMs = ctx.upstream.first_token_timeout_seconds * 1000;
-  const idleMs = ctx.upstream.idle_timeout_seconds * 1000;
+  const abort = attemptAbort(opts.signal, abandon);
+  const watch = new SilenceWatch(() => abort.controller.abort(new Error("silence")));
   /** Why this attempt failed when it was not the replica's doing nor the client's. */
   const cause = (err: unknown) =>
     abandon.aborted ? "replica ejected" : watch.fired ? "silent too long" : errorCode(err);
-
+  const answer = new DecodedAnswer(said);
   let res: Dispatcher.ResponseData | null = null;
-  let done = false;
   try {
+    res = await send(ctx, replica, opts, abort.controller.signal, cause, () => abandon.aborted);
     try {
-      res = await replica.dispatcher.request({
-        method: "POST",
-        path: replica.path("/chat/completions"),
-        headers: { ...replica.headers(), accept: "text/event-stream" },
-        body: JSON.stringify(requestBody(ctx, opts)),
-        signal: abort.signal,
-        headersTimeout: ctx.upstream.first_byte_timeout_seconds * 1000,
-        // The silence watch bounds the body; undici's own timer stays as a backstop above both bounds.
-        bodyTimeout: Math.max(firstTextMs, idleMs) + 1000,
+      yield* read(ctx, res, answer, watch);
+    } catch (err) {
+      if (opts.signal.aborted) throw err;
+      throw readFailure(ctx, replica, err, answer, {
+        cause: cause(err),
+        abandoned: abandon.aborted,
+        silent: watch.fired,
       });
-    } catch (err) {
-      if (opts.signal.aborted) throw err;
-      throw new BeforeFirstText(`request: ${cause(err)}`, abandon.aborted ? "ok" : failureOutcome(err), unavailable());
     }
-    if (res.statusCode !== 200) {
-      const text = (await res.body.text().catch(() => "")).slice(0, 300);
-      throw refusal(ctx, replica, res.statusCode, text);
-    }
-    // Errors reach the loop below through its iterator; this listener covers a body destroyed after the loop.
-    res.body.on("error", () => undefined);
-    const decoded = {
-      texts: 0,
-      completionTokens: 0,
-      promptTokens: undefined as number | undefined,
-      finish: null as FinishReason | null,
-    };
-    const handle = function* (events: UpstreamEvent[]): Generator<EngineEvent> {
-      for (const ev of events) {
-        if (ev.type === "text") {
-          decoded.texts++;
-          yield { type: "text", text: ev.text };
-        } else if (ev.type === "finish") decoded.finish = ev.reason === "length" ? "length" : "stop";
-        else if (ev.type === "usage") {
-          decoded.promptTokens = ev.promptTokens;
-          said.promptTokens = ev.promptTokens;
-          decoded.completionTokens = ev.completionTokens;
-        } else if (ev.type === "error") throw new UpstreamStreamError(ev.message, ev.status);
-        else done = true;
-      }
-    };
-    try {
-      if (/^application\/json/i.test(String(res.headers["content-type"] ?? ""))) {
-        // A server that answers a stream request with a whole completion: read it whole.
-        watch.alive(firstTextMs);
-        const whole = await res.body.json();
-        done = true; // read to its end: the connection is free again
-        yield* handle(decodeCompletionBody(whole));
-      } else {
-        const decoder = new UpstreamStreamDecoder();
-        watch.alive(firstTextMs);
-        // Leaving the loop at [DONE] must not destroy the body: its connection is reused once the body is read.
-        for await (const chunk of res.body.iterator({ destroyOnReturn: false })) {
-          // Only the replica's silence counts, not the time the client takes to read what was handed on.
-          watch.stop();
-          yield* handle(decoder.push(chunk as Buffer));
-          if (done) break;
-          watch.alive(decoded.texts > 0 ? idleMs : firstTextMs);
-        }
-        watch.stop();
-        if (!done) yield* handle(decoder.end());
-        else {
-          // Read the rest of the body (servers end it right after [DONE]) so the connection goes back to the pool.
-          res.body.dump({ limit: 1 << 20, signal: AbortSignal.timeout(DRAIN_TIMEOUT_MS) }).catch(() => undefined);
-        }
-      }
-    } catch (err) {
-      if (opts.signal.aborted) throw err;
-      if (err instanceof UpstreamStreamError && err.status !== null && err.status < 500 && decoded.texts === 0) {
-        // The replica refused the request in its stream (a prompt too long for it, say): so would any other.
-        ctx.pool.report(replica, "ok");
-        throw errors.upstreamRefused(err.status);
-      }
-      if (decoded.texts === 0)
-        throw new BeforeFirstText(`stream: ${cause(err)}`, abandon.aborted ? "ok" : "server", unavailable());
-      if (watch.fired) {
-        ctx.log.warn(
-          { model: ctx.modelId, replica: replica.label, silentMs: idleMs },
-          "upstream stream silent too long: cut",
-        );
-      }
-      throw err;
-    }
-    if (decoded.finish === null) {
+    if (answer.finish === null) {
       // The stream ended without saying how: a replica that died or a proxy that cut it. Never a silent end.
-      if (decoded.texts === 0) throw new BeforeFirstText("stream ended before any answer", "server", unavailable());
+      if (answer.texts === 0) {
+        throw new BeforeFirstText("stream ended before any answer", "server", errors.modelUnavailable(ctx.modelId, 5));
+      }
       throw errors.upstreamFailed();
     }
     ctx.pool.report(replica, "ok");
-    let promptTokens = decoded.promptTokens;
+    let promptTokens = answer.promptTokens;
     if (promptTokens === undefined && opts.input.estimated) {
       // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
       promptTokens = await ctx.encoder.count(opts.input.messages).catch(() => undefined);
@@ -235,16 +314,15 @@ export async function* exchange(
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield {
       type: "done",
-      finishReason: decoded.finish,
-      completionTokens: decoded.completionTokens || decoded.texts,
+      finishReason: answer.finish,
+      completionTokens: answer.completionTokens || answer.texts,
       ...(promptTokens !== undefined ? { promptTokens } : {}),
     };
   } finally {
     watch.stop();
-    opts.signal.removeEventListener("abort", onAbort);
-    abandon.removeEventListener("abort", onAbandon);
+    abort.dispose();
     // Any other way out (an error, the consumer stopping) releases the body; an abort destroys the socket.
-    if (res !== null && !done && !res.body.destroyed) res.body.destroy();
+    if (res !== null && !answer.done && !res.body.destroyed) res.body.destroy();
   }
 }
 
