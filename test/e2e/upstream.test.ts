@@ -325,15 +325,15 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
       assert.equal(res.status, 200);
       await new SseReader(res).firstContent();
       const worker = await servingWorker();
-      const cutAt = Date.now();
       ac.abort();
-      await until("the worker's sequence to be free", async () => (await busy(worker)) === 0, 2000);
+      // Waits are generous (a busy machine is slow); what shows the abort reached the worker is that its
+      // generation ended cancelled, short of the long answer.
+      await until("the worker's sequence to be free", async () => (await busy(worker)) === 0, 20_000);
       const line = await until(
         "the worker's log line for the cancelled request",
         () => completionLines(worker, since).find((e) => e.finish === "cancelled"),
-        2000,
+        20_000,
       );
-      assert.ok(Date.now() - cutAt < 2000, "freed in well under the long answer's generation time");
       assert.equal(line.aborted, true);
       assert.equal(line.stream, true);
       assert.ok((line.completionTokens as number) < LONG, `stopped early: ${line.completionTokens} tokens`);

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { describe, test, type TestContext } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import {
   Replica,
   ReplicaPool,
@@ -21,6 +20,8 @@ interface FakeReplica {
   url: string;
   port: number;
   status: number;
+  /** When set, the status of the n-th request (1-based), instead of `status`. */
+  statusOf?: (n: number) => number;
   seen: IncomingHttpHeaders[];
   paths: string[];
   /** When set, requests to this path get no answer. */
@@ -55,7 +56,7 @@ async function fakeReplica(t: TestContext, basePath = "/v1"): Promise<FakeReplic
       if (req.url === fake.hangPath) return;
       fake.seen.push(req.headers);
       fake.paths.push(req.url ?? "");
-      res.writeHead(fake.status, { "content-type": "application/json" });
+      res.writeHead(fake.statusOf?.(fake.seen.length) ?? fake.status, { "content-type": "application/json" });
       res.end(JSON.stringify({ object: "list", data: [] }));
     }).on("connection", () => fake.connections++);
   server = make();
@@ -321,13 +322,14 @@ describe("ReplicaPool active health", () => {
     t.after(() => pool.close());
     pool.start();
     await pool.firstProbes();
+    // Failing and passing probes alternate, by the probe's number and not by the clock: the failures never come
+    // three in a row, however slowly the probes run.
+    const from = flaky.seen.length;
+    flaky.statusOf = (n) => ((n - from) % 2 === 1 ? 503 : 200);
     let flips = 0;
-    // Failing and passing probes alternate: the failures never come three in a row.
-    for (let i = 0; i < 6; i++) {
-      flaky.status = 503;
-      await sleep(60);
-      flaky.status = 200;
-      await sleep(60);
+    for (let probes = from; probes < from + 12;) {
+      await until("the next probe", () => flaky.seen.length > probes);
+      probes = flaky.seen.length;
       if (pool.replicas[0].state !== "healthy") flips++;
     }
     assert.equal(flips, 0);
