@@ -61,7 +61,8 @@ describe("a worker frozen with SIGSTOP behind a gateway", () => {
     T,
     async (t) => {
       const model = testModel({ size: "tiny" });
-      const workers = await Promise.all([0, 1].map(() => start({ model })));
+      // Workers run their engine on one thread: they share the machine's cores with the gateway and the test.
+      const workers = await Promise.all([0, 1].map(() => start({ model, config: { models: [{ threads: 1 }] } })));
       const gateway = await start({
         args: ["--upstream", workers.map((w) => w.url).join(",")],
         env: { LUCENA_UPSTREAM_KEY: TEST_KEY },
@@ -164,7 +165,7 @@ describe("trimming through a gateway: _lucena.trimmed_messages is what the worke
     async () => {
       const worker = await start({
         model: testModel({ size: "tiny" }),
-        config: { models: [{ max_input_tokens: 300, context_size: 2048, system_prompt: null }] },
+        config: { models: [{ max_input_tokens: 300, context_size: 2048, system_prompt: null, threads: 1 }] },
       });
       const upstream = { replicas: [{ url: worker.url, api_key: TEST_KEY }] };
       const plain = await start({ config: { models: [{ system_prompt: null, upstream }] } });

@@ -143,8 +143,9 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
   let gateway: RunningServer;
   let client: OpenAI;
 
+  // Workers run their engine on one thread: three of them share the machine's cores with the gateway and the test.
   const startWorker = async (opts: Parameters<typeof startServer>[0] = {}) => {
-    const s = await startServer({ model, ...opts });
+    const s = await startServer({ model, config: { models: [{ threads: 1 }] }, ...opts });
     started.push(s);
     return s;
   };
