@@ -66,7 +66,29 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
 
   const ready = new Promise<number>((resolve, reject) => {
     let port = 0;
+    let polling = false;
     const want = opts.waitReady ?? true;
+    /**
+     * Ready is what the server's own readiness check says: `/health` on the operations listener, once no model is
+     * loading any more (every one ready, or an upstream model whose replicas are down, which some tests start on
+     * purpose). A server without an operations listener is ready at its models' log lines.
+     */
+    const pollHealth = async () => {
+      if (polling) return;
+      polling = true;
+      for (;;) {
+        if (proc.exitCode !== null || proc.signalCode !== null) return;
+        try {
+          const h = (await fetch(`${opsUrl}/health`).then((r) => r.json())) as { models: Record<string, string> };
+          const states = Object.values(h.models);
+          if (states.includes("failed")) return reject(new Error(`model failed to load:\n${logs.join("\n")}`));
+          if (!states.includes("loading")) return resolve(port);
+        } catch {
+          /* not answering yet */
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
     const onLine = (line: string) => {
       keep(line);
       if (!line.startsWith("{")) return;
@@ -77,7 +99,9 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
           port = entry.port!;
           if (!want) resolve(port);
         }
-        if ((entry.msg === "model loaded" || entry.msg === "upstream model ready") && want) resolve(port);
+        if (want && port !== 0 && opsUrl !== null) void pollHealth();
+        const modelUp = entry.msg === "model loaded" || entry.msg === "upstream model ready";
+        if (want && modelUp && opsUrl === null) resolve(port);
         if (entry.msg === "model failed to load") reject(new Error(`model failed to load: ${line}`));
       } catch {
         /* not a log line */
