@@ -110,8 +110,6 @@ interface StreamClock {
 export class StepGate {
   private readonly opts: Required<StepGateOptions>;
   private members = 0;
-  /** Members that have been in the step giving their first token (or a later one) and not left. */
-  private streaming = 0;
   private inStep = 0;
   /** Members joined so far. */
   private joined = 0;
@@ -124,7 +122,7 @@ export class StepGate {
   private promptTokenMs?: number;
   private lastPromptBudget: number | null = null;
   private steps = 0;
-  /** The clocks of the members that stream. */
+  /** The clocks of the members that stream: from the step that gives their first token until they leave. */
   private readonly clocks = new Set<StreamClock>();
 
   constructor(opts: Partial<StepGateOptions> = {}) {
@@ -139,7 +137,6 @@ export class StepGate {
     this.members++;
     const since = ++this.joined;
     let state: "processing" | "waiting" | "stepping" | "gone" = "processing";
-    let streams = false;
     const clock: StreamClock = { times: [] };
     let entry: Waiting | undefined;
     return {
@@ -157,11 +154,7 @@ export class StepGate {
               state = "stepping";
               this.inStep++;
               // From the step that gives its first token on, its next token is always due: it streams.
-              if (!streams && (phase.kind !== "prompt" || promptTokens >= phase.remaining)) {
-                streams = true;
-                this.streaming++;
-                this.clocks.add(clock);
-              }
+              if (phase.kind !== "prompt" || promptTokens >= phase.remaining) this.clocks.add(clock);
               resolve(promptTokens);
             },
           };
@@ -171,7 +164,7 @@ export class StepGate {
       received: () => {
         if (state !== "stepping") return;
         state = "processing";
-        if (streams) {
+        if (this.clocks.has(clock)) {
           clock.times.push(this.opts.now());
           if (clock.times.length > TPOT_WINDOW + 1) clock.times.shift();
         }
@@ -180,10 +173,7 @@ export class StepGate {
       leave: () => {
         if (state === "gone") return;
         if (state === "waiting") this.waiting = this.waiting.filter((e) => e !== entry);
-        if (streams) {
-          this.streaming--;
-          this.clocks.delete(clock);
-        }
+        this.clocks.delete(clock);
         const wasStepping = state === "stepping";
         state = "gone";
         this.members--;
@@ -199,7 +189,7 @@ export class StepGate {
 
   /** For tests and stats: members, how many of them stream, wait or are in a step. */
   snapshot(): { members: number; streaming: number; waiting: number; inStep: number } {
-    return { members: this.members, streaming: this.streaming, waiting: this.waiting.length, inStep: this.inStep };
+    return { members: this.members, streaming: this.clocks.size, waiting: this.waiting.length, inStep: this.inStep };
   }
 
   costs(): StepCosts {
@@ -310,7 +300,7 @@ export class StepGate {
     const ready = this.waiting.sort((a, b) => a.order - b.order);
     const decodes = ready.filter((e) => e.phase.kind !== "prompt").length;
     const prompts = ready.filter((e) => e.phase.kind === "prompt").sort((a, b) => a.since - b.since);
-    const protect = decodes > 0 || this.streaming > 0;
+    const protect = decodes > 0 || this.clocks.size > 0;
     const starts = ready.some((e) => e.phase.kind === "start");
     let budget = protect ? this.promptBudget(decodes, this.allowance(starts)) : this.opts.promptTokens;
     if (protect && prompts.length > 0) this.lastPromptBudget = budget;
