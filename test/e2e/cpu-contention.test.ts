@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { availableParallelism, platform } from "node:os";
 import { after, before, describe, test } from "node:test";
+import { procStatReader } from "../../src/engines/llama/cpu-share.js";
 import { engineThreads } from "../../src/engines/llama/llama-engine.js";
 import { llamaRuntime } from "../../src/engines/llama/runtime.js";
 import { loadThreadPool } from "../../src/engines/llama/thread-pool.js";
@@ -16,20 +17,14 @@ const onLinux = platform() === "linux";
 /** How long the engine may take to notice the competitor come and go (readings once a second). */
 const NOTICE_MS = 60_000;
 
-/** The cores the whole machine keeps busy over `ms` (from /proc/stat), whoever uses them. */
+/** The cores the whole machine keeps busy over `ms`, whoever uses them, read as the engine's monitor reads them. */
 async function busyCores(ms = 1500): Promise<number> {
-  const { readFileSync } = await import("node:fs");
-  const read = () => {
-    const [, ...f] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
-    const n = f.map(Number);
-    const idle = (n[3] ?? 0) + (n[4] ?? 0);
-    const total = n.slice(0, 8).reduce((a, b) => a + b, 0);
-    return { idle, total };
-  };
+  const read = procStatReader(undefined);
   const a = read();
   await new Promise((r) => setTimeout(r, ms));
   const b = read();
-  return (1 - (b.idle - a.idle) / Math.max(1, b.total - a.total)) * availableParallelism();
+  if (!a || !b) return 0; // no /proc/stat: nothing tells the machine is busy
+  return ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * b.cores;
 }
 
 /** A process that keeps one core busy until killed. */

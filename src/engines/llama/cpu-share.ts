@@ -128,7 +128,7 @@ function allowedCpus(): Set<number> | undefined {
 }
 
 /** Reads /proc/stat's per-cpu lines (user nice system idle iowait irq softirq steal ...), in clock ticks. */
-function procStatReader(allowed: Set<number> | undefined): () => CpuTimes | undefined {
+export function procStatReader(allowed: Set<number> | undefined): () => CpuTimes | undefined {
   return () => {
     let text: string;
     try {
