@@ -4,10 +4,14 @@ import { describe, test, type TestContext } from "node:test";
 import {
   Replica,
   ReplicaPool,
+  attempts,
+  type Lease,
+  type ProbeTimer,
   type ReplicaConfig,
   type ReplicaPoolOptions,
 } from "../../src/engines/upstream/replicas.js";
 import { listen } from "../helpers/sockets.js";
+import { until } from "../helpers/until.js";
 
 interface LogLine {
   level: "warn" | "info";
@@ -71,7 +75,8 @@ function options(overrides: Partial<ReplicaPoolOptions> = {}): ReplicaPoolOption
   return {
     healthPath: "/v1/models",
     healthIntervalMs: 50,
-    healthTimeoutMs: 500,
+    // A hang guard only: no test here depends on a probe's speed.
+    healthTimeoutMs: 10_000,
     failuresToEject: 3,
     probesToReadmit: 2,
     connectTimeoutMs: 500,
@@ -96,12 +101,27 @@ function offlinePool(t: TestContext, n: number, overrides: Partial<ReplicaPoolOp
   return { pool, lines: opts.lines };
 }
 
-async function until(what: string, cond: () => boolean, ms = 3_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/**
+ * A probe clock advanced by hand: probes the pool schedules wait here until `round()` runs them all and waits for
+ * them to end (each then schedules its next). Probe rounds are counted, not timed.
+ */
+function handClock() {
+  const due = new Set<() => Promise<void>>();
+  const timer: ProbeTimer = (probe) => {
+    due.add(probe);
+    return () => due.delete(probe);
+  };
+  return {
+    timer,
+    get pending(): number {
+      return due.size;
+    },
+    async round(): Promise<void> {
+      const now = [...due];
+      due.clear();
+      await Promise.all(now.map((probe) => probe()));
+    },
+  };
 }
 
 describe("Replica", () => {
@@ -253,11 +273,12 @@ describe("ReplicaPool passive health", () => {
   });
 });
 
-describe("ReplicaPool active health", () => {
-  test("a probe ejects a replica whose server is gone, and re-admits it once the server is back", async (t) => {
+describe("ReplicaPool active health (probes on a hand-driven clock)", () => {
+  test("a probe ejects a replica whose server is gone, and re-admits it after probesToReadmit passing probes", async (t) => {
     const up = await fakeReplica(t);
     const down = await fakeReplica(t);
-    const opts = options({ probesToReadmit: 2 });
+    const clock = handClock();
+    const opts = options({ probesToReadmit: 2, probeTimer: clock.timer });
     const pool = new ReplicaPool(
       [
         { url: up.url, apiKey: null },
@@ -271,9 +292,11 @@ describe("ReplicaPool active health", () => {
     await pool.firstProbes();
     assert.equal(a.state, "healthy");
     assert.equal(b.state, "healthy");
+    assert.equal(clock.pending, 2, "each replica's next probe is scheduled");
 
     await down.stop();
-    await until("the stopped replica is ejected", () => b.state === "ejected");
+    await clock.round();
+    assert.equal(b.state, "ejected", "refused: out at the first probe");
     const ejected = opts.lines.find((l) => l.msg === "replica ejected");
     assert.ok(ejected);
     assert.equal((ejected.obj as { replica: string }).replica, b.label);
@@ -282,7 +305,10 @@ describe("ReplicaPool active health", () => {
     assert.equal(pool.pick(), a);
 
     await down.restart();
-    await until("the restarted replica is re-admitted", () => b.state === "healthy");
+    await clock.round();
+    assert.equal(b.state, "ejected", "one passing probe of two");
+    await clock.round();
+    assert.equal(b.state, "healthy");
     assert.ok(opts.lines.some((l) => l.level === "info" && l.msg === "replica re-admitted"));
     assert.equal(b.counters.ejections, 1);
   });
@@ -290,7 +316,8 @@ describe("ReplicaPool active health", () => {
   test("a refused probe ejects at once; non-2xx probes eject after failuresToEject; the first round resolves", async (t) => {
     const sick = await fakeReplica(t);
     sick.status = 503;
-    const opts = options();
+    const clock = handClock();
+    const opts = options({ probeTimer: clock.timer });
     const pool = new ReplicaPool(
       [
         { url: sick.url, apiKey: null },
@@ -306,7 +333,10 @@ describe("ReplicaPool active health", () => {
       pool.replicas.map((r) => r.state),
       ["healthy", "ejected"],
     );
-    await until("the sick replica to be ejected after three failed probes", () => pool.replicas[0].state === "ejected");
+    await clock.round();
+    assert.equal(pool.replicas[0].state, "healthy", "two strikes of three");
+    await clock.round();
+    assert.equal(pool.replicas[0].state, "ejected", "three 503s in a row");
     assert.equal(pool.anyHealthy, false);
     const reasons = opts.lines.map((l) => (l.obj as { reason: string }).reason);
     assert.ok(reasons.includes("health probe failed: HTTP 503"), reasons.join(", "));
@@ -316,23 +346,20 @@ describe("ReplicaPool active health", () => {
     );
   });
 
-  test("one slow or failed probe among passing ones does not eject", async (t) => {
+  test("failed probes between passing ones never eject", async (t) => {
     const flaky = await fakeReplica(t);
-    const pool = new ReplicaPool([{ url: flaky.url, apiKey: null }], options());
+    const clock = handClock();
+    const pool = new ReplicaPool([{ url: flaky.url, apiKey: null }], options({ probeTimer: clock.timer }));
     t.after(() => pool.close());
     pool.start();
     await pool.firstProbes();
-    // Failing and passing probes alternate, by the probe's number and not by the clock: the failures never come
-    // three in a row, however slowly the probes run.
     const from = flaky.seen.length;
-    flaky.statusOf = (n) => ((n - from) % 2 === 1 ? 503 : 200);
-    let flips = 0;
-    for (let probes = from; probes < from + 12;) {
-      await until("the next probe", () => flaky.seen.length > probes);
-      probes = flaky.seen.length;
-      if (pool.replicas[0].state !== "healthy") flips++;
+    flaky.statusOf = (n) => ((n - from) % 3 === 0 ? 200 : 503); // two failures, then a pass, over and over
+    for (let round = 0; round < 12; round++) {
+      await clock.round();
+      assert.equal(pool.replicas[0].state, "healthy", `after probe ${round + 1}`);
     }
-    assert.equal(flips, 0);
+    assert.equal(flaky.seen.length, from + 12);
     assert.equal(pool.replicas[0].counters.ejections, 0);
   });
 
@@ -344,7 +371,7 @@ describe("ReplicaPool active health", () => {
         { url: keyed.url, apiKey: "sk-upstream-1" },
         { url: open.url, apiKey: null },
       ],
-      options({ healthPath: "/health" }),
+      options({ healthPath: "/health", probeTimer: handClock().timer }),
     );
     t.after(() => pool.close());
     pool.start();
@@ -360,40 +387,114 @@ describe("ReplicaPool active health", () => {
 
   test("probes and requests reuse one kept-alive connection", async (t) => {
     const fake = await fakeReplica(t);
-    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ healthIntervalMs: 10 }));
+    const clock = handClock();
+    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ probeTimer: clock.timer }));
     t.after(() => pool.close());
     const r = pool.replicas[0];
     pool.start();
-    await until("several probes", () => fake.seen.length >= 5);
+    await pool.firstProbes();
+    for (let i = 0; i < 4; i++) await clock.round();
     const res = await r.dispatcher.request({ method: "GET", path: r.path("/models"), headers: r.headers() });
     assert.equal(res.statusCode, 200);
     assert.deepEqual(await res.body.json(), { object: "list", data: [] });
+    assert.equal(fake.seen.length, 6);
     // Probes never overlap, so with this one request at most two were ever in flight at once.
-    assert.ok(fake.seen.length >= 6);
     assert.ok(fake.connections <= 2, `${fake.connections} connections for ${fake.seen.length} requests`);
   });
 
-  test("close() stops probing and destroys in-flight requests", async (t) => {
+  test("the wall clock schedules the next probe an interval after the last one ends", async (t) => {
+    const fake = await fakeReplica(t);
+    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ healthIntervalMs: 10 }));
+    t.after(() => pool.close());
+    pool.start();
+    await until("a second probe", () => fake.seen.length >= 2);
+    assert.deepEqual(fake.paths.slice(0, 2), ["/v1/models", "/v1/models"]);
+  });
+
+  test("close() cancels the next probe and destroys in-flight requests", async (t) => {
     const fake = await fakeReplica(t);
     fake.hangPath = "/v1/chat/completions";
-    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ healthIntervalMs: 10 }));
+    const clock = handClock();
+    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ probeTimer: clock.timer }));
     const r = pool.replicas[0];
     pool.start();
-    await until("probing", () => fake.seen.length >= 2);
+    await pool.firstProbes();
+    assert.equal(clock.pending, 1);
     const pending = r.dispatcher.request({
       method: "POST",
       path: r.path("/chat/completions"),
       headers: r.headers(),
       body: "{}",
     });
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const destroyed = assert.rejects(pending);
     await pool.close();
-    await assert.rejects(pending);
-    const seen = fake.seen.length;
-    await new Promise((resolve) => setTimeout(resolve, 60));
-    // A probe already on the wire at close may still land; nothing after it.
-    assert.ok(fake.seen.length <= seen + 1, "no probes after close");
+    await destroyed;
+    assert.equal(clock.pending, 0, "the next probe is cancelled");
     await pool.firstProbes(); // already settled
     await pool.close(); // idempotent
+  });
+
+  test("a probe under way at close() schedules no next one", async (t) => {
+    const fake = await fakeReplica(t);
+    const clock = handClock();
+    const pool = new ReplicaPool([{ url: fake.url, apiKey: null }], options({ probeTimer: clock.timer }));
+    t.after(() => pool.close());
+    pool.start();
+    await pool.firstProbes();
+    const round = clock.round(); // the probe goes out
+    await pool.close();
+    await round;
+    assert.equal(clock.pending, 0);
+  });
+});
+
+describe("attempts: the retry loop of completions and counts", () => {
+  function leases(t: TestContext, n: number) {
+    const { pool } = offlinePool(t, n);
+    const released: string[] = [];
+    const take = (tried: ReadonlySet<Replica>): Lease | null => {
+      const replica = pool.pick(tried, false);
+      return replica && { replica, release: () => released.push(replica.label) };
+    };
+    return { pool, released, take };
+  }
+
+  test("each attempt gets a replica not tried before, at most 1 + retries of them", async (t) => {
+    const { released, take } = leases(t, 5);
+    const seen: string[] = [];
+    for await (const { replica } of attempts(2, take)) seen.push(replica.label);
+    assert.equal(seen.length, 3);
+    assert.equal(new Set(seen).size, 3, "no replica twice");
+    assert.deepEqual(released, seen, "each released as the loop moved on");
+  });
+
+  test("the loop ends when no replica is left to try", async (t) => {
+    const { take } = leases(t, 2);
+    let n = 0;
+    for await (const _ of attempts(5, take)) n++;
+    assert.equal(n, 2);
+  });
+
+  test("a lease is released when the loop is left by return or by throw", async (t) => {
+    const { released, take } = leases(t, 3);
+    const first = async () => {
+      for await (const { replica } of attempts(2, take)) return replica.label;
+      return null;
+    };
+    const label = await first();
+    assert.deepEqual(released, [label]);
+    await assert.rejects(async () => {
+      for await (const _ of attempts(2, take)) throw new Error("refused");
+    }, /refused/);
+    assert.equal(released.length, 2);
+  });
+
+  test("take is told which attempt it serves", async (t) => {
+    const { take } = leases(t, 3);
+    const ns: number[] = [];
+    for await (const _ of attempts(2, (tried, n) => (ns.push(n), take(tried)))) {
+      // every attempt fails
+    }
+    assert.deepEqual(ns, [0, 1, 2]);
   });
 });

@@ -2,7 +2,7 @@ import type { ChatMessage } from "../../api/chat-request.js";
 import type { Logger } from "../../observability/log.js";
 import type { KeptCount, PromptCounter } from "../../prompt/build.js";
 import { errors } from "../../core/errors.js";
-import { failureOutcome, type Replica, type ReplicaPool } from "./replicas.js";
+import { attempts, failureOutcome, type Replica, type ReplicaPool } from "./replicas.js";
 
 /**
  * An upper bound on a templated conversation's tokens, with no tokenizer. Every tokenizer in use makes at most
@@ -147,15 +147,15 @@ export class EndpointCounter implements PromptCounter {
   }
 
   async countKept(messages: readonly ChatMessage[], maxTokens: number | null): Promise<KeptCount> {
-    const tried = new Set<Replica>();
-    for (let attempt = 0; attempt <= this.retries; attempt++) {
+    // A count is a side request: it must not steer which replica the next completion goes to.
+    const take = (tried: ReadonlySet<Replica>) => {
       const replica = this.pool.pick(tried, false);
-      if (!replica) break;
-      tried.add(replica);
-      const release = this.pool.begin(replica);
-      const signal = AbortSignal.timeout(COUNT_TIMEOUT_MS);
+      return replica && { replica, release: this.pool.begin(replica) };
+    };
+    for await (const { replica } of attempts(this.retries, take)) {
       try {
-        const n = await this.countOn(replica, { model: this.upstreamModel, messages, maxTokens }, signal);
+        const req = { model: this.upstreamModel, messages, maxTokens };
+        const n = await this.countOn(replica, req, AbortSignal.timeout(COUNT_TIMEOUT_MS));
         this.pool.report(replica, "ok");
         return n;
       } catch (err) {
@@ -176,8 +176,6 @@ export class EndpointCounter implements PromptCounter {
           { model: this.modelId, replica: replica.label, err: (err as Error).message },
           "counting on a replica failed",
         );
-      } finally {
-        release();
       }
     }
     throw errors.modelUnavailable(this.modelId, 5);

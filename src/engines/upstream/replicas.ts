@@ -22,10 +22,25 @@ export interface ReplicaPoolOptions {
    * few more, for prompt counts and probes beside them.
    */
   maxInFlight?: number;
+  /** Schedules each next probe; the pool's only use of the clock. Tests pass one they advance by hand. */
+  probeTimer?: ProbeTimer;
   log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
 }
 
 export type ReplicaState = "healthy" | "ejected";
+
+/**
+ * Runs `probe` once, `ms` from now; the returned function cancels it if it has not run. The pool awaits nothing
+ * the timer returns: it schedules the next probe from inside `probe`, after the previous one ends.
+ */
+export type ProbeTimer = (probe: () => Promise<void>, ms: number) => () => void;
+
+/** The wall clock: a timer that does not keep the process alive. */
+export const wallClockProbes: ProbeTimer = (probe, ms) => {
+  const timer = setTimeout(() => void probe(), ms);
+  timer.unref();
+  return () => clearTimeout(timer);
+};
 
 /** Outcome of a request for passive health: see ReplicaPool.report. */
 export type ReplicaOutcome = "ok" | "connect" | "server";
@@ -118,7 +133,8 @@ interface Health {
   probeSuccesses: number;
   /** Bumped on every ejection, so a probe that started before one does not count toward re-admission. */
   epoch: number;
-  timer: NodeJS.Timeout | null;
+  /** Cancels the next scheduled probe. */
+  cancel: (() => void) | null;
   /** What each request in flight asked to be told of an ejection (see ReplicaPool.begin). */
   onEject: Set<() => void>;
 }
@@ -152,6 +168,34 @@ export function failureOutcome(err: unknown): "connect" | "server" {
   return UNREACHABLE.has(errorCode(err)) ? "connect" : "server";
 }
 
+/** One replica held for one attempt of a request; `release` ends the hold (more calls do nothing). */
+export interface Lease {
+  readonly replica: Replica;
+  release(): void;
+}
+
+/**
+ * The attempts of one request, the retry loop of completions and prompt counts alike: at most 1 + `retries`
+ * leases, each on a replica the request has not tried, taken by `take` (n counts from 0); it ends early when
+ * `take` finds none. Each lease is released when the loop moves on or is left, by return, throw or break.
+ */
+export async function* attempts<L extends Lease>(
+  retries: number,
+  take: (tried: ReadonlySet<Replica>, n: number) => L | null | Promise<L | null>,
+): AsyncGenerator<L, void, undefined> {
+  const tried = new Set<Replica>();
+  for (let n = 0; n <= retries; n++) {
+    const lease = await take(tried, n);
+    if (lease === null) return;
+    tried.add(lease.replica);
+    try {
+      yield lease;
+    } finally {
+      lease.release();
+    }
+  }
+}
+
 export class ReplicaPool {
   readonly replicas: readonly Replica[];
   private readonly health = new Map<Replica, Health>();
@@ -173,7 +217,7 @@ export class ReplicaPool {
     };
     this.replicas = configs.map((c) => new Replica(c, opts.connectTimeoutMs, opts.maxInFlight));
     for (const r of this.replicas)
-      this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, timer: null, onEject: new Set() });
+      this.health.set(r, { failures: 0, probeSuccesses: 0, epoch: 0, cancel: null, onEject: new Set() });
     this.firstRound = new Promise((resolve) => (this.firstRoundDone = resolve));
   }
 
@@ -266,8 +310,8 @@ export class ReplicaPool {
     if (this.closed) return;
     this.closed = true;
     for (const h of this.health.values()) {
-      if (h.timer) clearTimeout(h.timer);
-      h.timer = null;
+      h.cancel?.();
+      h.cancel = null;
     }
     this.firstRoundDone();
     await Promise.all(this.replicas.map((r) => r.dispatcher.destroy().catch(() => {})));
@@ -299,8 +343,7 @@ export class ReplicaPool {
     if (this.closed) return;
     if (h.epoch === epoch) this.onProbe(r, h, failure);
     onFirst?.();
-    h.timer = setTimeout(() => void this.probeLoop(r), this.opts.healthIntervalMs);
-    h.timer.unref();
+    h.cancel = (this.opts.probeTimer ?? wallClockProbes)(() => this.probeLoop(r), this.opts.healthIntervalMs);
   }
 
   private onProbe(r: Replica, h: Health, failure: string | null): void {

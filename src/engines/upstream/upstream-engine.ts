@@ -7,7 +7,7 @@ import { sendsMessages, type MessagesOptions } from "./exchange.js";
 import { AdmissionQueue, type Slot } from "./admission.js";
 import { COUNTING_DIALECTS, EndpointCounter, type CountingDialect } from "./counter.js";
 import { BeforeFirstText, exchange, type ExchangeContext, type Said } from "./exchange.js";
-import { ReplicaPool, type Replica } from "./replicas.js";
+import { ReplicaPool, attempts, type Replica } from "./replicas.js";
 
 /** How long start-up waits for the first health probes before serving anyway (the probes go on). */
 const FIRST_PROBES_WAIT_MS = 5_000;
@@ -20,6 +20,10 @@ const CONNECT_TIMEOUT_MS = 5_000;
  * take minutes.
  */
 class Attempt {
+  constructor(
+    /** 0 for the first attempt, then 1, 2… */
+    readonly n = 0,
+  ) {}
   texts = 0;
   /** What the replica said of the request (its prompt count), if anything, before it was cut. */
   readonly said: Said = {};
@@ -197,19 +201,23 @@ export class UpstreamEngine implements Engine {
       encoder: this.encoder,
       log: this.log,
     };
-    const tried = new Set<Replica>();
-    let lastError: LucenaError | null = null;
-    let attempt = first;
-    let slot = firstSlot;
-    for (let n = 0; ; n++) {
+    // The first attempt's place was taken in generate(); each retry waits ahead of new requests for a replica
+    // not yet tried.
+    const take = async (tried: ReadonlySet<Replica>, n: number) => {
+      const attempt = n === 0 ? first : new Attempt(n);
+      const slot =
+        n === 0
+          ? firstSlot
+          : this.admission.enter(opts.signal, { exclude: tried, retry: true, onEject: attempt.onEject });
       const replica = await slot.ready;
       if (replica === null) {
         slot.release();
-        if (!opts.signal.aborted) break; // no healthy replica left to try
-        yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
-        return;
+        return null;
       }
-      tried.add(replica);
+      return { replica, release: slot.release, attempt };
+    };
+    let lastError: LucenaError | null = null;
+    for await (const { replica, attempt } of attempts(this.upstream.retries, take)) {
       try {
         for await (const ev of exchange(ctx, replica, opts, attempt.abandon, attempt.said)) {
           if (ev.type === "text") attempt.texts++;
@@ -236,16 +244,16 @@ export class UpstreamEngine implements Engine {
         }
         this.pool.report(replica, err.outcome);
         this.log.warn(
-          { model: this.config.id, replica: replica.label, attempt: n, err: err.message },
+          { model: this.config.id, replica: replica.label, attempt: attempt.n, err: err.message },
           "upstream request failed before its first text",
         );
         lastError = err.clientError;
-      } finally {
-        slot.release();
       }
-      if (n >= this.upstream.retries) break;
-      attempt = new Attempt();
-      slot = this.admission.enter(opts.signal, { exclude: tried, retry: true, onEject: attempt.onEject });
+    }
+    // The client left while waiting for a place: nothing was sent, nothing is charged.
+    if (opts.signal.aborted) {
+      yield { type: "done", finishReason: "cancelled", completionTokens: 0 };
+      return;
     }
     throw lastError ?? errors.modelUnavailable(this.config.id, 5);
   }
