@@ -6,6 +6,7 @@ import OpenAI from "openai";
 import { completionChunks, sseEvents } from "../helpers/fake-engine.js";
 import { testModel } from "../helpers/models.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
 
 const MODEL = "lucena-coder-latest";
 
@@ -62,16 +63,6 @@ function parseLog(logs: string[], reqId: string): Record<string, unknown> | unde
     if (entry.msg === "request" && entry.reqId === reqId) return entry;
   }
   return undefined;
-}
-
-async function until<T>(what: string, fn: () => T | undefined, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe("the API over a real socket, real engine, made model", () => {

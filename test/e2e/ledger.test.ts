@@ -5,6 +5,7 @@ import { after, describe, test } from "node:test";
 import Database from "better-sqlite3";
 import { testModel } from "../helpers/models.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
 
 const MODEL = "lucena-coder-latest";
 const servers: RunningServer[] = [];
@@ -56,14 +57,6 @@ function readRows(s: RunningServer): Map<string, Row> {
     return new Map((db.prepare("SELECT * FROM usage").all() as Row[]).map((r) => [r.request_id, r]));
   } finally {
     db.close();
-  }
-}
-
-async function until(what: string, ok: () => boolean, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -138,10 +131,10 @@ describe("usage ledger under faults", () => {
     await until("the queued stream's role chunk", () => queued.roleSeen);
     cut.abort();
     await queued.ended;
-    await until("the queued row to end", () => readRows(s).get("queued-cut")?.state === "client_closed", 10_000);
+    await until("the queued row to end", () => readRows(s).get("queued-cut")?.state === "client_closed");
     busyCut.abort();
     await busy.ended;
-    await until("the busy row to end", () => readRows(s).get("queued-busy")?.state === "client_closed", 10_000);
+    await until("the busy row to end", () => readRows(s).get("queued-busy")?.state === "client_closed");
 
     const rows = readRows(s);
     const q = rows.get("queued-cut")!;

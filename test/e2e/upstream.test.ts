@@ -7,6 +7,7 @@ import Database from "better-sqlite3";
 import OpenAI from "openai";
 import { completionChunks } from "../helpers/fake-engine.js";
 import { testModel } from "../helpers/models.js";
+import { until } from "../helpers/until.js";
 import { cliPath } from "../helpers/paths.js";
 import { startServer, TEST_KEY, type RunningServer } from "../helpers/server.js";
 
@@ -57,19 +58,6 @@ const requestLine = (s: RunningServer, reqId: string) =>
   entries(s).find((e) => e.msg === "request" && e.reqId === reqId);
 
 /** Polls `fn` until it gives something other than undefined/null/false, or fails after `ms`. */
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  ms = 5000,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== null && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const alive = (s: RunningServer) => s.proc.exitCode === null && s.proc.signalCode === null;
 /** How the gateway names a replica given as a bare origin: its OpenAI base URL. */
@@ -166,16 +154,12 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
 
   /** The one live worker generating now (only one request is in flight when this is called). */
   const servingWorker = () =>
-    until(
-      "exactly one worker to be generating",
-      async () => {
-        const live = workers.filter(alive);
-        const counts = await Promise.all(live.map(busy));
-        const sum = counts.reduce((a, b) => a + b, 0);
-        return sum === 1 ? live[counts.indexOf(1)] : undefined;
-      },
-      3000,
-    );
+    until("exactly one worker to be generating", async () => {
+      const live = workers.filter(alive);
+      const counts = await Promise.all(live.map(busy));
+      const sum = counts.reduce((a, b) => a + b, 0);
+      return sum === 1 ? live[counts.indexOf(1)] : undefined;
+    });
 
   const gatewayLog = (msg: string, replica: string, from = 0) =>
     entries(gateway, from).find((e) => e.msg === msg && e.replica === replica);
@@ -329,11 +313,9 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
       ac.abort();
       // Waits are generous (a busy machine is slow); what shows the abort reached the worker is that its
       // generation ended cancelled, short of the long answer.
-      await until("the worker's sequence to be free", async () => (await busy(worker)) === 0, 20_000);
-      const line = await until(
-        "the worker's log line for the cancelled request",
-        () => completionLines(worker, since).find((e) => e.finish === "cancelled"),
-        20_000,
+      await until("the worker's sequence to be free", async () => (await busy(worker)) === 0);
+      const line = await until("the worker's log line for the cancelled request", () =>
+        completionLines(worker, since).find((e) => e.finish === "cancelled"),
       );
       assert.equal(line.aborted, true);
       assert.equal(line.stream, true);
@@ -439,10 +421,8 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     const since = Date.now();
     const from = gateway.logs.length;
     await victim.stop("SIGKILL");
-    const ejected = await until(
-      "the gateway to eject the killed replica",
-      () => gatewayLog("replica ejected", label(victim), from),
-      3000,
+    const ejected = await until("the gateway to eject the killed replica", () =>
+      gatewayLog("replica ejected", label(victim), from),
     );
     assert.match(String(ejected.reason), /^health probe failed: (ECONNREFUSED|ECONNRESET)$|^connection error$/);
     for (let i = 0; i < 20; i++) {
@@ -573,14 +553,10 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
       }
     }
     // healthy follows the workers' lives (killed workers are ejected by the probes within a few intervals).
-    await until(
-      "healthy to be 1 for live workers and 0 for killed ones",
-      async () => {
-        const s = await scrape();
-        return workers.every((w) => value(s, "lucena_upstream_replica_healthy", w) === (alive(w) ? 1 : 0));
-      },
-      3000,
-    );
+    await until("healthy to be 1 for live workers and 0 for killed ones", async () => {
+      const s = await scrape();
+      return workers.every((w) => value(s, "lucena_upstream_replica_healthy", w) === (alive(w) ? 1 : 0));
+    });
     assert.ok(workers.some(alive), "a live worker to serve");
 
     // in flight: one long stream shows on its replica only, and goes back to 0 when the client goes.
@@ -596,14 +572,10 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
         `in flight on ${label(w)}`,
       );
     ac.abort();
-    await until(
-      "in flight back to 0",
-      async () => {
-        const s = await scrape();
-        return workers.every((w) => value(s, "lucena_upstream_requests_in_flight", w) === 0);
-      },
-      2000,
-    );
+    await until("in flight back to 0", async () => {
+      const s = await scrape();
+      return workers.every((w) => value(s, "lucena_upstream_requests_in_flight", w) === 0);
+    });
 
     // requests_total: at least every completion a worker logged since the first scrape (counts go through it too).
     const since = Date.now();
@@ -646,20 +618,16 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     );
     const loadedAt = Date.now();
     for (const r of restarted) {
-      await until(`the gateway to re-admit ${label(r)}`, () => gatewayLog("replica re-admitted", label(r), from), 3000);
+      await until(`the gateway to re-admit ${label(r)}`, () => gatewayLog("replica re-admitted", label(r), from));
       // A Lucena worker answers /v1/models (the default health path) while its model still loads, and its probes
       // may time out during the load: the gateway can re-admit it early and eject it once more. Wait until the
       // re-admission holds after the load (reported as a finding; not what this test is about).
-      await until(
-        `${label(r)} to stay admitted after its model loaded`,
-        () => {
-          const last = entries(gateway, from)
-            .filter((e) => e.replica === label(r) && (e.msg === "replica ejected" || e.msg === "replica re-admitted"))
-            .at(-1);
-          return last?.msg === "replica re-admitted" && Date.now() - loadedAt >= 300;
-        },
-        3000,
-      );
+      await until(`${label(r)} to stay admitted after its model loaded`, () => {
+        const last = entries(gateway, from)
+          .filter((e) => e.replica === label(r) && (e.msg === "replica ejected" || e.msg === "replica re-admitted"))
+          .at(-1);
+        return last?.msg === "replica re-admitted" && Date.now() - loadedAt >= 300;
+      });
     }
     const since = Date.now();
     const answers = await Promise.all(

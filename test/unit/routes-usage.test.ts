@@ -19,6 +19,7 @@ import {
   USER_HELLO,
   type TestAppOptions,
 } from "../helpers/fake-engine.js";
+import { until } from "../helpers/until.js";
 
 const GOOD = { model: TEST_MODEL.id, messages: USER_HELLO };
 const GOOD_PROMPT = fakePromptTokens([{ content: TEST_MODEL.system_prompt! }, ...USER_HELLO]);
@@ -42,15 +43,6 @@ function withLedger(t: TestContext, opts: TestAppOptions = {}) {
       .prepare("SELECT * FROM usage WHERE request_id = ?")
       .get(id);
   return { ...built, store, ledger, row };
-}
-
-async function until<T>(what: string, get: () => T | undefined | false): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const v = get();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 function streamRequest(app: FastifyInstance, id: string) {

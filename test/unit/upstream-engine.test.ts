@@ -19,6 +19,7 @@ import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
 import { rng } from "../helpers/rng.js";
 import { listen } from "../helpers/sockets.js";
+import { until } from "../helpers/until.js";
 
 const log = createLogger("silent");
 const TRANSCRIPTS = join(repoRoot, "test", "fixtures", "transcripts");
@@ -27,13 +28,6 @@ const MODEL_ID = DEFAULT_MODEL.id;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Polls `cond` every few milliseconds; fails the test when `ms` pass first. */
-async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // A fake upstream: a real node:http server on 127.0.0.1 that answers its health path and hands every other

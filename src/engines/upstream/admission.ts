@@ -9,7 +9,7 @@ import type { Replica, ReplicaPool } from "./replicas.js";
  */
 export interface Slot {
   readonly ready: Promise<Replica | null>;
-  release(): void;
+  readonly release: () => void;
 }
 
 interface Waiter {

@@ -171,7 +171,7 @@ export function failureOutcome(err: unknown): "connect" | "server" {
 /** One replica held for one attempt of a request; `release` ends the hold (more calls do nothing). */
 export interface Lease {
   readonly replica: Replica;
-  release(): void;
+  readonly release: () => void;
 }
 
 /**
