@@ -1,14 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { pino } from "pino";
 import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
-import { SAMPLING_DEFAULTS } from "../src/engines/engine.js";
+import { sampling } from "../src/engines/engine.js";
 import { cpuTimesReader, othersUse, type CpuTimes } from "../src/engines/llama/cpu-share.js";
-import { LlamaEngine } from "../src/engines/llama/llama-engine.js";
+import type { LlamaEngine } from "../src/engines/llama/llama-engine.js";
+import { loadInProcess } from "./inproc.js";
 import { median, round, sleep } from "./stats.js";
 
 /**
@@ -106,17 +105,8 @@ async function decode(
   let tokens = 0;
   try {
     for await (const ev of engine.generate({
+      ...sampling({ maxTokens, temperature: 0.7, seed: 7 }),
       input: { kind: "tokens", tokens: prompt },
-      maxTokens,
-      temperature: 0.7,
-      topP: SAMPLING_DEFAULTS.topP,
-      topK: SAMPLING_DEFAULTS.topK,
-      seed: 7,
-      presencePenalty: 0,
-      frequencyPenalty: 0,
-      minP: null,
-      ignoreEos: false,
-      stop: [],
       signal: abort.signal,
     })) {
       if (ev.type !== "text") {
@@ -152,24 +142,13 @@ export async function measureContention(opts: {
   say: (text: string) => void;
 }): Promise<ContentionResult> {
   const read = cpuTimesReader();
-  const entries: Record<string, unknown>[] = [];
-  const log = pino(
-    { level: "info" },
-    {
-      write: (line: string) => {
-        entries.push(JSON.parse(line) as Record<string, unknown>);
-      },
-    },
-  );
-  const dataDir = mkdtempSync(join(tmpdir(), "lucena-bench-contention-"));
-  const engine = new LlamaEngine(opts.config, dataDir, log);
+  const inproc = await loadInProcess(opts.config);
+  const { engine, logs: entries, loaded } = inproc;
   const runs: ContentionRun[] = [];
   try {
-    await engine.load();
-    const tokens = await engine.encoder.encode([
+    const tokens = await inproc.encode([
       { role: "user", content: "Tell me a long story about a lighthouse keeper and the sea." },
     ]);
-    if (!Array.isArray(tokens)) throw new Error("an encoding without a limit stopped early");
     await decode(engine, tokens, 8, opts.timeLimitMs); // warm-up
     for (let round = 0; round < opts.rounds; round++) {
       for (const hog of [false, true]) {
@@ -194,13 +173,11 @@ export async function measureContention(opts: {
       }
     }
   } finally {
-    await engine.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await inproc.close();
   }
   const of = (hog: boolean) => median(runs.filter((r) => r.hog === hog).map((r) => r.decode_tok_s));
   const uncontended = of(false);
   const contended = of(true);
-  const loaded = entries.find((e) => e.msg === "model loaded") ?? {};
   return {
     max_tokens: opts.maxTokens,
     settle_ms: opts.settleMs,

@@ -3,11 +3,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import type { ModelConfig } from "../src/config/schema.js";
-import { SAMPLING_DEFAULTS } from "../src/engines/engine.js";
+import { sampling } from "../src/engines/engine.js";
 import { LlamaEngine } from "../src/engines/llama/llama-engine.js";
 import type { ChatMessageBody, Generation } from "./sse-client.js";
 
 export interface InProcessEngine {
+  engine: LlamaEngine;
+  /** Everything the engine logged, parsed. */
+  logs: Record<string, unknown>[];
   /** The "model loaded" log entry (contextSize, sequences, threads, ms). */
   loaded: Record<string, unknown>;
   encode(messages: ChatMessageBody[]): Promise<number[]>;
@@ -20,20 +23,27 @@ export interface InProcessEngine {
  * path costs is the difference between this and the same generation over HTTP/SSE.
  */
 export async function loadInProcess(config: ModelConfig): Promise<InProcessEngine> {
-  const entries: Record<string, unknown>[] = [];
+  const logs: Record<string, unknown>[] = [];
   const log = pino(
     { level: "info" },
     {
       write: (line: string) => {
-        entries.push(JSON.parse(line) as Record<string, unknown>);
+        logs.push(JSON.parse(line) as Record<string, unknown>);
       },
     },
   );
   const dataDir = mkdtempSync(join(tmpdir(), "lucena-bench-inproc-"));
   const engine = new LlamaEngine(config, dataDir, log);
-  await engine.load();
-  const loaded = entries.find((e) => e.msg === "model loaded") ?? {};
+  try {
+    await engine.load();
+  } catch (err) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  const loaded = logs.find((e) => e.msg === "model loaded") ?? {};
   return {
+    engine,
+    logs,
     loaded,
     encode: async (messages) => {
       const tokens = await engine.encoder.encode(messages);
@@ -53,17 +63,8 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
       };
       try {
         for await (const ev of engine.generate({
+          ...sampling({ maxTokens, temperature }),
           input: { kind: "tokens", tokens: prompt },
-          maxTokens,
-          temperature,
-          topP: SAMPLING_DEFAULTS.topP,
-          topK: SAMPLING_DEFAULTS.topK,
-          seed: null,
-          presencePenalty: 0,
-          frequencyPenalty: 0,
-          minP: null,
-          ignoreEos: false,
-          stop: [],
           signal: abort.signal,
         })) {
           if (ev.type === "text") {

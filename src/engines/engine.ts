@@ -25,6 +25,25 @@ export interface Sampling {
   stop: string[];
 }
 
+/**
+ * Sampling as a request that sets only `maxTokens` and `temperature` gets it from the embedded engine, with
+ * `over` on top: for callers inside the process (benchmarks, tests). A request's own is resolved in
+ * prompt/resolve.ts.
+ */
+export function sampling(over: Partial<Sampling> & Pick<Sampling, "maxTokens" | "temperature">): Sampling {
+  return {
+    topP: SAMPLING_DEFAULTS.topP,
+    topK: SAMPLING_DEFAULTS.topK,
+    seed: null,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    minP: null,
+    ignoreEos: false,
+    stop: [],
+    ...over,
+  };
+}
+
 export interface GenerateOptions extends Sampling {
   /** The prompt, in the form the engine's encoder made it: tokens for a tokenizer, messages for a counter. */
   input: PromptInput;

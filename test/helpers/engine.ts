@@ -5,7 +5,7 @@ import type { TestContext } from "node:test";
 import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import type { ModelConfig } from "../../src/config/schema.js";
-import type { GenerateOptions } from "../../src/engines/engine.js";
+import { sampling, type GenerateOptions } from "../../src/engines/engine.js";
 import { LlamaEngine } from "../../src/engines/llama/llama-engine.js";
 import { createLogger } from "../../src/observability/log.js";
 import { testModel } from "./models.js";
@@ -34,17 +34,8 @@ export async function greedyOptions(e: LlamaEngine, content: string, maxTokens: 
   const messages = [{ role: "user" as const, content }];
   const prompt = await encodeAll(e, messages);
   return {
+    ...sampling({ maxTokens, temperature: 0, topP: 1, topK: 0, seed: 1 }),
     input: { kind: "tokens", tokens: prompt },
-    maxTokens,
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    seed: 1,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    minP: null,
-    ignoreEos: false,
-    stop: [],
     signal: new AbortController().signal,
   };
 }

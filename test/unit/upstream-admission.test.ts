@@ -6,7 +6,7 @@ import { describe, test, type TestContext } from "node:test";
 import { pino } from "pino";
 import { DEFAULT_MODEL, DEFAULT_UPSTREAM } from "../../src/config/defaults.js";
 import type { ModelConfig, UpstreamConfig } from "../../src/config/schema.js";
-import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
+import { sampling, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
 import { buildApp } from "../../src/server/app.js";
 import { StaticKeys } from "../../src/keys/verifiers.js";
@@ -123,17 +123,8 @@ async function engineFor(
 
 function options(signal = new AbortController().signal): GenerateOptions {
   return {
+    ...sampling({ maxTokens: 16, temperature: 0.7 }),
     input: { kind: "messages", messages: [{ role: "user", content: "Hi" }], estimated: false },
-    maxTokens: 16,
-    temperature: 0.7,
-    topP: 0.95,
-    topK: SAMPLING_DEFAULTS.topK,
-    seed: null,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    minP: null,
-    ignoreEos: false,
-    stop: [],
     signal,
   };
 }

@@ -8,7 +8,7 @@ import { describe, test, type TestContext } from "node:test";
 import type { ChatMessage } from "../../src/api/chat-request.js";
 import { DEFAULT_MODEL, DEFAULT_UPSTREAM } from "../../src/config/defaults.js";
 import type { UpstreamConfig } from "../../src/config/schema.js";
-import { SAMPLING_DEFAULTS, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
+import { sampling, type EngineEvent, type GenerateOptions } from "../../src/engines/engine.js";
 import { EndpointCounter } from "../../src/engines/upstream/counter.js";
 import { GgufCounter } from "../../src/engines/llama/gguf-counter.js";
 import { UpstreamEngine } from "../../src/engines/upstream/upstream-engine.js";
@@ -231,17 +231,8 @@ function options({
   ...over
 }: Partial<GenerateOptions> & { messages?: typeof MESSAGES } = {}): GenerateOptions {
   return {
+    ...sampling({ maxTokens: 64, temperature: 0.7 }),
     input: { kind: "messages", messages, estimated: false },
-    maxTokens: 64,
-    temperature: 0.7,
-    topP: 0.95,
-    topK: SAMPLING_DEFAULTS.topK,
-    seed: null,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    minP: null,
-    ignoreEos: false,
-    stop: [],
     signal: new AbortController().signal,
     ...over,
   };

@@ -54,11 +54,25 @@ export interface ExchangeContext {
 class SilenceWatch {
   private timer: NodeJS.Timeout | null = null;
   fired = false;
+  readonly firstTextMs: number;
+  readonly idleMs: number;
 
-  constructor(private readonly onSilence: () => void) {}
+  constructor(
+    upstream: UpstreamConfig,
+    private readonly onSilence: () => void,
+  ) {
+    this.firstTextMs = upstream.first_token_timeout_seconds * 1000;
+    this.idleMs = upstream.idle_timeout_seconds * 1000;
+  }
 
-  /** Starts the count from now, with the bound for the answer's current stage. */
-  alive(ms: number): void {
+  /** For undici's own body timer: a backstop above both bounds. */
+  get backstopMs(): number {
+    return Math.max(this.firstTextMs, this.idleMs) + 1000;
+  }
+
+  /** Starts the count from now: the first-text bound until the answer has text (`texted`), then the idle bound. */
+  alive(texted: boolean): void {
+    const ms = texted ? this.idleMs : this.firstTextMs;
     this.stop();
     this.timer = setTimeout(() => {
       this.fired = true;
@@ -166,11 +180,10 @@ async function send(
   replica: Replica,
   opts: MessagesOptions,
   signal: AbortSignal,
+  watch: SilenceWatch,
   cause: (err: unknown) => string,
   abandoned: () => boolean,
 ): Promise<Dispatcher.ResponseData> {
-  const firstTextMs = ctx.upstream.first_token_timeout_seconds * 1000;
-  const idleMs = ctx.upstream.idle_timeout_seconds * 1000;
   let res: Dispatcher.ResponseData;
   try {
     res = await replica.dispatcher.request({
@@ -181,7 +194,7 @@ async function send(
       signal,
       headersTimeout: ctx.upstream.first_byte_timeout_seconds * 1000,
       // The silence watch bounds the body; undici's own timer stays as a backstop above both bounds.
-      bodyTimeout: Math.max(firstTextMs, idleMs) + 1000,
+      bodyTimeout: watch.backstopMs,
     });
   } catch (err) {
     if (opts.signal.aborted) throw err;
@@ -205,29 +218,26 @@ async function send(
  * that way), or the SSE stream, under the silence watch (first-text bound, then the idle bound).
  */
 async function* read(
-  ctx: ExchangeContext,
   res: Dispatcher.ResponseData,
   answer: DecodedAnswer,
   watch: SilenceWatch,
 ): AsyncGenerator<EngineEvent, void, undefined> {
-  const firstTextMs = ctx.upstream.first_token_timeout_seconds * 1000;
-  const idleMs = ctx.upstream.idle_timeout_seconds * 1000;
   if (/^application\/json/i.test(String(res.headers["content-type"] ?? ""))) {
-    watch.alive(firstTextMs);
+    watch.alive(false);
     const whole = await res.body.json();
     answer.done = true; // read to its end: the connection is free again
     yield* answer.events(decodeCompletionBody(whole));
     return;
   }
   const decoder = new UpstreamStreamDecoder();
-  watch.alive(firstTextMs);
+  watch.alive(false);
   // Leaving the loop at [DONE] must not destroy the body: its connection is reused once the body is read.
   for await (const chunk of res.body.iterator({ destroyOnReturn: false })) {
     // Only the replica's silence counts, not the time the client takes to read what was handed on.
     watch.stop();
     yield* answer.events(decoder.push(chunk as Buffer));
     if (answer.done) break;
-    watch.alive(answer.texts > 0 ? idleMs : firstTextMs);
+    watch.alive(answer.texts > 0);
   }
   watch.stop();
   if (!answer.done) yield* answer.events(decoder.end());
@@ -243,7 +253,7 @@ function readFailure(
   replica: Replica,
   err: unknown,
   answer: DecodedAnswer,
-  how: { cause: string; abandoned: boolean; silent: boolean },
+  how: { cause: string; abandoned: boolean; silentMs: number | null },
 ): unknown {
   if (err instanceof UpstreamStreamError && err.status !== null && err.status < 500 && answer.texts === 0) {
     // The replica refused the request in its stream (a prompt too long for it, say): so would any other.
@@ -257,9 +267,9 @@ function readFailure(
       errors.modelUnavailable(ctx.modelId, 5),
     );
   }
-  if (how.silent) {
+  if (how.silentMs !== null) {
     ctx.log.warn(
-      { model: ctx.modelId, replica: replica.label, silentMs: ctx.upstream.idle_timeout_seconds * 1000 },
+      { model: ctx.modelId, replica: replica.label, silentMs: how.silentMs },
       "upstream stream silent too long: cut",
     );
   }
@@ -280,22 +290,22 @@ export async function* exchange(
   said: Said = {},
 ): AsyncGenerator<EngineEvent, void, undefined> {
   const abort = attemptAbort(opts.signal, abandon);
-  const watch = new SilenceWatch(() => abort.controller.abort(new Error("silence")));
+  const watch = new SilenceWatch(ctx.upstream, () => abort.controller.abort(new Error("silence")));
   /** Why this attempt failed when it was not the replica's doing nor the client's. */
   const cause = (err: unknown) =>
     abandon.aborted ? "replica ejected" : watch.fired ? "silent too long" : errorCode(err);
   const answer = new DecodedAnswer(said);
   let res: Dispatcher.ResponseData | null = null;
   try {
-    res = await send(ctx, replica, opts, abort.controller.signal, cause, () => abandon.aborted);
+    res = await send(ctx, replica, opts, abort.controller.signal, watch, cause, () => abandon.aborted);
     try {
-      yield* read(ctx, res, answer, watch);
+      yield* read(res, answer, watch);
     } catch (err) {
       if (opts.signal.aborted) throw err;
       throw readFailure(ctx, replica, err, answer, {
         cause: cause(err),
         abandoned: abandon.aborted,
-        silent: watch.fired,
+        silentMs: watch.fired ? watch.idleMs : null,
       });
     }
     if (answer.finish === null) {
