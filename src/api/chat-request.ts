@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { echo, errors } from "../core/errors.js";
+import type { OutputFormat } from "../engines/engine.js";
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -60,6 +61,7 @@ export interface SamplingRequest {
   frequencyPenalty: number;
   minP: number | null;
   ignoreEos: boolean;
+  format: OutputFormat | null;
 }
 
 const ROLES = new Set(["system", "user", "assistant", "developer"]);
@@ -73,7 +75,6 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   tool_choice: (v) => v !== "none" && v !== "auto",
   functions: (v) => Array.isArray(v) && v.length > 0,
   function_call: (v) => v !== "none" && v !== "auto",
-  response_format: (v) => !(typeof v === "object" && v !== null && (v as { type?: unknown }).type === "text"),
   logprobs: (v) => v === true,
   top_logprobs: (v) => typeof v === "number" && v > 0,
   logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length > 0,
@@ -106,15 +107,7 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   use_beam_search: (v) => v === true,
   best_of: (v) => v !== 1,
   ...Object.fromEntries(
-    [
-      "grammar",
-      "json_schema",
-      "guided_json",
-      "guided_regex",
-      "guided_choice",
-      "guided_grammar",
-      "structured_outputs",
-    ].map((f) => [
+    ["guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"].map((f) => [
       f,
       (v: unknown) => v !== "" && !(typeof v === "object" && v !== null && Object.keys(v).length === 0),
     ]),
@@ -194,5 +187,90 @@ export function parseSampling(body: ChatBody): SamplingRequest {
     frequencyPenalty: body.frequency_penalty ?? 0,
     minP: body.min_p ?? null,
     ignoreEos: body.ignore_eos ?? false,
+    format: parseFormat(body),
   };
+}
+
+/** OpenAI's json_schema names: what its API takes. */
+const SCHEMA_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/**
+ * The answer's format: OpenAI's `response_format`, or llama.cpp's `grammar` or `json_schema` fields. At most one
+ * may constrain the answer.
+ */
+export function parseFormat(body: Record<string, unknown>): OutputFormat | null {
+  const found: { field: string; format: OutputFormat }[] = [];
+  const rf = body.response_format;
+  if (rf !== undefined && rf !== null) {
+    const format = parseResponseFormat(rf);
+    if (format !== null) found.push({ field: "response_format", format });
+  }
+  if (body.grammar !== undefined && body.grammar !== null && body.grammar !== "") {
+    if (typeof body.grammar !== "string") throw errors.invalidRequest("grammar must be a string (GBNF).", "grammar");
+    found.push({ field: "grammar", format: { kind: "grammar", gbnf: body.grammar } });
+  }
+  const js = body.json_schema;
+  if (js !== undefined && js !== null && !(isRecord(js) && Object.keys(js).length === 0)) {
+    if (!isRecord(js)) throw errors.invalidRequest("json_schema must be a JSON Schema object.", "json_schema");
+    found.push({
+      field: "json_schema",
+      format: { kind: "json_schema", schema: js, name: "json_schema", strict: true, field: "json_schema" },
+    });
+  }
+  if (found.length > 1) {
+    throw errors.invalidRequest(
+      `Only one of ${found.map((f) => `'${f.field}'`).join(" and ")} may constrain the answer.`,
+      found[1]!.field,
+    );
+  }
+  return found[0]?.format ?? null;
+}
+
+function parseResponseFormat(rf: unknown): OutputFormat | null {
+  const at = "response_format";
+  if (!isRecord(rf)) throw errors.invalidRequest(`${at} must be an object with a 'type'.`, at);
+  switch (rf.type) {
+    case "text":
+      return null;
+    case "json_object":
+      return { kind: "json_object" };
+    case "json_schema": {
+      const js = rf.json_schema;
+      if (!isRecord(js)) {
+        throw errors.invalidRequest(
+          `${at}.json_schema must be an object with 'name' and 'schema'.`,
+          `${at}.json_schema`,
+        );
+      }
+      if (typeof js.name !== "string" || !SCHEMA_NAME.test(js.name)) {
+        throw errors.invalidRequest(
+          `${at}.json_schema.name must be 1 to 64 letters, digits, '_' or '-'.`,
+          `${at}.json_schema.name`,
+        );
+      }
+      if (js.strict !== undefined && js.strict !== null && typeof js.strict !== "boolean") {
+        throw errors.invalidRequest(`${at}.json_schema.strict must be a boolean.`, `${at}.json_schema.strict`);
+      }
+      // OpenAI's default when no schema is given: any JSON object.
+      const schema = js.schema === undefined || js.schema === null ? { type: "object" } : js.schema;
+      if (!isRecord(schema)) {
+        throw errors.invalidRequest(
+          `${at}.json_schema.schema must be a JSON Schema object.`,
+          `${at}.json_schema.schema`,
+        );
+      }
+      return { kind: "json_schema", schema, name: js.name, strict: js.strict === true, field: "response_format" };
+    }
+    default: {
+      const type = typeof rf.type === "string" ? `'${echo(rf.type)}'` : "missing";
+      throw errors.invalidRequest(
+        `${at}.type is ${type}: it must be 'text', 'json_object' or 'json_schema'.`,
+        `${at}.type`,
+      );
+    }
+  }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
 }

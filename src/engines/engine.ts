@@ -23,7 +23,27 @@ export interface Sampling {
   /** Never end at the model's end-of-generation token: the answer runs to max_tokens (or a stop sequence). */
   ignoreEos: boolean;
   stop: string[];
+  /** What the answer's text must be: free text (null), or constrained (response_format, llama.cpp's grammar). */
+  format: OutputFormat | null;
 }
+
+/**
+ * A constraint on the answer's text. `json_object`: one JSON object. `json_schema`: a JSON value valid against
+ * `schema` (OpenAI's response_format, and llama.cpp's `json_schema` field). `grammar`: llama.cpp's GBNF, as
+ * llama.cpp's `grammar` field. The embedded engine enforces it with a grammar (structured/); an upstream model
+ * passes it on to its replicas.
+ */
+export type OutputFormat =
+  | { kind: "json_object" }
+  | {
+      kind: "json_schema";
+      schema: Readonly<Record<string, unknown>>;
+      name: string;
+      strict: boolean;
+      /** The request field it came in, which an error about it names. */
+      field: "response_format" | "json_schema";
+    }
+  | { kind: "grammar"; gbnf: string };
 
 /**
  * Sampling as a request that sets only `maxTokens` and `temperature` gets it from the embedded engine, with
@@ -40,6 +60,7 @@ export function sampling(over: Partial<Sampling> & Pick<Sampling, "maxTokens" | 
     minP: null,
     ignoreEos: false,
     stop: [],
+    format: null,
     ...over,
   };
 }

@@ -42,6 +42,7 @@ export async function resolveChat(
       minP: asked.minP,
       ignoreEos: asked.ignoreEos,
       stop: asked.stop,
+      format: asked.format,
     },
   };
 }

@@ -1,5 +1,12 @@
 import { randomInt } from "node:crypto";
-import { TokenBias, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
+import {
+  LlamaGrammarEvaluationState,
+  TokenBias,
+  type LlamaContextSequence,
+  type LlamaGrammar,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
 import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOptions } from "../engine.js";
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
@@ -40,6 +47,8 @@ export class LlamaGeneration {
     /** The most tokens the answer may have: the request's max_tokens, or the room left in the context. */
     private readonly limit: number,
     private readonly opts: GenerateOptions,
+    /** The grammar every token must keep to (opts.format), or null for free text. */
+    private readonly grammar: LlamaGrammar | null = null,
   ) {
     this.evaluated = reuse;
     this.detok = new IncrementalDetokenizer(model);
@@ -98,6 +107,11 @@ export class LlamaGeneration {
         minP: opts.minP ?? SAMPLING_DEFAULTS.minP,
         // llama.cpp's server does the same for ignore_eos: the end-of-generation tokens are never sampled.
         ...(opts.ignoreEos ? { tokenBias: this.noEog() } : {}),
+        // Each token is sampled among those the grammar allows there, and then accepted by it; once the grammar
+        // is complete only an end-of-generation token is allowed.
+        ...(this.grammar
+          ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar: this.grammar }) }
+          : {}),
         // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
         // request of that second the same "random" answer.
         seed: opts.seed ?? randomInt(2 ** 32),

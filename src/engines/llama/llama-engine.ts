@@ -3,17 +3,20 @@ import {
   type ChatWrapper,
   type LlamaContext,
   type LlamaContextSequence,
+  type LlamaGrammar,
   type LlamaModel,
   type Token,
 } from "node-llama-cpp";
 import { availableParallelism } from "node:os";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { ModelConfig } from "../../config/schema.js";
+import { errors } from "../../core/errors.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptEncoder } from "../../prompt/build.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions, SchedulerStats } from "../engine.js";
 import { cpuShare, type ThreadsHandle } from "./cpu-share.js";
 import { LlamaGeneration } from "./generation.js";
+import { Grammars } from "./grammars.js";
 import { PromptTokenizer } from "./prompt-tokenizer.js";
 import { resolveModelPath } from "./model-source.js";
 import { SequencePool, type Lease } from "./sequence-pool.js";
@@ -83,6 +86,7 @@ export class LlamaEngine implements Engine {
   private model?: LlamaModel;
   private context?: LlamaContext;
   private chatWrapper?: ChatWrapper;
+  private grammars?: Grammars;
   private pool?: SequencePool<LlamaContextSequence>;
   /** Decides what each decode step holds. */
   private gate?: StepGate;
@@ -120,6 +124,7 @@ export class LlamaEngine implements Engine {
       const modelPath = await resolveModelPath(this.config.source, this.dataDir, this.log, this.loadAbort.signal);
       this.loadingNative = true;
       const llama = await llamaRuntime(this.log);
+      this.grammars = new Grammars(llama);
       this.model = await llama.loadModel({ modelPath, useMmap: this.config.mmap, loadSignal: this.loadAbort.signal });
       const train = this.model.trainContextSize || Infinity;
       const steps = engineStepOptions(this.config, llama.gpu !== false);
@@ -206,15 +211,25 @@ export class LlamaEngine implements Engine {
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     if (opts.input.kind !== "tokens") throw new Error("the embedded engine needs prompt tokens"); // a caller's bug, never a client's
     const prompt = opts.input.tokens as Token[];
+    if (opts.format !== null && opts.ignoreEos) {
+      throw errors.invalidRequest(
+        "ignore_eos cannot be combined with a constrained answer (response_format, grammar, json_schema): " +
+          "the answer ends where its grammar is complete.",
+        "ignore_eos",
+      );
+    }
+    // Built and parsed before admission: a schema or grammar that cannot be followed is a 400, not a stream error.
+    const grammar = opts.format === null ? null : this.grammars!.for(opts.format);
     const signal = AbortSignal.any([opts.signal, this.closing.signal]);
     const lease = this.pool!.acquire(signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
-    return this.run(lease, prompt, { ...opts, signal });
+    return this.run(lease, prompt, { ...opts, signal }, grammar);
   }
 
   private async *run(
     lease: Lease<LlamaContextSequence>,
     prompt: Token[],
     opts: GenerateOptions,
+    grammar: LlamaGrammar | null,
   ): AsyncGenerator<EngineEvent, void, undefined> {
     const seq = await lease.ready.then(
       () => lease.claim(),
@@ -243,6 +258,7 @@ export class LlamaEngine implements Engine {
         reuse,
         limit,
         opts,
+        grammar,
       );
       yield* generation.events();
     } finally {

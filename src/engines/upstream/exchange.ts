@@ -111,6 +111,16 @@ function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string
   if (opts.stop.length > 0) body.stop = opts.stop;
   if (opts.minP !== null) body.min_p = opts.minP;
   if (opts.ignoreEos) body.ignore_eos = true;
+  // OpenAI's response_format, which vLLM, SGLang and llama.cpp's server all take (llama.cpp's own json_schema
+  // field goes as the same). A raw grammar is refused before this (UpstreamEngine.generate).
+  const format = opts.format;
+  if (format?.kind === "json_object") body.response_format = { type: "json_object" };
+  else if (format?.kind === "json_schema") {
+    body.response_format = {
+      type: "json_schema",
+      json_schema: { name: format.name, schema: format.schema, strict: format.strict },
+    };
+  }
   return body;
 }
 

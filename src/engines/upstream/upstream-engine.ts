@@ -182,6 +182,14 @@ export class UpstreamEngine implements Engine {
    */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     if (!sendsMessages(opts)) throw new Error("an upstream model is sent the conversation, not tokens"); // a caller's bug
+    if (opts.format?.kind === "grammar") {
+      // Each server names its grammar field differently (llama.cpp `grammar`, vLLM `structured_outputs`); one
+      // that does not know the field would ignore it.
+      throw errors.invalidRequest(
+        `The parameter 'grammar' is not supported for the upstream model '${this.config.id}'; use response_format.`,
+        "grammar",
+      );
+    }
     if (!this.pool.anyHealthy) throw errors.modelUnavailable(this.config.id, 5);
     const attempt = new Attempt();
     const slot = this.admission.enter(opts.signal, { onEject: attempt.onEject });
