@@ -93,7 +93,7 @@ describe("constrained answers on the embedded engine (random weights)", () => {
     await Promise.all(
       Array.from({ length: 4 }, async () => {
         while (next < seeds.length) {
-          const seed = seeds[next++]!;
+          const seed = seeds[next++];
           const a = await answer(engine, schemaFormat(ORDER), seed);
           tokens += a.tokens;
           let value: unknown;
