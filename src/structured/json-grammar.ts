@@ -287,6 +287,13 @@ class Rules {
   }
 
   private object(schema: Schema, at: string): string {
+    // No properties listed: any object, unless no property is allowed at all.
+    if (schema.properties === undefined && schema.required === undefined && schema.additionalProperties !== false) {
+      for (const key of ["minProperties", "maxProperties"]) {
+        if (schema[key] !== undefined) throw new SchemaRefusal(key, `${at}/${key}`, `'${key}' needs 'properties'`);
+      }
+      return this.use("object");
+    }
     const props = schema.properties ?? {};
     if (!isObject(props)) throw new SchemaRefusal("properties", `${at}/properties`, "'properties' must be an object");
     const required = schema.required ?? [];
