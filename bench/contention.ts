@@ -4,10 +4,8 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
-import { sampling } from "../src/engines/engine.js";
 import { cpuTimesReader, othersUse, type CpuTimes } from "../src/engines/llama/cpu-share.js";
-import type { LlamaEngine } from "../src/engines/llama/llama-engine.js";
-import { loadInProcess } from "./inproc.js";
+import { decodeSpeed, loadInProcess } from "./inproc.js";
 import { median, round, sleep } from "./stats.js";
 
 /**
@@ -89,46 +87,6 @@ async function stopHog(hog: ChildProcess): Promise<void> {
   await exited;
 }
 
-/** One generation: decode tok/s from the first text to the last (the first token's time is the prompt's). */
-async function decode(
-  engine: LlamaEngine,
-  prompt: number[],
-  maxTokens: number,
-  timeLimitMs: number,
-): Promise<{ tokens: number; tok_s: number; cut: boolean }> {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), timeLimitMs);
-  let first = 0;
-  let last = 0;
-  let firstTokens = 0;
-  let lastTokens = 0;
-  let tokens = 0;
-  try {
-    for await (const ev of engine.generate({
-      ...sampling({ maxTokens, temperature: 0.7, seed: 7 }),
-      input: { kind: "tokens", tokens: prompt },
-      signal: abort.signal,
-    })) {
-      if (ev.type !== "text") {
-        tokens = ev.completionTokens;
-        continue;
-      }
-      const now = performance.now();
-      lastTokens += ev.tokens ?? 1;
-      if (!first) {
-        first = now;
-        firstTokens = lastTokens;
-      }
-      last = now;
-    }
-  } finally {
-    clearTimeout(timer);
-    abort.abort();
-  }
-  const cut = tokens < maxTokens;
-  return { tokens, tok_s: last > first ? round((lastTokens - firstTokens) / ((last - first) / 1000)) : NaN, cut };
-}
-
 export async function measureContention(opts: {
   config: ModelConfig;
   maxTokens: number;
@@ -149,7 +107,7 @@ export async function measureContention(opts: {
     const tokens = await inproc.encode([
       { role: "user", content: "Tell me a long story about a lighthouse keeper and the sea." },
     ]);
-    await decode(engine, tokens, 8, opts.timeLimitMs); // warm-up
+    await decodeSpeed(engine, tokens, { maxTokens: 8, timeLimitMs: opts.timeLimitMs }); // warm-up
     for (let round = 0; round < opts.rounds; round++) {
       for (const hog of [false, true]) {
         if (opts.quietBelow !== undefined) {
@@ -160,7 +118,7 @@ export async function measureContention(opts: {
           await sleep(opts.settleMs);
           const a = read();
           const hogMs = processCpuMs(child?.pid);
-          const r = await decode(engine, tokens, opts.maxTokens, opts.timeLimitMs);
+          const r = await decodeSpeed(engine, tokens, { maxTokens: opts.maxTokens, timeLimitMs: opts.timeLimitMs });
           const busy = backgroundSince(read, a, hogMs, child);
           const threads = engine.stats().threads ?? null;
           runs.push({ hog, threads, tokens: r.tokens, decode_tok_s: r.tok_s, cut: r.cut, background_cores: busy });

@@ -3,9 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import type { ModelConfig } from "../src/config/schema.js";
-import { sampling } from "../src/engines/engine.js";
+import { sampling, type OutputFormat } from "../src/engines/engine.js";
 import { LlamaEngine } from "../src/engines/llama/llama-engine.js";
 import type { ChatMessageBody, Generation } from "./sse-client.js";
+import { round } from "./stats.js";
 
 export interface InProcessEngine {
   engine: LlamaEngine;
@@ -86,4 +87,49 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * One generation on the engine: decode tok/s from the first text to the last (the first token's time is the
+ * prompt's). `cut`: it ended before `maxTokens` (the time limit, the model's end, or a grammar complete).
+ */
+export async function decodeSpeed(
+  engine: LlamaEngine,
+  prompt: number[],
+  opts: { maxTokens: number; timeLimitMs: number; seed?: number; format?: OutputFormat | null },
+): Promise<{ tokens: number; tok_s: number; cut: boolean; text: string }> {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), opts.timeLimitMs);
+  let first = 0;
+  let last = 0;
+  let firstTokens = 0;
+  let lastTokens = 0;
+  let tokens = 0;
+  let text = "";
+  try {
+    for await (const ev of engine.generate({
+      ...sampling({ maxTokens: opts.maxTokens, temperature: 0.7, seed: opts.seed ?? 7, format: opts.format ?? null }),
+      input: { kind: "tokens", tokens: prompt },
+      signal: abort.signal,
+    })) {
+      if (ev.type !== "text") {
+        tokens = ev.completionTokens;
+        continue;
+      }
+      const now = performance.now();
+      text += ev.text;
+      lastTokens += ev.tokens ?? 1;
+      if (!first) {
+        first = now;
+        firstTokens = lastTokens;
+      }
+      last = now;
+    }
+  } finally {
+    clearTimeout(timer);
+    abort.abort();
+  }
+  const cut = tokens < opts.maxTokens;
+  const tok_s = last > first ? round((lastTokens - firstTokens) / ((last - first) / 1000)) : NaN;
+  return { tokens, tok_s, cut, text };
 }

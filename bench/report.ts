@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MODEL_SHAPES } from "../src/gguf/model-maker.js";
 import type { ContentionResult } from "./contention.js";
+import type { GrammarResult } from "./grammar.js";
 import type { FuzzResult } from "./fuzz.js";
 import type { FailoverResult } from "./failover.js";
 import type { GatewayResult } from "./gateway.js";
@@ -84,6 +85,8 @@ export interface BenchResults {
   failover?: FailoverResult | null;
   /** One stream with and without a process busy on one core (absent in older results). */
   contention?: ContentionResult | null;
+  /** One stream held to a JSON Schema against free (absent in older results). */
+  grammar?: GrammarResult | null;
   /** The open-loop serving sweep (absent in older results). */
   serving?: ServingResult | null;
   /** llama.cpp's server and llama-bench in the same run (absent in older results). */
@@ -406,6 +409,15 @@ function otherRows(r: BenchResults): Row[] {
       `${f1(c.contended_tok_s)} tok/s against ${f1(c.uncontended_tok_s)} quiet: ${c.ratio.toFixed(2)}× (engine threads while contended: ${threads})`,
       `≥ ${c.goal}×`,
       verdict(c.ratio >= c.goal),
+    ]);
+  }
+  if (r.grammar) {
+    const g = r.grammar;
+    rows.push([
+      `Decode, 1 stream, ${g.max_tokens} tokens, held to a JSON Schema by a grammar (in-process)`,
+      `${f1(g.constrained_tok_s)} tok/s against ${f1(g.free_tok_s)} free: ${g.ratio.toFixed(2)}×`,
+      "—",
+      "info",
     ]);
   }
   if (r.rss.idle_mb !== null) {

@@ -7,6 +7,7 @@ import { DEFAULT_MODEL } from "../src/config/defaults.js";
 import type { ModelConfig } from "../src/config/schema.js";
 import { makeModel, type ModelSize } from "../src/gguf/model-maker.js";
 import { measureContention } from "./contention.js";
+import { measureGrammarCost } from "./grammar.js";
 import { fuzzBurst } from "./fuzz.js";
 import { measureFailover } from "./failover.js";
 import { measureGateway } from "./gateway.js";
@@ -67,6 +68,7 @@ interface Options {
   gateway: boolean;
   failover: boolean;
   contention: boolean;
+  grammar: boolean;
   serving: boolean;
   reference: boolean;
   servingRates?: number[];
@@ -431,6 +433,7 @@ async function main(o: Options): Promise<void> {
     gateway: null,
     failover: null,
     contention: null,
+    grammar: null,
     serving: null,
     reference: null,
     duration_s: 0,
@@ -480,6 +483,19 @@ async function main(o: Options): Promise<void> {
       rounds: o.quick ? 1 : 3,
       settleMs: 3000,
       timeLimitMs: 60_000,
+      say,
+    });
+  }
+  if (o.grammar) {
+    say("one stream held to a JSON Schema against the same stream free (the engine in this process)");
+    results.grammar = await measureGrammarCost({
+      config: {
+        ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
+        context_size: 2048,
+        parallel: 1,
+      },
+      maxTokens: o.quick ? 64 : 256,
+      rounds: o.quick ? 1 : 3,
       say,
     });
   }
@@ -541,6 +557,7 @@ const program = new Command("bench")
   .option("--skip-gateway", "skip the gateway's added latency (a gateway in front of a tiny-model worker)")
   .option("--skip-failover", "skip the time a request on a frozen replica takes to be answered by another")
   .option("--skip-contention", "skip one stream's decode speed with a process busy on one core")
+  .option("--skip-grammar", "skip one stream's decode speed held to a JSON Schema against free")
   .option("--skip-serving", "skip the open-loop serving sweep (Poisson arrivals at several rates)")
   .option("--skip-reference", "no llama.cpp column: neither build nor run llama.cpp's server and llama-bench")
   .option(
@@ -582,6 +599,7 @@ const raw = program.opts<{
   skipGateway?: boolean;
   skipFailover?: boolean;
   skipContention?: boolean;
+  skipGrammar?: boolean;
   skipServing?: boolean;
   skipReference?: boolean;
   servingOnly?: boolean;
@@ -605,6 +623,7 @@ main({
   gateway: others && !raw.skipGateway,
   failover: others && !raw.skipFailover,
   contention: others && !raw.skipContention,
+  grammar: others && !raw.skipGrammar,
   serving: !raw.skipServing,
   reference: !raw.skipReference,
   ...(raw.servingRates ? { servingRates: raw.servingRates } : {}),

@@ -350,10 +350,14 @@ class Rules {
       if (min > 0) throw new SchemaRefusal("items", `${at}/items`, "'items': false leaves no room for 'minItems'");
       return `"[" space "]" space`;
     }
-    const item = this.visit(schema.items ?? true, `${at}/items`);
     if (max === 0) return `"[" space "]" space`;
-    const rest = max === null ? `("," space ${item})*` : `("," space ${item}){${Math.max(0, min - 1)},${max - 1}}`;
-    const some = `${item} ${min > 1 && max === null ? `("," space ${item}){${min - 1},}` : rest}`;
+    // The item is a rule of its own: llama.cpp copies a counted repetition's body once per count, and refuses a
+    // grammar whose copies grow too large.
+    const expr = this.visit(schema.items ?? true, `${at}/items`);
+    const item = /^[a-zA-Z0-9-]+$/.test(expr) ? expr : this.add(`${at.split("/").at(-1) || "root"}-item`, expr);
+    const next = `("," space ${item})`;
+    const rest = max === null ? `${next}*` : `${next}{${Math.max(0, min - 1)},${max - 1}}`;
+    const some = `${item} ${min > 1 && max === null ? `${next}{${min - 1},}` : rest}`;
     return `"[" space ${min === 0 ? `(${some})?` : some} "]" space`;
   }
 

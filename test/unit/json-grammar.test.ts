@@ -76,6 +76,10 @@ describe("JSON Schema to grammar: what is enforced", () => {
       ['["a"]', '[1,"a"]'],
     );
     check({ type: "array", maxItems: 0 }, ["[]"], ["[1]"]);
+    // A counted repetition of an object: its item is a rule, so llama.cpp expands 400 references, not 400 objects.
+    const many = { type: "array", minItems: 400, items: { type: "object", properties: { w: { type: "string" } } } };
+    const text = `[${Array.from({ length: 400 }, () => '{"w":"x"}').join(",")}]`;
+    check(many, [text], [text.replace('{"w":"x"},', "")]);
   });
 
   test("strings: lengths (an escape is one character), formats", () => {

@@ -151,6 +151,15 @@ describe("constrained answers on the embedded engine (random weights)", () => {
     assert.equal(pattern.param, "response_format");
     assert.match(pattern.message, /'pattern'/);
     assert.match(pattern.message, /\/properties\/a\/pattern/);
+    const huge = refusal(
+      schemaFormat({
+        type: "array",
+        items: { type: "object", properties: { a: { type: "integer" } } },
+        minItems: 200000,
+      }),
+    );
+    assert.equal(huge.param, "response_format");
+    assert.match(huge.message, /too large/);
     const bad = refusal({ kind: "grammar", gbnf: "root ::= undefined-rule" });
     assert.equal(bad.param, "grammar");
     const eos = refusal({ kind: "json_object" }, { ignoreEos: true });

@@ -25,8 +25,16 @@ export class Grammars {
       try {
         grammar = new LlamaGrammar(this.llama, { grammar: text });
       } catch {
-        if (format.kind !== "grammar") throw new Error(`the grammar made for ${format.kind} does not parse`); // a bug here
-        throw errors.invalidRequest("grammar: llama.cpp cannot parse this GBNF grammar.", "grammar");
+        if (format.kind === "grammar") {
+          throw errors.invalidRequest("grammar: llama.cpp cannot parse this GBNF grammar.", "grammar");
+        }
+        // What llama.cpp refuses in a grammar made here: repetitions too large to expand (minItems, maxItems,
+        // maxLength in the thousands).
+        const field = format.kind === "json_schema" ? format.field : "response_format";
+        throw errors.invalidRequest(
+          `${field}: the grammar for this schema is too large for llama.cpp; lower its counts (minItems, maxItems, maxLength).`,
+          field,
+        );
       }
       if (this.kept.size >= KEPT) this.kept.delete(this.kept.keys().next().value!);
     }
