@@ -71,7 +71,7 @@ export async function loadInProcess(config: ModelConfig): Promise<InProcessEngin
           if (ev.type === "text") {
             g.chunkTimes.push(performance.now());
             g.text += ev.text;
-          } else {
+          } else if (ev.type === "done") {
             g.completionTokens = ev.completionTokens;
             g.finishReason = ev.finishReason;
           }
@@ -112,10 +112,8 @@ export async function decodeSpeed(
       input: { kind: "tokens", tokens: prompt },
       signal: abort.signal,
     })) {
-      if (ev.type !== "text") {
-        tokens = ev.completionTokens;
-        continue;
-      }
+      if (ev.type === "done") tokens = ev.completionTokens;
+      if (ev.type !== "text") continue;
       const now = performance.now();
       text += ev.text;
       lastTokens += ev.tokens ?? 1;

@@ -43,11 +43,44 @@ export const ChatBodySchema = Type.Object(
 
 export type ChatBody = Static<typeof ChatBodySchema>;
 
-export type Role = "system" | "user" | "assistant";
+export type Role = "system" | "user" | "assistant" | "tool";
 
-export interface ChatMessage {
-  role: Role;
-  content: string;
+/** A call the assistant made, in OpenAI's shape (`arguments` is the JSON text of the call's arguments). */
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
+/**
+ * One message of the conversation, in OpenAI's field names, so that an upstream replica is sent it as it is:
+ * an assistant message may carry the calls it made (`tool_calls`, its `content` then possibly empty), and a
+ * `tool` message the result of one call (`tool_call_id`).
+ */
+export type ChatMessage =
+  | { role: "system"; content: string }
+  | { role: "user"; content: string }
+  | { role: "assistant"; content: string; tool_calls?: ToolCall[] }
+  | { role: "tool"; content: string; tool_call_id: string };
+
+/** A function the model may call (`tools[].function`). */
+export interface ToolDef {
+  name: string;
+  description: string;
+  /** The arguments' JSON Schema (an object schema; `{"type":"object","properties":{}}` when none was given). */
+  parameters: Readonly<Record<string, unknown>>;
+  strict: boolean;
+}
+
+/**
+ * The tools of a request that may call them: `choice` "auto" (the model decides), "required" (at least one
+ * call), or one tool by name; `parallel`: more than one call in an answer. tool_choice "none" is no ToolSet:
+ * the tools are then not shown to the model at all.
+ */
+export interface ToolSet {
+  tools: ToolDef[];
+  choice: "auto" | "required" | { name: string };
+  parallel: boolean;
 }
 
 export interface SamplingRequest {
@@ -62,17 +95,16 @@ export interface SamplingRequest {
   minP: number | null;
   ignoreEos: boolean;
   format: OutputFormat | null;
+  tools: ToolSet | null;
 }
 
-const ROLES = new Set(["system", "user", "assistant", "developer"]);
+const ROLES = new Set(["system", "user", "assistant", "developer", "tool"]);
 
 /**
  * Fields that would change the answer and are not supported: rejected by name, never silently ignored.
  * A field is rejected only when set to something other than its neutral value.
  */
 const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
-  tools: (v) => Array.isArray(v) && v.length > 0,
-  tool_choice: (v) => v !== "none" && v !== "auto",
   functions: (v) => Array.isArray(v) && v.length > 0,
   function_call: (v) => v !== "none" && v !== "auto",
   logprobs: (v) => v === true,
@@ -136,17 +168,137 @@ export function parseMessages(raw: unknown[]): ChatMessage[] {
     const msg = m as Record<string, unknown>;
     if (typeof msg.role !== "string" || !ROLES.has(msg.role)) {
       throw errors.invalidRequest(
-        `${at}.role must be one of 'system', 'user' or 'assistant'` +
+        `${at}.role must be one of 'system', 'user', 'assistant' or 'tool'` +
           (typeof msg.role === "string" ? `; '${echo(msg.role)}' is not supported.` : "."),
         `${at}.role`,
       );
     }
-    if (msg.tool_calls !== undefined || msg.function_call !== undefined) {
-      throw errors.invalidRequest(`${at}: tool calls are not supported by this server.`, `${at}.tool_calls`);
+    if (msg.function_call !== undefined && msg.function_call !== null) {
+      throw errors.invalidRequest(`${at}.function_call is the legacy form: send tool_calls.`, `${at}.function_call`);
     }
-    const role: Role = msg.role === "developer" ? "system" : (msg.role as Role);
-    return { role, content: parseContent(msg.content, `${at}.content`) };
+    if (msg.role === "assistant") {
+      const calls = msg.tool_calls === undefined || msg.tool_calls === null ? [] : parseToolCalls(msg.tool_calls, at);
+      // An assistant message that only calls tools has no text: OpenAI sends its content as null.
+      const content =
+        calls.length > 0 && (msg.content === null || msg.content === undefined)
+          ? ""
+          : parseContent(msg.content, `${at}.content`);
+      return calls.length > 0 ? { role: "assistant", content, tool_calls: calls } : { role: "assistant", content };
+    }
+    if (msg.tool_calls !== undefined && msg.tool_calls !== null) {
+      throw errors.invalidRequest(`${at}.tool_calls: only an assistant message makes tool calls.`, `${at}.tool_calls`);
+    }
+    if (msg.role === "tool") {
+      if (typeof msg.tool_call_id !== "string" || msg.tool_call_id === "") {
+        throw errors.invalidRequest(
+          `${at}.tool_call_id must name the call this is the result of.`,
+          `${at}.tool_call_id`,
+        );
+      }
+      return { role: "tool", content: parseContent(msg.content, `${at}.content`), tool_call_id: msg.tool_call_id };
+    }
+    const content = parseContent(msg.content, `${at}.content`);
+    return msg.role === "user" ? { role: "user", content } : { role: "system", content };
   });
+}
+
+function parseToolCalls(raw: unknown, at: string): ToolCall[] {
+  if (!Array.isArray(raw)) throw errors.invalidRequest(`${at}.tool_calls must be an array.`, `${at}.tool_calls`);
+  return raw.map((c, j) => {
+    const where = `${at}.tool_calls[${j}]`;
+    if (!isRecord(c) || !isRecord(c.function)) {
+      throw errors.invalidRequest(
+        `${where} must be {"id", "type": "function", "function": {"name", "arguments"}}.`,
+        where,
+      );
+    }
+    if (c.type !== undefined && c.type !== "function") {
+      throw errors.invalidRequest(`${where}.type must be 'function'.`, `${where}.type`);
+    }
+    if (typeof c.id !== "string" || c.id === "")
+      throw errors.invalidRequest(`${where}.id must be a string.`, `${where}.id`);
+    const { name, arguments: args } = c.function;
+    if (typeof name !== "string" || name === "") {
+      throw errors.invalidRequest(`${where}.function.name must be a string.`, `${where}.function.name`);
+    }
+    if (typeof args !== "string") {
+      throw errors.invalidRequest(
+        `${where}.function.arguments must be a string (JSON text).`,
+        `${where}.function.arguments`,
+      );
+    }
+    return { id: c.id, type: "function", function: { name, arguments: args } };
+  });
+}
+
+/** OpenAI's function names. */
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/**
+ * `tools`, `tool_choice` and `parallel_tool_calls`: the tools the model may call, or null when it may call none
+ * (no tools, or tool_choice "none").
+ */
+export function parseTools(body: Record<string, unknown>): ToolSet | null {
+  const raw = body.tools;
+  const choice = body.tool_choice ?? "auto";
+  if (raw === undefined || raw === null || (Array.isArray(raw) && raw.length === 0)) {
+    if (choice !== "none" && choice !== "auto") {
+      throw errors.invalidRequest("tool_choice needs tools to choose from.", "tool_choice");
+    }
+    return null;
+  }
+  if (!Array.isArray(raw)) throw errors.invalidRequest("tools must be an array.", "tools");
+  const tools = raw.map((t, i): ToolDef => {
+    const at = `tools[${i}]`;
+    if (!isRecord(t) || t.type !== "function" || !isRecord(t.function)) {
+      throw errors.invalidRequest(`${at} must be {"type": "function", "function": {"name", …}}.`, at);
+    }
+    const f = t.function;
+    if (typeof f.name !== "string" || !TOOL_NAME.test(f.name)) {
+      throw errors.invalidRequest(
+        `${at}.function.name must be 1 to 64 letters, digits, '_' or '-'.`,
+        `${at}.function.name`,
+      );
+    }
+    if (f.description !== undefined && f.description !== null && typeof f.description !== "string") {
+      throw errors.invalidRequest(`${at}.function.description must be a string.`, `${at}.function.description`);
+    }
+    const parameters = f.parameters ?? { type: "object", properties: {} };
+    if (!isRecord(parameters)) {
+      throw errors.invalidRequest(
+        `${at}.function.parameters must be a JSON Schema object.`,
+        `${at}.function.parameters`,
+      );
+    }
+    return {
+      name: f.name,
+      description: typeof f.description === "string" ? f.description : "",
+      parameters,
+      strict: f.strict === true,
+    };
+  });
+  const names = new Set<string>();
+  for (const [i, t] of tools.entries()) {
+    if (names.has(t.name)) {
+      throw errors.invalidRequest(`tools[${i}]: the name '${t.name}' is given twice.`, `tools[${i}].function.name`);
+    }
+    names.add(t.name);
+  }
+  const parallel = body.parallel_tool_calls !== false;
+  if (choice === "none") return null;
+  if (choice === "auto" || choice === "required") return { tools, choice, parallel };
+  if (isRecord(choice) && choice.type === "function" && isRecord(choice.function)) {
+    const name = choice.function.name;
+    if (typeof name === "string" && names.has(name)) return { tools, choice: { name }, parallel };
+    throw errors.invalidRequest(
+      `tool_choice names ${typeof name === "string" ? `'${echo(name)}'` : "no function"}, which is not in tools.`,
+      "tool_choice",
+    );
+  }
+  throw errors.invalidRequest(
+    `tool_choice must be 'none', 'auto', 'required' or {"type": "function", "function": {"name": …}}.`,
+    "tool_choice",
+  );
 }
 
 function parseContent(content: unknown, at: string): string {
@@ -188,6 +340,7 @@ export function parseSampling(body: ChatBody): SamplingRequest {
     minP: body.min_p ?? null,
     ignoreEos: body.ignore_eos ?? false,
     format: parseFormat(body),
+    tools: parseTools(body),
   };
 }
 
@@ -273,4 +426,17 @@ function parseResponseFormat(rf: unknown): OutputFormat | null {
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Tools as OpenAI's API takes them: what a replica is sent. */
+export function wireTools(tools: readonly ToolDef[]): unknown[] {
+  return tools.map((t) => ({
+    type: "function",
+    function: {
+      name: t.name,
+      ...(t.description ? { description: t.description } : {}),
+      parameters: t.parameters,
+      ...(t.strict ? { strict: true } : {}),
+    },
+  }));
 }

@@ -8,7 +8,14 @@ export interface Usage {
   total_tokens: number;
 }
 
-export type WireFinishReason = "stop" | "length";
+export type WireFinishReason = "stop" | "length" | "tool_calls";
+
+/** A call of the answer as OpenAI sends it. */
+export interface WireToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
 
 export function usage(promptTokens: number, completionTokens: number): Usage {
   return {
@@ -16,6 +23,11 @@ export function usage(promptTokens: number, completionTokens: number): Usage {
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
   };
+}
+
+/** A tool call's id, as OpenAI's: "call_" and 24 characters. */
+export function toolCallId(): string {
+  return `call_${base62(24)}`;
 }
 
 export function completionId(): string {
@@ -62,6 +74,20 @@ export class ChunkWriter {
   content(text: string): string {
     return `${this.contentPrefix}${JSON.stringify(text)}},"finish_reason":null}]}`;
   }
+  /**
+   * A call's chunks, as OpenAI streams them: the first names it (index, id, type, name, empty arguments), the
+   * next carries its arguments.
+   */
+  toolCall(index: number, call: WireToolCall): string[] {
+    const delta = (d: unknown) =>
+      `${this.head},"choices":[{"index":0,"delta":${JSON.stringify(d)},"finish_reason":null}]}`;
+    return [
+      delta({
+        tool_calls: [{ index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }],
+      }),
+      delta({ tool_calls: [{ index, function: { arguments: call.function.arguments } }] }),
+    ];
+  }
   usage(u: Usage): string {
     return `${this.head},"choices":[],"usage":${JSON.stringify(u)}}`;
   }
@@ -78,13 +104,19 @@ export function completionObject(
   content: string,
   finish: WireFinishReason,
   u: Usage,
+  toolCalls: WireToolCall[] = [],
 ) {
+  // With calls, OpenAI's content is null when the answer has no text.
+  const message =
+    toolCalls.length > 0
+      ? { role: "assistant", content: content === "" ? null : content, tool_calls: toolCalls }
+      : { role: "assistant", content };
   return {
     id,
     object: "chat.completion",
     created,
     model,
-    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finish }],
+    choices: [{ index: 0, message, finish_reason: finish }],
     usage: u,
   };
 }

@@ -1,10 +1,11 @@
+import type { ToolSet } from "../api/chat-request.js";
 import type { PromptCounter, PromptEncoder, PromptInput } from "../prompt/build.js";
 
 /** llama.cpp's server defaults, which suit local models better than sampling the whole distribution. */
 export const SAMPLING_DEFAULTS = { topK: 40, topP: 0.95, minP: 0.05 } as const;
 
 /** Why a generation ended. `cancelled`: the client went away (never sent on the wire). */
-export type FinishReason = "stop" | "length" | "cancelled";
+export type FinishReason = "stop" | "length" | "tool_calls" | "cancelled";
 
 /** How an answer is sampled, every parameter resolved (prompt/resolve.ts). */
 export interface Sampling {
@@ -25,6 +26,8 @@ export interface Sampling {
   stop: string[];
   /** What the answer's text must be: free text (null), or constrained (response_format, llama.cpp's grammar). */
   format: OutputFormat | null;
+  /** The functions the model may call, and how (tool_choice); null: none (no tools, or tool_choice "none"). */
+  tools: ToolSet | null;
 }
 
 /**
@@ -61,6 +64,7 @@ export function sampling(over: Partial<Sampling> & Pick<Sampling, "maxTokens" | 
     ignoreEos: false,
     stop: [],
     format: null,
+    tools: null,
     ...over,
   };
 }
@@ -79,6 +83,13 @@ export type EngineEvent =
       text: string;
       /** The completion tokens this text completes (several when text was held back; default 1). */
       tokens?: number;
+    }
+  | {
+      /** The calls the answer makes, each whole (its arguments the JSON text the model wrote); before `done`. */
+      type: "tool_calls";
+      calls: { name: string; arguments: string }[];
+      /** The completion tokens the calls took. */
+      tokens: number;
     }
   | {
       type: "done";

@@ -10,17 +10,22 @@ export class StopMatcher {
     this.longest = stops.reduce((n, s) => Math.max(n, s.length), 0);
   }
 
+  /** Once a stop sequence was reached: the text that came after it in what was pushed. */
+  after = "";
+
   /** Adds text; returns what may be sent now and whether a stop sequence was reached. */
   push(text: string): { emit: string; stopped: boolean } {
     if (this.stops.length === 0) return { emit: text, stopped: false };
     const buf = this.held + text;
     let cut = -1;
+    let length = 0;
     for (const s of this.stops) {
       const at = buf.indexOf(s);
-      if (at !== -1 && (cut === -1 || at < cut)) cut = at;
+      if (at !== -1 && (cut === -1 || at < cut)) [cut, length] = [at, s.length];
     }
     if (cut !== -1) {
       this.held = "";
+      this.after = buf.slice(cut + length);
       return { emit: buf.slice(0, cut), stopped: true };
     }
     // Hold the longest suffix that is a prefix of some stop sequence.

@@ -1,6 +1,9 @@
-import type { ChatMessage } from "../api/chat-request.js";
+import type { ChatMessage, ToolDef } from "../api/chat-request.js";
 import type { ModelConfig, ShapeConfig } from "../config/schema.js";
 import { echo, errors } from "../core/errors.js";
+
+/** The tools shown to the model with the conversation (they take room in the prompt), or null. */
+export type Tools = readonly ToolDef[] | null;
 
 /** An encoding that stopped early: the prompt has at least `atLeast` tokens, more than the limit it was given. */
 export interface OverLimit {
@@ -14,7 +17,11 @@ export interface PromptEncoder {
    * The prompt's tokens. With a `limit`, an encoder may stop once the prompt has more than `limit` tokens and
    * return how many it has found so far: a prompt that cannot fit is then never tokenized whole.
    */
-  encode(messages: readonly ChatMessage[], limit?: number): number[] | OverLimit | Promise<number[] | OverLimit>;
+  encode(
+    messages: readonly ChatMessage[],
+    limit?: number,
+    tools?: Tools,
+  ): number[] | OverLimit | Promise<number[] | OverLimit>;
 }
 
 /** A prompt's encoding for the planner: the tokens, or a lower bound on their number past the budget. */
@@ -27,18 +34,18 @@ const encodedLength = (e: Encoded): number => (Array.isArray(e) ? e.length : e.a
  */
 export interface PromptCounter {
   readonly kind: "counter";
-  count(messages: readonly ChatMessage[]): Promise<number>;
+  count(messages: readonly ChatMessage[], tools?: Tools): Promise<number>;
   /**
    * A cheap upper bound on `count`, when the counter has one. When the bound already fits the budget, a
    * completion needs no exact count: nothing would be trimmed, and the model reports the exact figure in its usage.
    */
-  bound?(messages: readonly ChatMessage[]): number;
+  bound?(messages: readonly ChatMessage[], tools?: Tools): number;
   /**
    * For a model whose server trims prompts itself (another Lucena One server): the count of what that server
    * keeps of `messages`, given the completion's max_tokens (its trimming reserves room for them), and how many
    * of the messages it keeps. Counting then agrees with what the server will evaluate, trimming included.
    */
-  countKept?(messages: readonly ChatMessage[], maxTokens: number | null): Promise<KeptCount>;
+  countKept?(messages: readonly ChatMessage[], maxTokens: number | null, tools?: Tools): Promise<KeptCount>;
 }
 
 export interface KeptCount {
@@ -55,6 +62,8 @@ export interface PromptRequest {
   shape: string | null;
   /** The request's max_tokens (or max_completion_tokens), if any. */
   maxTokens: number | null;
+  /** The tools the model may call: rendered into the prompt, never trimmed. */
+  tools: Tools;
 }
 
 export interface CountedPrompt {
@@ -109,7 +118,7 @@ export async function buildPrompt(
 ): Promise<BuiltPrompt> {
   const plan = planPrompt<Encoded>(model, contextSize, req, encodedLength);
   let step = plan.next();
-  while (!step.done) step = plan.next(await encoder.encode(step.value.messages, step.value.budget));
+  while (!step.done) step = plan.next(await encoder.encode(step.value.messages, step.value.budget, req.tools));
   const { encoded, ...built } = step.value;
   // The planner returns only a prompt that fits the budget, and an encoder stops early only past it.
   if (!Array.isArray(encoded)) throw new Error("the prompt planner returned a prompt over its budget");
@@ -133,7 +142,7 @@ export async function countPrompt(
     const quick = planPrompt<number>(model, contextSize, req, (n) => n);
     const first = quick.next();
     if (!first.done) {
-      const settled = quick.next(counter.bound(first.value.messages));
+      const settled = quick.next(counter.bound(first.value.messages, req.tools));
       // Taken only where the output limit does not hang on the exact count: max_tokens is given (by the request
       // or its shape), or the model's output limit binds even at the bound.
       const outputKnown = (v: CountedPrompt) =>
@@ -148,7 +157,7 @@ export async function countPrompt(
     return { ...(await countKept(model, contextSize, counter.countKept.bind(counter), req)), estimated: false };
   const plan = planPrompt<number>(model, contextSize, req, (n) => n);
   let step = plan.next();
-  while (!step.done) step = plan.next(await counter.count(step.value.messages));
+  while (!step.done) step = plan.next(await counter.count(step.value.messages, req.tools));
   const { encoded: _count, ...built } = step.value;
   return { ...built, estimated: false };
 }
@@ -172,7 +181,7 @@ async function countKept(
   const maxTokens = req.maxTokens ?? shapeMax ?? null;
   const plan = planPrompt<KeptCount>(model, contextSize, req, (c) => c.tokens);
   let step = plan.next();
-  while (!step.done) step = plan.next(await countKept(step.value.messages, maxTokens));
+  while (!step.done) step = plan.next(await countKept(step.value.messages, maxTokens, req.tools));
   const { encoded, ...built } = step.value;
   const droppedThere = Math.max(0, built.messages.length - encoded.kept);
   return { ...built, keptMessages: Math.max(0, built.keptMessages - droppedThere) };

@@ -26,7 +26,12 @@ export async function resolveChat(
     config,
     engine.contextSize,
     engine.encoder,
-    { messages: parseMessages(body.messages), shape: body.shape ?? null, maxTokens: asked.maxTokens },
+    {
+      messages: parseMessages(body.messages),
+      shape: body.shape ?? null,
+      maxTokens: asked.maxTokens,
+      tools: asked.tools?.tools ?? null,
+    },
     purpose === "count",
   );
   return {
@@ -43,6 +48,7 @@ export async function resolveChat(
       ignoreEos: asked.ignoreEos,
       stop: asked.stop,
       format: asked.format,
+      tools: asked.tools,
     },
   };
 }

@@ -56,7 +56,9 @@ export class Charge {
     if (this.ended) return;
     this.ended = true;
     const o = this.outcome;
-    const answered = !how.clientClosed && (o.finishReason === "stop" || o.finishReason === "length");
+    const answered =
+      !how.clientClosed &&
+      (o.finishReason === "stop" || o.finishReason === "length" || o.finishReason === "tool_calls");
     if (!answered) o.completionTokens = this.delivered;
     if (!this.promptReported && !answered && !this.sawText) o.promptTokens = 0;
     this.entry.end({

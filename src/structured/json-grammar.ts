@@ -152,11 +152,14 @@ export class SchemaRefusal extends Error {
  * rule of their own.
  */
 class Rules {
-  private readonly rules = new Map<string, string>();
   /** $ref pointer → rule name (set before the body is built, so recursion finds it). */
   private readonly refs = new Map<string, string>();
 
-  constructor(private readonly root: unknown) {}
+  constructor(
+    private readonly root: unknown,
+    /** The grammar's rules, shared by every schema of one grammar (GrammarBuilder). */
+    private readonly rules = new Map<string, string>(),
+  ) {}
 
   use(name: string): string {
     if (!this.rules.has(name)) {
@@ -536,6 +539,29 @@ export function intRange(b: IntBounds): string {
   }
   if (b.hi >= 0) parts.push(digitRange(Math.max(0, b.lo), b.hi));
   return parts.join(" | ");
+}
+
+/**
+ * One grammar holding several schemas' values (a tool call's arguments, one schema per tool) and rules of the
+ * caller's own around them.
+ */
+export class GrammarBuilder {
+  private readonly rules = new Map<string, string>();
+
+  /** The expression for a value valid against `schema` (a document of its own: its `$ref`s resolve in it). */
+  value(schema: unknown): string {
+    return new Rules(schema, this.rules).visit(schema, "");
+  }
+
+  /** A rule of the caller's: its unique name. */
+  rule(name: string, body: string): string {
+    return new Rules({}, this.rules).add(name, body);
+  }
+
+  /** The whole grammar, `root` first. */
+  format(root: string): string {
+    return new Rules({}, this.rules).format(root);
+  }
 }
 
 /** The grammar for values valid against `schema`: the whole document (its root is the schema's value). */

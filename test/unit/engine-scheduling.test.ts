@@ -26,7 +26,7 @@ function run(e: LlamaEngine, name: string, content: string, maxTokens: number, o
     let tokens = 0;
     for await (const ev of events) {
       if (ev.type === "text") order.push(name);
-      else tokens = ev.completionTokens;
+      else if (ev.type === "done") tokens = ev.completionTokens;
     }
     return tokens;
   })();

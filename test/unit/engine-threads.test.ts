@@ -22,7 +22,7 @@ async function greedy(
   let tokens = -1;
   for await (const ev of e.generate(await greedyOptions(e, content, maxTokens))) {
     if (ev.type === "text") text += ev.text;
-    else tokens = ev.completionTokens;
+    else if (ev.type === "done") tokens = ev.completionTokens;
   }
   return { text, tokens };
 }

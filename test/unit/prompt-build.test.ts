@@ -43,7 +43,7 @@ class FakeEncoder implements PromptEncoder {
       if (key === undefined) {
         key = this.byKey.length;
         this.keys.set(k, key);
-        this.byKey.push({ role: m.role, content: m.content });
+        this.byKey.push(m);
       }
       for (let i = 0; i < cost(m); i++) tokens.push(key * 1000 + i);
     }
@@ -69,6 +69,7 @@ const req = (messages: ChatMessage[], over: Partial<PromptRequest> = {}): Prompt
   messages,
   shape: null,
   maxTokens: null,
+  tools: null,
   ...over,
 });
 const user = (content: string): ChatMessage => ({ role: "user", content });

@@ -111,6 +111,68 @@ describe("sampling options reach the engine", () => {
     assert.deepEqual([engine.lastCall.minP, engine.lastCall.ignoreEos], [null, false]);
   });
 
+  test("response_format, grammar and json_schema reach the engine as one format", async (t) => {
+    const { app, engine } = setup(t);
+    const schema = { type: "object", properties: { a: { type: "integer" } } };
+    const cases: [Record<string, unknown>, unknown][] = [
+      [{}, null],
+      [{ response_format: { type: "text" } }, null],
+      [{ response_format: { type: "json_object" } }, { kind: "json_object" }],
+      [
+        { response_format: { type: "json_schema", json_schema: { name: "a", schema, strict: true } } },
+        { kind: "json_schema", schema, name: "a", strict: true, field: "response_format" },
+      ],
+      [{ grammar: 'root ::= "x"' }, { kind: "grammar", gbnf: 'root ::= "x"' }],
+      [
+        { json_schema: schema },
+        { kind: "json_schema", schema, name: "json_schema", strict: true, field: "json_schema" },
+      ],
+    ];
+    for (const [extra, format] of cases) {
+      assert.equal((await chat(app, { ...GOOD, ...extra })).statusCode, 200, JSON.stringify(extra));
+      assert.deepEqual(engine.lastCall.format, format, JSON.stringify(extra));
+    }
+  });
+
+  test("tools, tool_choice and parallel_tool_calls reach the engine; tool_choice none shows no tools", async (t) => {
+    const { app, engine } = setup(t);
+    const tools = [
+      { type: "function", function: { name: "f", description: "F", parameters: { type: "object", properties: {} } } },
+      { type: "function", function: { name: "g" } },
+    ];
+    const expected = [
+      { name: "f", description: "F", parameters: { type: "object", properties: {} }, strict: false },
+      { name: "g", description: "", parameters: { type: "object", properties: {} }, strict: false },
+    ];
+    assert.equal((await chat(app, { ...GOOD, tools })).statusCode, 200);
+    assert.deepEqual(engine.lastCall.tools, { tools: expected, choice: "auto", parallel: true });
+    await chat(app, { ...GOOD, tools, tool_choice: "required", parallel_tool_calls: false });
+    assert.deepEqual(engine.lastCall.tools, { tools: expected, choice: "required", parallel: false });
+    await chat(app, { ...GOOD, tools, tool_choice: { type: "function", function: { name: "g" } } });
+    assert.deepEqual(engine.lastCall.tools?.choice, { name: "g" });
+    await chat(app, { ...GOOD, tools, tool_choice: "none" });
+    assert.equal(engine.lastCall.tools, null);
+  });
+
+  test("a conversation with tool calls and their results is read in OpenAI's field names", async (t) => {
+    const { app, engine } = setup(t);
+    const call = { id: "call_1", type: "function", function: { name: "f", arguments: '{"x":1}' } };
+    const res = await chat(app, {
+      ...GOOD,
+      messages: [
+        { role: "user", content: "Use f." },
+        { role: "assistant", content: null, tool_calls: [call] },
+        { role: "tool", tool_call_id: "call_1", content: "2" },
+      ],
+    });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(engine.encoder.calls.at(-1)?.slice(1), [
+      { role: "user", content: "Use f." },
+      { role: "assistant", content: "", tool_calls: [call] },
+      { role: "tool", content: "2", tool_call_id: "call_1" },
+    ]);
+  });
+
   test("the same options pass through on a stream", async (t) => {
     const { app, engine } = setup(t);
     const res = await chat(app, {

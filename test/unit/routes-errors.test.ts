@@ -83,35 +83,23 @@ const BAD: BadCase[] = [
     message: /wizard/,
   },
   {
-    name: "role 'tool'",
-    request: withGood({
-      messages: [
-        { role: "user", content: "hi" },
-        { role: "tool", content: "42", tool_call_id: "x" },
-      ],
-    }),
-    param: "messages[1].role",
-  },
-  {
     name: "role 'function'",
     request: withGood({ messages: [{ role: "function", name: "f", content: "hi" }] }),
     param: "messages[0].role",
   },
   { name: "missing role", request: withGood({ messages: [{ content: "hi" }] }), param: "messages[0].role" },
   {
-    name: "assistant message with tool_calls",
+    name: "a user message with tool_calls",
     request: withGood({
       messages: [
-        { role: "user", content: "hi" },
         {
-          role: "assistant",
-          content: "",
+          role: "user",
+          content: "hi",
           tool_calls: [{ id: "1", type: "function", function: { name: "f", arguments: "{}" } }],
         },
-        { role: "user", content: "go" },
       ],
     }),
-    param: "messages[1].tool_calls",
+    param: "messages[0].tool_calls",
   },
   {
     name: "content is a number",
@@ -186,16 +174,65 @@ const BAD: BadCase[] = [
   { name: "frequency_penalty -2.5", request: withGood({ frequency_penalty: -2.5 }), param: "frequency_penalty" },
   { name: "n: 2", request: withGood({ n: 2 }), param: "n" },
   { name: "n: 0", request: withGood({ n: 0 }), param: "n" },
+  { name: "tool_choice required without tools", request: withGood({ tool_choice: "required" }), param: "tool_choice" },
   {
-    name: "tools: [...]",
-    request: withGood({ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }),
-    param: "tools",
+    name: "a tool with a bad name",
+    request: withGood({ tools: [{ type: "function", function: { name: "bad name" } }] }),
+    param: "tools[0].function.name",
   },
-  { name: "tool_choice required", request: withGood({ tool_choice: "required" }), param: "tool_choice" },
   {
-    name: "response_format json_object",
-    request: withGood({ response_format: { type: "json_object" } }),
-    param: "response_format",
+    name: "two tools of one name",
+    request: withGood({
+      tools: [
+        { type: "function", function: { name: "f" } },
+        { type: "function", function: { name: "f" } },
+      ],
+    }),
+    param: "tools[1].function.name",
+  },
+  {
+    name: "tool_choice names a tool not given",
+    request: withGood({
+      tools: [{ type: "function", function: { name: "f" } }],
+      tool_choice: { type: "function", function: { name: "g" } },
+    }),
+    param: "tool_choice",
+  },
+  {
+    name: "a tool message without tool_call_id",
+    request: withGood({ messages: [{ role: "tool", content: "42" }] }),
+    param: "messages[0].tool_call_id",
+  },
+  {
+    name: "a tool call whose arguments are not a string",
+    request: withGood({
+      messages: [
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [{ id: "c1", type: "function", function: { name: "f", arguments: {} } }],
+        },
+        { role: "user", content: "hi" },
+      ],
+    }),
+    param: "messages[0].tool_calls[0].function.arguments",
+  },
+  {
+    name: "response_format of an unknown type",
+    request: withGood({ response_format: { type: "xml" } }),
+    param: "response_format.type",
+  },
+  {
+    name: "response_format json_schema without a name",
+    request: withGood({ response_format: { type: "json_schema", json_schema: { schema: {} } } }),
+    param: "response_format.json_schema.name",
+  },
+  { name: "grammar that is not a string", request: withGood({ grammar: 5 }), param: "grammar" },
+  { name: "json_schema that is not an object", request: withGood({ json_schema: "x" }), param: "json_schema" },
+  {
+    name: "response_format and grammar together",
+    request: withGood({ response_format: { type: "json_object" }, grammar: 'root ::= "a"' }),
+    param: "grammar",
   },
   { name: "logprobs: true", request: withGood({ logprobs: true }), param: "logprobs" },
   { name: "logit_bias set", request: withGood({ logit_bias: { "50256": -100 } }), param: "logit_bias" },
@@ -204,8 +241,6 @@ const BAD: BadCase[] = [
   { name: "repetition_penalty 1.2", request: withGood({ repetition_penalty: 1.2 }), param: "repetition_penalty" },
   { name: "typical_p 0.9", request: withGood({ typical_p: 0.9 }), param: "typical_p" },
   { name: "mirostat 2", request: withGood({ mirostat: 2 }), param: "mirostat" },
-  { name: "grammar", request: withGood({ grammar: 'root ::= "yes" | "no"' }), param: "grammar" },
-  { name: "json_schema", request: withGood({ json_schema: { type: "object" } }), param: "json_schema" },
   { name: "guided_json", request: withGood({ guided_json: { type: "object" } }), param: "guided_json" },
   { name: "guided_choice", request: withGood({ guided_choice: ["a", "b"] }), param: "guided_choice" },
   { name: "min_p 1.5", request: withGood({ min_p: 1.5 }), param: "min_p" },

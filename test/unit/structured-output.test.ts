@@ -75,7 +75,7 @@ async function answer(
     signal: new AbortController().signal,
   })) {
     if (ev.type === "text") text += ev.text;
-    else done = ev;
+    else if (ev.type === "done") done = ev;
   }
   assert.ok(done);
   return { text, finish: done.finishReason, tokens: done.completionTokens };

@@ -25,11 +25,15 @@ export class IncrementalDetokenizer {
   private emitted = 0;
   private stalled = 0;
 
-  constructor(private readonly model: TokenTextSource) {}
+  constructor(
+    private readonly model: TokenTextSource,
+    /** Special tokens written as their text (a tool call's markers are special tokens in many vocabularies). */
+    private readonly special = false,
+  ) {}
 
   push(token: number): string {
     this.run.push(token);
-    const text = this.model.detokenize(this.run, false, this.context);
+    const text = this.model.detokenize(this.run, this.special, this.context);
     let complete = text.length;
     while (complete > 0 && text.charCodeAt(complete - 1) === REPLACEMENT) complete--;
     if (complete === text.length || this.run.length >= MAX_RUN) return this.finishRun(text);
@@ -46,7 +50,7 @@ export class IncrementalDetokenizer {
   /** Whatever is still held at the end of generation. */
   flush(): string {
     if (this.run.length === 0) return "";
-    return this.finishRun(this.model.detokenize(this.run, false, this.context));
+    return this.finishRun(this.model.detokenize(this.run, this.special, this.context));
   }
 
   private finishRun(text: string): string {

@@ -11,6 +11,20 @@ import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOp
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import type { Member } from "./step-gate.js";
+import { parseToolCalls, type ToolSyntax } from "./tool-calls.js";
+
+/**
+ * A generation that may call tools: how the model writes calls, the tools' names, and the grammar of what follows
+ * the calls' trigger (tool-calls.ts). `forced` (tool_choice "required" or a named tool): the answer is calls from
+ * its first token. Otherwise the model writes text until it writes the trigger; from there on the grammar holds
+ * it to well-formed calls with valid arguments.
+ */
+export interface CallPlan {
+  syntax: ToolSyntax;
+  names: readonly string[];
+  forced: boolean;
+  grammar: LlamaGrammar;
+}
 
 /**
  * One request's generation on one sequence, as llama.cpp's server_response_reader is one request's reader: it
@@ -36,6 +50,12 @@ export class LlamaGeneration {
   private readonly stopper: StopMatcher;
   private tokens?: AsyncIterator<Token, void, void>;
   private disposed = false;
+  /** Holds back text that may be the start of the calls' trigger (tools, not forced). */
+  private readonly trigger: StopMatcher | null;
+  /** The calls' text once the trigger came (after it), or from the start when forced; null: no calls. */
+  private callText: string | null = null;
+  /** The grammar state of the calls, from the trigger on (read by the sampler at each step). */
+  private callState: LlamaGrammarEvaluationState | undefined;
 
   constructor(
     private readonly model: LlamaModel,
@@ -49,10 +69,17 @@ export class LlamaGeneration {
     private readonly opts: GenerateOptions,
     /** The grammar every token must keep to (opts.format), or null for free text. */
     private readonly grammar: LlamaGrammar | null = null,
+    /** Tools the answer may call, or null. */
+    private readonly calls: CallPlan | null = null,
   ) {
     this.evaluated = reuse;
-    this.detok = new IncrementalDetokenizer(model);
+    this.detok = new IncrementalDetokenizer(model, calls !== null);
     this.stopper = new StopMatcher(opts.stop);
+    this.trigger = calls && !calls.forced ? new StopMatcher([calls.syntax.trigger]) : null;
+    if (calls?.forced) {
+      this.callText = "";
+      this.callState = new LlamaGrammarEvaluationState({ model, grammar: calls.grammar });
+    }
   }
 
   /** The answer's events, ending with `done`. */
@@ -66,12 +93,38 @@ export class LlamaGeneration {
     // Text held back (an unfinished character, a possible start of a stop sequence) is real text unless a
     // stop sequence matched or the client is gone.
     if (this.finish !== "cancelled" && !this.bySequence) {
-      const { emit, stopped } = this.stopper.push(this.detok.flush());
-      const rest = stopped ? emit : emit + this.stopper.flush();
-      if (stopped) this.finish = "stop";
-      if (rest) yield { type: "text", text: rest, tokens: Math.max(1, this.count - this.emitted) };
+      const tail = this.detok.flush();
+      if (this.callText !== null) this.callText += tail;
+      else {
+        const { emit, stopped } = this.stopper.push(tail + (this.trigger?.flush() ?? ""));
+        const rest = stopped ? emit : emit + this.stopper.flush();
+        if (stopped) this.finish = "stop";
+        if (rest) yield { type: "text", text: rest, tokens: Math.max(1, this.count - this.emitted) };
+      }
     }
+    if (this.callText !== null && this.calls && this.finish !== "cancelled") yield* this.callEvents(this.calls);
     yield { type: "done", finishReason: this.finish, completionTokens: this.count, promptTokens: this.evaluated };
+  }
+
+  /**
+   * The calls the answer made. The grammar ends an answer once its calls are complete: `tool_calls`. Calls cut
+   * short (max_tokens) are left out; what could not be read as calls at all is handed on as text, so nothing the
+   * model wrote is lost.
+   */
+  private *callEvents(plan: CallPlan): Generator<EngineEvent> {
+    let text = this.callText ?? "";
+    if (plan.forced) {
+      const start = text.trimStart();
+      text = start.startsWith(plan.syntax.trigger) ? start.slice(plan.syntax.trigger.length) : text;
+    }
+    const calls = parseToolCalls(text, plan.syntax, plan.names);
+    if (calls.length === 0) {
+      if (this.callText) yield { type: "text", text: this.callText, tokens: Math.max(1, this.count - this.emitted) };
+      return;
+    }
+    yield { type: "tool_calls", calls, tokens: Math.max(1, this.count - this.emitted) };
+    this.emitted = this.count;
+    if (this.finish === "stop") this.finish = "tool_calls";
   }
 
   /**
@@ -111,7 +164,9 @@ export class LlamaGeneration {
         // is complete only an end-of-generation token is allowed.
         ...(this.grammar
           ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar: this.grammar }) }
-          : {}),
+          : this.calls
+            ? { grammarEvaluationState: () => this.callState }
+            : {}),
         // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
         // request of that second the same "random" answer.
         seed: opts.seed ?? randomInt(2 ** 32),
@@ -145,11 +200,21 @@ export class LlamaGeneration {
         return;
       }
       generated.push(token);
-      const text = this.detok.push(token);
+      let text = this.detok.push(token);
+      if (this.callText !== null) {
+        this.callText += text;
+        text = "";
+      } else if (text && this.trigger) {
+        const t = this.trigger.push(text);
+        text = t.emit;
+        if (t.stopped) this.startCalls(this.trigger.after);
+      }
       if (text) {
         const { emit, stopped } = this.stopper.push(text);
-        if (emit) {
-          yield { type: "text", text: emit, tokens: this.count - this.emitted };
+        // Calls begin: text held back as a possible stop sequence's start is text after all.
+        const out = this.callText !== null && !stopped ? emit + this.stopper.flush() : emit;
+        if (out) {
+          yield { type: "text", text: out, tokens: this.count - this.emitted };
           this.emitted = this.count;
         }
         if (stopped) {
@@ -160,6 +225,17 @@ export class LlamaGeneration {
       }
       if (this.count >= this.limit) return;
     }
+  }
+
+  /**
+   * The trigger came: what follows is calls. The grammar takes over from here when the trigger ended on a token
+   * boundary; when the trigger's last token ran past it (`after`), the grammar's start is behind the model's, and
+   * the calls are read as written.
+   */
+  private startCalls(after: string): void {
+    this.callText = after;
+    if (after === "")
+      this.callState = new LlamaGrammarEvaluationState({ model: this.model, grammar: this.calls!.grammar });
   }
 
   /**

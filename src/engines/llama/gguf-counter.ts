@@ -1,7 +1,7 @@
 import { resolveChatWrapper, type LlamaModel } from "node-llama-cpp";
 import type { ChatMessage } from "../../api/chat-request.js";
 import type { Logger } from "../../observability/log.js";
-import type { PromptCounter } from "../../prompt/build.js";
+import type { PromptCounter, Tools } from "../../prompt/build.js";
 import { PromptTokenizer } from "./prompt-tokenizer.js";
 import { llamaRuntime } from "./runtime.js";
 
@@ -22,8 +22,8 @@ export class GgufCounter implements PromptCounter {
     this.tokenizer = new PromptTokenizer(this.model, resolveChatWrapper(this.model));
   }
 
-  async count(messages: readonly ChatMessage[]): Promise<number> {
-    const tokens = await this.tokenizer!.encode(messages);
+  async count(messages: readonly ChatMessage[], tools: Tools = null): Promise<number> {
+    const tokens = await this.tokenizer!.encode(messages, Infinity, tools);
     return Array.isArray(tokens) ? tokens.length : tokens.atLeast;
   }
 

@@ -17,7 +17,15 @@ export class Grammars {
 
   /** The grammar for `format`: a 400 naming the request field when it cannot be built or parsed. */
   for(format: OutputFormat): LlamaGrammar {
-    const text = formatGrammar(format);
+    return this.compile(formatGrammar(format), format);
+  }
+
+  /** The grammar of a request's tool calls (tool-calls.ts), made here: a 400 naming `tools` when llama.cpp refuses it. */
+  forTools(text: string): LlamaGrammar {
+    return this.compile(text, null);
+  }
+
+  private compile(text: string, format: OutputFormat | null): LlamaGrammar {
     let grammar = this.kept.get(text);
     if (grammar) {
       this.kept.delete(text); // most recently used last
@@ -25,6 +33,12 @@ export class Grammars {
       try {
         grammar = new LlamaGrammar(this.llama, { grammar: text });
       } catch {
+        if (format === null) {
+          throw errors.invalidRequest(
+            "tools: the grammar for these tools' parameters is too large for llama.cpp; lower their counts.",
+            "tools",
+          );
+        }
         if (format.kind === "grammar") {
           throw errors.invalidRequest("grammar: llama.cpp cannot parse this GBNF grammar.", "grammar");
         }

@@ -8,14 +8,15 @@ import {
   type Token,
 } from "node-llama-cpp";
 import { availableParallelism } from "node:os";
-import type { ChatMessage } from "../../api/chat-request.js";
+import type { ChatMessage, ToolSet } from "../../api/chat-request.js";
 import type { ModelConfig } from "../../config/schema.js";
 import { errors } from "../../core/errors.js";
 import type { Logger } from "../../observability/log.js";
-import type { PromptEncoder } from "../../prompt/build.js";
+import type { PromptEncoder, Tools } from "../../prompt/build.js";
 import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions, SchedulerStats } from "../engine.js";
 import { cpuShare, type ThreadsHandle } from "./cpu-share.js";
-import { LlamaGeneration } from "./generation.js";
+import { LlamaGeneration, type CallPlan } from "./generation.js";
+import { toolCallGrammar, toolSyntax } from "./tool-calls.js";
 import { Grammars } from "./grammars.js";
 import { PromptTokenizer } from "./prompt-tokenizer.js";
 import { resolveModelPath } from "./model-source.js";
@@ -177,7 +178,8 @@ export class LlamaEngine implements Engine {
 
   readonly encoder = {
     kind: "tokenizer" as const,
-    encode: (messages: readonly ChatMessage[], limit?: number) => this.tokenizer!.encode(messages, limit),
+    encode: (messages: readonly ChatMessage[], limit?: number, tools?: Tools) =>
+      this.tokenizer!.encode(messages, limit, tools ?? null),
   } satisfies PromptEncoder;
 
   private promptTokensEvaluated = 0;
@@ -218,11 +220,30 @@ export class LlamaEngine implements Engine {
         "ignore_eos",
       );
     }
+    if (opts.format !== null && opts.tools !== null) {
+      throw errors.invalidRequest(
+        "response_format (or grammar, json_schema) cannot be combined with tools on an embedded model.",
+        "response_format",
+      );
+    }
     // Built and parsed before admission: a schema or grammar that cannot be followed is a 400, not a stream error.
     const grammar = opts.format === null ? null : this.grammars!.for(opts.format);
+    const calls = opts.tools === null ? null : this.callPlan(opts.tools);
     const signal = AbortSignal.any([opts.signal, this.closing.signal]);
     const lease = this.pool!.acquire(signal, (s) => s.compareContextTokens(prompt).firstDifferentIndex);
-    return this.run(lease, prompt, { ...opts, signal }, grammar);
+    return this.run(lease, prompt, { ...opts, signal }, grammar, calls);
+  }
+
+  /** How this model writes calls to these tools, and the grammar that holds the calls to their schemas. */
+  private callPlan(set: ToolSet): CallPlan {
+    const syntax = toolSyntax(this.chatWrapper!);
+    const forced = set.choice !== "auto";
+    return {
+      syntax,
+      names: set.tools.map((t) => t.name),
+      forced,
+      grammar: this.grammars!.forTools(toolCallGrammar(syntax, set, forced)),
+    };
   }
 
   private async *run(
@@ -230,6 +251,7 @@ export class LlamaEngine implements Engine {
     prompt: Token[],
     opts: GenerateOptions,
     grammar: LlamaGrammar | null,
+    calls: CallPlan | null,
   ): AsyncGenerator<EngineEvent, void, undefined> {
     const seq = await lease.ready.then(
       () => lease.claim(),
@@ -259,6 +281,7 @@ export class LlamaEngine implements Engine {
         limit,
         opts,
         grammar,
+        calls,
       );
       yield* generation.events();
     } finally {

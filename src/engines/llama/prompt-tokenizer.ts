@@ -1,6 +1,14 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
-import { SpecialToken, type ChatHistoryItem, type ChatWrapper, type LlamaModel, type Token } from "node-llama-cpp";
-import type { ChatMessage } from "../../api/chat-request.js";
+import {
+  SpecialToken,
+  type ChatHistoryItem,
+  type ChatModelFunctionCall,
+  type ChatModelFunctions,
+  type ChatWrapper,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
+import type { ChatMessage, ToolDef } from "../../api/chat-request.js";
 import type { OverLimit } from "../../prompt/build.js";
 
 /**
@@ -51,14 +59,23 @@ export class PromptTokenizer {
     private readonly chatWrapper: ChatWrapper,
   ) {}
 
-  async encode(messages: readonly ChatMessage[], limit = Infinity): Promise<Token[] | OverLimit> {
-    const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
-      if (m.role === "system") return { type: "system", text: m.content };
-      if (m.role === "user") return { type: "user", text: m.content };
-      return { type: "model", response: [m.content] };
-    });
+  /**
+   * `tools`: the functions the model may call, shown to it the way its chat template (or node-llama-cpp's chat
+   * wrapper for its family) shows them; null: none.
+   */
+  async encode(
+    messages: readonly ChatMessage[],
+    limit = Infinity,
+    tools: readonly ToolDef[] | null = null,
+  ): Promise<Token[] | OverLimit> {
+    const history = chatHistory(messages);
     history.push({ type: "model", response: [] }); // the assistant's turn, to be generated
-    const { contextText } = this.chatWrapper.generateContextState({ chatHistory: history });
+    const { contextText } = this.chatWrapper.generateContextState({
+      chatHistory: history,
+      ...(tools !== null && tools.length > 0
+        ? { availableFunctions: availableFunctions(tools), documentFunctionParams: true }
+        : {}),
+    });
 
     const out: Token[] = [];
     let text = "";
@@ -171,6 +188,63 @@ export class PromptTokenizer {
       this.memo.delete(key);
       this.memoTokens -= p.tokens.length;
     }
+  }
+}
+
+/** The functions as node-llama-cpp's chat wrappers take them. */
+export function availableFunctions(tools: readonly ToolDef[]): ChatModelFunctions {
+  const functions: Record<string, ChatModelFunctions[string]> = {};
+  for (const t of tools) {
+    functions[t.name] = {
+      ...(t.description ? { description: t.description } : {}),
+      params: t.parameters as ChatModelFunctions[string]["params"],
+    };
+  }
+  return functions;
+}
+
+/**
+ * The conversation as node-llama-cpp's chat history. A call and its result are one item there (the model's
+ * function call, with `result`): each tool message is joined to the call of the assistant message before it that
+ * has its id. A tool message with no such call (its call trimmed away, or never sent) is shown as the user's
+ * text, so nothing the client sent is lost.
+ */
+export function chatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = [];
+  const open = new Map<string, ChatModelFunctionCall>();
+  for (const m of messages) {
+    if (m.role === "system") history.push({ type: "system", text: m.content });
+    else if (m.role === "user") history.push({ type: "user", text: m.content });
+    else if (m.role === "assistant") {
+      const response: (string | ChatModelFunctionCall)[] = m.content ? [m.content] : [];
+      open.clear();
+      for (const [i, call] of (m.tool_calls ?? []).entries()) {
+        const item: ChatModelFunctionCall = {
+          type: "functionCall",
+          name: call.function.name,
+          params: parseArguments(call.function.arguments),
+          result: "",
+          ...(i === 0 ? { startsNewChunk: true } : {}),
+        };
+        open.set(call.id, item);
+        response.push(item);
+      }
+      history.push({ type: "model", response });
+    } else {
+      const call = open.get(m.tool_call_id);
+      if (call) call.result = m.content;
+      else history.push({ type: "user", text: m.content });
+    }
+  }
+  return history;
+}
+
+/** A call's arguments as the template shows them: the parsed JSON, or the text itself when it is not JSON. */
+function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
   }
 }
 

@@ -1,6 +1,6 @@
-import type { ChatMessage } from "../../api/chat-request.js";
+import { wireTools, type ChatMessage } from "../../api/chat-request.js";
 import type { Logger } from "../../observability/log.js";
-import type { KeptCount, PromptCounter } from "../../prompt/build.js";
+import type { KeptCount, PromptCounter, Tools } from "../../prompt/build.js";
 import { errors } from "../../core/errors.js";
 import { attempts, failureOutcome, type Replica, type ReplicaPool } from "./replicas.js";
 
@@ -10,9 +10,18 @@ import { attempts, failureOutcome, type Replica, type ReplicaPool } from "./repl
  * byte fallback); the chat template adds its markers around each message and may add a preamble of its own.
  * So: bytes, plus a generous allowance per message and one for the template.
  */
-export function promptBound(messages: readonly ChatMessage[]): number {
+export function promptBound(messages: readonly ChatMessage[], tools: Tools = null): number {
   let n = TEMPLATE_ALLOWANCE;
-  for (const m of messages) n += Buffer.byteLength(m.content, "utf8") + 1 + MESSAGE_ALLOWANCE;
+  for (const m of messages) {
+    n += Buffer.byteLength(m.content, "utf8") + 1 + MESSAGE_ALLOWANCE;
+    // A call is shown as its name and arguments (JSON), with markers around it; a result by its id too.
+    if (m.role === "assistant") {
+      for (const c of m.tool_calls ?? []) n += Buffer.byteLength(JSON.stringify(c), "utf8") + MESSAGE_ALLOWANCE;
+    } else if (m.role === "tool") n += Buffer.byteLength(m.tool_call_id, "utf8");
+  }
+  // The tools are shown as their JSON, or a description of it no longer than a few times its size.
+  if (tools !== null && tools.length > 0)
+    n += 4 * Buffer.byteLength(JSON.stringify(tools), "utf8") + TEMPLATE_ALLOWANCE;
   return n;
 }
 
@@ -68,16 +77,17 @@ const num = (v: unknown): number | null => (typeof v === "number" && Number.isIn
 async function countWith(
   dialect: CountingDialect,
   replica: Replica,
-  req: { model: string; messages: readonly ChatMessage[]; maxTokens: number | null },
+  req: { model: string; messages: readonly ChatMessage[]; maxTokens: number | null; tools?: Tools },
   signal: AbortSignal,
 ): Promise<KeptCount> {
   const { model, messages } = req;
+  const tools = req.tools?.length ? { tools: wireTools(req.tools) } : {};
   const all = (tokens: number): KeptCount => ({ tokens, kept: messages.length });
   switch (dialect) {
     case "lucena": {
       // Another Lucena One server: its count applies the same template and budget rules as its completions, so
       // it is sent the max_tokens a completion would be, and says in _lucena.trimmed_messages what it keeps.
-      const sent = { model, messages, ...(req.maxTokens !== null ? { max_tokens: req.maxTokens } : {}) };
+      const sent = { model, messages, ...tools, ...(req.maxTokens !== null ? { max_tokens: req.maxTokens } : {}) };
       const body = (await postJson(replica, replica.path("/tokens/count"), sent, signal)) as {
         usage?: { prompt_tokens?: unknown };
         _lucena?: { trimmed_messages?: unknown };
@@ -91,7 +101,7 @@ async function countWith(
       const body = (await postJson(
         replica,
         replica.originPath("/tokenize"),
-        { model, messages, add_generation_prompt: true },
+        { model, messages, ...tools, add_generation_prompt: true },
         signal,
       )) as { count?: unknown };
       const n = num(body?.count);
@@ -100,7 +110,12 @@ async function countWith(
     }
     case "llama.cpp": {
       // llama.cpp's server: template first, then tokenize the text as its completion endpoint does.
-      const templated = (await postJson(replica, replica.originPath("/apply-template"), { messages }, signal)) as {
+      const templated = (await postJson(
+        replica,
+        replica.originPath("/apply-template"),
+        { messages, ...tools },
+        signal,
+      )) as {
         prompt?: unknown;
       };
       if (typeof templated?.prompt !== "string") throw new NotThisDialect("no prompt");
@@ -138,15 +153,15 @@ export class EndpointCounter implements PromptCounter {
     this.dialect = setting === "auto" ? null : Promise.resolve(setting);
   }
 
-  bound(messages: readonly ChatMessage[]): number {
-    return promptBound(messages);
+  bound(messages: readonly ChatMessage[], tools: Tools = null): number {
+    return promptBound(messages, tools);
   }
 
-  async count(messages: readonly ChatMessage[]): Promise<number> {
-    return (await this.countKept(messages, null)).tokens;
+  async count(messages: readonly ChatMessage[], tools: Tools = null): Promise<number> {
+    return (await this.countKept(messages, null, tools)).tokens;
   }
 
-  async countKept(messages: readonly ChatMessage[], maxTokens: number | null): Promise<KeptCount> {
+  async countKept(messages: readonly ChatMessage[], maxTokens: number | null, tools: Tools = null): Promise<KeptCount> {
     // A count is a side request: it must not steer which replica the next completion goes to.
     const take = (tried: ReadonlySet<Replica>) => {
       const replica = this.pool.pick(tried, false);
@@ -154,7 +169,7 @@ export class EndpointCounter implements PromptCounter {
     };
     for await (const { replica } of attempts(this.retries, take)) {
       try {
-        const req = { model: this.upstreamModel, messages, maxTokens };
+        const req = { model: this.upstreamModel, messages, maxTokens, tools };
         const n = await this.countOn(replica, req, AbortSignal.timeout(COUNT_TIMEOUT_MS));
         this.pool.report(replica, "ok");
         return n;

@@ -329,7 +329,7 @@ export async function* exchange(
     let promptTokens = answer.promptTokens;
     if (promptTokens === undefined && opts.input.estimated) {
       // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
-      promptTokens = await ctx.encoder.count(opts.input.messages).catch(() => undefined);
+      promptTokens = await ctx.encoder.count(opts.input.messages, opts.tools?.tools ?? null).catch(() => undefined);
     }
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield {

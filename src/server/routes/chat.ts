@@ -1,6 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { checkUnsupported, ChatBodySchema, type ChatBody } from "../../api/chat-request.js";
-import { ChunkWriter, completionId, completionObject, usage, type WireFinishReason } from "../../api/responses.js";
+import {
+  ChunkWriter,
+  completionId,
+  completionObject,
+  toolCallId,
+  usage,
+  type WireFinishReason,
+  type WireToolCall,
+} from "../../api/responses.js";
 import type { EngineEvent } from "../../engines/engine.js";
 import type { UsageJournal } from "../../keys/ledger.js";
 import { resolveChat, type ResolvedChat } from "../../prompt/resolve.js";
@@ -196,13 +204,29 @@ interface Run {
  * `onText` (which tells the charge whether it goes to the client). Resolves with the finish reason for the wire,
  * or null when the generation was cancelled.
  */
-async function consume(run: Run, onText: (text: string, tokens: number) => unknown): Promise<WireFinishReason | null> {
+async function consume(
+  run: Run,
+  onText: (text: string, tokens: number) => unknown,
+  onCalls: (calls: WireToolCall[], tokens: number) => unknown,
+): Promise<WireFinishReason | null> {
   const { outcome } = run;
   let finish: WireFinishReason | null = null;
   for await (const ev of run.events) {
     if (ev.type === "text") {
       if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - run.started;
       await onText(ev.text, ev.tokens ?? 1);
+      continue;
+    }
+    if (ev.type === "tool_calls") {
+      if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - run.started;
+      await onCalls(
+        ev.calls.map((c) => ({
+          id: toolCallId(),
+          type: "function",
+          function: { name: c.name, arguments: c.arguments },
+        })),
+        ev.tokens,
+      );
       continue;
     }
     if (ev.promptTokens !== undefined) outcome.promptTokens = ev.promptTokens;
@@ -230,10 +254,17 @@ async function streamCompletion(
     keepaliveMs,
     async (sse) => {
       await sse.send(chunks.role());
-      const finish = await consume(run, (text, tokens) => {
-        charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
-        return sse.send(chunks.content(text));
-      });
+      const finish = await consume(
+        run,
+        (text, tokens) => {
+          charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
+          return sse.send(chunks.content(text));
+        },
+        async (calls, tokens) => {
+          charge.text(tokens, sse.writable);
+          for (const [i, call] of calls.entries()) for (const chunk of chunks.toolCall(i, call)) await sse.send(chunk);
+        },
+      );
       if (finish === null) {
         // Cancelled: either the client is gone (nothing more to say) or the server ended the generation.
         const why = run.interrupted();
@@ -262,10 +293,18 @@ async function streamCompletion(
 async function jsonCompletion(reply: FastifyReply, run: Run): Promise<void> {
   const { outcome, charge } = run;
   let text = "";
-  const finish = await consume(run, (t, tokens) => {
-    charge.text(tokens, false); // delivered only with the whole answer
-    text += t;
-  });
+  let calls: WireToolCall[] = [];
+  const finish = await consume(
+    run,
+    (t, tokens) => {
+      charge.text(tokens, false); // delivered only with the whole answer
+      text += t;
+    },
+    (c, tokens) => {
+      charge.text(tokens, false);
+      calls = c;
+    },
+  );
   const why = finish === null ? run.interrupted() : null;
   if (why) {
     outcome.finishReason = why.finish;
@@ -285,6 +324,7 @@ async function jsonCompletion(reply: FastifyReply, run: Run): Promise<void> {
       text,
       finish,
       usage(outcome.promptTokens, outcome.completionTokens),
+      calls,
     ),
   );
 }
