@@ -275,6 +275,45 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     },
   );
 
+  test("tools through the gateway: the workers' calls come back in the gateway's own frames", T, async () => {
+    const tools = [
+      {
+        type: "function" as const,
+        function: {
+          name: "lookup",
+          parameters: {
+            type: "object",
+            properties: { q: { type: "string", maxLength: 8 }, n: { type: "integer", minimum: 1, maximum: 3 } },
+            required: ["q", "n"],
+          },
+        },
+      },
+    ];
+    const body = {
+      model: MODEL,
+      messages: [{ role: "user" as const, content: "Look up cats." }],
+      tools,
+      tool_choice: "required" as const,
+      max_tokens: 200,
+    };
+    const json = await client.chat.completions.create(body);
+    const choice = json.choices[0];
+    assert.equal(choice.finish_reason, "tool_calls");
+    const call = choice.message.tool_calls?.[0];
+    assert.ok(call?.type === "function");
+    assert.equal(call.function.name, "lookup");
+    const args = JSON.parse(call.function.arguments) as { q: unknown; n: unknown };
+    assert.equal(typeof args.q, "string");
+    assert.ok([1, 2, 3].includes(args.n as number));
+    const streamed = await client.chat.completions.stream(body).finalChatCompletion();
+    assert.equal(streamed.choices[0].finish_reason, "tool_calls");
+    const s = streamed.choices[0].message.tool_calls?.[0];
+    assert.ok(s?.type === "function" && s.function.name === "lookup");
+    assert.doesNotThrow(() => JSON.parse(s.function.arguments));
+    // The count goes to a worker with the tools, as the completion does.
+    assert.equal(await countTokens(gateway, body), json.usage?.prompt_tokens);
+  });
+
   test("30 concurrent requests are spread over all three workers", T, async (t) => {
     const since = Date.now();
     const answers = await Promise.all(

@@ -205,7 +205,7 @@ describe("payload rules", () => {
     assert.deepEqual(decodeString(body).events, [T("end"), F("stop"), U(8, 3)]);
   });
 
-  test("role-only, empty-content and reasoning chunks give nothing and are not ignored", () => {
+  test("role-only, empty-content and reasoning chunks give no text and are not ignored; tool calls are their own", () => {
     const body = [
       chunk({ delta: { role: "assistant" } }),
       chunk({ delta: { role: "assistant", content: "" } }),
@@ -214,7 +214,10 @@ describe("payload rules", () => {
       chunk({ delta: { tool_calls: [{ index: 0, function: { arguments: "{}" } }] } }),
       chunk({ delta: {}, finish_reason: "tool_calls" }),
     ].join("");
-    assert.deepEqual(decodeString(body), { events: [F("tool_calls")], ignored: 0 });
+    assert.deepEqual(decodeString(body), {
+      events: [{ type: "tool_call", index: 0, arguments: "{}" }, F("tool_calls")],
+      ignored: 0,
+    });
   });
 
   test("finish reasons pass through as sent", () => {
@@ -367,7 +370,7 @@ describe("decodeCompletionBody", () => {
     assert.deepEqual(decodeCompletionBody(body), [T("Hola, señor — 世界"), F("length"), U(9, 16)]);
   });
 
-  test("a tool-call answer has no text", () => {
+  test("a tool-call answer has no text: its calls are events of their own", () => {
     const body = {
       object: "chat.completion",
       choices: [
@@ -379,7 +382,7 @@ describe("decodeCompletionBody", () => {
       ],
       usage: { prompt_tokens: 30, completion_tokens: 12, total_tokens: 42 },
     };
-    assert.deepEqual(decodeCompletionBody(body), [F("tool_calls"), U(30, 12)]);
+    assert.deepEqual(decodeCompletionBody(body), [{ type: "tool_call", index: 0 }, F("tool_calls"), U(30, 12)]);
   });
 
   test("error bodies", () => {
@@ -408,5 +411,73 @@ describe("decodeCompletionBody", () => {
     ]) {
       assert.deepEqual(decodeCompletionBody(body), [], JSON.stringify(body));
     }
+  });
+});
+
+describe("tool calls in an upstream's stream", () => {
+  /** vLLM's shape (the OpenAI one): the first delta of a call names it, the next ones carry argument pieces. */
+  const chunk = (delta: unknown, finish: string | null = null) =>
+    `data: ${JSON.stringify({ id: "x", object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  const stream =
+    chunk({ role: "assistant", content: "" }) +
+    chunk({
+      tool_calls: [
+        { index: 0, id: "chatcmpl-tool-1", type: "function", function: { name: "get_weather", arguments: "" } },
+      ],
+    }) +
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '{"city": "Pa' } }] }) +
+    chunk({ tool_calls: [{ index: 0, function: { arguments: 'ris, «Île»"}' } }] }) +
+    chunk({
+      tool_calls: [
+        { index: 1, id: "chatcmpl-tool-2", type: "function", function: { name: "get_time", arguments: "{}" } },
+      ],
+    }) +
+    chunk({}, "tool_calls") +
+    "data: [DONE]\n\n";
+
+  /** Each call's name and arguments, joined from its pieces. */
+  function calls(events: UpstreamEvent[]): Record<number, { name: string; arguments: string }> {
+    const out: Record<number, { name: string; arguments: string }> = {};
+    for (const ev of events) {
+      if (ev.type !== "tool_call") continue;
+      const c = (out[ev.index] ??= { name: "", arguments: "" });
+      c.name += ev.name ?? "";
+      c.arguments += ev.arguments ?? "";
+    }
+    return out;
+  }
+
+  test("split at every byte, the pieces join into the same calls, then the finish", () => {
+    const bytes = enc.encode(stream);
+    const expected = {
+      0: { name: "get_weather", arguments: '{"city": "Paris, «Île»"}' },
+      1: { name: "get_time", arguments: "{}" },
+    };
+    for (let at = 0; at <= bytes.length; at++) {
+      const d = new UpstreamStreamDecoder();
+      const events = [...d.push(bytes.slice(0, at)), ...d.push(bytes.slice(at)), ...d.end()];
+      assert.deepEqual(calls(events), expected, `split at byte ${at}`);
+      assert.deepEqual(
+        events.filter((e) => e.type === "finish"),
+        [F("tool_calls")],
+      );
+    }
+  });
+
+  test("a whole message's tool_calls (a JSON answer)", () => {
+    const events = decodeCompletionBody({
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: "assistant",
+            content: null,
+            tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: '{"a":1}' } }],
+          },
+          finish_reason: "tool_calls",
+        },
+      ],
+    });
+    assert.deepEqual(calls(events), { 0: { name: "f", arguments: '{"a":1}' } });
   });
 });

@@ -9,6 +9,8 @@ export type UpstreamEvent =
   | { type: "text"; text: string } // a non-empty content delta
   | { type: "finish"; reason: string } // finish_reason as sent: "stop", "length", or another server's own
   | { type: "usage"; promptTokens: number; completionTokens: number }
+  /** A piece of a tool call (a delta's), or a whole one (a message's): fields present are added to call `index`. */
+  | { type: "tool_call"; index: number; name?: string; arguments?: string }
   | { type: "error"; message: string; status: number | null } // an error object the upstream put in its stream/body
   | { type: "done" }; // `data: [DONE]`
 
@@ -151,9 +153,21 @@ function decodePayload(v: unknown): UpstreamEvent[] | null {
   const choice = choices?.find((c, i) => isObject(c) && (typeof c.index === "number" ? c.index : i) === 0) as
     Json | undefined;
   if (choice) {
-    // `message` is the non-streamed shape; reasoning_content, tool_calls and role are not content.
+    // `message` is the non-streamed shape; reasoning_content and role are not content.
     const delta = isObject(choice.delta) ? choice.delta : isObject(choice.message) ? choice.message : {};
     if (typeof delta.content === "string" && delta.content !== "") events.push({ type: "text", text: delta.content });
+    if (Array.isArray(delta.tool_calls)) {
+      for (const [i, c] of (delta.tool_calls as unknown[]).entries()) {
+        if (!isObject(c)) continue;
+        const f = isObject(c.function) ? c.function : {};
+        events.push({
+          type: "tool_call",
+          index: typeof c.index === "number" ? c.index : i,
+          ...(typeof f.name === "string" && f.name !== "" ? { name: f.name } : {}),
+          ...(typeof f.arguments === "string" ? { arguments: f.arguments } : {}),
+        });
+      }
+    }
     if (typeof choice.finish_reason === "string" && choice.finish_reason !== "") {
       events.push({ type: "finish", reason: choice.finish_reason });
     }

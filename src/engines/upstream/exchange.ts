@@ -1,4 +1,5 @@
 import type { Dispatcher } from "undici";
+import { wireTools } from "../../api/chat-request.js";
 import type { UpstreamConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptCounter, PromptInput } from "../../prompt/build.js";
@@ -114,6 +115,12 @@ function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string
   // OpenAI's response_format, which vLLM, SGLang and llama.cpp's server all take (llama.cpp's own json_schema
   // field goes as the same). A raw grammar is refused before this (UpstreamEngine.generate).
   const format = opts.format;
+  if (opts.tools !== null) {
+    body.tools = wireTools(opts.tools.tools);
+    const choice = opts.tools.choice;
+    body.tool_choice = typeof choice === "string" ? choice : { type: "function", function: { name: choice.name } };
+    if (!opts.tools.parallel) body.parallel_tool_calls = false;
+  }
   if (format?.kind === "json_object") body.response_format = { type: "json_object" };
   else if (format?.kind === "json_schema") {
     body.response_format = {
@@ -161,6 +168,8 @@ class DecodedAnswer {
   finish: FinishReason | null = null;
   /** [DONE] came, or the whole body was read: the connection is free again. */
   done = false;
+  /** The tool calls, by index, as their pieces arrive. */
+  readonly calls = new Map<number, { name: string; arguments: string; pieces: number }>();
 
   constructor(private readonly said: Said) {}
 
@@ -170,8 +179,15 @@ class DecodedAnswer {
       if (ev.type === "text") {
         this.texts++;
         yield { type: "text", text: ev.text };
-      } else if (ev.type === "finish") this.finish = ev.reason === "length" ? "length" : "stop";
-      else if (ev.type === "usage") {
+      } else if (ev.type === "finish") {
+        this.finish = ev.reason === "length" ? "length" : ev.reason === "tool_calls" ? "tool_calls" : "stop";
+      } else if (ev.type === "tool_call") {
+        const call = this.calls.get(ev.index) ?? { name: "", arguments: "", pieces: 0 };
+        call.name += ev.name ?? "";
+        call.arguments += ev.arguments ?? "";
+        call.pieces++;
+        this.calls.set(ev.index, call);
+      } else if (ev.type === "usage") {
         this.promptTokens = ev.promptTokens;
         this.said.promptTokens = ev.promptTokens;
         this.completionTokens = ev.completionTokens;
@@ -331,11 +347,21 @@ export async function* exchange(
       // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
       promptTokens = await ctx.encoder.count(opts.input.messages, opts.tools?.tools ?? null).catch(() => undefined);
     }
+    if (answer.calls.size > 0) {
+      // The calls, whole, once the answer is complete: the route frames them as this server's own.
+      const calls = [...answer.calls.entries()].sort(([a], [b]) => a - b).map(([, c]) => c);
+      yield {
+        type: "tool_calls",
+        calls: calls.map((c) => ({ name: c.name, arguments: c.arguments })),
+        tokens: calls.reduce((n, c) => n + c.pieces, 0),
+      };
+    }
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield {
       type: "done",
       finishReason: answer.finish,
-      completionTokens: answer.completionTokens || answer.texts,
+      completionTokens:
+        answer.completionTokens || answer.texts + [...answer.calls.values()].reduce((n, c) => n + c.pieces, 0),
       ...(promptTokens !== undefined ? { promptTokens } : {}),
     };
   } finally {

@@ -182,13 +182,6 @@ export class UpstreamEngine implements Engine {
    */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
     if (!sendsMessages(opts)) throw new Error("an upstream model is sent the conversation, not tokens"); // a caller's bug
-    if (opts.tools !== null) {
-      // Passing tools on needs their calls read back from the replicas' streams, which is not done yet.
-      throw errors.invalidRequest(
-        `The parameter 'tools' is not supported yet for the upstream model '${this.config.id}'.`,
-        "tools",
-      );
-    }
     if (opts.format?.kind === "grammar") {
       // Each server names its grammar field differently (llama.cpp `grammar`, vLLM `structured_outputs`); one
       // that does not know the field would ignore it.
