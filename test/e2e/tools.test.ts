@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
+import { ChatOpenAI } from "@langchain/openai";
+import { generateText, stepCountIs, tool } from "ai";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam, ChatCompletionTool } from "openai/resources/chat/completions";
+import { z } from "zod";
 import { testModel } from "../helpers/models.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
 
@@ -33,6 +37,8 @@ const TOOLS: ChatCompletionTool[] = [
     },
   },
 ];
+/** The same schema, typed as openai's runner takes it (a mutable JSON Schema). */
+const WEATHER_PARAMETERS: Record<string, unknown> = WEATHER;
 const validate = new Ajv2020({ strict: false }).compile(WEATHER);
 
 describe("tool calls through the openai client", () => {
@@ -127,5 +133,92 @@ describe("tool calls through the openai client", () => {
     });
     const plain = (await without.json()) as { usage: { prompt_tokens: number } };
     assert.ok(counted.usage.prompt_tokens > plain.usage.prompt_tokens, "the tools take room in the prompt");
+  });
+});
+
+describe("tool calls through the AI SDK, LangChain and openai's runner", () => {
+  let server: RunningServer;
+  before(async () => {
+    server = await startServer({ model: testModel(), config: { models: [{ parallel: 2, context_size: 6144 }] } });
+  });
+  after(async () => {
+    assert.equal(await server.stop(), 0);
+  });
+  const City = z.object({ city: z.string().max(12), days: z.int().min(1).max(7) });
+
+  test("AI SDK generateText: a call, its result sent back, then an answer (two steps)", async () => {
+    const provider = createOpenAICompatible({ name: "lucena", baseURL: `${server.url}/v1`, apiKey: server.key });
+    const seen: unknown[] = [];
+    const result = await generateText({
+      model: provider.chatModel(MODEL),
+      messages: [{ role: "user", content: "Weather in Paris for 3 days?" }],
+      tools: {
+        weather: tool({
+          description: "The weather in a city",
+          inputSchema: City,
+          execute: (input) => {
+            seen.push(input);
+            return Promise.resolve({ temp: 21 });
+          },
+        }),
+      },
+      prepareStep: ({ stepNumber }) => ({ toolChoice: stepNumber === 0 ? "required" : "none" }),
+      stopWhen: stepCountIs(3),
+      maxOutputTokens: 200,
+      seed: 5,
+    });
+    assert.equal(result.steps.length, 2);
+    assert.equal(result.steps[0]?.finishReason, "tool-calls");
+    assert.equal(seen.length, result.steps[0]?.toolCalls.length);
+    for (const input of seen) assert.deepEqual(City.parse(input), input);
+    assert.ok(result.steps[1]?.request.body, "the second step sent the call and its result back");
+    assert.ok(result.text.length > 0);
+  });
+
+  test("LangChain: bindTools and withStructuredOutput (functionCalling)", async () => {
+    const llm = new ChatOpenAI({
+      model: MODEL,
+      apiKey: server.key,
+      configuration: { baseURL: `${server.url}/v1` },
+      maxTokens: 300,
+      maxRetries: 0,
+    });
+    const weather = { name: "weather", description: "The weather in a city", schema: City };
+    const msg = await llm.bindTools([weather], { tool_choice: "weather" }).invoke("Weather in Paris?");
+    assert.equal(msg.tool_calls?.[0]?.name, "weather");
+    assert.deepEqual(City.parse(msg.tool_calls?.[0]?.args), msg.tool_calls?.[0]?.args);
+    const structured = await llm
+      .withStructuredOutput(City, { method: "functionCalling", name: "city" })
+      .invoke("Paris");
+    assert.deepEqual(City.parse(structured), structured);
+  });
+
+  test("openai: runTools calls the function with parsed arguments", async () => {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: server.key, maxRetries: 0 });
+    const calls: unknown[] = [];
+    const runner = client.chat.completions.runTools({
+      model: MODEL,
+      messages: [{ role: "user", content: "Weather in Paris?" }],
+      max_tokens: 200,
+      tool_choice: { type: "function", function: { name: "weather" } },
+      tools: [
+        {
+          type: "function",
+          function: {
+            name: "weather",
+            description: "The weather in a city",
+            parameters: WEATHER_PARAMETERS,
+            parse: (text: string) => JSON.parse(text) as unknown,
+            function: (args: unknown) => {
+              calls.push(args);
+              return { temp: 21 };
+            },
+          },
+        },
+      ],
+    });
+    await runner.done();
+    assert.ok(calls.length >= 1);
+    for (const args of calls) assert.ok(validate(args), JSON.stringify(args));
   });
 });
