@@ -471,14 +471,16 @@ async function main(o: Options): Promise<void> {
   if (o.failover)
     results.failover = await measureFailover({ cliPath, modelPath: tiny.path, requests: p.failoverRequests, say });
   if (o.inproc) await inProcessPhase(o, p, bench, results);
+  // The in-process single-stream measurements: the bench model on one sequence.
+  const oneSequence = {
+    ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
+    context_size: 2048,
+    parallel: 1,
+  };
   if (o.contention) {
     say("one stream with and without a process busy on one core (the engine in this process)");
     results.contention = await measureContention({
-      config: {
-        ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
-        context_size: 2048,
-        parallel: 1,
-      },
+      config: oneSequence,
       maxTokens: o.quick ? 64 : 256,
       rounds: o.quick ? 1 : 3,
       settleMs: 3000,
@@ -489,11 +491,7 @@ async function main(o: Options): Promise<void> {
   if (o.grammar) {
     say("one stream held to a JSON Schema against the same stream free (the engine in this process)");
     results.grammar = await measureGrammarCost({
-      config: {
-        ...benchModelConfig(bench.path, o.threads, o.batchSize, o.tpotTargetMs),
-        context_size: 2048,
-        parallel: 1,
-      },
+      config: oneSequence,
       maxTokens: o.quick ? 64 : 256,
       rounds: o.quick ? 1 : 3,
       say,

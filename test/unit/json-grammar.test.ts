@@ -1,26 +1,17 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
-import { LlamaGrammar, type Llama } from "node-llama-cpp";
-import { llamaRuntime } from "../../src/engines/llama/runtime.js";
 import { jsonObjectGrammar, jsonSchemaGrammar, literal, SchemaRefusal } from "../../src/structured/json-grammar.js";
-import { createLogger } from "../../src/observability/log.js";
+import { grammarMatcher } from "../helpers/grammar.js";
 
 /**
  * The converter's grammars, read by llama.cpp's own grammar parser and matcher (the one generation uses): each
  * schema's grammar must take the texts that are valid and none that are not.
  */
 
-let llama: Llama;
+let takes: (grammar: string, text: string) => boolean;
 before(async () => {
-  llama = await llamaRuntime(createLogger("silent"));
+  takes = await grammarMatcher();
 });
-
-/** Whether llama.cpp's grammar for `schema` takes `text` whole. */
-function takes(grammar: string, text: string): boolean {
-  // llama.cpp's matcher, which node-llama-cpp keeps internal.
-  const matcher = new LlamaGrammar(llama, { grammar }) as unknown as { _testText(text: string): boolean };
-  return matcher._testText(text);
-}
 
 function check(schema: unknown, valid: string[], invalid: string[]): void {
   const grammar = jsonSchemaGrammar(schema);

@@ -2,18 +2,15 @@ import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import {
   GeneralChatWrapper,
-  LlamaGrammar,
   Llama3_1ChatWrapper,
   MistralChatWrapper,
   QwenChatWrapper,
   type ChatWrapper,
-  type Llama,
 } from "node-llama-cpp";
 import type { ToolSet } from "../../src/api/chat-request.js";
-import { llamaRuntime } from "../../src/engines/llama/runtime.js";
 import { parseToolCalls, toolCallGrammar, toolSyntax, type ToolSyntax } from "../../src/engines/llama/tool-calls.js";
 import { StopMatcher } from "../../src/engines/stop-sequences.js";
-import { createLogger } from "../../src/observability/log.js";
+import { grammarMatcher } from "../helpers/grammar.js";
 
 /**
  * Tool calls as models of each family write them (recorded outputs), read with the syntax node-llama-cpp's chat
@@ -65,15 +62,10 @@ const RECORDED: { family: string; wrapper: ChatWrapper; output: string }[] = [
   },
 ];
 
-let llama: Llama;
+let takes: (grammar: string, text: string) => boolean;
 before(async () => {
-  llama = await llamaRuntime(createLogger("silent"));
+  takes = await grammarMatcher();
 });
-
-function takes(grammar: string, text: string): boolean {
-  const matcher = new LlamaGrammar(llama, { grammar }) as unknown as { _testText(text: string): boolean };
-  return matcher._testText(text);
-}
 
 /** The generic syntax's calls, written the way the syntax says. */
 function written(syntax: ToolSyntax, calls: [string, string][]): string {
