@@ -41,6 +41,8 @@ export interface MakeModelOptions {
    * turn at once: tests use it to prove the end-of-generation path (finish_reason "stop").
    */
   endsTurn?: boolean;
+  /** A Jinja chat template written as `tokenizer.chat_template` (else the vocabulary's own, or ChatML). */
+  chatTemplate?: string;
 }
 
 export interface MadeModel {
@@ -196,6 +198,9 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
     ["llama.attention.layer_norm_rms_epsilon", f32(1e-5)],
     ...tok.meta,
   ]);
+  if (opts.chatTemplate !== undefined) {
+    meta.set("tokenizer.chat_template", { type: GgufType.STRING, value: opts.chatTemplate });
+  }
 
   mkdirSync(dirname(opts.out), { recursive: true });
   const { bytes } = writeGguf(opts.out, meta, tensors);

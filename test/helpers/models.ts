@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeModel, type ModelSize } from "../../src/gguf/model-maker.js";
-import { vocabDir } from "./paths.js";
+import { sha256Hex } from "../../src/core/ids.js";
+import { repoRoot, vocabDir } from "./paths.js";
 
 const dir = join(tmpdir(), "lucena-test-models");
 
@@ -11,7 +12,14 @@ const dir = join(tmpdir(), "lucena-test-models");
  * everything it was made from, so a cached file is always the right one).
  */
 export function testModel(
-  opts: { size?: ModelSize; vocab?: "phi-3" | "deepseek-coder"; seed?: number; endsTurn?: boolean } = {},
+  opts: {
+    size?: ModelSize;
+    vocab?: "phi-3" | "deepseek-coder";
+    seed?: number;
+    endsTurn?: boolean;
+    /** A chat template of test/fixtures/templates (its file name without `.jinja`). */
+    template?: string;
+  } = {},
 ): string {
   const size = opts.size ?? "tiny";
   const seed = opts.seed ?? 1234;
@@ -20,10 +28,16 @@ export function testModel(
     if (!vocabDir) throw new Error("vocab fixtures are absent");
     vocabPath = join(vocabDir, `ggml-vocab-${opts.vocab}.gguf`);
   }
-  const out = join(dir, `${size}-${opts.vocab ?? "own"}-${seed}${opts.endsTurn ? "-ends-turn" : ""}.gguf`);
+  const chatTemplate =
+    opts.template === undefined
+      ? undefined
+      : readFileSync(join(repoRoot, "test", "fixtures", "templates", `${opts.template}.jinja`), "utf8");
+  // The template's own hash names the file, so an edited template makes a new model.
+  const templateTag = chatTemplate === undefined ? "" : `-${opts.template}-${sha256Hex(chatTemplate).slice(0, 8)}`;
+  const out = join(dir, `${size}-${opts.vocab ?? "own"}-${seed}${opts.endsTurn ? "-ends-turn" : ""}${templateTag}.gguf`);
   if (!existsSync(out)) {
     mkdirSync(dir, { recursive: true });
-    makeModel({ out, size, vocabPath, seed, endsTurn: opts.endsTurn });
+    makeModel({ out, size, vocabPath, seed, endsTurn: opts.endsTurn, chatTemplate });
   }
   return out;
 }
