@@ -34,7 +34,10 @@ export function testModel(
       : readFileSync(join(repoRoot, "test", "fixtures", "templates", `${opts.template}.jinja`), "utf8");
   // The template's own hash names the file, so an edited template makes a new model.
   const templateTag = chatTemplate === undefined ? "" : `-${opts.template}-${sha256Hex(chatTemplate).slice(0, 8)}`;
-  const out = join(dir, `${size}-${opts.vocab ?? "own"}-${seed}${opts.endsTurn ? "-ends-turn" : ""}${templateTag}.gguf`);
+  const out = join(
+    dir,
+    `${size}-${opts.vocab ?? "own"}-${seed}${opts.endsTurn ? "-ends-turn" : ""}${templateTag}.gguf`,
+  );
   if (!existsSync(out)) {
     mkdirSync(dir, { recursive: true });
     makeModel({ out, size, vocabPath, seed, endsTurn: opts.endsTurn, chatTemplate });
