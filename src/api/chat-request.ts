@@ -96,6 +96,7 @@ export interface SamplingRequest {
   ignoreEos: boolean;
   format: OutputFormat | null;
   tools: ToolSet | null;
+  logitBias: ReadonlyMap<number, number> | null;
 }
 
 const ROLES = new Set(["system", "user", "assistant", "developer", "tool"]);
@@ -109,7 +110,6 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   function_call: (v) => v !== "none" && v !== "auto",
   logprobs: (v) => v === true,
   top_logprobs: (v) => typeof v === "number" && v > 0,
-  logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length > 0,
   audio: () => true,
   modalities: (v) => !(Array.isArray(v) && v.every((m) => m === "text")),
   prediction: () => true,
@@ -341,7 +341,31 @@ export function parseSampling(body: ChatBody): SamplingRequest {
     ignoreEos: body.ignore_eos ?? false,
     format: parseFormat(body),
     tools: parseTools(body),
+    logitBias: parseLogitBias((body as Record<string, unknown>).logit_bias),
   };
+}
+
+/**
+ * OpenAI's `logit_bias`: token ids (as the object's keys) to a bias from −100 to 100 added to the token's logit;
+ * null when absent or empty. Whether an id is in the model's vocabulary is the engine's to say.
+ */
+export function parseLogitBias(raw: unknown): ReadonlyMap<number, number> | null {
+  if (raw === undefined || raw === null) return null;
+  if (!isRecord(raw)) throw errors.invalidRequest("logit_bias must map token ids to biases.", "logit_bias");
+  const out = new Map<number, number>();
+  for (const [key, value] of Object.entries(raw)) {
+    if (!/^\d{1,9}$/.test(key)) {
+      throw errors.invalidRequest(`logit_bias: '${echo(key)}' is not a token id.`, "logit_bias");
+    }
+    if (typeof value !== "number" || !Number.isFinite(value) || value < -100 || value > 100) {
+      throw errors.invalidRequest(
+        `logit_bias: the bias of token ${key} must be a number from -100 to 100.`,
+        "logit_bias",
+      );
+    }
+    if (value !== 0) out.set(Number(key), value);
+  }
+  return out.size > 0 ? out : null;
 }
 
 /** OpenAI's json_schema names: what its API takes. */

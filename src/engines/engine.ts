@@ -28,6 +28,8 @@ export interface Sampling {
   format: OutputFormat | null;
   /** The functions the model may call, and how (tool_choice); null: none (no tools, or tool_choice "none"). */
   tools: ToolSet | null;
+  /** OpenAI's logit_bias: token id → bias added to its logit (−100 bans it); null: none. */
+  logitBias: ReadonlyMap<number, number> | null;
 }
 
 /**
@@ -65,6 +67,7 @@ export function sampling(over: Partial<Sampling> & Pick<Sampling, "maxTokens" | 
     stop: [],
     format: null,
     tools: null,
+    logitBias: null,
     ...over,
   };
 }

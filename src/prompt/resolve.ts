@@ -49,6 +49,7 @@ export async function resolveChat(
       stop: asked.stop,
       format: asked.format,
       tools: asked.tools,
+      logitBias: asked.logitBias,
     },
   };
 }

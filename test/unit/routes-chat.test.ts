@@ -173,6 +173,20 @@ describe("sampling options reach the engine", () => {
     ]);
   });
 
+  test("logit_bias reaches the engine as token ids; zero biases and an empty object are none", async (t) => {
+    const { app, engine } = setup(t);
+    assert.equal((await chat(app, { ...GOOD, logit_bias: { "12": -100, "7": 2.5, "9": 0 } })).statusCode, 200);
+    assert.deepEqual(
+      [...(engine.lastCall.logitBias ?? [])],
+      [
+        [12, -100],
+        [7, 2.5],
+      ],
+    );
+    await chat(app, { ...GOOD, logit_bias: {} });
+    assert.equal(engine.lastCall.logitBias, null);
+  });
+
   test("the same options pass through on a stream", async (t) => {
     const { app, engine } = setup(t);
     const res = await chat(app, {

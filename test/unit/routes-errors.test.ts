@@ -235,7 +235,12 @@ const BAD: BadCase[] = [
     param: "grammar",
   },
   { name: "logprobs: true", request: withGood({ logprobs: true }), param: "logprobs" },
-  { name: "logit_bias set", request: withGood({ logit_bias: { "50256": -100 } }), param: "logit_bias" },
+  {
+    name: "logit_bias with a key that is not a token id",
+    request: withGood({ logit_bias: { abc: 1 } }),
+    param: "logit_bias",
+  },
+  { name: "logit_bias of 200", request: withGood({ logit_bias: { "5": 200 } }), param: "logit_bias" },
   // llama.cpp's and vLLM's extensions that would change the answer and are not implemented: refused by name.
   { name: "repeat_penalty 1.1", request: withGood({ repeat_penalty: 1.1 }), param: "repeat_penalty" },
   { name: "repetition_penalty 1.2", request: withGood({ repetition_penalty: 1.2 }), param: "repetition_penalty" },

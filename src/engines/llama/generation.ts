@@ -159,7 +159,7 @@ export class LlamaGeneration {
         topP: opts.topP,
         minP: opts.minP ?? SAMPLING_DEFAULTS.minP,
         // llama.cpp's server does the same for ignore_eos: the end-of-generation tokens are never sampled.
-        ...(opts.ignoreEos ? { tokenBias: this.noEog() } : {}),
+        ...(opts.ignoreEos || opts.logitBias !== null ? { tokenBias: this.bias() } : {}),
         // Each token is sampled among those the grammar allows there, and then accepted by it; once the grammar
         // is complete only an end-of-generation token is allowed.
         ...(this.grammar
@@ -239,17 +239,18 @@ export class LlamaGeneration {
   }
 
   /**
-   * A bias that keeps every end-of-generation token of the model from being sampled, as llama.cpp's server does
-   * for ignore_eos (a logit bias of -inf on each). TokenBias.set() skips these tokens on purpose, so they go into
-   * its bias map directly, which node-llama-cpp hands to the sampler as it is (getTokenBiasesForAddon); the e2e
-   * test of ignore_eos fails if a later version changes that.
+   * The request's logit biases, as llama.cpp's server applies them: each added to its token's logit, −100 a ban
+   * (−inf); and with ignore_eos, a ban on every end-of-generation token. TokenBias.set() skips end-of-generation
+   * tokens on purpose, so the biases go into its map directly, which node-llama-cpp hands to the sampler as it is
+   * (getTokenBiasesForAddon); the e2e tests of ignore_eos and logit_bias fail if a later version changes that.
    */
-  private noEog(): TokenBias {
+  private bias(): TokenBias {
     const bias = new TokenBias(this.model.tokenizer);
     const map = (bias as unknown as { _biases?: unknown })._biases;
     if (!(map instanceof Map))
-      throw new Error("node-llama-cpp's TokenBias has no bias map: ignore_eos cannot be honoured");
-    for (const token of eogTokens(this.model)) map.set(token, -Infinity);
+      throw new Error("node-llama-cpp's TokenBias has no bias map: logit_bias and ignore_eos cannot be honoured");
+    for (const [token, value] of this.opts.logitBias ?? []) map.set(token, value <= -100 ? -Infinity : value);
+    if (this.opts.ignoreEos) for (const token of eogTokens(this.model)) map.set(token, -Infinity);
     return bias;
   }
 

@@ -88,6 +88,8 @@ export class LlamaEngine implements Engine {
   private context?: LlamaContext;
   private chatWrapper?: ChatWrapper;
   private grammars?: Grammars;
+  /** Tokens in the model's vocabulary (a logit_bias must name one of them). */
+  private vocabularySize = 0;
   private pool?: SequencePool<LlamaContextSequence>;
   /** Decides what each decode step holds. */
   private gate?: StepGate;
@@ -147,6 +149,7 @@ export class LlamaEngine implements Engine {
       const sequences = Array.from({ length: this.config.parallel }, () => this.context!.getSequence());
       this.pool = new SequencePool(this.config.id, sequences, this.config.queue_size);
       this.chatWrapper = resolveChatWrapper(this.model);
+      for (const _ of this.model.iterateAllTokens()) this.vocabularySize++;
       this.tokenizer = new PromptTokenizer(this.model, this.chatWrapper);
       this.contextSize = this.context.contextSize;
       releaseFreedMemory();
@@ -225,6 +228,17 @@ export class LlamaEngine implements Engine {
         "response_format (or grammar, json_schema) cannot be combined with tools on an embedded model.",
         "response_format",
       );
+    }
+    if (opts.logitBias !== null) {
+      const size = this.vocabularySize;
+      for (const token of opts.logitBias.keys()) {
+        if (token >= size) {
+          throw errors.invalidRequest(
+            `logit_bias names token ${token}, outside this model's vocabulary of ${size} tokens.`,
+            "logit_bias",
+          );
+        }
+      }
     }
     // Built and parsed before admission: a schema or grammar that cannot be followed is a 400, not a stream error.
     const grammar = opts.format === null ? null : this.grammars!.for(opts.format);

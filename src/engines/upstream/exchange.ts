@@ -112,6 +112,7 @@ function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string
   if (opts.stop.length > 0) body.stop = opts.stop;
   if (opts.minP !== null) body.min_p = opts.minP;
   if (opts.ignoreEos) body.ignore_eos = true;
+  if (opts.logitBias !== null) body.logit_bias = Object.fromEntries(opts.logitBias);
   // OpenAI's response_format, which vLLM, SGLang and llama.cpp's server all take (llama.cpp's own json_schema
   // field goes as the same). A raw grammar is refused before this (UpstreamEngine.generate).
   const format = opts.format;
