@@ -178,9 +178,10 @@ describe("sampling options reach the engine", () => {
     assert.equal((await chat(app, { ...GOOD, logit_bias: { "12": -100, "7": 2.5, "9": 0 } })).statusCode, 200);
     assert.deepEqual(
       [...(engine.lastCall.logitBias ?? [])],
+      // Integer keys of a JSON object come in numeric order.
       [
-        [12, -100],
         [7, 2.5],
+        [12, -100],
       ],
     );
     await chat(app, { ...GOOD, logit_bias: {} });
