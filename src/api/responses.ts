@@ -74,19 +74,16 @@ export class ChunkWriter {
   content(text: string): string {
     return `${this.contentPrefix}${JSON.stringify(text)}},"finish_reason":null}]}`;
   }
-  /**
-   * A call's chunks, as OpenAI streams them: the first names it (index, id, type, name, empty arguments), the
-   * next carries its arguments.
-   */
-  toolCall(index: number, call: WireToolCall): string[] {
-    const delta = (d: unknown) =>
-      `${this.head},"choices":[{"index":0,"delta":${JSON.stringify(d)},"finish_reason":null}]}`;
-    return [
-      delta({
-        tool_calls: [{ index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } }],
-      }),
-      delta({ tool_calls: [{ index, function: { arguments: call.function.arguments } }] }),
-    ];
+  /** A call's first chunk, as OpenAI streams it: its index, id, type and name, with empty arguments. */
+  toolCallStart(index: number, id: string, name: string): string {
+    return this.delta({ tool_calls: [{ index, id, type: "function", function: { name, arguments: "" } }] });
+  }
+  /** More of a call's arguments. */
+  toolCallArguments(index: number, args: string): string {
+    return this.delta({ tool_calls: [{ index, function: { arguments: args } }] });
+  }
+  private delta(d: unknown): string {
+    return `${this.head},"choices":[{"index":0,"delta":${JSON.stringify(d)},"finish_reason":null}]}`;
   }
   usage(u: Usage): string {
     return `${this.head},"choices":[],"usage":${JSON.stringify(u)}}`;

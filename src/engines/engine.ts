@@ -79,6 +79,9 @@ export interface GenerateOptions extends Sampling {
   signal: AbortSignal;
 }
 
+/** A piece of one of the answer's calls (see the `tool_call` event). */
+export type CallPiece = Extract<EngineEvent, { type: "tool_call" }>;
+
 /** Internal generation events; only the wire formatter knows the JSON and SSE shapes. */
 export type EngineEvent =
   | {
@@ -88,10 +91,15 @@ export type EngineEvent =
       tokens?: number;
     }
   | {
-      /** The calls the answer makes, each whole (its arguments the JSON text the model wrote); before `done`. */
-      type: "tool_calls";
-      calls: { name: string; arguments: string }[];
-      /** The completion tokens the calls took. */
+      /**
+       * A piece of the answer's call `index`, as it is generated: its name (the call's first piece), then its
+       * arguments' JSON text in order. The finish reason of an answer that makes calls is `tool_calls`.
+       */
+      type: "tool_call";
+      index: number;
+      name?: string;
+      arguments?: string;
+      /** The completion tokens this piece completes. */
       tokens: number;
     }
   | {

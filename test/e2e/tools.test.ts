@@ -100,6 +100,34 @@ describe("tool calls through the openai client", () => {
     assert.doesNotThrow(() => JSON.parse(call.type === "function" ? call.function.arguments : ""));
   });
 
+  test("streamed, a call's arguments come in pieces as they are generated, after a first chunk with its name", async () => {
+    const res = await fetch(`${server.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: MODEL,
+        messages,
+        tools: TOOLS,
+        tool_choice: { type: "function", function: { name: "get_weather" } },
+        parallel_tool_calls: false,
+        stream: true,
+        max_tokens: 400,
+        seed: 3,
+      }),
+    });
+    const frames = (await res.text())
+      .split("\n\n")
+      .filter((f) => f.startsWith("data: {"))
+      .map((f) => JSON.parse(f.slice(6)) as { choices: { delta: { tool_calls?: Record<string, unknown>[] } }[] });
+    const pieces = frames.flatMap((f) => f.choices[0]?.delta.tool_calls ?? []);
+    assert.ok(pieces.length >= 3, `${pieces.length} tool_calls chunks`);
+    const [first, ...rest] = pieces;
+    assert.deepEqual(Object.keys(first ?? {}).sort(), ["function", "id", "index", "type"]);
+    assert.deepEqual(first?.function, { name: "get_weather", arguments: "" });
+    const args = rest.map((p) => (p.function as { arguments: string }).arguments).join("");
+    assert.ok(validate(JSON.parse(args)), args);
+  });
+
   test("a conversation with a call and its result goes on; count and completion agree, tools included", async () => {
     const conversation: ChatCompletionMessageParam[] = [
       ...messages,

@@ -8,7 +8,14 @@ import {
   type ChatWrapper,
 } from "node-llama-cpp";
 import type { ToolSet } from "../../src/api/chat-request.js";
-import { parseToolCalls, toolCallGrammar, toolSyntax, type ToolSyntax } from "../../src/engines/llama/tool-calls.js";
+import {
+  CallReader,
+  parseToolCalls,
+  toolCallGrammar,
+  toolSyntax,
+  type CallPiece,
+  type ToolSyntax,
+} from "../../src/engines/llama/tool-calls.js";
 import { StopMatcher } from "../../src/engines/stop-sequences.js";
 import { grammarMatcher } from "../helpers/grammar.js";
 
@@ -107,6 +114,25 @@ describe("tool calls of each family", () => {
       assert.equal(takes(grammar, text.replace("get_weather", "get_time")), false);
     });
   }
+
+  test("read as generated, one character at a time: names first, then arguments in pieces, the same calls", () => {
+    for (const { wrapper, output } of RECORDED.slice(0, 3)) {
+      const syntax = toolSyntax(wrapper);
+      const text = output.replace(/<\|eom_id\|>$/, "");
+      const reader = new CallReader(syntax, ["get_weather", "get"], false);
+      const pieces: CallPiece[] = [];
+      for (const ch of text) pieces.push(...reader.push(ch));
+      const joined: { name: string; arguments: string }[] = [];
+      for (const p of pieces) {
+        if (p.name !== undefined) {
+          assert.equal(p.arguments, undefined, "a call's first piece is its name");
+          joined[p.index] = { name: p.name, arguments: "" };
+        } else joined[p.index].arguments += p.arguments ?? "";
+      }
+      assert.deepEqual(joined, parseToolCalls(text.slice(syntax.trigger.length), syntax, ["get_weather", "get"]));
+      assert.ok(pieces.filter((p) => p.arguments !== undefined).length > joined.length, "arguments came in pieces");
+    }
+  });
 
   test("a named tool_choice: only that tool", () => {
     const syntax = toolSyntax(new QwenChatWrapper());

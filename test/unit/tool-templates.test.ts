@@ -78,7 +78,7 @@ describe("Qwen 2.5's template, written into a made model", () => {
     const engine = await embeddedEngine(t, { source: path, parallel: 1 });
     const tokens = await encodeAll(engine, [{ role: "user", content: "Weather in Paris?" }]);
     for (let seed = 1; seed <= 5; seed++) {
-      let calls: { name: string; arguments: string }[] = [];
+      const calls: { name: string; arguments: string }[] = [];
       let finish = "";
       for await (const ev of engine.generate({
         ...sampling({
@@ -90,7 +90,10 @@ describe("Qwen 2.5's template, written into a made model", () => {
         input: { kind: "tokens", tokens },
         signal: new AbortController().signal,
       })) {
-        if (ev.type === "tool_calls") calls = ev.calls;
+        if (ev.type === "tool_call") {
+          if (ev.name !== undefined) calls[ev.index] = { name: ev.name, arguments: "" };
+          calls[ev.index].arguments += ev.arguments ?? "";
+        }
         if (ev.type === "done") finish = ev.finishReason;
       }
       assert.equal(finish, "tool_calls");

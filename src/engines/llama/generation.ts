@@ -11,7 +11,7 @@ import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOp
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import type { Member } from "./step-gate.js";
-import { parseToolCalls, type ToolSyntax } from "./tool-calls.js";
+import { CallReader, type ToolSyntax } from "./tool-calls.js";
 
 /**
  * A generation that may call tools: how the model writes calls, the tools' names, and the grammar of what follows
@@ -56,6 +56,8 @@ export class LlamaGeneration {
   private callText: string | null = null;
   /** The grammar state of the calls, from the trigger on (read by the sampler at each step). */
   private callState: LlamaGrammarEvaluationState | undefined;
+  /** Reads the calls as they are generated. */
+  private reader: CallReader | null = null;
 
   constructor(
     private readonly model: LlamaModel,
@@ -79,6 +81,7 @@ export class LlamaGeneration {
     if (calls?.forced) {
       this.callText = "";
       this.callState = new LlamaGrammarEvaluationState({ model, grammar: calls.grammar });
+      this.reader = new CallReader(calls.syntax, calls.names, false);
     }
   }
 
@@ -94,7 +97,7 @@ export class LlamaGeneration {
     // stop sequence matched or the client is gone.
     if (this.finish !== "cancelled" && !this.bySequence) {
       const tail = this.detok.flush();
-      if (this.callText !== null) this.callText += tail;
+      if (this.callText !== null) yield* this.callPieces(tail);
       else {
         const { emit, stopped } = this.stopper.push(tail + (this.trigger?.flush() ?? ""));
         const rest = stopped ? emit : emit + this.stopper.flush();
@@ -102,29 +105,23 @@ export class LlamaGeneration {
         if (rest) yield { type: "text", text: rest, tokens: Math.max(1, this.count - this.emitted) };
       }
     }
-    if (this.callText !== null && this.calls && this.finish !== "cancelled") yield* this.callEvents(this.calls);
+    if (this.reader && this.finish !== "cancelled") {
+      if (this.reader.calls === 0) {
+        // Nothing could be read as a call: what the model wrote is handed on as text, so nothing is lost.
+        if (this.callText) yield { type: "text", text: this.callText, tokens: Math.max(1, this.count - this.emitted) };
+      } else if (this.finish === "stop") this.finish = "tool_calls";
+    }
     yield { type: "done", finishReason: this.finish, completionTokens: this.count, promptTokens: this.evaluated };
   }
 
-  /**
-   * The calls the answer made. The grammar ends an answer once its calls are complete: `tool_calls`. Calls cut
-   * short (max_tokens) are left out; what could not be read as calls at all is handed on as text, so nothing the
-   * model wrote is lost.
-   */
-  private *callEvents(plan: CallPlan): Generator<EngineEvent> {
-    let text = this.callText ?? "";
-    if (plan.forced) {
-      const start = text.trimStart();
-      text = start.startsWith(plan.syntax.trigger) ? start.slice(plan.syntax.trigger.length) : text;
+  /** More of the calls' text: the pieces of calls it completes (name, then arguments as they come). */
+  private *callPieces(text: string): Generator<EngineEvent> {
+    this.callText = (this.callText ?? "") + text;
+    if (!this.reader || text === "") return;
+    for (const piece of this.reader.push(text)) {
+      yield { type: "tool_call", ...piece, tokens: this.count - this.emitted };
+      this.emitted = this.count;
     }
-    const calls = parseToolCalls(text, plan.syntax, plan.names);
-    if (calls.length === 0) {
-      if (this.callText) yield { type: "text", text: this.callText, tokens: Math.max(1, this.count - this.emitted) };
-      return;
-    }
-    yield { type: "tool_calls", calls, tokens: Math.max(1, this.count - this.emitted) };
-    this.emitted = this.count;
-    if (this.finish === "stop") this.finish = "tool_calls";
   }
 
   /**
@@ -201,13 +198,18 @@ export class LlamaGeneration {
       }
       generated.push(token);
       let text = this.detok.push(token);
+      /** What followed the trigger in this token's text, when the calls start here. */
+      let afterTrigger: string | null = null;
       if (this.callText !== null) {
-        this.callText += text;
+        yield* this.callPieces(text);
         text = "";
       } else if (text && this.trigger) {
         const t = this.trigger.push(text);
         text = t.emit;
-        if (t.stopped) this.startCalls(this.trigger.after);
+        if (t.stopped) {
+          afterTrigger = this.trigger.after;
+          this.startCalls(afterTrigger);
+        }
       }
       if (text) {
         const { emit, stopped } = this.stopper.push(text);
@@ -223,6 +225,7 @@ export class LlamaGeneration {
           return;
         }
       }
+      if (afterTrigger !== null) yield* this.callPieces(afterTrigger);
       if (this.count >= this.limit) return;
     }
   }

@@ -82,32 +82,134 @@ export interface ParsedCall {
   arguments: string;
 }
 
+/** A piece of call `index`: its name (the call's first piece), or more of its arguments' JSON text. */
+export interface CallPiece {
+  index: number;
+  name?: string;
+  arguments?: string;
+}
+
 /**
- * The calls in what followed the trigger. The grammar has held the model to the syntax, so this reads it
- * without guessing: the longest tool name that is followed by paramsPrefix, the arguments to the end of their
- * JSON value, the suffix, then the next call.
+ * Reads calls as their text is generated, so that they stream: a call's name once it is whole, then its
+ * arguments as they come, to the end of their JSON value, then the suffix and the next call. The grammar has
+ * held the model to the syntax, so this reads it without guessing: the longest tool name followed by
+ * paramsPrefix. `afterTrigger: false`: the text starts with the trigger (a forced call), which is skipped first.
+ * Text that cannot be calls stops the reading (`stopped`).
  */
+export class CallReader {
+  private text = "";
+  private pos = 0;
+  private state: "trigger" | "name" | "args" | "after" | "stopped" = "name";
+  private index = -1;
+  /** Where the current call's arguments start (-1 until their first character), and how far they are sent. */
+  private argsStart = -1;
+  private argsSent = 0;
+  private readonly names: string[];
+
+  constructor(
+    private readonly syntax: ToolSyntax,
+    names: readonly string[],
+    afterTrigger = true,
+  ) {
+    this.names = [...names].sort((a, b) => b.length - a.length);
+    if (!afterTrigger) this.state = "trigger";
+  }
+
+  /** Calls begun so far. */
+  get calls(): number {
+    return this.index + 1;
+  }
+
+  get stopped(): boolean {
+    return this.state === "stopped";
+  }
+
+  push(chunk: string): CallPiece[] {
+    this.text += chunk;
+    const out: CallPiece[] = [];
+    for (let progress = true; progress;) progress = this.step(out);
+    return out;
+  }
+
+  /** One move of the reader; false when it must wait for more text (or has stopped). */
+  private step(out: CallPiece[]): boolean {
+    const rest = this.text.slice(this.pos);
+    const { syntax } = this;
+    switch (this.state) {
+      case "trigger": {
+        const start = rest.trimStart();
+        if (start.startsWith(syntax.trigger)) {
+          this.pos += rest.length - start.length + syntax.trigger.length;
+          this.state = "name";
+          return true;
+        }
+        if (!syntax.trigger.startsWith(start)) this.state = "stopped";
+        return false;
+      }
+      case "name": {
+        const name = this.names.find((n) => rest.startsWith(n + syntax.paramsPrefix));
+        if (name !== undefined) {
+          this.index++;
+          out.push({ index: this.index, name });
+          this.pos += name.length + syntax.paramsPrefix.length;
+          this.state = "args";
+          this.argsStart = -1;
+          return true;
+        }
+        if (!this.names.some((n) => (n + syntax.paramsPrefix).startsWith(rest))) this.state = "stopped";
+        return false;
+      }
+      case "args": {
+        if (this.argsStart === -1) {
+          const lead = rest.length - rest.trimStart().length;
+          if (lead === rest.length) return false;
+          this.argsStart = this.pos + lead;
+          this.argsSent = this.argsStart;
+        }
+        const end = jsonEnd(this.text, this.argsStart);
+        const upTo = end === -1 ? this.text.length : end;
+        if (upTo > this.argsSent) {
+          out.push({ index: this.index, arguments: this.text.slice(this.argsSent, upTo) });
+          this.argsSent = upTo;
+        }
+        if (end === -1) return false;
+        this.pos = end;
+        this.state = "after";
+        return true;
+      }
+      case "after": {
+        // The arguments' grammar allows white space after them.
+        const r = rest.startsWith(syntax.suffix) ? rest : rest.trimStart();
+        const skipped = rest.length - r.length;
+        const next = syntax.between === null ? null : syntax.between + syntax.prefix;
+        if (r.startsWith(syntax.suffix)) {
+          const more = r.slice(syntax.suffix.length);
+          if (next !== null && more.startsWith(next)) {
+            this.pos += skipped + syntax.suffix.length + next.length;
+            this.state = "name";
+            return true;
+          }
+          if (next === null || !next.startsWith(more)) this.state = "stopped";
+          return false;
+        }
+        if (!syntax.suffix.startsWith(r)) this.state = "stopped";
+        return false;
+      }
+      case "stopped":
+        return false;
+    }
+  }
+}
+
+/** The calls in what followed the trigger, whole (CallReader over the whole text). */
 export function parseToolCalls(text: string, syntax: ToolSyntax, names: readonly string[]): ParsedCall[] {
   const calls: ParsedCall[] = [];
-  const byLength = [...names].sort((a, b) => b.length - a.length);
-  let at = 0;
-  for (;;) {
-    const name = byLength.find((n) => text.startsWith(n + syntax.paramsPrefix, at));
-    if (name === undefined) break;
-    at += name.length + syntax.paramsPrefix.length;
-    const end = jsonEnd(text, at);
-    if (end === -1) break;
-    calls.push({ name, arguments: text.slice(at, end).trim() });
-    at = end;
-    // The arguments' grammar allows white space after them.
-    if (!text.startsWith(syntax.suffix, at)) while (at < text.length && /\s/.test(text[at]!)) at++;
-    if (!text.startsWith(syntax.suffix, at)) break;
-    at += syntax.suffix.length;
-    const next = syntax.between === null ? null : syntax.between + syntax.prefix;
-    if (next === null || !text.startsWith(next, at)) break;
-    at += next.length;
+  for (const piece of new CallReader(syntax, names).push(text)) {
+    if (piece.name !== undefined) calls.push({ name: piece.name, arguments: "" });
+    else calls[piece.index]!.arguments += piece.arguments ?? "";
   }
-  return calls;
+  // A call whose arguments did not end is cut: left out.
+  return calls.filter((c) => jsonEnd(c.arguments, 0) === c.arguments.length && c.arguments !== "");
 }
 
 /** Where the JSON value starting at `from` (after white space) ends, or -1 when it does not end in `text`. */

@@ -169,8 +169,6 @@ class DecodedAnswer {
   finish: FinishReason | null = null;
   /** [DONE] came, or the whole body was read: the connection is free again. */
   done = false;
-  /** The tool calls, by index, as their pieces arrive. */
-  readonly calls = new Map<number, { name: string; arguments: string; pieces: number }>();
 
   constructor(private readonly said: Said) {}
 
@@ -183,11 +181,15 @@ class DecodedAnswer {
       } else if (ev.type === "finish") {
         this.finish = ev.reason === "length" ? "length" : ev.reason === "tool_calls" ? "tool_calls" : "stop";
       } else if (ev.type === "tool_call") {
-        const call = this.calls.get(ev.index) ?? { name: "", arguments: "", pieces: 0 };
-        call.name += ev.name ?? "";
-        call.arguments += ev.arguments ?? "";
-        call.pieces++;
-        this.calls.set(ev.index, call);
+        // Handed on as it comes: like text, it is part of what the client has seen.
+        this.texts++;
+        yield {
+          type: "tool_call",
+          index: ev.index,
+          ...(ev.name !== undefined ? { name: ev.name } : {}),
+          ...(ev.arguments !== undefined ? { arguments: ev.arguments } : {}),
+          tokens: 1,
+        };
       } else if (ev.type === "usage") {
         this.promptTokens = ev.promptTokens;
         this.said.promptTokens = ev.promptTokens;
@@ -348,21 +350,11 @@ export async function* exchange(
       // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
       promptTokens = await ctx.encoder.count(opts.input.messages, opts.tools?.tools ?? null).catch(() => undefined);
     }
-    if (answer.calls.size > 0) {
-      // The calls, whole, once the answer is complete: the route frames them as this server's own.
-      const calls = [...answer.calls.entries()].sort(([a], [b]) => a - b).map(([, c]) => c);
-      yield {
-        type: "tool_calls",
-        calls: calls.map((c) => ({ name: c.name, arguments: c.arguments })),
-        tokens: calls.reduce((n, c) => n + c.pieces, 0),
-      };
-    }
     // Without usage from the upstream, each content delta is counted as one token (servers send one per token).
     yield {
       type: "done",
       finishReason: answer.finish,
-      completionTokens:
-        answer.completionTokens || answer.texts + [...answer.calls.values()].reduce((n, c) => n + c.pieces, 0),
+      completionTokens: answer.completionTokens || answer.texts,
       ...(promptTokens !== undefined ? { promptTokens } : {}),
     };
   } finally {

@@ -228,7 +228,7 @@ export class UpstreamEngine implements Engine {
     for await (const { replica, attempt } of attempts(this.upstream.retries, take)) {
       try {
         for await (const ev of exchange(ctx, replica, opts, attempt.abandon, attempt.said)) {
-          if (ev.type === "text") attempt.texts++;
+          if (ev.type === "text" || ev.type === "tool_call") attempt.texts++;
           yield ev;
         }
         return;

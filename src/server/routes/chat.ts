@@ -13,6 +13,7 @@ import type { EngineEvent } from "../../engines/engine.js";
 import type { UsageJournal } from "../../keys/ledger.js";
 import { resolveChat, type ResolvedChat } from "../../prompt/resolve.js";
 import { Charge } from "../charge.js";
+import type { CallPiece } from "../../engines/engine.js";
 import { LucenaError, errors } from "../../core/errors.js";
 import { httpError, httpStatus } from "../http-errors.js";
 import type { CompletionSummary } from "../../core/request-record.js";
@@ -207,7 +208,7 @@ interface Run {
 async function consume(
   run: Run,
   onText: (text: string, tokens: number) => unknown,
-  onCalls: (calls: WireToolCall[], tokens: number) => unknown,
+  onCall: (piece: CallPiece, tokens: number) => unknown,
 ): Promise<WireFinishReason | null> {
   const { outcome } = run;
   let finish: WireFinishReason | null = null;
@@ -217,16 +218,9 @@ async function consume(
       await onText(ev.text, ev.tokens ?? 1);
       continue;
     }
-    if (ev.type === "tool_calls") {
+    if (ev.type === "tool_call") {
       if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - run.started;
-      await onCalls(
-        ev.calls.map((c) => ({
-          id: toolCallId(),
-          type: "function",
-          function: { name: c.name, arguments: c.arguments },
-        })),
-        ev.tokens,
-      );
+      await onCall(ev, ev.tokens);
       continue;
     }
     if (ev.promptTokens !== undefined) outcome.promptTokens = ev.promptTokens;
@@ -247,6 +241,8 @@ async function streamCompletion(
 ): Promise<void> {
   const { outcome, charge } = run;
   const chunks = new ChunkWriter(run.id, run.created, outcome.model);
+  /** The calls whose first chunk went out. */
+  const started = new Set<number>();
   reply.hijack();
   await streamSse(
     reply.raw,
@@ -260,9 +256,14 @@ async function streamCompletion(
           charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
           return sse.send(chunks.content(text));
         },
-        async (calls, tokens) => {
+        async (piece, tokens) => {
           charge.text(tokens, sse.writable);
-          for (const [i, call] of calls.entries()) for (const chunk of chunks.toolCall(i, call)) await sse.send(chunk);
+          // A call's first chunk gives its id, type and name; the next ones its arguments, as they come.
+          if (!started.has(piece.index)) {
+            started.add(piece.index);
+            await sse.send(chunks.toolCallStart(piece.index, toolCallId(), piece.name ?? ""));
+          }
+          if (piece.arguments) await sse.send(chunks.toolCallArguments(piece.index, piece.arguments));
         },
       );
       if (finish === null) {
@@ -293,16 +294,21 @@ async function streamCompletion(
 async function jsonCompletion(reply: FastifyReply, run: Run): Promise<void> {
   const { outcome, charge } = run;
   let text = "";
-  let calls: WireToolCall[] = [];
+  const calls: WireToolCall[] = [];
   const finish = await consume(
     run,
     (t, tokens) => {
       charge.text(tokens, false); // delivered only with the whole answer
       text += t;
     },
-    (c, tokens) => {
+    (piece, tokens) => {
       charge.text(tokens, false);
-      calls = c;
+      const call = (calls[piece.index] ??= {
+        id: toolCallId(),
+        type: "function",
+        function: { name: piece.name ?? "", arguments: "" },
+      });
+      call.function.arguments += piece.arguments ?? "";
     },
   );
   const why = finish === null ? run.interrupted() : null;
