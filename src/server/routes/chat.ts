@@ -330,7 +330,7 @@ async function jsonCompletion(reply: FastifyReply, run: Run): Promise<void> {
       text,
       finish,
       usage(outcome.promptTokens, outcome.completionTokens),
-      calls,
+      calls.filter((c) => c !== undefined), // a replica may skip an index
     ),
   );
 }
