@@ -23,7 +23,8 @@ export interface CallPlan {
   syntax: ToolSyntax;
   names: readonly string[];
   forced: boolean;
-  grammar: LlamaGrammar;
+  /** A fresh state of the calls' grammar, for this generation. */
+  startGrammar(): LlamaGrammarEvaluationState;
 }
 
 /**
@@ -80,7 +81,7 @@ export class LlamaGeneration {
     this.trigger = calls && !calls.forced ? new StopMatcher([calls.syntax.trigger]) : null;
     if (calls?.forced) {
       this.callText = "";
-      this.callState = new LlamaGrammarEvaluationState({ model, grammar: calls.grammar });
+      this.callState = calls.startGrammar();
       this.reader = new CallReader(calls.syntax, calls.names, false);
     }
   }
@@ -107,8 +108,10 @@ export class LlamaGeneration {
     }
     if (this.reader && this.finish !== "cancelled") {
       if (this.reader.calls === 0) {
-        // Nothing could be read as a call: what the model wrote is handed on as text, so nothing is lost.
-        if (this.callText) yield { type: "text", text: this.callText, tokens: Math.max(1, this.count - this.emitted) };
+        // Nothing could be read as a call: what the model wrote is handed on as text, so nothing is lost (the
+        // trigger too, which a forced answer's text holds and an auto answer's held back).
+        const text = (this.calls?.forced ? "" : (this.calls?.syntax.trigger ?? "")) + (this.callText ?? "");
+        if (text) yield { type: "text", text, tokens: Math.max(1, this.count - this.emitted) };
       } else if (this.finish === "stop") this.finish = "tool_calls";
     }
     yield { type: "done", finishReason: this.finish, completionTokens: this.count, promptTokens: this.evaluated };
@@ -236,9 +239,10 @@ export class LlamaGeneration {
    * the calls are read as written.
    */
   private startCalls(after: string): void {
-    this.callText = after;
-    if (after === "")
-      this.callState = new LlamaGrammarEvaluationState({ model: this.model, grammar: this.calls!.grammar });
+    const plan = this.calls!;
+    this.callText = ""; // `after` goes to the reader with the calls' first piece (callPieces)
+    this.reader = new CallReader(plan.syntax, plan.names);
+    if (after === "") this.callState = plan.startGrammar();
   }
 
   /**

@@ -1,4 +1,5 @@
 import {
+  LlamaGrammarEvaluationState,
   resolveChatWrapper,
   type ChatWrapper,
   type LlamaContext,
@@ -252,11 +253,12 @@ export class LlamaEngine implements Engine {
   private callPlan(set: ToolSet): CallPlan {
     const syntax = toolSyntax(this.chatWrapper!);
     const forced = set.choice !== "auto";
+    const grammar = this.grammars!.forTools(toolCallGrammar(syntax, set, forced));
     return {
       syntax,
       names: set.tools.map((t) => t.name),
       forced,
-      grammar: this.grammars!.forTools(toolCallGrammar(syntax, set, forced)),
+      startGrammar: () => new LlamaGrammarEvaluationState({ model: this.model!, grammar }),
     };
   }
 
