@@ -208,7 +208,7 @@ interface Run {
 async function consume(
   run: Run,
   onText: (text: string, tokens: number) => unknown,
-  onCall: (piece: CallPiece, tokens: number) => unknown,
+  onCall: (piece: CallPiece) => unknown,
 ): Promise<WireFinishReason | null> {
   const { outcome } = run;
   let finish: WireFinishReason | null = null;
@@ -220,7 +220,7 @@ async function consume(
     }
     if (ev.type === "tool_call") {
       if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - run.started;
-      await onCall(ev, ev.tokens);
+      await onCall(ev);
       continue;
     }
     if (ev.promptTokens !== undefined) outcome.promptTokens = ev.promptTokens;
@@ -256,8 +256,8 @@ async function streamCompletion(
           charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
           return sse.send(chunks.content(text));
         },
-        async (piece, tokens) => {
-          charge.text(tokens, sse.writable);
+        async (piece) => {
+          charge.text(piece.tokens, sse.writable);
           // A call's first chunk gives its id, type and name; the next ones its arguments, as they come.
           if (!started.has(piece.index)) {
             started.add(piece.index);
@@ -301,8 +301,8 @@ async function jsonCompletion(reply: FastifyReply, run: Run): Promise<void> {
       charge.text(tokens, false); // delivered only with the whole answer
       text += t;
     },
-    (piece, tokens) => {
-      charge.text(tokens, false);
+    (piece) => {
+      charge.text(piece.tokens, false);
       const call = (calls[piece.index] ??= {
         id: toolCallId(),
         type: "function",
