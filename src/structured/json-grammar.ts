@@ -316,12 +316,9 @@ class Rules {
     const count = names.length;
     checkCount(schema, "minProperties", at, (n) => n <= count, `at most ${count}, the properties listed`);
     checkCount(schema, "maxProperties", at, (n) => n >= count, `at least ${count}, the properties listed`);
-    if (count === 0) {
-      this.use("space");
-      return `"{" space "}" space`;
-    }
     this.use("space");
-    this.use("string");
+    if (count === 0) return `"{" space "}" space`;
+    // The keys are literals: the grammar's `string` rule is not needed for them.
     const kvs = names.map(
       (name) =>
         `${literal(JSON.stringify(name))} space ":" space ${this.visit(props[name], `${at}/properties/${escapePointer(name)}`)}`,
