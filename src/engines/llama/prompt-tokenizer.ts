@@ -69,7 +69,11 @@ export class PromptTokenizer {
     tools: readonly ToolDef[] | null = null,
   ): Promise<Token[] | OverLimit> {
     const history = chatHistory(messages);
-    history.push({ type: "model", response: [] }); // the assistant's turn, to be generated
+    // The assistant's turn, to be generated. After tool results it is the same turn, going on: node-llama-cpp
+    // renders a call's result inside the model's response, and what the model writes next follows it there.
+    const last = history.at(-1);
+    const afterCalls = last?.type === "model" && isCall(last.response.at(-1));
+    if (!afterCalls) history.push({ type: "model", response: [] });
     const { contextText } = this.chatWrapper.generateContextState({
       chatHistory: history,
       ...(tools !== null && tools.length > 0
@@ -237,6 +241,10 @@ export function chatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[]
     }
   }
   return history;
+}
+
+function isCall(item: unknown): item is ChatModelFunctionCall {
+  return typeof item === "object" && item !== null && (item as { type?: unknown }).type === "functionCall";
 }
 
 /** A call's arguments as the template shows them: the parsed JSON, or the text itself when it is not JSON. */
