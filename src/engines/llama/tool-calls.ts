@@ -33,17 +33,35 @@ function textOf(value: string | LlamaText | undefined): string {
 }
 
 export function toolSyntax(wrapper: ChatWrapper): ToolSyntax {
-  const { call, parallelism } = wrapper.settings.functions;
+  const { call, parallelism, result } = wrapper.settings.functions;
   const sectionPrefix = textOf(parallelism?.call.sectionPrefix);
   const prefix = textOf(call.prefix);
+  const paramsPrefix = textOf(call.paramsPrefix);
   return {
     trigger: (sectionPrefix + prefix).trimStart(),
     prefix,
-    paramsPrefix: textOf(call.paramsPrefix),
-    suffix: textOf(call.suffix),
+    paramsPrefix,
+    suffix: textOf(call.suffix) || closing(prefix + paramsPrefix, textOf(result.prefix)),
     between: parallelism ? textOf(parallelism.call.betweenCalls) : null,
     sectionSuffix: textOf(parallelism?.call.sectionSuffix),
   };
+}
+
+/**
+ * What closes a call whose syntax, as read out of a Jinja template, has no suffix: node-llama-cpp puts the text
+ * between a call's arguments and its result into the result's prefix. Llama 3.1's template writes a call as
+ * `{"name": "…", "parameters": {…}}` followed by the turn's end, so the closing brace is found at the start of
+ * the result's prefix; it belongs to the call, which the model writes before it ends its turn.
+ */
+function closing(opening: string, resultPrefix: string): string {
+  let open = 0;
+  for (const c of opening) open += c === "{" || c === "[" ? 1 : c === "}" || c === "]" ? -1 : 0;
+  let out = "";
+  for (const c of resultPrefix) {
+    if (out.length >= open || (c !== "}" && c !== "]")) break;
+    out += c;
+  }
+  return out;
 }
 
 /**
