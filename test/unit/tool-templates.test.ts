@@ -1,18 +1,22 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Template } from "@huggingface/jinja";
 import { resolveChatWrapper, type LlamaModel } from "node-llama-cpp";
 import type { ChatMessage, ToolDef } from "../../src/api/chat-request.js";
-import { sampling } from "../../src/engines/engine.js";
 import { PromptTokenizer } from "../../src/engines/llama/prompt-tokenizer.js";
 import { llamaRuntime } from "../../src/engines/llama/runtime.js";
+import { toolSyntax, type ToolSyntax } from "../../src/engines/llama/tool-calls.js";
 import { createLogger } from "../../src/observability/log.js";
-import { embeddedEngine, encodeAll } from "../helpers/engine.js";
 import { testModel } from "../helpers/models.js";
+import { NO_SHARED, repoRoot, vocabDir } from "../helpers/paths.js";
 
 /**
- * A made model whose GGUF carries Qwen 2.5's chat template (Hermes-style tool calls): the tools and a
- * conversation's calls and results are rendered the way that template renders them, and a forced call on the
- * real engine comes back as a call, whatever the random weights.
+ * Made models whose GGUF carries a real chat template that knows tools (Qwen 2.5's Hermes-style one, Llama 3.1's,
+ * Mistral Nemo's), with a real vocabulary: the tools, a conversation's calls and their results are rendered the
+ * way the template itself renders them (the template run by a Jinja engine is the reference), and the syntax the
+ * engine holds a call to is the one the template writes calls in.
  */
 
 const TOOLS: ToolDef[] = [
@@ -28,80 +32,158 @@ const TOOLS: ToolDef[] = [
   },
 ];
 
+/** Mistral's template wants call ids of 9 characters. */
+const CALL_ID = "abc123xyz";
+const ASK: ChatMessage[] = [{ role: "user", content: "Weather in Paris?" }];
 const CONVERSATION: ChatMessage[] = [
-  { role: "user", content: "Weather in Paris?" },
+  ...ASK,
   {
     role: "assistant",
     content: "",
     tool_calls: [
-      { id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city":"Paris","days":2}' } },
+      { id: CALL_ID, type: "function", function: { name: "get_weather", arguments: '{"city":"Paris","days":2}' } },
     ],
   },
-  { role: "tool", tool_call_id: "call_1", content: '{"temp": 21}' },
+  { role: "tool", tool_call_id: CALL_ID, content: '{"temp": 21}' },
 ];
 
-describe("Qwen 2.5's template, written into a made model", () => {
-  const path = testModel({ template: "qwen2.5" });
-  let model: LlamaModel;
-  let prompt: (messages: ChatMessage[], tools: ToolDef[] | null) => Promise<string>;
-  before(async () => {
-    const llama = await llamaRuntime(createLogger("silent"));
-    model = await llama.loadModel({ modelPath: path, vocabOnly: true });
-    const tokenizer = new PromptTokenizer(model, resolveChatWrapper(model));
-    prompt = async (messages, tools) => {
-      const tokens = await tokenizer.encode(messages, Infinity, tools);
-      assert.ok(Array.isArray(tokens));
-      return model.detokenize(tokens, true);
-    };
-  });
-  after(() => model.dispose());
+interface Case {
+  template: string;
+  vocab?: "phi-3" | "deepseek-coder";
+  /** node-llama-cpp's wrapper that renders it (its `wrapperName`). */
+  wrapper: string;
+  syntax: Partial<ToolSyntax>;
+  /** Where the tools are shown: the same text in our prompt and in the template's own rendering. */
+  toolSection: RegExp;
+  /** The whole prompt equals the template's rendering (false where the vocabulary re-spaces special text). */
+  exact: boolean;
+  /** How a call of the conversation is shown. */
+  call: RegExp;
+  /** How the prompt ends after a tool's result: the assistant goes on, with nothing in between. */
+  afterResult: string;
+}
 
-  test("the tools are shown as the template shows them: JSON within <tools></tools>", async () => {
-    const text = await prompt([{ role: "user", content: "Weather in Paris?" }], TOOLS);
-    assert.match(text, /<tools>\n\{"type": ?"function", ?"function": ?\{"name": ?"get_weather"/);
-    assert.match(text, /<\/tools>/);
-    assert.ok(text.endsWith("<|im_start|>assistant\n"), JSON.stringify(text.slice(-60)));
-    const without = await prompt([{ role: "user", content: "Weather in Paris?" }], null);
-    assert.ok(!without.includes("<tools>"), "no tools, no tool section");
-  });
+const CASES: Case[] = [
+  {
+    template: "qwen2.5",
+    wrapper: "JinjaTemplate",
+    syntax: { trigger: '<tool_call>\n{"name": "', paramsPrefix: '", "arguments": ', suffix: "}\n</tool_call>" },
+    toolSection: /<tools>\n([^]*)\n<\/tools>/,
+    exact: true,
+    call: /<tool_call>\n\{"name": "get_weather", "arguments": \{"city": ?"Paris", ?"days": ?2\}\}\n<\/tool_call>/,
+    afterResult: '{"temp": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
+  },
+  {
+    template: "llama3.1",
+    vocab: "deepseek-coder",
+    wrapper: "JinjaTemplate",
+    // The closing brace is the call's, though node-llama-cpp reads it as the start of the result.
+    syntax: { trigger: '{"name": "', paramsPrefix: '", "parameters": ', suffix: "}", between: null },
+    toolSection: /arguments that best answers the given prompt\.\n\n([^]*)\n\nWeather in Paris\?/,
+    exact: true,
+    call: /<\|start_header_id\|>assistant<\|end_header_id\|>\n\n\{"name": "get_weather", "parameters": \{"city": "Paris", "days": 2\}\}<\|eot_id\|>/,
+    afterResult: '21}"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+  },
+  {
+    template: "mistral-nemo",
+    vocab: "phi-3",
+    wrapper: "Mistral",
+    syntax: { trigger: '[TOOL_CALLS][{"name": "', paramsPrefix: '", "arguments": ', suffix: "}", between: ", " },
+    toolSection: /\[AVAILABLE_TOOLS\](.*?) ?\[\/AVAILABLE_TOOLS\]/,
+    exact: false,
+    call: /\[TOOL_CALLS\]\[\{"name": "get_weather", "arguments": \{"city": "Paris", "days": 2\}\}\]/,
+    afterResult: "[/TOOL_RESULTS]",
+  },
+];
 
-  test("a call and its result are rendered as <tool_call> and <tool_response>", async () => {
-    const text = await prompt(CONVERSATION, TOOLS);
-    assert.match(
-      text,
-      /<tool_call>\n\{"name": "get_weather", "arguments": \{"city": ?"Paris", ?"days": ?2\}\}\n<\/tool_call>/,
-    );
-    assert.match(text, /<tool_response>\n\{"temp": 21\}\n<\/tool_response>/);
-  });
-
-  test("a forced call on the real engine: Hermes' syntax, arguments valid", async (t) => {
-    const engine = await embeddedEngine(t, { source: path, parallel: 1 });
-    const tokens = await encodeAll(engine, [{ role: "user", content: "Weather in Paris?" }]);
-    for (let seed = 1; seed <= 5; seed++) {
-      const calls: { name: string; arguments: string }[] = [];
-      let finish = "";
-      for await (const ev of engine.generate({
-        ...sampling({
-          maxTokens: 300,
-          temperature: 1,
-          seed,
-          tools: { tools: TOOLS, choice: "required", parallel: false },
-        }),
-        input: { kind: "tokens", tokens },
-        signal: new AbortController().signal,
-      })) {
-        if (ev.type === "tool_call") {
-          if (ev.name !== undefined) calls[ev.index] = { name: ev.name, arguments: "" };
-          calls[ev.index].arguments += ev.arguments ?? "";
+/** The conversation as a Jinja chat template takes it (Hugging Face's convention: arguments as an object). */
+function templateMessages(messages: readonly ChatMessage[]): unknown[] {
+  return messages.map((m) =>
+    m.role === "assistant" && m.tool_calls
+      ? {
+          ...m,
+          tool_calls: m.tool_calls.map((c) => ({
+            ...c,
+            function: { name: c.function.name, arguments: JSON.parse(c.function.arguments) as unknown },
+          })),
         }
-        if (ev.type === "done") finish = ev.finishReason;
-      }
-      assert.equal(finish, "tool_calls");
-      assert.equal(calls.length, 1);
-      assert.equal(calls[0]?.name, "get_weather");
-      const args = JSON.parse(calls[0]?.arguments ?? "") as { city: string; days: number };
-      assert.ok(typeof args.city === "string" && args.city.length <= 10);
-      assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7);
-    }
-  });
-});
+      : m,
+  );
+}
+
+for (const c of CASES) {
+  describe(
+    `${c.template}'s template, written into a made model`,
+    { skip: c.vocab && !vocabDir ? NO_SHARED : false },
+    () => {
+      let model: LlamaModel;
+      let tokenizer: PromptTokenizer;
+      let wrapperName: string;
+      let syntax: ToolSyntax;
+      let render: (messages: readonly ChatMessage[], tools: readonly ToolDef[]) => string;
+      const prompt = async (messages: readonly ChatMessage[], tools: readonly ToolDef[] | null) => {
+        const tokens = await tokenizer.encode(messages, Infinity, tools);
+        assert.ok(Array.isArray(tokens));
+        return model.detokenize(tokens, true);
+      };
+      before(async () => {
+        const llama = await llamaRuntime(createLogger("silent"));
+        model = await llama.loadModel({
+          modelPath: testModel({ template: c.template, vocab: c.vocab }),
+          vocabOnly: true,
+        });
+        const wrapper = resolveChatWrapper(model);
+        wrapperName = wrapper.wrapperName;
+        syntax = toolSyntax(wrapper);
+        tokenizer = new PromptTokenizer(model, wrapper);
+        const template = new Template(
+          readFileSync(join(repoRoot, "test", "fixtures", "templates", `${c.template}.jinja`), "utf8"),
+        );
+        const bos = model.tokens.bos === null ? "" : model.detokenize([model.tokens.bos], true);
+        render = (messages, tools) =>
+          template.render({
+            messages: templateMessages(messages),
+            tools: tools.map((t) => ({
+              type: "function",
+              function: { name: t.name, description: t.description, parameters: t.parameters },
+            })),
+            add_generation_prompt: true,
+            bos_token: bos,
+            eos_token: "</s>",
+          });
+      });
+      after(() => model.dispose());
+
+      test("the template is matched to its wrapper and call syntax", () => {
+        assert.equal(wrapperName, c.wrapper);
+        for (const [k, v] of Object.entries(c.syntax)) assert.deepEqual(syntax[k as keyof ToolSyntax], v, k);
+      });
+
+      test("the tools are shown as the template shows them; no tools, no tool section", async () => {
+        const ours = await prompt(ASK, TOOLS);
+        const theirs = render(ASK, TOOLS);
+        const section = c.toolSection.exec(theirs)?.[1];
+        assert.ok(section?.includes('"get_weather"'), `the template shows the tool: ${theirs}`);
+        assert.equal(c.toolSection.exec(ours)?.[1], section, ours);
+        if (c.exact) assert.equal(ours, theirs);
+        const without = await prompt(ASK, null);
+        assert.ok(!c.toolSection.test(without) && !without.includes("get_weather"), without);
+      });
+
+      test("a call and its result are rendered, and the assistant's turn follows the result", async () => {
+        const ours = await prompt(CONVERSATION, TOOLS);
+        assert.match(ours, c.call);
+        assert.ok(ours.includes("21}"), "the result is shown");
+        assert.ok(ours.endsWith(c.afterResult), JSON.stringify(ours.slice(-80)));
+        assert.ok(render(CONVERSATION, TOOLS).trimEnd().endsWith(c.afterResult.trimEnd()), "as the template ends it");
+        // What the template writes after a call's arguments closes it: the syntax holds a call to that.
+        assert.ok(
+          ours.includes(
+            `${syntax.prefix}get_weather${syntax.paramsPrefix}{"city": "Paris", "days": 2}${syntax.suffix}`,
+          ),
+          "the call, written in the syntax generation is held to",
+        );
+      });
+    },
+  );
+}
