@@ -1,6 +1,6 @@
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { echo, errors } from "../core/errors.js";
-import type { OutputFormat } from "../engines/engine.js";
+import type { OutputFormat, Sampling } from "../engines/engine.js";
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -36,6 +36,9 @@ export const ChatBodySchema = Type.Object(
     // llama.cpp's and vLLM's extensions that this server honours.
     min_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
     ignore_eos: Type.Optional(Nullable(Type.Boolean())),
+    repeat_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
+    repeat_last_n: Type.Optional(Nullable(Type.Integer({ minimum: -1 }))),
+    repetition_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
     shape: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Null()])),
   },
   { additionalProperties: true },
@@ -93,6 +96,7 @@ export interface SamplingRequest {
   presencePenalty: number;
   frequencyPenalty: number;
   minP: number | null;
+  repeatPenalty: Sampling["repeatPenalty"];
   ignoreEos: boolean;
   format: OutputFormat | null;
   tools: ToolSet | null;
@@ -115,15 +119,9 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   prediction: () => true,
   // llama.cpp's and vLLM's sampling and constraint extensions this server does not implement: refused unless
   // neutral, as any field that would change the answer.
-  ...Object.fromEntries(
-    ["repeat_penalty", "repetition_penalty", "typical_p", "tfs_z", "length_penalty"].map((f) => [
-      f,
-      (v: unknown) => v !== 1,
-    ]),
-  ),
+  ...Object.fromEntries(["typical_p", "tfs_z", "length_penalty"].map((f) => [f, (v: unknown) => v !== 1])),
   ...Object.fromEntries(
     [
-      "repeat_last_n",
       "mirostat",
       "min_tokens",
       "top_a",
@@ -338,11 +336,38 @@ export function parseSampling(body: ChatBody): SamplingRequest {
     presencePenalty: body.presence_penalty ?? 0,
     frequencyPenalty: body.frequency_penalty ?? 0,
     minP: body.min_p ?? null,
+    repeatPenalty: parseRepeatPenalty(body),
     ignoreEos: body.ignore_eos ?? false,
     format: parseFormat(body),
     tools: parseTools(body),
     logitBias: parseLogitBias((body as Record<string, unknown>).logit_bias),
   };
+}
+
+/** llama.cpp's server's repeat_last_n when a request gives none. */
+export const REPEAT_LAST_N_DEFAULT = 64;
+
+/**
+ * llama.cpp's `repeat_penalty` over its `repeat_last_n` window (−1: the whole context, 0: off), or vLLM's
+ * `repetition_penalty`, which counts every token of prompt and answer; null when neutral. One of the two.
+ */
+function parseRepeatPenalty(body: ChatBody): Sampling["repeatPenalty"] {
+  const llama = body.repeat_penalty ?? null;
+  const vllm = body.repetition_penalty ?? null;
+  if (llama !== null && vllm !== null) {
+    throw errors.invalidRequest(
+      "Send either 'repeat_penalty' (llama.cpp's) or 'repetition_penalty' (vLLM's), not both.",
+      "repetition_penalty",
+    );
+  }
+  if (vllm !== null) return vllm === 1 ? null : { penalty: vllm, lastN: -1, field: "repetition_penalty" };
+  const penalty = llama ?? 1;
+  const lastN = body.repeat_last_n ?? REPEAT_LAST_N_DEFAULT;
+  // A window alone changes the answer only through the presence and frequency penalties it then bounds.
+  const windowed =
+    body.repeat_last_n != null && ((body.presence_penalty ?? 0) !== 0 || (body.frequency_penalty ?? 0) !== 0);
+  if (lastN === 0 || (penalty === 1 && !windowed)) return null;
+  return { penalty, lastN, field: "repeat_penalty" };
 }
 
 /**

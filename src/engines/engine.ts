@@ -21,6 +21,17 @@ export interface Sampling {
    * the engine's default (the embedded engine's is SAMPLING_DEFAULTS.minP; an upstream's is its own).
    */
   minP: number | null;
+  /**
+   * llama.cpp's repeat penalty: the logit of each token among the last `lastN` tokens of prompt and answer is
+   * divided by `penalty` (multiplied when negative); `lastN` −1: the whole context. null: none. When set, the
+   * presence and frequency penalties count the same window, as in llama.cpp's server.
+   */
+  repeatPenalty: {
+    penalty: number;
+    lastN: number;
+    /** The request field it came in, which an error about it names. */
+    field: "repeat_penalty" | "repetition_penalty";
+  } | null;
   /** Never end at the model's end-of-generation token: the answer runs to max_tokens (or a stop sequence). */
   ignoreEos: boolean;
   stop: string[];
@@ -63,6 +74,7 @@ export function sampling(over: Partial<Sampling> & Pick<Sampling, "maxTokens" | 
     presencePenalty: 0,
     frequencyPenalty: 0,
     minP: null,
+    repeatPenalty: null,
     ignoreEos: false,
     stop: [],
     format: null,

@@ -45,6 +45,7 @@ export async function resolveChat(
       presencePenalty: asked.presencePenalty,
       frequencyPenalty: asked.frequencyPenalty,
       minP: asked.minP,
+      repeatPenalty: asked.repeatPenalty,
       ignoreEos: asked.ignoreEos,
       stop: asked.stop,
       format: asked.format,

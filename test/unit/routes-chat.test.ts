@@ -111,6 +111,32 @@ describe("sampling options reach the engine", () => {
     assert.deepEqual([engine.lastCall.minP, engine.lastCall.ignoreEos], [null, false]);
   });
 
+  test("repeat_penalty over repeat_last_n (default 64), or vLLM's repetition_penalty over all", async (t) => {
+    const { app, engine } = setup(t);
+    const cases: [Record<string, unknown>, unknown][] = [
+      [{}, null],
+      [{ repeat_penalty: 1 }, null],
+      [{ repeat_penalty: 1.1 }, { penalty: 1.1, lastN: 64, field: "repeat_penalty" }],
+      [
+        { repeat_penalty: 1.3, repeat_last_n: -1 },
+        { penalty: 1.3, lastN: -1, field: "repeat_penalty" },
+      ],
+      [{ repeat_penalty: 1.3, repeat_last_n: 0 }, null],
+      [{ repeat_last_n: 16 }, null],
+      [
+        { repeat_last_n: 16, presence_penalty: 0.5 },
+        { penalty: 1, lastN: 16, field: "repeat_penalty" },
+      ],
+      [{ repetition_penalty: 1.2 }, { penalty: 1.2, lastN: -1, field: "repetition_penalty" }],
+      [{ repetition_penalty: 1 }, null],
+    ];
+    for (const [extra, expected] of cases) {
+      const res = await chat(app, { ...GOOD, ...extra });
+      assert.equal(res.statusCode, 200, res.body);
+      assert.deepEqual(engine.lastCall.repeatPenalty, expected, JSON.stringify(extra));
+    }
+  });
+
   test("response_format, grammar and json_schema reach the engine as one format", async (t) => {
     const { app, engine } = setup(t);
     const schema = { type: "object", properties: { a: { type: "integer" } } };

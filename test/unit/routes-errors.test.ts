@@ -242,8 +242,14 @@ const BAD: BadCase[] = [
   },
   { name: "logit_bias of 200", request: withGood({ logit_bias: { "5": 200 } }), param: "logit_bias" },
   // llama.cpp's and vLLM's extensions that would change the answer and are not implemented: refused by name.
-  { name: "repeat_penalty 1.1", request: withGood({ repeat_penalty: 1.1 }), param: "repeat_penalty" },
-  { name: "repetition_penalty 1.2", request: withGood({ repetition_penalty: 1.2 }), param: "repetition_penalty" },
+  { name: "repeat_penalty 0", request: withGood({ repeat_penalty: 0 }), param: "repeat_penalty" },
+  { name: "repeat_last_n -2", request: withGood({ repeat_last_n: -2 }), param: "repeat_last_n" },
+  { name: "repetition_penalty -1", request: withGood({ repetition_penalty: -1 }), param: "repetition_penalty" },
+  {
+    name: "repeat_penalty and repetition_penalty together",
+    request: withGood({ repeat_penalty: 1.1, repetition_penalty: 1.2 }),
+    param: "repetition_penalty",
+  },
   { name: "typical_p 0.9", request: withGood({ typical_p: 0.9 }), param: "typical_p" },
   { name: "mirostat 2", request: withGood({ mirostat: 2 }), param: "mirostat" },
   { name: "guided_json", request: withGood({ guided_json: { type: "object" } }), param: "guided_json" },
@@ -310,8 +316,7 @@ describe("bad input on POST /v1/tokens/count", () => {
     "response_format json_object",
     "logprobs: true",
     "logit_bias set",
-    "repeat_penalty 1.1",
-    "repetition_penalty 1.2",
+    "repeat_penalty and repetition_penalty together",
     "typical_p 0.9",
     "mirostat 2",
     "grammar",
@@ -480,7 +485,8 @@ describe("accepted input", () => {
         use_beam_search: false,
       },
     ],
-    ["honoured extensions", { min_p: 0.1, ignore_eos: true }],
+    ["honoured extensions", { min_p: 0.1, ignore_eos: true, repeat_penalty: 1.1, repeat_last_n: -1 }],
+    ["vLLM's repetition penalty", { repetition_penalty: 1.3 }],
     [
       "nulls for optional fields",
       {

@@ -465,6 +465,27 @@ describe("UpstreamEngine: the request a replica receives", () => {
     assert.ok(!("min_p" in unset) && !("ignore_eos" in unset));
   });
 
+  test("a grammar or a repeat penalty is a 400 naming it, before any replica is asked", async (t) => {
+    const fake = await fakeUpstream(t, okHandler);
+    const engine = await startEngine(t, [{ url: fake.origin }]);
+    const cases: [Partial<GenerateOptions>, string][] = [
+      [{ format: { kind: "grammar", gbnf: 'root ::= "a"' } }, "grammar"],
+      [{ repeatPenalty: { penalty: 1.1, lastN: 64, field: "repeat_penalty" } }, "repeat_penalty"],
+      [{ repeatPenalty: { penalty: 1.2, lastN: -1, field: "repetition_penalty" } }, "repetition_penalty"],
+    ];
+    for (const [over, param] of cases) {
+      assert.throws(
+        () => engine.generate(options(over)),
+        (err: unknown) => {
+          assertLucenaError(err, 400, "invalid_request_error");
+          assert.equal(err.param, param);
+          return true;
+        },
+      );
+    }
+    assert.equal(fake.chats().length, 0);
+  });
+
   // Each completion is read until [DONE], then the body is destroyed before undici has seen the response's end,
   // which closes the socket: every completion pays a new TCP (and TLS) handshake, against the pool's keep-alive.
   test("sequential completions reuse the replica's keep-alive connection", async (t) => {

@@ -150,8 +150,21 @@ export class LlamaGeneration {
   /** The prompt's last chunk with the first token, then one token a step, each through the gate. */
   private async *generate(): AsyncGenerator<EngineEvent, void, undefined> {
     const { opts, member, model } = this;
-    const penalties = opts.presencePenalty !== 0 || opts.frequencyPenalty !== 0;
+    const penalties = opts.presencePenalty !== 0 || opts.frequencyPenalty !== 0 || opts.repeatPenalty !== null;
     const generated = this.generated;
+    // The tokens penalised: the last N of prompt and answer with a repeat penalty (llama.cpp's window), else
+    // OpenAI's presence and frequency penalties over the answer alone.
+    const window = opts.repeatPenalty?.lastN ?? 0;
+    const prompt = this.prompt;
+    const punishTokens =
+      opts.repeatPenalty === null
+        ? () => generated
+        : window < 0
+          ? () => prompt.concat(generated)
+          : () =>
+              generated.length >= window
+                ? generated.slice(-window)
+                : prompt.slice(Math.max(0, prompt.length - (window - generated.length))).concat(generated);
     this.tokens = this.seq
       .evaluate(this.prompt.slice(this.evaluated), {
         temperature: opts.temperature,
@@ -173,8 +186,9 @@ export class LlamaGeneration {
         ...(penalties
           ? {
               repeatPenalty: {
-                punishTokens: () => generated,
-                penalty: 1,
+                punishTokens,
+                ...(window > 0 ? { maxPunishTokens: window } : {}),
+                penalty: opts.repeatPenalty?.penalty ?? 1,
                 presencePenalty: opts.presencePenalty,
                 frequencyPenalty: opts.frequencyPenalty,
               },

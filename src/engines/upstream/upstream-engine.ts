@@ -190,6 +190,15 @@ export class UpstreamEngine implements Engine {
         "grammar",
       );
     }
+    if (opts.repeatPenalty !== null) {
+      // llama.cpp's server counts a window (repeat_last_n), vLLM and SGLang the whole context, each under its
+      // own field name: the same request would mean different things on different replicas.
+      const field = opts.repeatPenalty.field;
+      throw errors.invalidRequest(
+        `The parameter '${field}' is not supported for the upstream model '${this.config.id}'.`,
+        field,
+      );
+    }
     if (!this.pool.anyHealthy) throw errors.modelUnavailable(this.config.id, 5);
     const attempt = new Attempt();
     const slot = this.admission.enter(opts.signal, { onEject: attempt.onEject });
