@@ -7,7 +7,7 @@ import { resolveChatWrapper, type LlamaModel } from "node-llama-cpp";
 import type { ChatMessage, ToolDef } from "../../src/api/chat-request.js";
 import { PromptTokenizer } from "../../src/engines/llama/prompt-tokenizer.js";
 import { llamaRuntime } from "../../src/engines/llama/runtime.js";
-import { toolSyntax, type ToolSyntax } from "../../src/engines/llama/tool-calls.js";
+import { CallReader, parseToolCalls, toolSyntax, type ToolSyntax } from "../../src/engines/llama/tool-calls.js";
 import { createLogger } from "../../src/observability/log.js";
 import { testModel } from "../helpers/models.js";
 import { NO_SHARED, repoRoot, vocabDir } from "../helpers/paths.js";
@@ -61,6 +61,8 @@ interface Case {
   call: RegExp;
   /** How the prompt ends after a tool's result: the assistant goes on, with nothing in between. */
   afterResult: string;
+  /** An answer written in the template's format (two calls where the format has parallel calls). */
+  recorded: string;
 }
 
 const CASES: Case[] = [
@@ -72,6 +74,9 @@ const CASES: Case[] = [
     exact: true,
     call: /<tool_call>\n\{"name": "get_weather", "arguments": \{"city": ?"Paris", ?"days": ?2\}\}\n<\/tool_call>/,
     afterResult: '{"temp": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
+    recorded:
+      '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n</tool_call>\n' +
+      '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome", "days": 1}}\n</tool_call>',
   },
   {
     template: "llama3.1",
@@ -83,6 +88,7 @@ const CASES: Case[] = [
     exact: true,
     call: /<\|start_header_id\|>assistant<\|end_header_id\|>\n\n\{"name": "get_weather", "parameters": \{"city": "Paris", "days": 2\}\}<\|eot_id\|>/,
     afterResult: '21}"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+    recorded: '{"name": "get_weather", "parameters": {"city": "Paris", "days": 2}}',
   },
   {
     template: "mistral-nemo",
@@ -93,6 +99,9 @@ const CASES: Case[] = [
     exact: false,
     call: /\[TOOL_CALLS\]\[\{"name": "get_weather", "arguments": \{"city": "Paris", "days": 2\}\}\]/,
     afterResult: "[/TOOL_RESULTS]",
+    recorded:
+      '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}, ' +
+      '{"name": "get_weather", "arguments": {"city": "Rome", "days": 1}}]',
   },
 ];
 
@@ -168,6 +177,22 @@ for (const c of CASES) {
         if (c.exact) assert.equal(ours, theirs);
         const without = await prompt(ASK, null);
         assert.ok(!c.toolSection.test(without) && !without.includes("get_weather"), without);
+      });
+
+      test("an answer in the format is read into calls, whole and one character at a time", () => {
+        const expected = [{ name: "get_weather", arguments: '{"city": "Paris", "days": 2}' }];
+        if (syntax.between !== null) expected.push({ name: "get_weather", arguments: '{"city": "Rome", "days": 1}' });
+        assert.ok(c.recorded.startsWith(syntax.trigger));
+        assert.deepEqual(parseToolCalls(c.recorded.slice(syntax.trigger.length), syntax, ["get_weather"]), expected);
+        const reader = new CallReader(syntax, ["get_weather"], false);
+        const read: { name: string; arguments: string }[] = [];
+        for (const ch of c.recorded) {
+          for (const p of reader.push(ch)) {
+            if (p.name !== undefined) read[p.index] = { name: p.name, arguments: "" };
+            else read[p.index]!.arguments += p.arguments ?? "";
+          }
+        }
+        assert.deepEqual(read, expected);
       });
 
       test("a call and its result are rendered, and the assistant's turn follows the result", async () => {
