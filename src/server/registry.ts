@@ -39,6 +39,15 @@ export class ModelRegistry {
    * exists), 503 with Retry-After while it loads.
    */
   ready(id: string, principal: Principal | null = null): ServedModel {
+    const m = this.find(id, principal);
+    if (m.engine.status === "loading") throw errors.modelLoading(id, 5);
+    if (m.engine.status === "failed") throw errors.modelUnavailable(id, 30);
+    if (m.engine.status === "unavailable") throw errors.modelUnavailable(id, 5);
+    return m;
+  }
+
+  /** The model, in any state; 404 for an unknown id or one the key may not use, the same answer for both. */
+  find(id: string, principal: Principal | null = null): ServedModel {
     const m = this.byId.get(id);
     const allowed = principal?.models;
     if (!m || (allowed && !allowed.includes(id)))
@@ -46,9 +55,6 @@ export class ModelRegistry {
         id,
         this.visible(principal).map((v) => v.config.id),
       );
-    if (m.engine.status === "loading") throw errors.modelLoading(id, 5);
-    if (m.engine.status === "failed") throw errors.modelUnavailable(id, 30);
-    if (m.engine.status === "unavailable") throw errors.modelUnavailable(id, 5);
     return m;
   }
 

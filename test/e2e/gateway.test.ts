@@ -147,6 +147,20 @@ describe("keys: create, use, revoke, expire, restrict", () => {
       body: JSON.stringify({ model: "secret-model", messages: [{ role: "user", content: "x" }] }),
     });
     assert.equal(count.status, 404);
+    // GET /v1/models/{id}: the hidden model is as missing as one that does not exist.
+    const retrieve = (id: string, k: string) =>
+      fetch(`${s.url}/v1/models/${id}`, { headers: { authorization: `Bearer ${k}` } });
+    const open = await retrieve("open-model", key);
+    assert.equal(open.status, 200);
+    assert.deepEqual(await open.json(), list.data[0]);
+    const [hiddenOne, missingOne] = [await retrieve("secret-model", key), await retrieve("no-such-model", key)];
+    assert.deepEqual([hiddenOne.status, missingOne.status], [404, 404]);
+    const [ho, mo] = [
+      (await hiddenOne.json()) as { error: { message: string } },
+      (await missingOne.json()) as { error: { message: string } },
+    ];
+    assert.equal(ho.error.message.replace("secret-model", "X"), mo.error.message.replace("no-such-model", "X"));
+    assert.equal((await retrieve("secret-model", s.key)).status, 200, "an unrestricted key sees it");
     assert.equal((await chat(s, s.key, { model: "secret-model" })).status, 200, "an unrestricted key uses it");
   });
 });

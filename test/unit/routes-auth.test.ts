@@ -17,6 +17,7 @@ describe("auth", () => {
     ["POST", "/v1/whatever"],
     ["GET", "/v1"],
     ["GET", "/v1/models?x=1"],
+    ["GET", "/v1/models/lucena-coder-latest"],
   ] as const;
 
   for (const [method, url] of v1Routes) {
@@ -94,7 +95,6 @@ describe("auth", () => {
       ["GET", "/v1/whatever"],
       ["POST", "/v1/whatever"],
       ["GET", "/v1"],
-      ["GET", "/v1/models/extra"],
       ["GET", "/v1/chat/completions/x"],
     ] as const) {
       const res = await app.inject({ method, url, headers: AUTH });
@@ -311,6 +311,26 @@ describe("GET /v1/models", () => {
     const res = await app.inject({ method: "GET", url: "/v1/models", headers: AUTH });
     const body = JSON.parse(res.body) as { data: { description: string }[] };
     assert.equal(body.data[0].description, `${config.description} ${DEMO_NOTICE}`);
+  });
+});
+
+describe("GET /v1/models/{id}", () => {
+  test("the model object exactly as in the list, in any engine state", async (t) => {
+    for (const status of ["ready", "loading", "failed"] as const) {
+      const { app } = setup(t, { engine: new FakeEngine({ status }), demo: true });
+      const list = await app.inject({ method: "GET", url: "/v1/models", headers: AUTH });
+      const one = await app.inject({ method: "GET", url: "/v1/models/lucena-coder-latest", headers: AUTH });
+      assert.equal(one.statusCode, 200, status);
+      requestId(one);
+      assert.deepEqual(JSON.parse(one.body), (JSON.parse(list.body) as { data: unknown[] }).data[0]);
+    }
+  });
+
+  test("an id with slashes is read whole; an unknown id is a 404 naming it, in the reference's format", async (t) => {
+    const { app } = setup(t, { model: { id: "org/coder-7b" } });
+    assert.equal((await app.inject({ method: "GET", url: "/v1/models/org/coder-7b", headers: AUTH })).statusCode, 200);
+    const res = await app.inject({ method: "GET", url: "/v1/models/nope", headers: AUTH });
+    assertError(res, 404, "not_found", { message: /'nope' does not exist/ });
   });
 });
 

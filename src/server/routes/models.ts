@@ -12,4 +12,10 @@ export function modelsRoute(app: FastifyInstance, registry: ModelRegistry): void
     const body = req.principal?.models ? list(registry.visible(req.principal)) : all;
     return reply.type("application/json; charset=utf-8").send(body);
   });
+  // One model, exactly as in the list; an unknown id and one the key may not use get the same 404. A wildcard:
+  // an id may hold slashes (`org/name`, as vLLM serves them).
+  app.get<{ Params: { "*": string } }>("/v1/models/*", async (req, reply) => {
+    const m = registry.find(req.params["*"], req.principal);
+    return reply.send(modelObject(m.config, registry.description(m)));
+  });
 }
