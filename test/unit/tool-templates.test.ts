@@ -189,7 +189,7 @@ for (const c of CASES) {
         for (const ch of c.recorded) {
           for (const p of reader.push(ch)) {
             if (p.name !== undefined) read[p.index] = { name: p.name, arguments: "" };
-            else read[p.index]!.arguments += p.arguments ?? "";
+            else read[p.index].arguments += p.arguments ?? "";
           }
         }
         assert.deepEqual(read, expected);
