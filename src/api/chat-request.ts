@@ -4,6 +4,30 @@ import type { OutputFormat, Sampling } from "../engines/engine.js";
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
+/** The sampling fields of a chat body, which the Responses API's body takes too (with the same checks). */
+export const SAMPLING_FIELDS = {
+  temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+  top_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
+  top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  stop: Type.Optional(
+    Type.Union([
+      Type.String({ minLength: 1 }),
+      Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }),
+      Type.Null(),
+    ]),
+  ),
+  seed: Type.Optional(Nullable(Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 32 - 1 }))),
+  presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+  frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+  // llama.cpp's and vLLM's extensions that this server honours.
+  min_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
+  ignore_eos: Type.Optional(Nullable(Type.Boolean())),
+  repeat_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
+  repeat_last_n: Type.Optional(Nullable(Type.Integer({ minimum: -1 }))),
+  repetition_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
+  shape: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Null()])),
+};
+
 /**
  * The body of POST /v1/chat/completions and POST /v1/tokens/count (the count accepts the same body, so the
  * same body counts the same prompt). Unknown fields that change nothing are accepted; `messages` is checked
@@ -19,27 +43,8 @@ export const ChatBodySchema = Type.Object(
     ),
     max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
     max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
-    temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
-    top_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
-    top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
-    stop: Type.Optional(
-      Type.Union([
-        Type.String({ minLength: 1 }),
-        Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }),
-        Type.Null(),
-      ]),
-    ),
-    seed: Type.Optional(Nullable(Type.Integer({ minimum: -(2 ** 31), maximum: 2 ** 32 - 1 }))),
-    presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
-    frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
     n: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
-    // llama.cpp's and vLLM's extensions that this server honours.
-    min_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
-    ignore_eos: Type.Optional(Nullable(Type.Boolean())),
-    repeat_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
-    repeat_last_n: Type.Optional(Nullable(Type.Integer({ minimum: -1 }))),
-    repetition_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
-    shape: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Null()])),
+    ...SAMPLING_FIELDS,
   },
   { additionalProperties: true },
 );

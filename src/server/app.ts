@@ -21,6 +21,8 @@ import { httpError, type HttpError } from "./http-errors.js";
 import { JsonBodyParser } from "./json-body.js";
 import type { ModelRegistry } from "./registry.js";
 import { chatRoute } from "./routes/chat.js";
+import { responsesRoute } from "./routes/responses.js";
+import { ResponseStore } from "./response-store.js";
 import type { CompletionOutcome } from "./completion-flow.js";
 import type { CompletionSummary, RequestRecord } from "../core/request-record.js";
 import { modelsRoute } from "./routes/models.js";
@@ -279,7 +281,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   const limiter = opts.limiter ?? new RateLimiter();
   const keyWatch = new KeyWatch((keyId) => opts.keys.stillUsable?.(keyId) ?? true);
   app.addHook("onClose", () => keyWatch.close());
-  chatRoute(app, {
+  const completions = {
     registry: opts.registry,
     limiter,
     alwaysStream: opts.alwaysStream,
@@ -287,7 +289,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     stopping: lifecycle.stop.signal,
     keyWatch,
     usage: opts.usage ?? NO_USAGE_JOURNAL,
-  });
+  };
+  chatRoute(app, completions);
+  responsesRoute(app, { ...completions, store: new ResponseStore() });
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);

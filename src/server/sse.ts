@@ -49,6 +49,13 @@ export class SseStream {
     if (!this.res.write(`data: ${payload}\n\n`)) await this.drained();
   }
 
+  /** Sends a named event (`event: <name>`, then its data), as the Responses API's stream does. */
+  async event(e: { name: string; data: string }): Promise<void> {
+    if (!this.writable) return;
+    this.timer?.refresh();
+    if (!this.res.write(`event: ${e.name}\ndata: ${e.data}\n\n`)) await this.drained();
+  }
+
   /** Sends the `[DONE]` frame that ends an OpenAI-style stream. */
   done(): Promise<void> {
     return this.send("[DONE]");
@@ -91,23 +98,23 @@ export class SseStream {
 }
 
 /**
- * Runs `write` on an SSE response opened with `headers` (as hono's streamSSE does): whatever `write` throws becomes
- * the stream's error event (`errorBody(err)`) and `[DONE]`, since the headers are out; the stream is closed
- * whatever happens.
+ * Runs `write` on an SSE response opened with `headers` (as hono's streamSSE does): whatever `write` throws is
+ * told in the stream by `fail` (chat: the error's body and `[DONE]`), since the headers are out; the stream is
+ * closed whatever happens.
  */
 export async function streamSse(
   res: ServerResponse,
   headers: Record<string, string | number | string[] | undefined>,
   keepaliveMs: number,
   write: (sse: SseStream) => Promise<void>,
-  errorBody: (err: unknown) => unknown,
+  fail: (err: unknown, sse: SseStream) => Promise<void>,
 ): Promise<void> {
   const sse = new SseStream(res, keepaliveMs);
   sse.open(headers);
   try {
     await write(sse);
   } catch (err) {
-    await sse.fail(errorBody(err));
+    await fail(err, sse);
   } finally {
     sse.close();
   }

@@ -80,12 +80,12 @@ async function streamCompletion(
       await sse.send(chunks.finish(finish));
       await sse.done();
     },
-    (err) => {
+    (err, sse) => {
       // Headers are out: the error goes in the stream, then [DONE]; never a silently truncated stream.
       if (!(err instanceof LucenaError)) req.log.error({ err }, "generation failed mid-stream");
       outcome.finishReason = "error";
       charge.end({ status: 200, clientClosed: run.clientClosed() });
-      return httpError(err instanceof LucenaError ? err : errors.internal()).body;
+      return sse.fail(httpError(err instanceof LucenaError ? err : errors.internal()).body);
     },
   );
 }
