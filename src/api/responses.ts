@@ -146,3 +146,46 @@ export function tokenCountObject(t: TokenCountInput) {
     },
   };
 }
+
+/** A legacy completion's id, as OpenAI's: "cmpl-" and 24 characters. */
+export function textCompletionId(): string {
+  return `cmpl-${base62(24)}`;
+}
+
+/** The non-streamed `text_completion` object (OpenAI's legacy completions). */
+export function textCompletionObject(
+  id: string,
+  created: number,
+  model: string,
+  text: string,
+  finish: WireFinishReason,
+  u: Usage,
+) {
+  return {
+    id,
+    object: "text_completion",
+    created,
+    model,
+    choices: [{ text, index: 0, logprobs: null, finish_reason: finish }],
+    usage: u,
+  };
+}
+
+/** The chunks of a streamed legacy completion: text, then the finish, then (when asked) the usage. */
+export class TextChunkWriter {
+  private readonly head: string;
+
+  constructor(id: string, created: number, model: string) {
+    this.head = `{"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)}`;
+  }
+
+  text(text: string): string {
+    return `${this.head},"choices":[{"text":${JSON.stringify(text)},"index":0,"logprobs":null,"finish_reason":null}]}`;
+  }
+  finish(reason: WireFinishReason): string {
+    return `${this.head},"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":"${reason}"}]}`;
+  }
+  usage(u: Usage): string {
+    return `${this.head},"choices":[],"usage":${JSON.stringify(u)}}`;
+  }
+}

@@ -22,6 +22,11 @@ export interface PromptEncoder {
     limit?: number,
     tools?: Tools,
   ): number[] | OverLimit | Promise<number[] | OverLimit>;
+  /**
+   * A raw prompt's tokens, without the chat template (legacy completions); with `suffix`, the model's
+   * fill-in-the-middle form (a 400 naming `suffix` for a model without FIM tokens). May stop past `limit`.
+   */
+  encodeText?(prompt: string | readonly number[], suffix: string | null, limit?: number): Promise<number[]>;
 }
 
 /** A prompt's encoding for the planner: the tokens, or a lower bound on their number past the budget. */

@@ -1,4 +1,6 @@
 import { parseMessages, parseSampling, type ChatBody } from "../api/chat-request.js";
+import { COMPLETION_MAX_TOKENS_DEFAULT, promptOf, type CompletionBody } from "../api/completion-request.js";
+import { errors } from "../core/errors.js";
 import type { ModelConfig } from "../config/schema.js";
 import { SAMPLING_DEFAULTS, type Engine, type Sampling } from "../engines/engine.js";
 import { preparePrompt, type PreparedPrompt } from "./build.js";
@@ -50,6 +52,77 @@ export async function resolveChat(
       stop: asked.stop,
       format: asked.format,
       tools: asked.tools,
+      logitBias: asked.logitBias,
+    },
+  };
+}
+
+/**
+ * A legacy completion's prompt and sampling: the raw prompt tokenized without the chat template (with `suffix`,
+ * in the model's fill-in-the-middle form), max_tokens 16 unless given, as OpenAI's; the prompt must fit within
+ * max_input_tokens and the context less max_tokens, or it is a 400 naming `prompt`. Embedded models only: a
+ * replica is sent chat messages.
+ */
+export async function resolveText(
+  config: ModelConfig,
+  engine: Pick<Engine, "contextSize" | "encoder">,
+  body: CompletionBody,
+): Promise<ResolvedChat> {
+  const encoder = engine.encoder;
+  if (encoder.kind !== "tokenizer" || !encoder.encodeText) {
+    throw errors.invalidRequest(
+      `The model '${config.id}' is served by upstream replicas: /v1/completions is served for embedded models only.`,
+      "model",
+    );
+  }
+  const asked = parseSampling({ ...body, messages: [] });
+  const maxTokens = body.max_tokens ?? COMPLETION_MAX_TOKENS_DEFAULT;
+  if (maxTokens > config.max_output_tokens) {
+    throw errors.invalidRequest(
+      `max_tokens is ${maxTokens}, above this model's output limit of ${config.max_output_tokens}.`,
+      "max_tokens",
+    );
+  }
+  const budget = Math.min(config.max_input_tokens, engine.contextSize - maxTokens);
+  if (budget <= 0) {
+    throw errors.invalidRequest(
+      `max_tokens ${maxTokens} leaves no room for a prompt in this model's context of ${engine.contextSize} tokens.`,
+      "max_tokens",
+    );
+  }
+  const tokens = await encoder.encodeText(promptOf(body), body.suffix ?? null, budget);
+  if (tokens.length > budget) {
+    throw errors.invalidRequest(
+      `The prompt has more than ${budget} tokens, the most that fit (input limit ${config.max_input_tokens}, ` +
+        `context ${engine.contextSize}, ${maxTokens} for the answer).`,
+      "prompt",
+    );
+  }
+  return {
+    prompt: {
+      input: { kind: "tokens", tokens },
+      promptTokens: tokens.length,
+      messages: [],
+      keptMessages: 0,
+      systemPromptSource: "none",
+      shapeId: null,
+      shape: null,
+      maxOutputTokens: maxTokens,
+    },
+    sampling: {
+      maxTokens,
+      temperature: asked.temperature ?? config.temperature,
+      topP: asked.topP ?? SAMPLING_DEFAULTS.topP,
+      topK: asked.topK ?? SAMPLING_DEFAULTS.topK,
+      seed: asked.seed,
+      presencePenalty: asked.presencePenalty,
+      frequencyPenalty: asked.frequencyPenalty,
+      minP: asked.minP,
+      repeatPenalty: asked.repeatPenalty,
+      ignoreEos: asked.ignoreEos,
+      stop: asked.stop,
+      format: asked.format,
+      tools: null,
       logitBias: asked.logitBias,
     },
   };

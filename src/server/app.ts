@@ -22,6 +22,7 @@ import { JsonBodyParser } from "./json-body.js";
 import type { ModelRegistry } from "./registry.js";
 import { chatRoute } from "./routes/chat.js";
 import { responsesRoute } from "./routes/responses.js";
+import { completionsRoute } from "./routes/completions.js";
 import { ResponseStore } from "./response-store.js";
 import type { CompletionOutcome } from "./completion-flow.js";
 import type { CompletionSummary, RequestRecord } from "../core/request-record.js";
@@ -292,6 +293,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   };
   chatRoute(app, completions);
   responsesRoute(app, { ...completions, store: new ResponseStore() });
+  completionsRoute(app, completions);
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);

@@ -3,7 +3,7 @@ import type { ChatBody } from "../api/chat-request.js";
 import type { CallPiece, EngineEvent } from "../engines/engine.js";
 import type { WireFinishReason } from "../api/responses.js";
 import type { UsageJournal } from "../keys/ledger.js";
-import { resolveChat, type ResolvedChat } from "../prompt/resolve.js";
+import type { ResolvedChat } from "../prompt/resolve.js";
 import { Charge } from "./charge.js";
 import { LucenaError, errors } from "../core/errors.js";
 import { httpStatus } from "./http-errors.js";
@@ -97,7 +97,8 @@ export async function serveCompletion(
   reply: FastifyReply,
   opts: CompletionRouteOptions,
   model: ReturnType<ModelRegistry["ready"]>,
-  body: ChatBody,
+  /** The prompt and sampling of the request (chat: resolveChat): a 400 here counts against the key's rate. */
+  resolve: () => Promise<ResolvedChat>,
   stream: boolean,
   write: (run: Run) => Promise<void>,
 ): Promise<void> {
@@ -108,7 +109,7 @@ export async function serveCompletion(
   reply.headers(admission.headers);
   let resolved: ResolvedChat;
   try {
-    resolved = await resolveChat(config, engine, body, "completion");
+    resolved = await resolve();
   } catch (err) {
     // The prompt was read and refused (a 400): the request counts against the key's rate, with no tokens.
     admission.settle(0);

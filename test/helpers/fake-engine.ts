@@ -40,6 +40,22 @@ export class FakeEncoder implements PromptEncoder {
     out.push(1, 12);
     return out;
   }
+
+  /** Every raw prompt it encoded (legacy completions), with its suffix. */
+  readonly texts: { prompt: string | readonly number[]; suffix: string | null }[] = [];
+
+  /** A raw prompt: 1 (BOS), then one token a word; with a suffix, 5 prefix 6 suffix 7 (the FIM form). */
+  encodeText(prompt: string | readonly number[], suffix: string | null): Promise<number[]> {
+    this.texts.push({ prompt, suffix });
+    const words = (t: string | readonly number[]) =>
+      typeof t === "string"
+        ? t
+            .split(/\s+/)
+            .filter(Boolean)
+            .map((w) => 100 + (w.length % 50))
+        : [...t];
+    return Promise.resolve(suffix === null ? [1, ...words(prompt)] : [1, 5, ...words(prompt), 6, ...words(suffix), 7]);
+  }
 }
 
 /** The prompt tokens an engine was given (its input, when a tokenizer made it). */

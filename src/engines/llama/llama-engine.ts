@@ -184,6 +184,19 @@ export class LlamaEngine implements Engine {
     kind: "tokenizer" as const,
     encode: (messages: readonly ChatMessage[], limit?: number, tools?: Tools) =>
       this.tokenizer!.encode(messages, limit, tools ?? null),
+    encodeText: (prompt: string | readonly number[], suffix: string | null, limit?: number) => {
+      // A token id outside the vocabulary would reach llama.cpp, which does not check it.
+      if (typeof prompt !== "string") {
+        const bad = prompt.find((t) => !Number.isInteger(t) || t < 0 || t >= this.vocabularySize);
+        if (bad !== undefined) {
+          throw errors.invalidRequest(
+            `The prompt names token ${bad}, outside this model's vocabulary of ${this.vocabularySize} tokens.`,
+            "prompt",
+          );
+        }
+      }
+      return this.tokenizer!.encodeText(prompt, suffix, limit);
+    },
   } satisfies PromptEncoder;
 
   private promptTokensEvaluated = 0;

@@ -10,6 +10,7 @@ import {
 } from "node-llama-cpp";
 import type { ChatMessage, ToolDef } from "../../api/chat-request.js";
 import type { OverLimit } from "../../prompt/build.js";
+import { errors } from "../../core/errors.js";
 
 /**
  * Characters of plain text tokenized in one synchronous call. llama.cpp's tokenizer is synchronous and runs on
@@ -115,16 +116,47 @@ export class PromptTokenizer {
     return out.length <= limit ? out : { atLeast: out.length };
   }
 
-  /** A plain text's tokens (trimLeadingSpace, as LlamaText gives every plain text), or at least `limit + 1` of them. */
-  private async plain(text: string, limit: number): Promise<Token[]> {
-    if (text.length <= CHUNK_CHARS) return this.tokenize(text);
-    let p = this.memo.get(text);
+  /**
+   * A raw prompt's tokens (legacy completions), as llama.cpp's server tokenizes one: the model's BOS when it
+   * adds one, and special tokens written in the text read as those tokens. With `suffix`, fill-in-the-middle in
+   * llama.cpp's order: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID, with the model's own FIM tokens; a model
+   * without them is a 400. Long texts are tokenized in chunks, as chat prompts are.
+   */
+  async encodeText(prompt: string | readonly number[], suffix: string | null, limit = Infinity): Promise<Token[]> {
+    const bos =
+      this.model.tokens.shouldPrependBosToken && this.model.tokens.bos !== null ? [this.model.tokens.bos] : [];
+    const text = async (t: string | readonly number[], special: boolean) =>
+      typeof t === "string" ? (t === "" ? [] : await this.plain(t, limit, special)) : (t as Token[]);
+    if (suffix === null) {
+      const tokens = await text(prompt, true);
+      // A prompt given as tokens is the client's own: nothing is added.
+      return typeof prompt === "string" && tokens[0] !== bos[0] ? [...bos, ...tokens] : [...tokens];
+    }
+    const { prefix: pre, suffix: suf, middle: mid } = this.model.tokens.infill;
+    if (pre === null || suf === null || mid === null) {
+      throw errors.invalidRequest(
+        "This model has no fill-in-the-middle tokens (its GGUF names no FIM prefix, suffix and middle tokens), " +
+          "so a completion with a 'suffix' cannot be served.",
+        "suffix",
+      );
+    }
+    return [...bos, pre, ...(await text(prompt, false)), suf, ...(await text(suffix, false)), mid];
+  }
+
+  /**
+   * A plain text's tokens (trimLeadingSpace, as LlamaText gives every plain text), or at least `limit + 1` of them;
+   * `special`: text that spells a special token is read as that token.
+   */
+  private async plain(text: string, limit: number, special = false): Promise<Token[]> {
+    if (text.length <= CHUNK_CHARS) return this.tokenize(text, special);
+    const key = special ? `\u0001${text}` : text;
+    let p = this.memo.get(key);
     if (p) {
-      this.memo.delete(text); // most recently used last
-      this.memo.set(text, p);
+      this.memo.delete(key); // most recently used last
+      this.memo.set(key, p);
     } else {
       p = { text, tokens: [], offset: 0, busy: null };
-      this.memo.set(text, p);
+      this.memo.set(key, p);
     }
     while (p.offset < text.length && p.tokens.length <= limit) {
       while (p.busy) await p.busy;
@@ -133,8 +165,8 @@ export class PromptTokenizer {
       p.busy = new Promise<void>((r) => (done = r));
       try {
         await nextTurn();
-        const end = this.splitPoint(text, p.offset);
-        const tokens = this.tokenize(text.slice(p.offset, end));
+        const end = this.splitPoint(text, p.offset, special);
+        const tokens = this.tokenize(text.slice(p.offset, end), special);
         for (const t of tokens) p.tokens.push(t);
         this.memoTokens += tokens.length;
         p.offset = end;
@@ -147,15 +179,15 @@ export class PromptTokenizer {
     return p.tokens;
   }
 
-  private tokenize(text: string): Token[] {
-    return this.model.tokenize(text, false, trimmed);
+  private tokenize(text: string, special = false): Token[] {
+    return this.model.tokenize(text, special, trimmed);
   }
 
   /**
    * Where the chunk starting at `from` ends: the first clean split point at or after a chunk's length (the start
    * of a line, else a space before a word), checked by tokenizing the text around it.
    */
-  private splitPoint(text: string, from: number): number {
+  private splitPoint(text: string, from: number, special: boolean): number {
     const target = from + CHUNK_CHARS;
     if (target >= text.length) return text.length;
     const reach = Math.min(text.length, target + CHUNK_CHARS);
@@ -164,7 +196,7 @@ export class PromptTokenizer {
       for (let at = target; at < reach && tried < CANDIDATES; at++) {
         if (!clean(text, at)) continue;
         tried++;
-        if (this.splitsCleanly(text, at)) return at;
+        if (this.splitsCleanly(text, at, special)) return at;
       }
     }
     // No clean point: split where the chunk ends, never inside a UTF-16 surrogate pair.
@@ -172,12 +204,12 @@ export class PromptTokenizer {
     return code >= 0xd800 && code <= 0xdbff ? target + 1 : target;
   }
 
-  private splitsCleanly(text: string, at: number): boolean {
+  private splitsCleanly(text: string, at: number, special: boolean): boolean {
     const left = text.slice(Math.max(0, at - CHECK_CHARS), at);
     const right = text.slice(at, at + CHECK_CHARS);
-    const whole = this.tokenize(left + right);
-    const a = this.tokenize(left);
-    const b = this.tokenize(right);
+    const whole = this.tokenize(left + right, special);
+    const a = this.tokenize(left, special);
+    const b = this.tokenize(right, special);
     if (whole.length !== a.length + b.length) return false;
     for (let i = 0; i < a.length; i++) if (whole[i] !== a[i]) return false;
     for (let i = 0; i < b.length; i++) if (whole[a.length + i] !== b[i]) return false;

@@ -11,6 +11,7 @@ import {
 import { LucenaError, errors } from "../../core/errors.js";
 import { httpError } from "../http-errors.js";
 import { streamSse } from "../sse.js";
+import { resolveChat } from "../../prompt/resolve.js";
 import { consume, serveCompletion, wantsStream, type CompletionRouteOptions, type Run } from "../completion-flow.js";
 
 export function chatRoute(app: FastifyInstance, opts: CompletionRouteOptions): void {
@@ -21,7 +22,8 @@ export function chatRoute(app: FastifyInstance, opts: CompletionRouteOptions): v
     const model = opts.registry.ready(body.model, req.principal);
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
     const id = completionId();
-    await serveCompletion(req, reply, opts, model, body, stream, (run) =>
+    const resolve = () => resolveChat(model.config, model.engine, body, "completion");
+    await serveCompletion(req, reply, opts, model, resolve, stream, (run) =>
       stream
         ? streamCompletion(req, reply, opts.keepaliveMs, run, id, body.stream_options?.include_usage !== false)
         : jsonCompletion(reply, run, id),

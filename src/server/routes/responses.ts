@@ -21,6 +21,7 @@ import { consume, serveCompletion, type CompletionRouteOptions, type Run } from 
 import { httpError } from "../http-errors.js";
 import type { ResponseStore } from "../response-store.js";
 import { streamSse, type SseStream } from "../sse.js";
+import { resolveChat } from "../../prompt/resolve.js";
 
 /**
  * POST /v1/responses: OpenAI's Responses API on the same prompt builder, engine, limits and ledger as chat
@@ -48,7 +49,8 @@ export function responsesRoute(app: FastifyInstance, opts: CompletionRouteOption
       const keep = body.store !== false;
       const echo = requestEcho(body, model.config.temperature, keep);
       const answer = new Answer(state);
-      await serveCompletion(req, reply, opts, model, chat, stream, async (run) => {
+      const resolve = () => resolveChat(model.config, model.engine, chat, "completion");
+      await serveCompletion(req, reply, opts, model, resolve, stream, async (run) => {
         if (stream) await streamResponse(req, reply, opts.keepaliveMs, run, answer, echo);
         else await jsonResponse(reply, run, answer, echo);
         if (keep && (state.status === "completed" || state.status === "incomplete"))

@@ -1,0 +1,126 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { checkUnsupported } from "../../api/chat-request.js";
+import {
+  checkCompletionUnsupported,
+  CompletionBodySchema,
+  promptOf,
+  type CompletionBody,
+} from "../../api/completion-request.js";
+import { textCompletionId, textCompletionObject, TextChunkWriter, usage } from "../../api/responses.js";
+import { LucenaError, errors } from "../../core/errors.js";
+import { resolveText } from "../../prompt/resolve.js";
+import { consume, serveCompletion, wantsStream, type CompletionRouteOptions, type Run } from "../completion-flow.js";
+import { httpError } from "../http-errors.js";
+import { streamSse } from "../sse.js";
+
+/**
+ * POST /v1/completions: OpenAI's legacy completions, a raw prompt without the chat template, and with `suffix`
+ * fill-in-the-middle on the model's FIM tokens (what editor plugins send for code completion). The same
+ * completion flow as chat: limits, engine, ledger.
+ */
+export function completionsRoute(app: FastifyInstance, opts: CompletionRouteOptions): void {
+  app.post<{ Body: CompletionBody }>(
+    "/v1/completions",
+    { schema: { body: CompletionBodySchema } },
+    async (req, reply) => {
+      const body = req.body;
+      checkCompletionUnsupported(body);
+      checkUnsupported(body);
+      const model = opts.registry.ready(body.model, req.principal);
+      const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
+      const id = textCompletionId();
+      const echo = body.echo === true ? (promptOf(body) as string) : "";
+      const resolve = () => resolveText(model.config, model.engine, body);
+      await serveCompletion(req, reply, opts, model, resolve, stream, (run) =>
+        stream
+          ? streamText(req, reply, opts.keepaliveMs, run, id, echo, body.stream_options?.include_usage === true)
+          : jsonText(reply, run, id, echo),
+      );
+      return reply;
+    },
+  );
+}
+
+async function jsonText(reply: FastifyReply, run: Run, id: string, echo: string): Promise<void> {
+  const { outcome, charge } = run;
+  let text = echo;
+  const finish = await consume(
+    run,
+    (t, tokens) => {
+      charge.text(tokens, false); // delivered only with the whole answer
+      text += t;
+    },
+    () => undefined, // no tools on a raw prompt
+  );
+  const why = finish === null ? run.interrupted() : null;
+  if (why) {
+    outcome.finishReason = why.finish;
+    throw why.error;
+  }
+  if (finish === null) {
+    reply.hijack(); // the client is gone
+    reply.raw.destroy();
+    return;
+  }
+  charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
+  reply.send(
+    textCompletionObject(
+      id,
+      run.created,
+      outcome.model,
+      text,
+      finish,
+      usage(outcome.promptTokens, outcome.completionTokens),
+    ),
+  );
+}
+
+/** OpenAI's legacy stream: text chunks, the finish chunk, the usage chunk when asked, [DONE]. */
+async function streamText(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  keepaliveMs: number,
+  run: Run,
+  id: string,
+  echo: string,
+  includeUsage: boolean,
+): Promise<void> {
+  const { outcome, charge } = run;
+  const chunks = new TextChunkWriter(id, run.created, outcome.model);
+  reply.hijack();
+  await streamSse(
+    reply.raw,
+    reply.getHeaders(),
+    keepaliveMs,
+    async (sse) => {
+      if (echo !== "") await sse.send(chunks.text(echo));
+      const finish = await consume(
+        run,
+        (text, tokens) => {
+          charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
+          return sse.send(chunks.text(text));
+        },
+        () => undefined,
+      );
+      if (finish === null) {
+        const why = run.interrupted();
+        if (why) {
+          outcome.finishReason = why.finish;
+          charge.end({ status: 200, clientClosed: false });
+          await sse.fail(httpError(why.error).body);
+        }
+        return;
+      }
+      charge.end({ status: 200, clientClosed: run.clientClosed() });
+      await sse.send(chunks.finish(finish));
+      if (includeUsage) await sse.send(chunks.usage(usage(outcome.promptTokens, outcome.completionTokens)));
+      await sse.done();
+    },
+    (err, sse) => {
+      if (!(err instanceof LucenaError)) req.log.error({ err }, "generation failed mid-stream");
+      outcome.finishReason = "error";
+      charge.end({ status: 200, clientClosed: run.clientClosed() });
+      return sse.fail(httpError(err instanceof LucenaError ? err : errors.internal()).body);
+    },
+  );
+}
