@@ -139,6 +139,10 @@ async function makeEngine(m: ModelConfig, dataDir: string, log: Logger): Promise
     const { UpstreamEngine } = await import("../engines/upstream/upstream-engine.js");
     return new UpstreamEngine(m, log);
   }
+  if (m.kind === "embedding") {
+    const { EmbeddingEngine } = await import("../engines/llama/embedding-engine.js");
+    return new EmbeddingEngine(m, dataDir, log);
+  }
   const { LlamaEngine } = await import("../engines/llama/llama-engine.js");
   return new LlamaEngine(m, dataDir, log);
 }

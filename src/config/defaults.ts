@@ -14,6 +14,7 @@ export const DEFAULT_MODEL: ModelConfig = {
     "You are Lucena Coder, an expert programming assistant. Answer with correct, idiomatic code and short, precise explanations.",
   shapes: {},
   default_shape: null,
+  kind: "chat",
   context_size: 8192,
   parallel: 4,
   queue_size: 64,

@@ -69,6 +69,11 @@ export const ModelSchema = Type.Object(
     system_prompt: Type.Union([Type.String(), Type.Null()]),
     shapes: Type.Record(Type.String({ minLength: 1 }), ShapeSchema),
     default_shape: Type.Union([Type.String(), Type.Null()]),
+    /**
+     * `chat`: completions (chat, Responses, legacy). `embedding`: POST /v1/embeddings only, the GGUF loaded with
+     * node-llama-cpp's embedding context (embedded models only).
+     */
+    kind: Type.Union([Type.Literal("chat"), Type.Literal("embedding")]),
     /** A GGUF file path, or a hub URI / URL downloaded once into `<data-dir>/models`. Absent: the demo model. */
     source: Type.Optional(Type.String({ minLength: 1 })),
     /** Tokens of context allocated per sequence by the engine (limits.context_size). */

@@ -194,5 +194,22 @@ export interface Engine {
    * as the caller iterates. The caller aborts `opts.signal` when it is done, whatever happened.
    */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined>;
+  /**
+   * An embedding model's vectors (unit length), one per input, and the inputs' tokens; absent on chat models.
+   * Checks every input before anything runs (400), and throws LUCENA_QUEUE_FULL when its queue is full.
+   */
+  embed?(
+    inputs: readonly (string | readonly number[])[],
+    signal: AbortSignal,
+    /** Called with the inputs' tokens once they are checked, before they queue: the key's tpm may refuse them. */
+    admit: (tokens: number) => void,
+  ): Promise<Embeddings>;
+  /** An embedding model's vector length. */
+  readonly dimensions?: number;
   close(): Promise<void>;
+}
+
+export interface Embeddings {
+  vectors: Float32Array[];
+  promptTokens: number;
 }

@@ -43,6 +43,11 @@ export interface MakeModelOptions {
   endsTurn?: boolean;
   /** A Jinja chat template written as `tokenizer.chat_template` (else the vocabulary's own, or ChatML). */
   chatTemplate?: string;
+  /**
+   * An embedding model: `llama.pooling_type` mean (llama.cpp then pools every token's output into one vector),
+   * to serve with `kind: "embedding"`.
+   */
+  embedding?: boolean;
 }
 
 export interface MadeModel {
@@ -198,6 +203,7 @@ export function makeModel(opts: MakeModelOptions): MadeModel {
     ["llama.attention.layer_norm_rms_epsilon", f32(1e-5)],
     ...tok.meta,
   ]);
+  if (opts.embedding) meta.set("llama.pooling_type", u32(1)); // LLAMA_POOLING_TYPE_MEAN
   if (opts.chatTemplate !== undefined) {
     meta.set("tokenizer.chat_template", { type: GgufType.STRING, value: opts.chatTemplate });
   }

@@ -23,6 +23,7 @@ import type { ModelRegistry } from "./registry.js";
 import { chatRoute } from "./routes/chat.js";
 import { responsesRoute } from "./routes/responses.js";
 import { completionsRoute } from "./routes/completions.js";
+import { embeddingsRoute } from "./routes/embeddings.js";
 import { ResponseStore } from "./response-store.js";
 import type { CompletionOutcome } from "./completion-flow.js";
 import type { CompletionSummary, RequestRecord } from "../core/request-record.js";
@@ -294,6 +295,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   chatRoute(app, completions);
   responsesRoute(app, { ...completions, store: new ResponseStore() });
   completionsRoute(app, completions);
+  embeddingsRoute(app, completions);
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);

@@ -19,6 +19,8 @@ export function testModel(
     endsTurn?: boolean;
     /** A chat template of test/fixtures/templates (its file name without `.jinja`). */
     template?: string;
+    /** An embedding model (mean pooling). */
+    embedding?: boolean;
   } = {},
 ): string {
   const size = opts.size ?? "tiny";
@@ -36,11 +38,11 @@ export function testModel(
   const templateTag = chatTemplate === undefined ? "" : `-${opts.template}-${sha256Hex(chatTemplate).slice(0, 8)}`;
   const out = join(
     dir,
-    `${size}-${opts.vocab ?? "own"}-${seed}${opts.endsTurn ? "-ends-turn" : ""}${templateTag}.gguf`,
+    `${size}-${opts.vocab ?? "own"}-${seed}${opts.endsTurn ? "-ends-turn" : ""}${opts.embedding ? "-embedding" : ""}${templateTag}.gguf`,
   );
   if (!existsSync(out)) {
     mkdirSync(dir, { recursive: true });
-    makeModel({ out, size, vocabPath, seed, endsTurn: opts.endsTurn, chatTemplate });
+    makeModel({ out, size, vocabPath, seed, endsTurn: opts.endsTurn, chatTemplate, embedding: opts.embedding });
   }
   return out;
 }
