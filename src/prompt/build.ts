@@ -94,7 +94,10 @@ export interface BuiltPrompt extends CountedPrompt {
  * conversation, with its count (`estimated`: an upper bound, the counter's, stood in for the count).
  */
 export type PromptInput =
-  { kind: "tokens"; tokens: number[] } | { kind: "messages"; messages: readonly ChatMessage[]; estimated: boolean };
+  | { kind: "tokens"; tokens: number[] }
+  | { kind: "messages"; messages: readonly ChatMessage[]; estimated: boolean }
+  /** A raw prompt (legacy completions) for a replica, which tokenizes it; its count is the replica's. */
+  | { kind: "text"; prompt: string | readonly number[] };
 
 export interface PreparedPrompt extends CountedPrompt {
   input: PromptInput;

@@ -3,7 +3,7 @@ import { COMPLETION_MAX_TOKENS_DEFAULT, promptOf, type CompletionBody } from "..
 import { errors } from "../core/errors.js";
 import type { ModelConfig } from "../config/schema.js";
 import { SAMPLING_DEFAULTS, type Engine, type Sampling } from "../engines/engine.js";
-import { preparePrompt, type PreparedPrompt } from "./build.js";
+import { preparePrompt, type PreparedPrompt, type PromptInput } from "./build.js";
 
 /** A chat request body, resolved once for every route that reads one (completions, counts). */
 export interface ResolvedChat {
@@ -60,8 +60,8 @@ export async function resolveChat(
 /**
  * A legacy completion's prompt and sampling: the raw prompt tokenized without the chat template (with `suffix`,
  * in the model's fill-in-the-middle form), max_tokens 16 unless given, as OpenAI's; the prompt must fit within
- * max_input_tokens and the context less max_tokens, or it is a 400 naming `prompt`. Embedded models only: a
- * replica is sent chat messages.
+ * max_input_tokens and the context less max_tokens, or it is a 400 naming `prompt`. An upstream model's replica
+ * is sent the prompt as it is (its legacy completions route); `suffix` is refused there.
  */
 export async function resolveText(
   config: ModelConfig,
@@ -69,12 +69,6 @@ export async function resolveText(
   body: CompletionBody,
 ): Promise<ResolvedChat> {
   const encoder = engine.encoder;
-  if (encoder.kind !== "tokenizer" || !encoder.encodeText) {
-    throw errors.invalidRequest(
-      `The model '${config.id}' is served by upstream replicas: /v1/completions is served for embedded models only.`,
-      "model",
-    );
-  }
   const asked = parseSampling({ ...body, messages: [] });
   const maxTokens = body.max_tokens ?? COMPLETION_MAX_TOKENS_DEFAULT;
   if (maxTokens > config.max_output_tokens) {
@@ -83,6 +77,35 @@ export async function resolveText(
       "max_tokens",
     );
   }
+  const sampling: Sampling = {
+    maxTokens,
+    temperature: asked.temperature ?? config.temperature,
+    topP: asked.topP ?? SAMPLING_DEFAULTS.topP,
+    topK: asked.topK ?? SAMPLING_DEFAULTS.topK,
+    seed: asked.seed,
+    presencePenalty: asked.presencePenalty,
+    frequencyPenalty: asked.frequencyPenalty,
+    minP: asked.minP,
+    repeatPenalty: asked.repeatPenalty,
+    ignoreEos: asked.ignoreEos,
+    stop: asked.stop,
+    format: asked.format,
+    tools: null,
+    logitBias: asked.logitBias,
+  };
+  const prompt = promptOf(body);
+  if (encoder.kind === "counter" || !encoder.encodeText) {
+    // A replica tokenizes the prompt and reports its count; until then a guess holds the key's tokens (a token
+    // is about four bytes of text), and the replica refuses a prompt too long for it.
+    if (body.suffix != null) {
+      throw errors.invalidRequest(
+        `The parameter 'suffix' is not supported for the upstream model '${config.id}': servers differ in how they fill in the middle.`,
+        "suffix",
+      );
+    }
+    const guess = typeof prompt === "string" ? Math.ceil(Buffer.byteLength(prompt) / 4) + 1 : prompt.length;
+    return { prompt: textPrompt({ kind: "text", prompt }, guess, maxTokens), sampling };
+  }
   const budget = Math.min(config.max_input_tokens, engine.contextSize - maxTokens);
   if (budget <= 0) {
     throw errors.invalidRequest(
@@ -90,7 +113,7 @@ export async function resolveText(
       "max_tokens",
     );
   }
-  const tokens = await encoder.encodeText(promptOf(body), body.suffix ?? null, budget);
+  const tokens = await encoder.encodeText(prompt, body.suffix ?? null, budget);
   if (tokens.length > budget) {
     throw errors.invalidRequest(
       `The prompt has more than ${budget} tokens, the most that fit (input limit ${config.max_input_tokens}, ` +
@@ -98,32 +121,18 @@ export async function resolveText(
       "prompt",
     );
   }
+  return { prompt: textPrompt({ kind: "tokens", tokens }, tokens.length, maxTokens), sampling };
+}
+
+function textPrompt(input: PromptInput, promptTokens: number, maxOutputTokens: number): PreparedPrompt {
   return {
-    prompt: {
-      input: { kind: "tokens", tokens },
-      promptTokens: tokens.length,
-      messages: [],
-      keptMessages: 0,
-      systemPromptSource: "none",
-      shapeId: null,
-      shape: null,
-      maxOutputTokens: maxTokens,
-    },
-    sampling: {
-      maxTokens,
-      temperature: asked.temperature ?? config.temperature,
-      topP: asked.topP ?? SAMPLING_DEFAULTS.topP,
-      topK: asked.topK ?? SAMPLING_DEFAULTS.topK,
-      seed: asked.seed,
-      presencePenalty: asked.presencePenalty,
-      frequencyPenalty: asked.frequencyPenalty,
-      minP: asked.minP,
-      repeatPenalty: asked.repeatPenalty,
-      ignoreEos: asked.ignoreEos,
-      stop: asked.stop,
-      format: asked.format,
-      tools: null,
-      logitBias: asked.logitBias,
-    },
+    input,
+    promptTokens,
+    messages: [],
+    keptMessages: 0,
+    systemPromptSource: "none",
+    shapeId: null,
+    shape: null,
+    maxOutputTokens,
   };
 }

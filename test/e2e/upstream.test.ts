@@ -314,6 +314,48 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
     assert.equal(await countTokens(gateway, body), json.usage?.prompt_tokens);
   });
 
+  test(
+    "the Responses API and legacy completions through the gateway: the workers answer, usage agrees",
+    T,
+    async () => {
+      const res = await client.responses.create({
+        model: MODEL,
+        input: "Say hi.",
+        max_output_tokens: 5,
+        temperature: 0,
+      });
+      assert.equal(res.status, "incomplete");
+      assert.equal(res.usage?.output_tokens, 5);
+      assert.equal(
+        res.usage?.input_tokens,
+        await countTokens(gateway, { model: MODEL, messages: [{ role: "user", content: "Say hi." }] }),
+      );
+      // A raw prompt goes to a worker's /v1/completions as it is, and its count is the worker's.
+      const text = await client.completions.create({
+        model: MODEL,
+        prompt: "def f(x):",
+        max_tokens: 6,
+        temperature: 0,
+      });
+      const direct = await new OpenAI({
+        apiKey: TEST_KEY,
+        baseURL: `${workers[0]!.url}/v1`,
+        maxRetries: 0,
+      }).completions.create({ model: MODEL, prompt: "def f(x):", max_tokens: 6, temperature: 0 });
+      assert.equal(text.object, "text_completion");
+      assert.deepEqual(text.usage, direct.usage);
+      assert.equal(text.choices[0]?.text, direct.choices[0]?.text, "greedy: the same text as from a worker itself");
+      // Fill-in-the-middle is not passed on: servers differ in how they do it.
+      const fim = await fetch(`${gateway.url}/v1/completions`, {
+        method: "POST",
+        headers: auth(),
+        body: JSON.stringify({ model: MODEL, prompt: "a", suffix: "b" }),
+      });
+      assert.equal(fim.status, 400);
+      assert.equal(((await fim.json()) as { error: { param: string } }).error.param, "suffix");
+    },
+  );
+
   test("30 concurrent requests are spread over all three workers", T, async (t) => {
     const since = Date.now();
     const answers = await Promise.all(

@@ -465,6 +465,37 @@ describe("UpstreamEngine: the request a replica receives", () => {
     assert.ok(!("min_p" in unset) && !("ignore_eos" in unset));
   });
 
+  test("a raw prompt goes to the replica's /v1/completions as it is; its choices' text is the answer", async (t) => {
+    const fake = await fakeUpstream(t, async (_req, res) => {
+      sseHead(res);
+      const legacy = (text: string, finish: string | null) =>
+        `data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", choices: [{ index: 0, text, finish_reason: finish }] })}\n\n`;
+      await write(res, legacy("def", null));
+      await write(res, legacy(" f():", "length"));
+      await write(
+        res,
+        `data: ${JSON.stringify({ id: "cmpl-1", choices: [], usage: { prompt_tokens: 4, completion_tokens: 2 } })}\n\n`,
+      );
+      await write(res, "data: [DONE]\n\n");
+      res.end();
+    });
+    const engine = await startEngine(t, [{ url: fake.origin }]);
+    const { events, error } = await collect(
+      engine.generate({ ...options({ seed: 3 }), input: { kind: "text", prompt: "# a function\n" } }),
+    );
+    assert.equal(error, undefined);
+    assert.deepEqual(events, [
+      { type: "text", text: "def" },
+      { type: "text", text: " f():" },
+      { type: "done", finishReason: "length", completionTokens: 2, promptTokens: 4 },
+    ]);
+    const [req] = fake.requests;
+    assert.equal(req!.path, "/v1/completions");
+    assert.equal(req!.body.prompt, "# a function\n");
+    assert.equal(req!.body.seed, 3);
+    assert.ok(!("messages" in req!.body));
+  });
+
   test("a grammar or a repeat penalty is a 400 naming it, before any replica is asked", async (t) => {
     const fake = await fakeUpstream(t, okHandler);
     const engine = await startEngine(t, [{ url: fake.origin }]);

@@ -156,6 +156,8 @@ function decodePayload(v: unknown): UpstreamEvent[] | null {
     // `message` is the non-streamed shape; reasoning_content and role are not content.
     const delta = isObject(choice.delta) ? choice.delta : isObject(choice.message) ? choice.message : {};
     if (typeof delta.content === "string" && delta.content !== "") events.push({ type: "text", text: delta.content });
+    // A legacy completion's choice carries its text itself.
+    if (typeof choice.text === "string" && choice.text !== "") events.push({ type: "text", text: choice.text });
     if (Array.isArray(delta.tool_calls)) {
       for (const [i, c] of (delta.tool_calls as unknown[]).entries()) {
         if (!isObject(c)) continue;

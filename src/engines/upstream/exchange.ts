@@ -88,16 +88,20 @@ class SilenceWatch {
   }
 }
 
-/** What a replica is asked: the conversation (the counter's prompt form) and the sampling. */
-export type MessagesOptions = GenerateOptions & { input: Extract<PromptInput, { kind: "messages" }> };
+/**
+ * What a replica is asked: the conversation (the counter's prompt form), or a raw prompt (legacy completions),
+ * and the sampling.
+ */
+export type MessagesOptions = GenerateOptions & { input: Extract<PromptInput, { kind: "messages" | "text" }> };
 
-export const sendsMessages = (opts: GenerateOptions): opts is MessagesOptions => opts.input.kind === "messages";
+export const sendsMessages = (opts: GenerateOptions): opts is MessagesOptions =>
+  opts.input.kind === "messages" || opts.input.kind === "text";
 
-/** The chat completion request a replica is sent. Always streamed: see `exchange`. */
+/** The chat completion (or, for a raw prompt, legacy completion) request a replica is sent. Always streamed. */
 function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string, unknown> {
   const body: Record<string, unknown> = {
     model: ctx.upstreamModel,
-    messages: opts.input.messages,
+    ...(opts.input.kind === "text" ? { prompt: opts.input.prompt } : { messages: opts.input.messages }),
     stream: true,
     stream_options: { include_usage: true },
     max_tokens: opts.maxTokens,
@@ -217,7 +221,7 @@ async function send(
   try {
     res = await replica.dispatcher.request({
       method: "POST",
-      path: replica.path("/chat/completions"),
+      path: replica.path(opts.input.kind === "text" ? "/completions" : "/chat/completions"),
       headers: { ...replica.headers(), accept: "text/event-stream" },
       body: JSON.stringify(requestBody(ctx, opts)),
       signal,
@@ -346,7 +350,7 @@ export async function* exchange(
     }
     ctx.pool.report(replica, "ok");
     let promptTokens = answer.promptTokens;
-    if (promptTokens === undefined && opts.input.estimated) {
+    if (promptTokens === undefined && opts.input.kind === "messages" && opts.input.estimated) {
       // The prompt was only bounded and the replica sent no usage: count it now, for the usage and the ledger.
       promptTokens = await ctx.encoder.count(opts.input.messages, opts.tools?.tools ?? null).catch(() => undefined);
     }

@@ -181,7 +181,7 @@ export class UpstreamEngine implements Engine {
    * every replica at max_in_flight_per_replica and queue_size requests already waiting, a 503 (queue full).
    */
   generate(opts: GenerateOptions): AsyncGenerator<EngineEvent, void, undefined> {
-    if (!sendsMessages(opts)) throw new Error("an upstream model is sent the conversation, not tokens"); // a caller's bug
+    if (!sendsMessages(opts)) throw new Error("an upstream model is sent the conversation or text, not tokens"); // a caller's bug
     if (opts.format?.kind === "grammar") {
       // Each server names its grammar field differently (llama.cpp `grammar`, vLLM `structured_outputs`); one
       // that does not know the field would ignore it.
