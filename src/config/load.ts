@@ -149,8 +149,6 @@ function checkModels(models: ModelConfig[]): void {
     seen.add(m.id);
     if (m.upstream && m.source !== undefined)
       throw new ConfigError(`model "${m.id}": give either source (a GGUF served here) or upstream, not both`);
-    if (m.kind === "embedding" && m.upstream)
-      throw new ConfigError(`model "${m.id}": an embedding model is served here (source), not by upstream replicas`);
     if (m.default_shape !== null && !Object.hasOwn(m.shapes, m.default_shape)) {
       throw new ConfigError(`model "${m.id}": default_shape "${m.default_shape}" is not one of its shapes`);
     }

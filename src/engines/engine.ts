@@ -203,6 +203,8 @@ export interface Engine {
     signal: AbortSignal,
     /** Called with the inputs' tokens once they are checked, before they queue: the key's tpm may refuse them. */
     admit: (tokens: number) => void,
+    /** The vector length asked for: an upstream model passes it on; the embedded engine checks it before. */
+    dimensions?: number | null,
   ): Promise<Embeddings>;
   /** An embedding model's vector length. */
   readonly dimensions?: number;

@@ -46,6 +46,30 @@ export class ModelRegistry {
     return m;
   }
 
+  /** A chat model, ready: an embedding model is a 400 naming `model` (it answers /v1/embeddings only). */
+  chat(id: string, principal: Principal | null = null): ServedModel {
+    const m = this.ready(id, principal);
+    if (m.config.kind === "embedding") {
+      throw errors.invalidRequest(
+        `The model '${m.config.id}' is an embedding model: it answers POST /v1/embeddings only.`,
+        "model",
+      );
+    }
+    return m;
+  }
+
+  /** An embedding model, ready: a chat model is a 400 naming `model`. */
+  embedding(id: string, principal: Principal | null = null): ServedModel & { engine: Required<Pick<Engine, "embed">> } {
+    const m = this.ready(id, principal);
+    if (m.config.kind !== "embedding" || !m.engine.embed) {
+      throw errors.invalidRequest(
+        `The model '${m.config.id}' is a chat model: POST /v1/embeddings needs a model configured with kind "embedding".`,
+        "model",
+      );
+    }
+    return m as ServedModel & { engine: Required<Pick<Engine, "embed">> };
+  }
+
   /** The model, in any state; 404 for an unknown id or one the key may not use, the same answer for both. */
   find(id: string, principal: Principal | null = null): ServedModel {
     const m = this.byId.get(id);

@@ -106,6 +106,37 @@ describe("embeddings", () => {
     assert.ok(close(docs[0], q));
   });
 
+  test("an upstream embedding model: a gateway hands the inputs to its replica, the same vectors come back", async () => {
+    const gateway = await startServer({
+      config: {
+        models: [
+          {
+            id: EMBED,
+            kind: "embedding",
+            upstream: { replicas: [{ url: server.url, api_key: server.key }], health_interval_seconds: 0.2 },
+          },
+        ],
+      },
+    });
+    try {
+      const viaGateway = new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: gateway.key, maxRetries: 0 });
+      const texts = ["hello world", "another one"];
+      const through = await viaGateway.embeddings.create({ model: EMBED, input: texts });
+      const direct = await client.embeddings.create({ model: EMBED, input: texts });
+      assert.equal(through.data.length, 2);
+      for (const i of [0, 1]) assert.ok(close(through.data[i].embedding, direct.data[i].embedding));
+      assert.deepEqual(through.usage, direct.usage, "the replica's usage");
+      const chat = await fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${gateway.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: EMBED, messages: [{ role: "user", content: "x" }] }),
+      });
+      assert.equal(chat.status, 400);
+    } finally {
+      assert.equal(await gateway.stop(), 0);
+    }
+  });
+
   test("refused by name: a chat model here, an embedding model for chat, dimensions, a too-long input", async () => {
     const post = async (path: string, body: Record<string, unknown>) => {
       const res = await fetch(`${server.url}${path}`, {

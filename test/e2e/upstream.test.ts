@@ -339,7 +339,7 @@ describe("a gateway serving its model from three Lucena workers (--upstream)", (
       });
       const direct = await new OpenAI({
         apiKey: TEST_KEY,
-        baseURL: `${workers[0]!.url}/v1`,
+        baseURL: `${workers[0].url}/v1`,
         maxRetries: 0,
       }).completions.create({ model: MODEL, prompt: "def f(x):", max_tokens: 6, temperature: 0 });
       assert.equal(text.object, "text_completion");

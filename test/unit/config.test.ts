@@ -170,21 +170,16 @@ describe("loadConfig: invalid configurations are ConfigErrors with a useful mess
     assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", max_tokenz: 5 }] }) }, {}), "max_tokenz");
   });
 
-  test("a model's kind: chat by default, embedding served here only, nothing else", () => {
+  test("a model's kind: chat by default, or embedding (served here or upstream), nothing else", () => {
     assert.equal(loadConfig({}, {}).models[0].kind, "chat");
     const embed = loadConfig({ config: file({ models: [{ id: "e", kind: "embedding" }] }) }, {});
     assert.equal(embed.models[0].kind, "embedding");
     assertConfigError(() => loadConfig({ config: file({ models: [{ id: "m", kind: "rerank" }] }) }, {}), "kind");
-    assertConfigError(
-      () =>
-        loadConfig(
-          {
-            config: file({ models: [{ id: "e", kind: "embedding", upstream: { replicas: [{ url: "http://h:1" }] } }] }),
-          },
-          {},
-        ),
-      "embedding model",
+    const up = loadConfig(
+      { config: file({ models: [{ id: "e", kind: "embedding", upstream: { replicas: [{ url: "http://h:1" }] } }] }) },
+      {},
     );
+    assert.equal(up.models[0].kind, "embedding");
   });
 
   test("an unknown log level", () => {

@@ -490,10 +490,10 @@ describe("UpstreamEngine: the request a replica receives", () => {
       { type: "done", finishReason: "length", completionTokens: 2, promptTokens: 4 },
     ]);
     const [req] = fake.requests;
-    assert.equal(req!.path, "/v1/completions");
-    assert.equal(req!.body.prompt, "# a function\n");
-    assert.equal(req!.body.seed, 3);
-    assert.ok(!("messages" in req!.body));
+    assert.equal(req.path, "/v1/completions");
+    assert.equal(req.body.prompt, "# a function\n");
+    assert.equal(req.body.seed, 3);
+    assert.ok(!("messages" in req.body));
   });
 
   test("a grammar or a repeat penalty is a 400 naming it, before any replica is asked", async (t) => {

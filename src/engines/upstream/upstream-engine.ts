@@ -2,12 +2,20 @@ import type { ModelConfig, UpstreamConfig } from "../../config/schema.js";
 import type { Logger } from "../../observability/log.js";
 import type { PromptCounter } from "../../prompt/build.js";
 import { LucenaError, errors } from "../../core/errors.js";
-import type { Engine, EngineEvent, EngineStats, EngineStatus, GenerateOptions, ReplicaStats } from "../engine.js";
+import type {
+  Embeddings,
+  Engine,
+  EngineEvent,
+  EngineStats,
+  EngineStatus,
+  GenerateOptions,
+  ReplicaStats,
+} from "../engine.js";
 import { sendsMessages, type MessagesOptions } from "./exchange.js";
 import { AdmissionQueue, type Slot } from "./admission.js";
 import { COUNTING_DIALECTS, EndpointCounter, type CountingDialect } from "./counter.js";
 import { BeforeFirstText, exchange, type ExchangeContext, type Said } from "./exchange.js";
-import { ReplicaPool, attempts, type Replica } from "./replicas.js";
+import { ReplicaPool, attempts, errorCode, failureOutcome, type Replica } from "./replicas.js";
 
 /** How long start-up waits for the first health probes before serving anyway (the probes go on). */
 const FIRST_PROBES_WAIT_MS = 5_000;
@@ -275,8 +283,96 @@ export class UpstreamEngine implements Engine {
     throw lastError ?? errors.modelUnavailable(this.config.id, 5);
   }
 
+  /**
+   * An upstream embedding model (`kind: "embedding"`): the inputs go as they are to a replica's /v1/embeddings,
+   * float vectors back; a replica that fails (not a 4xx) is tried no more and the next one is. The key's tokens
+   * are held by a guess (a token per four bytes of text) until the replica's usage says.
+   */
+  async embed(
+    inputs: readonly (string | readonly number[])[],
+    signal: AbortSignal,
+    admit: (tokens: number) => void,
+    dimensions: number | null = null,
+  ): Promise<Embeddings> {
+    const guess = inputs.reduce<number>(
+      (n, i) => n + (typeof i === "string" ? Math.ceil(Buffer.byteLength(i) / 4) + 1 : i.length),
+      0,
+    );
+    if (!this.pool.anyHealthy) throw errors.modelUnavailable(this.config.id, 5);
+    admit(guess);
+    const take = (tried: ReadonlySet<Replica>) => {
+      const replica = this.pool.pick(tried);
+      return replica && { replica, release: this.pool.begin(replica) };
+    };
+    const body = JSON.stringify({
+      model: this.upstreamModel,
+      input: inputs,
+      encoding_format: "float",
+      ...(dimensions !== null ? { dimensions } : {}),
+    });
+    for await (const { replica } of attempts(this.upstream.retries, take)) {
+      let status: number;
+      let answer: unknown;
+      try {
+        const res = await replica.dispatcher.request({
+          method: "POST",
+          path: replica.path("/embeddings"),
+          headers: { ...replica.headers(), "content-type": "application/json" },
+          body,
+          signal,
+          headersTimeout: this.upstream.first_byte_timeout_seconds * 1000,
+          bodyTimeout: this.upstream.idle_timeout_seconds * 1000,
+        });
+        status = res.statusCode;
+        answer = await res.body.json().catch(() => null);
+      } catch (err) {
+        if (signal.aborted) throw err;
+        this.pool.report(replica, failureOutcome(err));
+        this.log.warn(
+          { model: this.config.id, replica: replica.label, err: errorCode(err) },
+          "upstream embeddings failed",
+        );
+        continue;
+      }
+      if (status >= 400 && status < 500 && ![401, 403, 408, 429].includes(status)) {
+        // The request itself was refused (400, 404, 422…): another replica would say the same.
+        this.pool.report(replica, "ok");
+        this.log.warn(
+          { model: this.config.id, replica: replica.label, status, detail: JSON.stringify(answer)?.slice(0, 300) },
+          "upstream refused the request",
+        );
+        throw errors.upstreamRefused(status);
+      }
+      const vectors = status === 200 ? readEmbeddings(answer, inputs.length) : null;
+      if (vectors === null) {
+        // Busy (429, 408) is not a failure; a refused key (401, 403) and a 5xx count toward ejection.
+        this.pool.report(replica, status === 429 || status === 408 || status === 503 ? "ok" : "server");
+        this.log.warn({ model: this.config.id, replica: replica.label, status }, "upstream embeddings failed");
+        continue;
+      }
+      this.pool.report(replica, "ok");
+      const usage = (answer as { usage?: { prompt_tokens?: unknown } }).usage?.prompt_tokens;
+      return { vectors, promptTokens: typeof usage === "number" ? usage : guess };
+    }
+    throw errors.modelUnavailable(this.config.id, 5);
+  }
+
   async close(): Promise<void> {
     await this.pool.close();
     await this.counter?.close?.();
   }
+}
+
+/** A replica's embeddings answer: one float vector per input, by index; null when it is not that. */
+function readEmbeddings(answer: unknown, count: number): Float32Array[] | null {
+  const data = (answer as { data?: unknown } | null)?.data;
+  if (!Array.isArray(data) || data.length !== count) return null;
+  const out: Float32Array[] = new Array<Float32Array>(count);
+  for (const [i, d] of data.entries()) {
+    const item = d as { index?: unknown; embedding?: unknown } | null;
+    const index = typeof item?.index === "number" ? item.index : i;
+    if (!Array.isArray(item?.embedding) || index < 0 || index >= count) return null;
+    out[index] = Float32Array.from(item.embedding as number[]);
+  }
+  return out.every((v) => v !== undefined) ? out : null;
 }

@@ -19,7 +19,7 @@ export function chatRoute(app: FastifyInstance, opts: CompletionRouteOptions): v
   app.post<{ Body: ChatBody }>("/v1/chat/completions", { schema: { body: ChatBodySchema } }, async (req, reply) => {
     const body = req.body;
     checkUnsupported(body);
-    const model = opts.registry.ready(body.model, req.principal);
+    const model = opts.registry.chat(body.model, req.principal);
     const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
     const id = completionId();
     const resolve = () => resolveChat(model.config, model.engine, body, "completion");

@@ -26,7 +26,7 @@ export function completionsRoute(app: FastifyInstance, opts: CompletionRouteOpti
       const body = req.body;
       checkCompletionUnsupported(body);
       checkUnsupported(body);
-      const model = opts.registry.ready(body.model, req.principal);
+      const model = opts.registry.chat(body.model, req.principal);
       const stream = wantsStream(body, req.headers.accept, opts.alwaysStream);
       const id = textCompletionId();
       const echo = body.echo === true ? (promptOf(body) as string) : "";

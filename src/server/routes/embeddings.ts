@@ -50,14 +50,9 @@ export function embeddingsRoute(app: FastifyInstance, opts: CompletionRouteOptio
     { schema: { body: EmbeddingsBodySchema } },
     async (req, reply) => {
       const body = req.body;
-      const { config, engine } = opts.registry.ready(body.model, req.principal);
-      if (!engine.embed) {
-        throw errors.invalidRequest(
-          `The model '${config.id}' is a chat model: POST /v1/embeddings needs a model configured with kind "embedding".`,
-          "model",
-        );
-      }
-      if (body.dimensions != null && body.dimensions !== engine.dimensions) {
+      const { config, engine } = opts.registry.embedding(body.model, req.principal);
+      // An embedded model's size is known here; an upstream one passes `dimensions` on to its replicas.
+      if (body.dimensions != null && engine.dimensions !== undefined && body.dimensions !== engine.dimensions) {
         throw errors.invalidRequest(
           `The model '${config.id}' gives vectors of ${engine.dimensions} dimensions only; 'dimensions' cannot change that.`,
           "dimensions",
@@ -80,20 +75,25 @@ export function embeddingsRoute(app: FastifyInstance, opts: CompletionRouteOptio
       let started = false;
       let entry: ReturnType<typeof opts.usage.open> | null = null;
       try {
-        const result = await engine.embed(inputsOf(body.input), abort.signal, (tokens) => {
-          admission.reserve(tokens);
-          reply.headers(admission.headers);
-          started = true;
-          outcome.promptTokens = tokens;
-          req.completion = outcome; // from here on the request has reached the model: it is in the ledger
-          entry = opts.usage.open({
-            requestId: req.id,
-            keyId: req.principal?.keyId ?? null,
-            model: config.id,
-            stream: false,
-            maxCompletionTokens: 0,
-          });
-        });
+        const result = await engine.embed(
+          inputsOf(body.input),
+          abort.signal,
+          (tokens) => {
+            admission.reserve(tokens);
+            reply.headers(admission.headers);
+            started = true;
+            outcome.promptTokens = tokens;
+            req.completion = outcome; // from here on the request has reached the model: it is in the ledger
+            entry = opts.usage.open({
+              requestId: req.id,
+              keyId: req.principal?.keyId ?? null,
+              model: config.id,
+              stream: false,
+              maxCompletionTokens: 0,
+            });
+          },
+          body.dimensions ?? null,
+        );
         const done = abort.signal.aborted ? null : result;
         outcome.finishReason = done ? "stop" : "cancelled";
         (entry as ReturnType<typeof opts.usage.open> | null)?.end({

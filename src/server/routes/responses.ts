@@ -36,7 +36,7 @@ export function responsesRoute(app: FastifyInstance, opts: CompletionRouteOption
     const { chat, messages } = toChatBody(body, opts.store.lookup(owner));
     try {
       checkUnsupported(chat);
-      const model = opts.registry.ready(body.model, req.principal);
+      const model = opts.registry.chat(body.model, req.principal);
       const stream = opts.alwaysStream || body.stream === true;
       const state: ResponseState = {
         id: responseId(),

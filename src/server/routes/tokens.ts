@@ -8,7 +8,7 @@ import type { ModelRegistry } from "../registry.js";
 export function tokensRoute(app: FastifyInstance, registry: ModelRegistry, limiter: RateLimiter): void {
   app.post<{ Body: ChatBody }>("/v1/tokens/count", { schema: { body: ChatBodySchema } }, async (req, reply) => {
     const body = req.body;
-    const { config, engine } = registry.ready(body.model, req.principal);
+    const { config, engine } = registry.chat(body.model, req.principal);
     // Counts have a rate of their own, checked before any tokenization.
     reply.headers(limiter.admitCount(req.principal!));
     const { prompt: built } = await resolveChat(config, engine, body, "count");
