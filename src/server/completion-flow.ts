@@ -234,3 +234,57 @@ export async function consume(
   }
   return finish;
 }
+
+/**
+ * How a whole (JSON) answer ends, after `consume`: the finish reason to answer with, the ledger row final; or
+ * null when the client is gone (its reply is dropped). A generation the server ended throws its error, which the
+ * error handler answers.
+ */
+export function endWhole(reply: FastifyReply, run: Run, finish: WireFinishReason | null): WireFinishReason | null {
+  const why = finish === null ? run.interrupted() : null;
+  if (why) {
+    run.outcome.finishReason = why.finish;
+    throw why.error;
+  }
+  if (finish === null) {
+    reply.hijack(); // the client is gone
+    reply.raw.destroy();
+    return null;
+  }
+  run.charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
+  return finish;
+}
+
+/**
+ * How a stream ends, after `consume`: the finish reason for the last frames, the ledger row final before the
+ * client sees its usage; or null when there is no more to send: the client is gone, or the server ended the
+ * generation, which `fail` tells the client in the route's own frames.
+ */
+export async function endStream(
+  run: Run,
+  finish: WireFinishReason | null,
+  fail: (err: LucenaError) => Promise<void>,
+): Promise<WireFinishReason | null> {
+  if (finish === null) {
+    const why = run.interrupted();
+    if (why) {
+      run.outcome.finishReason = why.finish;
+      run.charge.end({ status: 200, clientClosed: false });
+      await fail(why.error);
+    }
+    return null;
+  }
+  run.charge.end({ status: 200, clientClosed: run.clientClosed() });
+  return finish;
+}
+
+/**
+ * A stream that failed after its headers: logged unless it is one of ours, its row made final; the error the
+ * client is told in the stream.
+ */
+export function streamFailure(req: FastifyRequest, run: Run, err: unknown): LucenaError {
+  if (!(err instanceof LucenaError)) req.log.error({ err }, "generation failed mid-stream");
+  run.outcome.finishReason = "error";
+  run.charge.end({ status: 200, clientClosed: run.clientClosed() });
+  return err instanceof LucenaError ? err : errors.internal();
+}

@@ -8,11 +8,19 @@ import {
   usage,
   type WireToolCall,
 } from "../../api/responses.js";
-import { LucenaError, errors } from "../../core/errors.js";
 import { httpError } from "../http-errors.js";
 import { streamSse } from "../sse.js";
 import { resolveChat } from "../../prompt/resolve.js";
-import { consume, serveCompletion, wantsStream, type CompletionRouteOptions, type Run } from "../completion-flow.js";
+import {
+  consume,
+  endStream,
+  endWhole,
+  serveCompletion,
+  streamFailure,
+  wantsStream,
+  type CompletionRouteOptions,
+  type Run,
+} from "../completion-flow.js";
 
 export function chatRoute(app: FastifyInstance, opts: CompletionRouteOptions): void {
   app.decorateRequest("completion", null);
@@ -67,28 +75,14 @@ async function streamCompletion(
           if (piece.arguments) await sse.send(chunks.toolCallArguments(piece.index, piece.arguments));
         },
       );
-      if (finish === null) {
-        // Cancelled: either the client is gone (nothing more to say) or the server ended the generation.
-        const why = run.interrupted();
-        if (why) {
-          outcome.finishReason = why.finish;
-          charge.end({ status: 200, clientClosed: false });
-          await sse.fail(httpError(why.error).body);
-        }
-        return;
-      }
-      charge.end({ status: 200, clientClosed: run.clientClosed() }); // final before the client sees its usage
+      const end = await endStream(run, finish, (err) => sse.fail(httpError(err).body));
+      if (end === null) return;
       if (includeUsage) await sse.send(chunks.usage(usage(outcome.promptTokens, outcome.completionTokens)));
-      await sse.send(chunks.finish(finish));
+      await sse.send(chunks.finish(end));
       await sse.done();
     },
-    (err, sse) => {
-      // Headers are out: the error goes in the stream, then [DONE]; never a silently truncated stream.
-      if (!(err instanceof LucenaError)) req.log.error({ err }, "generation failed mid-stream");
-      outcome.finishReason = "error";
-      charge.end({ status: 200, clientClosed: run.clientClosed() });
-      return sse.fail(httpError(err instanceof LucenaError ? err : errors.internal()).body);
-    },
+    // Headers are out: the error goes in the stream, then [DONE]; never a silently truncated stream.
+    (err, sse) => sse.fail(httpError(streamFailure(req, run, err)).body),
   );
 }
 
@@ -112,24 +106,15 @@ async function jsonCompletion(reply: FastifyReply, run: Run, id: string): Promis
       call.function.arguments += piece.arguments ?? "";
     },
   );
-  const why = finish === null ? run.interrupted() : null;
-  if (why) {
-    outcome.finishReason = why.finish;
-    throw why.error;
-  }
-  if (finish === null) {
-    reply.hijack(); // the client is gone
-    reply.raw.destroy();
-    return;
-  }
-  charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
+  const end = endWhole(reply, run, finish);
+  if (end === null) return;
   reply.send(
     completionObject(
       id,
       run.created,
       outcome.model,
       text,
-      finish,
+      end,
       usage(outcome.promptTokens, outcome.completionTokens),
       calls.filter((c) => c !== undefined), // a replica may skip an index
     ),

@@ -7,9 +7,17 @@ import {
   type CompletionBody,
 } from "../../api/completion-request.js";
 import { textCompletionId, textCompletionObject, TextChunkWriter, usage } from "../../api/responses.js";
-import { LucenaError, errors } from "../../core/errors.js";
 import { resolveText } from "../../prompt/resolve.js";
-import { consume, serveCompletion, wantsStream, type CompletionRouteOptions, type Run } from "../completion-flow.js";
+import {
+  consume,
+  endStream,
+  endWhole,
+  serveCompletion,
+  streamFailure,
+  wantsStream,
+  type CompletionRouteOptions,
+  type Run,
+} from "../completion-flow.js";
 import { httpError } from "../http-errors.js";
 import { streamSse } from "../sse.js";
 
@@ -52,24 +60,15 @@ async function jsonText(reply: FastifyReply, run: Run, id: string, echo: string)
     },
     () => undefined, // no tools on a raw prompt
   );
-  const why = finish === null ? run.interrupted() : null;
-  if (why) {
-    outcome.finishReason = why.finish;
-    throw why.error;
-  }
-  if (finish === null) {
-    reply.hijack(); // the client is gone
-    reply.raw.destroy();
-    return;
-  }
-  charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
+  const end = endWhole(reply, run, finish);
+  if (end === null) return;
   reply.send(
     textCompletionObject(
       id,
       run.created,
       outcome.model,
       text,
-      finish,
+      end,
       usage(outcome.promptTokens, outcome.completionTokens),
     ),
   );
@@ -102,25 +101,12 @@ async function streamText(
         },
         () => undefined,
       );
-      if (finish === null) {
-        const why = run.interrupted();
-        if (why) {
-          outcome.finishReason = why.finish;
-          charge.end({ status: 200, clientClosed: false });
-          await sse.fail(httpError(why.error).body);
-        }
-        return;
-      }
-      charge.end({ status: 200, clientClosed: run.clientClosed() });
-      await sse.send(chunks.finish(finish));
+      const end = await endStream(run, finish, (err) => sse.fail(httpError(err).body));
+      if (end === null) return;
+      await sse.send(chunks.finish(end));
       if (includeUsage) await sse.send(chunks.usage(usage(outcome.promptTokens, outcome.completionTokens)));
       await sse.done();
     },
-    (err, sse) => {
-      if (!(err instanceof LucenaError)) req.log.error({ err }, "generation failed mid-stream");
-      outcome.finishReason = "error";
-      charge.end({ status: 200, clientClosed: run.clientClosed() });
-      return sse.fail(httpError(err instanceof LucenaError ? err : errors.internal()).body);
-    },
+    (err, sse) => sse.fail(httpError(streamFailure(req, run, err)).body),
   );
 }

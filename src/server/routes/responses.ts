@@ -16,8 +16,16 @@ import {
 } from "../../api/response-objects.js";
 import { asResponsesError, ResponsesBodySchema, toChatBody, type ResponsesBody } from "../../api/responses-request.js";
 import { toolCallId, type WireFinishReason } from "../../api/responses.js";
-import { LucenaError, errors } from "../../core/errors.js";
-import { consume, serveCompletion, type CompletionRouteOptions, type Run } from "../completion-flow.js";
+import type { LucenaError } from "../../core/errors.js";
+import {
+  consume,
+  endStream,
+  endWhole,
+  serveCompletion,
+  streamFailure,
+  type CompletionRouteOptions,
+  type Run,
+} from "../completion-flow.js";
 import { httpError } from "../http-errors.js";
 import type { ResponseStore } from "../response-store.js";
 import { streamSse, type SseStream } from "../sse.js";
@@ -173,18 +181,9 @@ async function jsonResponse(reply: FastifyReply, run: Run, answer: Answer, echo:
       answer.call(piece.index, piece.name ?? "").item.arguments += piece.arguments ?? "";
     },
   );
-  const why = finish === null ? run.interrupted() : null;
-  if (why) {
-    outcome.finishReason = why.finish;
-    throw why.error;
-  }
-  if (finish === null) {
-    reply.hijack(); // the client is gone
-    reply.raw.destroy();
-    return;
-  }
-  answer.finish(finish, outcome.promptTokens, outcome.completionTokens);
-  charge.end({ status: 200, clientClosed: run.clientClosed() }); // the row is final before the answer is written
+  const end = endWhole(reply, run, finish);
+  if (end === null) return;
+  answer.finish(end, outcome.promptTokens, outcome.completionTokens);
   reply.send(responseObject(answer.state, echo));
 }
 
@@ -301,28 +300,14 @@ async function streamResponse(
           }
         },
       );
-      if (finish === null) {
-        // Cancelled: either the client is gone (nothing more to say) or the server ended the generation.
-        const why = run.interrupted();
-        if (why) {
-          outcome.finishReason = why.finish;
-          charge.end({ status: 200, clientClosed: false });
-          await failed(sse, why.error);
-        }
-        return;
-      }
-      answer.finish(finish, outcome.promptTokens, outcome.completionTokens);
+      const end = await endStream(run, finish, (err) => failed(sse, err));
+      if (end === null) return;
+      answer.finish(end, outcome.promptTokens, outcome.completionTokens);
       await close(sse);
-      charge.end({ status: 200, clientClosed: run.clientClosed() }); // final before the client sees its usage
       const type = state.status === "incomplete" ? "response.incomplete" : "response.completed";
       await sse.event(events.event(type, { response: snapshot() }));
     },
-    async (err, sse) => {
-      if (!(err instanceof LucenaError)) req.log.error({ err }, "generation failed mid-stream");
-      outcome.finishReason = "error";
-      charge.end({ status: 200, clientClosed: run.clientClosed() });
-      await failed(sse, err instanceof LucenaError ? (asResponsesError(err) as LucenaError) : errors.internal());
-    },
+    (err, sse) => failed(sse, asResponsesError(streamFailure(req, run, err)) as LucenaError),
   );
 
   /** After the headers, a failure is told as OpenAI's stream tells it: an `error` event, then response.failed. */
