@@ -1,4 +1,4 @@
-import { parseMessages, parseSampling, type ChatBody } from "../api/chat-request.js";
+import { parseMessages, parseSampling, type ChatBody, type SamplingRequest } from "../api/chat-request.js";
 import { COMPLETION_MAX_TOKENS_DEFAULT, promptOf, type CompletionBody } from "../api/completion-request.js";
 import { errors } from "../core/errors.js";
 import type { ModelConfig } from "../config/schema.js";
@@ -36,25 +36,7 @@ export async function resolveChat(
     },
     purpose === "count",
   );
-  return {
-    prompt,
-    sampling: {
-      maxTokens: prompt.maxOutputTokens,
-      temperature: asked.temperature ?? prompt.shape?.temperature ?? config.temperature,
-      topP: asked.topP ?? prompt.shape?.top_p ?? SAMPLING_DEFAULTS.topP,
-      topK: asked.topK ?? SAMPLING_DEFAULTS.topK,
-      seed: asked.seed,
-      presencePenalty: asked.presencePenalty,
-      frequencyPenalty: asked.frequencyPenalty,
-      minP: asked.minP,
-      repeatPenalty: asked.repeatPenalty,
-      ignoreEos: asked.ignoreEos,
-      stop: asked.stop,
-      format: asked.format,
-      tools: asked.tools,
-      logitBias: asked.logitBias,
-    },
-  };
+  return { prompt, sampling: samplingOf(asked, config, prompt.maxOutputTokens, prompt.shape) };
 }
 
 /**
@@ -77,22 +59,7 @@ export async function resolveText(
       "max_tokens",
     );
   }
-  const sampling: Sampling = {
-    maxTokens,
-    temperature: asked.temperature ?? config.temperature,
-    topP: asked.topP ?? SAMPLING_DEFAULTS.topP,
-    topK: asked.topK ?? SAMPLING_DEFAULTS.topK,
-    seed: asked.seed,
-    presencePenalty: asked.presencePenalty,
-    frequencyPenalty: asked.frequencyPenalty,
-    minP: asked.minP,
-    repeatPenalty: asked.repeatPenalty,
-    ignoreEos: asked.ignoreEos,
-    stop: asked.stop,
-    format: asked.format,
-    tools: null,
-    logitBias: asked.logitBias,
-  };
+  const sampling = { ...samplingOf(asked, config, maxTokens, null), tools: null };
   const prompt = promptOf(body);
   if (encoder.kind === "counter" || !encoder.encodeText) {
     // A replica tokenizes the prompt and reports its count; until then a guess holds the key's tokens (a token
@@ -134,5 +101,30 @@ function textPrompt(input: PromptInput, promptTokens: number, maxOutputTokens: n
     shapeId: null,
     shape: null,
     maxOutputTokens,
+  };
+}
+
+/** Every sampling parameter given its value: the request's, else its shape's, else the model's, else llama.cpp's. */
+function samplingOf(
+  asked: SamplingRequest,
+  config: ModelConfig,
+  maxTokens: number,
+  shape: PreparedPrompt["shape"],
+): Sampling {
+  return {
+    maxTokens,
+    temperature: asked.temperature ?? shape?.temperature ?? config.temperature,
+    topP: asked.topP ?? shape?.top_p ?? SAMPLING_DEFAULTS.topP,
+    topK: asked.topK ?? SAMPLING_DEFAULTS.topK,
+    seed: asked.seed,
+    presencePenalty: asked.presencePenalty,
+    frequencyPenalty: asked.frequencyPenalty,
+    minP: asked.minP,
+    repeatPenalty: asked.repeatPenalty,
+    ignoreEos: asked.ignoreEos,
+    stop: asked.stop,
+    format: asked.format,
+    tools: asked.tools,
+    logitBias: asked.logitBias,
   };
 }

@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import Database from "better-sqlite3";
 import type { LlamaModel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { llamaRuntime } from "../../src/engines/llama/runtime.js";
 import { createLogger } from "../../src/observability/log.js";
 import { testModel } from "../helpers/models.js";
 import { NO_SHARED, vocabDir } from "../helpers/paths.js";
-import { startServer, type RunningServer } from "../helpers/server.js";
+import { ledgerRow, startServer, type RunningServer } from "../helpers/server.js";
 
 /**
  * POST /v1/completions on the real server and engine, through openai's `completions.create`: a raw prompt with
@@ -39,18 +37,7 @@ describe("legacy completions and fill-in-the-middle", { skip: vocabDir ? false :
     assert.equal(await server.stop(), 0);
   });
 
-  function row(requestId: string | null | undefined): { prompt_tokens: number; completion_tokens: number } {
-    assert.ok(requestId);
-    const db = new Database(join(server.dataDir, "lucena.db"), { readonly: true });
-    try {
-      return db.prepare("SELECT prompt_tokens, completion_tokens FROM usage WHERE request_id = ?").get(requestId) as {
-        prompt_tokens: number;
-        completion_tokens: number;
-      };
-    } finally {
-      db.close();
-    }
-  }
+  const row = (requestId: string | null | undefined) => ledgerRow(server, requestId)!;
 
   const tokens = (text: string) => vocab.tokenize(text, false, "trimLeadingSpace");
   const PREFIX = "def add(a, b):\n    ";

@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { OpenAIEmbeddings } from "@langchain/openai";
-import Database from "better-sqlite3";
 import OpenAI from "openai";
 import { testModel } from "../helpers/models.js";
-import { startServer, type RunningServer } from "../helpers/server.js";
+import { ledgerRow, startServer, type RunningServer } from "../helpers/server.js";
 
 /**
  * POST /v1/embeddings on the real server: a made embedding model (mean pooling, random weights) beside a chat
@@ -51,15 +49,11 @@ describe("embeddings", () => {
     assert.ok(!close(other.data[0].embedding, v), "another input, another vector");
     assert.ok(a.usage.prompt_tokens > 0);
     assert.equal(a.usage.total_tokens, a.usage.prompt_tokens);
-    const db = new Database(join(server.dataDir, "lucena.db"), { readonly: true });
-    try {
-      const row = db
-        .prepare("SELECT prompt_tokens, completion_tokens, model FROM usage WHERE request_id = ?")
-        .get(a._request_id) as { prompt_tokens: number; completion_tokens: number; model: string };
-      assert.deepEqual(row, { prompt_tokens: a.usage.prompt_tokens, completion_tokens: 0, model: EMBED });
-    } finally {
-      db.close();
-    }
+    assert.deepEqual(ledgerRow(server, a._request_id), {
+      prompt_tokens: a.usage.prompt_tokens,
+      completion_tokens: 0,
+      model: EMBED,
+    });
   });
 
   test("a batch of 64: vectors in input order, each the one its text gets alone; float and base64 agree", async () => {

@@ -1,15 +1,13 @@
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createOpenAI } from "@ai-sdk/openai";
 import { ChatOpenAI } from "@langchain/openai";
 import { generateText, stepCountIs, streamText, tool } from "ai";
-import Database from "better-sqlite3";
 import OpenAI from "openai";
 import { zodTextFormat } from "openai/helpers/zod";
 import { z } from "zod";
 import { testModel } from "../helpers/models.js";
-import { startServer, type RunningServer } from "../helpers/server.js";
+import { ledgerRow, startServer, type RunningServer } from "../helpers/server.js";
 
 /**
  * The Responses API as the clients that speak it ask for it, against the real server and engine on a made model
@@ -50,18 +48,7 @@ describe("the Responses API through real clients", () => {
   });
 
   /** The ledger's row of a request. */
-  function row(requestId: string | null | undefined): { prompt_tokens: number; completion_tokens: number } {
-    assert.ok(requestId, "the client saw the request id");
-    const db = new Database(join(server.dataDir, "lucena.db"), { readonly: true });
-    try {
-      return db.prepare("SELECT prompt_tokens, completion_tokens FROM usage WHERE request_id = ?").get(requestId) as {
-        prompt_tokens: number;
-        completion_tokens: number;
-      };
-    } finally {
-      db.close();
-    }
-  }
+  const row = (requestId: string | null | undefined) => ledgerRow(server, requestId)!;
 
   test("openai responses.parse with a zod text format: the answer parses; the ledger holds its usage", async () => {
     for (let seed = 1; seed <= 3; seed++) {

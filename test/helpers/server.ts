@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import Database from "better-sqlite3";
 import { createWriteStream, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -130,4 +131,20 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
       return exited;
     },
   };
+}
+
+/** A request's row in a server's usage ledger (its SQLite file, read-only), or undefined. */
+export function ledgerRow(
+  s: RunningServer,
+  requestId: string | null | undefined,
+): { prompt_tokens: number; completion_tokens: number; model: string } | undefined {
+  if (!requestId) throw new Error("the client saw no request id");
+  const db = new Database(join(s.dataDir, "lucena.db"), { readonly: true });
+  try {
+    return db
+      .prepare("SELECT prompt_tokens, completion_tokens, model FROM usage WHERE request_id = ?")
+      .get(requestId) as { prompt_tokens: number; completion_tokens: number; model: string } | undefined;
+  } finally {
+    db.close();
+  }
 }
