@@ -106,6 +106,7 @@ export interface SamplingRequest {
   format: OutputFormat | null;
   tools: ToolSet | null;
   logitBias: ReadonlyMap<number, number> | null;
+  logprobs: number | null;
 }
 
 const ROLES = new Set(["system", "user", "assistant", "developer", "tool"]);
@@ -117,8 +118,6 @@ const ROLES = new Set(["system", "user", "assistant", "developer", "tool"]);
 const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   functions: (v) => Array.isArray(v) && v.length > 0,
   function_call: (v) => v !== "none" && v !== "auto",
-  logprobs: (v) => v === true,
-  top_logprobs: (v) => typeof v === "number" && v > 0,
   audio: () => true,
   modalities: (v) => !(Array.isArray(v) && v.every((m) => m === "text")),
   prediction: () => true,
@@ -346,7 +345,26 @@ export function parseSampling(body: ChatBody): SamplingRequest {
     format: parseFormat(body),
     tools: parseTools(body),
     logitBias: parseLogitBias((body as Record<string, unknown>).logit_bias),
+    logprobs: parseLogprobs(body),
   };
+}
+
+/**
+ * OpenAI's `logprobs` (true: each answer token's log-probability) with `top_logprobs` (0 to 20 alternatives a
+ * token); null when not asked.
+ */
+function parseLogprobs(body: ChatBody): number | null {
+  const raw = body as Record<string, unknown>;
+  const on = raw.logprobs ?? null;
+  const top = raw.top_logprobs ?? null;
+  if (on !== null && typeof on !== "boolean") throw errors.invalidRequest("logprobs must be a boolean.", "logprobs");
+  if (top !== null && (typeof top !== "number" || !Number.isInteger(top) || top < 0 || top > 20))
+    throw errors.invalidRequest("top_logprobs must be an integer from 0 to 20.", "top_logprobs");
+  if (on !== true) {
+    if (top !== null && top > 0) throw errors.invalidRequest("top_logprobs needs logprobs: true.", "top_logprobs");
+    return null;
+  }
+  return top ?? 0;
 }
 
 /** llama.cpp's server's repeat_last_n when a request gives none. */

@@ -1,6 +1,7 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { errors } from "../core/errors.js";
 import { SAMPLING_FIELDS } from "./chat-request.js";
+import type { TokenLogprob } from "../engines/engine.js";
 
 /**
  * The body of POST /v1/completions (OpenAI's legacy completions): a raw prompt, no chat template, and with
@@ -47,8 +48,12 @@ export function promptOf(body: CompletionBody): string | number[] {
 /** Completion fields that would change the answer and are not done here: a 400 naming each. */
 export function checkCompletionUnsupported(body: CompletionBody): void {
   const raw = body as Record<string, unknown>;
-  if (typeof raw.logprobs === "number" && raw.logprobs > 0) {
-    throw errors.invalidRequest("The parameter 'logprobs' is not supported by this server.", "logprobs");
+  const lp = raw.logprobs;
+  if (lp !== undefined && lp !== null && (typeof lp !== "number" || !Number.isInteger(lp) || lp < 0 || lp > 5)) {
+    throw errors.invalidRequest("logprobs must be an integer from 0 to 5 (the alternatives a token).", "logprobs");
+  }
+  if (typeof lp === "number" && body.echo === true) {
+    throw errors.invalidRequest("'echo' with 'logprobs' (the prompt's log-probabilities) is not supported.", "echo");
   }
   if (typeof raw.best_of === "number" && raw.best_of !== 1) {
     throw errors.invalidRequest("The parameter 'best_of' is not supported by this server.", "best_of");
@@ -64,4 +69,29 @@ export function checkCompletionUnsupported(body: CompletionBody): void {
   if (body.echo === true && typeof promptOf(body) !== "string") {
     throw errors.invalidRequest("'echo' needs the prompt as text, not tokens.", "echo");
   }
+}
+
+/** The legacy `logprobs` (0 to 5 alternatives a token), or null when not asked. */
+export function legacyLogprobs(body: CompletionBody): number | null {
+  const lp = (body as Record<string, unknown>).logprobs;
+  return typeof lp === "number" ? lp : null;
+}
+
+/**
+ * Tokens' log-probabilities in the legacy completions' shape, their `text_offset` counted from `offset` (where
+ * their text starts in the answer).
+ */
+export function legacyLogprobsObject(entries: readonly TokenLogprob[], offset: number) {
+  const text_offset: number[] = [];
+  let at = offset;
+  for (const e of entries) {
+    text_offset.push(at);
+    at += e.token.length;
+  }
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => Object.fromEntries(e.top_logprobs.map((t) => [t.token, t.logprob]))),
+    text_offset,
+  };
 }

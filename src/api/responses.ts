@@ -1,6 +1,7 @@
 import { base62 } from "../core/ids.js";
 import type { ModelConfig } from "../config/schema.js";
 import type { SystemPromptSource } from "../prompt/build.js";
+import type { TokenLogprob } from "../engines/engine.js";
 
 export interface Usage {
   prompt_tokens: number;
@@ -71,8 +72,9 @@ export class ChunkWriter {
   role(): string {
     return `${this.head},"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}`;
   }
-  content(text: string): string {
-    return `${this.contentPrefix}${JSON.stringify(text)}},"finish_reason":null}]}`;
+  content(text: string, logprobs?: readonly TokenLogprob[]): string {
+    if (logprobs === undefined) return `${this.contentPrefix}${JSON.stringify(text)}},"finish_reason":null}]}`;
+    return `${this.contentPrefix}${JSON.stringify(text)}},"logprobs":${JSON.stringify({ content: logprobs, refusal: null })},"finish_reason":null}]}`;
   }
   /** A call's first chunk, as OpenAI streams it: its index, id, type and name, with empty arguments. */
   toolCallStart(index: number, id: string, name: string): string {
@@ -102,6 +104,8 @@ export function completionObject(
   finish: WireFinishReason,
   u: Usage,
   toolCalls: WireToolCall[] = [],
+  /** The text's tokens' log-probabilities, when the request asked for them. */
+  logprobs: readonly TokenLogprob[] | null = null,
 ) {
   // With calls, OpenAI's content is null when the answer has no text.
   const message =
@@ -113,7 +117,14 @@ export function completionObject(
     object: "chat.completion",
     created,
     model,
-    choices: [{ index: 0, message, finish_reason: finish }],
+    choices: [
+      {
+        index: 0,
+        message,
+        ...(logprobs !== null ? { logprobs: { content: logprobs, refusal: null } } : {}),
+        finish_reason: finish,
+      },
+    ],
     usage: u,
   };
 }
@@ -160,13 +171,14 @@ export function textCompletionObject(
   text: string,
   finish: WireFinishReason,
   u: Usage,
+  logprobs: unknown = null,
 ) {
   return {
     id,
     object: "text_completion",
     created,
     model,
-    choices: [{ text, index: 0, logprobs: null, finish_reason: finish }],
+    choices: [{ text, index: 0, logprobs, finish_reason: finish }],
     usage: u,
   };
 }
@@ -179,8 +191,8 @@ export class TextChunkWriter {
     this.head = `{"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)}`;
   }
 
-  text(text: string): string {
-    return `${this.head},"choices":[{"text":${JSON.stringify(text)},"index":0,"logprobs":null,"finish_reason":null}]}`;
+  text(text: string, logprobs: unknown = null): string {
+    return `${this.head},"choices":[{"text":${JSON.stringify(text)},"index":0,"logprobs":${JSON.stringify(logprobs)},"finish_reason":null}]}`;
   }
   finish(reason: WireFinishReason): string {
     return `${this.head},"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":"${reason}"}]}`;

@@ -41,6 +41,19 @@ export interface Sampling {
   tools: ToolSet | null;
   /** OpenAI's logit_bias: token id → bias added to its logit (−100 bans it); null: none. */
   logitBias: ReadonlyMap<number, number> | null;
+  /**
+   * Each answer token's log-probability, with this many likeliest alternatives (OpenAI's logprobs with
+   * top_logprobs); null: none.
+   */
+  logprobs: number | null;
+}
+
+/** One answer token's log-probability, in OpenAI's shape (`logprobs.content[]`). */
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
 }
 
 /**
@@ -80,6 +93,7 @@ export function sampling(over: Partial<Sampling> & Pick<Sampling, "maxTokens" | 
     format: null,
     tools: null,
     logitBias: null,
+    logprobs: null,
     ...over,
   };
 }
@@ -101,6 +115,8 @@ export type EngineEvent =
       text: string;
       /** The completion tokens this text completes (several when text was held back; default 1). */
       tokens?: number;
+      /** Those tokens' log-probabilities, when the request asked for them. */
+      logprobs?: TokenLogprob[];
     }
   | {
       /**

@@ -1,5 +1,10 @@
 import { parseMessages, parseSampling, type ChatBody, type SamplingRequest } from "../api/chat-request.js";
-import { COMPLETION_MAX_TOKENS_DEFAULT, promptOf, type CompletionBody } from "../api/completion-request.js";
+import {
+  COMPLETION_MAX_TOKENS_DEFAULT,
+  legacyLogprobs,
+  promptOf,
+  type CompletionBody,
+} from "../api/completion-request.js";
 import { errors } from "../core/errors.js";
 import type { ModelConfig } from "../config/schema.js";
 import { SAMPLING_DEFAULTS, type Engine, type Sampling } from "../engines/engine.js";
@@ -51,7 +56,8 @@ export async function resolveText(
   body: CompletionBody,
 ): Promise<ResolvedChat> {
   const encoder = engine.encoder;
-  const asked = parseSampling({ ...body, messages: [] });
+  const { logprobs: _legacy, top_logprobs: _top, ...rest } = body as Record<string, unknown>;
+  const asked = { ...parseSampling({ ...(rest as CompletionBody), messages: [] }), logprobs: legacyLogprobs(body) };
   const maxTokens = body.max_tokens ?? COMPLETION_MAX_TOKENS_DEFAULT;
   if (maxTokens > config.max_output_tokens) {
     throw errors.invalidRequest(
@@ -64,6 +70,12 @@ export async function resolveText(
   if (encoder.kind === "counter" || !encoder.encodeText) {
     // A replica tokenizes the prompt and reports its count; until then a guess holds the key's tokens (a token
     // is about four bytes of text), and the replica refuses a prompt too long for it.
+    if (asked.logprobs !== null) {
+      throw errors.invalidRequest(
+        `The parameter 'logprobs' is not supported for legacy completions of the upstream model '${config.id}'.`,
+        "logprobs",
+      );
+    }
     if (body.suffix != null) {
       throw errors.invalidRequest(
         `The parameter 'suffix' is not supported for the upstream model '${config.id}': servers differ in how they fill in the middle.`,
@@ -126,5 +138,6 @@ function samplingOf(
     format: asked.format,
     tools: asked.tools,
     logitBias: asked.logitBias,
+    logprobs: asked.logprobs,
   };
 }

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ChatBody } from "../api/chat-request.js";
-import type { CallPiece, EngineEvent } from "../engines/engine.js";
+import type { CallPiece, EngineEvent, TokenLogprob } from "../engines/engine.js";
 import type { WireFinishReason } from "../api/responses.js";
 import type { UsageJournal } from "../keys/ledger.js";
 import type { ResolvedChat } from "../prompt/resolve.js";
@@ -175,6 +175,7 @@ export async function serveCompletion(
       clientClosed: cancel.clientClosed,
       interrupted,
       created: Math.floor(Date.now() / 1000),
+      logprobs: sampling.logprobs !== null,
     };
     await write(run);
   } catch (err) {
@@ -201,6 +202,8 @@ export interface Run {
   interrupted: () => Interruption | null;
   /** The creation time (seconds). */
   created: number;
+  /** The request asked for its tokens' log-probabilities. */
+  logprobs: boolean;
 }
 
 /**
@@ -210,7 +213,7 @@ export interface Run {
  */
 export async function consume(
   run: Run,
-  onText: (text: string, tokens: number) => unknown,
+  onText: (text: string, tokens: number, logprobs: TokenLogprob[] | undefined) => unknown,
   onCall: (piece: CallPiece) => unknown,
 ): Promise<WireFinishReason | null> {
   const { outcome } = run;
@@ -218,7 +221,7 @@ export async function consume(
   for await (const ev of run.events) {
     if (ev.type === "text") {
       if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - run.started;
-      await onText(ev.text, ev.tokens ?? 1);
+      await onText(ev.text, ev.tokens ?? 1, ev.logprobs);
       continue;
     }
     if (ev.type === "tool_call") {

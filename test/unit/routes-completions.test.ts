@@ -77,7 +77,8 @@ describe("POST /v1/completions", () => {
   const BAD: [string, Record<string, unknown>, string][] = [
     ["no prompt", { model: MODEL }, "prompt"],
     ["two prompts", { model: MODEL, prompt: ["a", "b"] }, "prompt"],
-    ["logprobs", { model: MODEL, prompt: "a", logprobs: 1 }, "logprobs"],
+    ["logprobs 6", { model: MODEL, prompt: "a", logprobs: 6 }, "logprobs"],
+    ["logprobs with echo", { model: MODEL, prompt: "a", logprobs: 1, echo: true }, "echo"],
     ["best_of 2", { model: MODEL, prompt: "a", best_of: 2 }, "best_of"],
     ["n 2", { model: MODEL, prompt: "a", n: 2 }, "n"],
     ["tools", { model: MODEL, prompt: "a", tools: [] }, "tools"],

@@ -496,6 +496,27 @@ describe("UpstreamEngine: the request a replica receives", () => {
     assert.ok(!("messages" in req.body));
   });
 
+  test("logprobs are asked of the replica, and its tokens' logprobs come back with the text", async (t) => {
+    const entry = { token: "ok", logprob: -0.5, bytes: [111, 107], top_logprobs: [] };
+    const fake = await fakeUpstream(t, async (_req, res) => {
+      sseHead(res);
+      const body = {
+        id: "c",
+        object: "chat.completion.chunk",
+        choices: [{ index: 0, delta: { content: "ok" }, logprobs: { content: [entry] } }],
+      };
+      await write(res, `data: ${JSON.stringify(body)}\n\n`);
+      await write(res, chunk({}, "stop", { prompt_tokens: 3, completion_tokens: 1 }));
+      await write(res, "data: [DONE]\n\n");
+      res.end();
+    });
+    const engine = await startEngine(t, [{ url: fake.origin }]);
+    const { events } = await collect(engine.generate(options({ logprobs: 2 })));
+    assert.deepEqual(events[0], { type: "text", text: "ok", logprobs: [entry] });
+    const sent = fake.chats()[0].body;
+    assert.deepEqual([sent.logprobs, sent.top_logprobs], [true, 2]);
+  });
+
   test("a grammar or a repeat penalty is a 400 naming it, before any replica is asked", async (t) => {
     const fake = await fakeUpstream(t, okHandler);
     const engine = await startEngine(t, [{ url: fake.origin }]);

@@ -7,7 +7,14 @@ import {
   type LlamaModel,
   type Token,
 } from "node-llama-cpp";
-import { SAMPLING_DEFAULTS, type EngineEvent, type FinishReason, type GenerateOptions } from "../engine.js";
+import {
+  SAMPLING_DEFAULTS,
+  type EngineEvent,
+  type FinishReason,
+  type GenerateOptions,
+  type TokenLogprob,
+} from "../engine.js";
+import { MAX_TOP_LOGPROBS, withLogprobs } from "./logprobs.js";
 import { StopMatcher } from "../stop-sequences.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import type { Member } from "./step-gate.js";
@@ -59,6 +66,8 @@ export class LlamaGeneration {
   private callState: LlamaGrammarEvaluationState | undefined;
   /** Reads the calls as they are generated. */
   private reader: CallReader | null = null;
+  /** The log-probabilities of the tokens whose text is not handed over yet (when the request asked for them). */
+  private readonly logprobs: TokenLogprob[] = [];
 
   constructor(
     private readonly model: LlamaModel,
@@ -103,7 +112,8 @@ export class LlamaGeneration {
         const { emit, stopped } = this.stopper.push(tail + (this.trigger?.flush() ?? ""));
         const rest = stopped ? emit : emit + this.stopper.flush();
         if (stopped) this.finish = "stop";
-        if (rest) yield { type: "text", text: rest, tokens: Math.max(1, this.count - this.emitted) };
+        if (rest)
+          yield { type: "text", text: rest, tokens: Math.max(1, this.count - this.emitted), ...this.takeLogprobs() };
       }
     }
     if (this.reader && this.finish !== "cancelled") {
@@ -122,6 +132,7 @@ export class LlamaGeneration {
     this.callText = (this.callText ?? "") + text;
     if (!this.reader || text === "") return;
     for (const piece of this.reader.push(text)) {
+      this.logprobs.length = 0; // OpenAI gives log-probabilities for text, not for calls
       yield { type: "tool_call", ...piece, tokens: this.count - this.emitted };
       this.emitted = this.count;
     }
@@ -165,38 +176,46 @@ export class LlamaGeneration {
               generated.length >= window
                 ? generated.slice(-window)
                 : prompt.slice(Math.max(0, prompt.length - (window - generated.length))).concat(generated);
-    this.tokens = this.seq
-      .evaluate(this.prompt.slice(this.evaluated), {
-        temperature: opts.temperature,
-        topK: opts.topK,
-        topP: opts.topP,
-        minP: opts.minP ?? SAMPLING_DEFAULTS.minP,
-        // llama.cpp's server does the same for ignore_eos: the end-of-generation tokens are never sampled.
-        ...(opts.ignoreEos || opts.logitBias !== null ? { tokenBias: this.bias() } : {}),
-        // Each token is sampled among those the grammar allows there, and then accepted by it; once the grammar
-        // is complete only an end-of-generation token is allowed.
-        ...(this.grammar
-          ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar: this.grammar }) }
-          : this.calls
-            ? { grammarEvaluationState: () => this.callState }
-            : {}),
-        // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
-        // request of that second the same "random" answer.
-        seed: opts.seed ?? randomInt(2 ** 32),
-        ...(penalties
-          ? {
-              repeatPenalty: {
-                punishTokens,
-                ...(window > 0 ? { maxPunishTokens: window } : {}),
-                penalty: opts.repeatPenalty?.penalty ?? 1,
-                presencePenalty: opts.presencePenalty,
-                frequencyPenalty: opts.frequencyPenalty,
-              },
-            }
+    const options = {
+      temperature: opts.temperature,
+      topK: opts.topK,
+      topP: opts.topP,
+      minP: opts.minP ?? SAMPLING_DEFAULTS.minP,
+      // llama.cpp's server does the same for ignore_eos: the end-of-generation tokens are never sampled.
+      ...(opts.ignoreEos || opts.logitBias !== null ? { tokenBias: this.bias() } : {}),
+      // Each token is sampled among those the grammar allows there, and then accepted by it; once the grammar
+      // is complete only an end-of-generation token is allowed.
+      ...(this.grammar
+        ? { grammarEvaluationState: new LlamaGrammarEvaluationState({ model, grammar: this.grammar }) }
+        : this.calls
+          ? { grammarEvaluationState: () => this.callState }
           : {}),
-        yieldEogToken: true,
-      })
-      [Symbol.asyncIterator]();
+      // Without a seed, a fresh random one: node-llama-cpp's default is the current second, which gave every
+      // request of that second the same "random" answer.
+      seed: opts.seed ?? randomInt(2 ** 32),
+      ...(penalties
+        ? {
+            repeatPenalty: {
+              punishTokens,
+              ...(window > 0 ? { maxPunishTokens: window } : {}),
+              penalty: opts.repeatPenalty?.penalty ?? 1,
+              presencePenalty: opts.presencePenalty,
+              frequencyPenalty: opts.frequencyPenalty,
+            },
+          }
+        : {}),
+      yieldEogToken: true,
+    };
+    const rest = this.prompt.slice(this.evaluated);
+    this.tokens =
+      opts.logprobs === null
+        ? this.seq.evaluate(rest, options)[Symbol.asyncIterator]()
+        : withLogprobs(
+            this.seq.evaluateWithMetadata(rest, { probabilities: true }, options),
+            model,
+            Math.min(opts.logprobs, MAX_TOP_LOGPROBS),
+            (entry) => this.logprobs.push(entry),
+          );
     for (let first = true; ; first = false) {
       if (!first) await member.arrive({ kind: "stream" });
       const step = await this.tokens.next();
@@ -210,6 +229,7 @@ export class LlamaGeneration {
       }
       this.count++;
       if (model.isEogToken(token)) {
+        this.logprobs.pop(); // the end of the answer is no part of its text
         this.finish = "stop";
         return;
       }
@@ -233,7 +253,7 @@ export class LlamaGeneration {
         // Calls begin: text held back as a possible stop sequence's start is text after all.
         const out = this.callText !== null && !stopped ? emit + this.stopper.flush() : emit;
         if (out) {
-          yield { type: "text", text: out, tokens: this.count - this.emitted };
+          yield { type: "text", text: out, tokens: this.count - this.emitted, ...this.takeLogprobs() };
           this.emitted = this.count;
         }
         if (stopped) {
@@ -245,6 +265,11 @@ export class LlamaGeneration {
       if (afterTrigger !== null) yield* this.callPieces(afterTrigger);
       if (this.count >= this.limit) return;
     }
+  }
+
+  /** The held tokens' log-probabilities, for the text that completes them (nothing when not asked for). */
+  private takeLogprobs(): { logprobs?: TokenLogprob[] } {
+    return this.opts.logprobs === null ? {} : { logprobs: this.logprobs.splice(0) };
   }
 
   /**

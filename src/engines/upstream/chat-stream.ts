@@ -1,4 +1,5 @@
 import { createParser, type EventSourceMessage, type EventSourceParser, type ParseError } from "eventsource-parser";
+import type { TokenLogprob } from "../engine.js";
 
 /**
  * Decoding of an OpenAI-compatible upstream's chat completion (vLLM, SGLang, llama.cpp's llama-server, another
@@ -6,7 +7,7 @@ import { createParser, type EventSourceMessage, type EventSourceParser, type Par
  * understood is counted and skipped.
  */
 export type UpstreamEvent =
-  | { type: "text"; text: string } // a non-empty content delta
+  | { type: "text"; text: string; logprobs?: TokenLogprob[] } // a non-empty content delta (with its tokens' logprobs)
   | { type: "finish"; reason: string } // finish_reason as sent: "stop", "length", or another server's own
   | { type: "usage"; promptTokens: number; completionTokens: number }
   /** A piece of a tool call (a delta's), or a whole one (a message's): fields present are added to call `index`. */
@@ -155,7 +156,11 @@ function decodePayload(v: unknown): UpstreamEvent[] | null {
   if (choice) {
     // `message` is the non-streamed shape; reasoning_content and role are not content.
     const delta = isObject(choice.delta) ? choice.delta : isObject(choice.message) ? choice.message : {};
-    if (typeof delta.content === "string" && delta.content !== "") events.push({ type: "text", text: delta.content });
+    if (typeof delta.content === "string" && delta.content !== "") {
+      // OpenAI's logprobs of the delta's tokens, handed on as the replica sent them.
+      const lp = isObject(choice.logprobs) && Array.isArray(choice.logprobs.content) ? choice.logprobs.content : null;
+      events.push({ type: "text", text: delta.content, ...(lp ? { logprobs: lp as TokenLogprob[] } : {}) });
+    }
     // A legacy completion's choice carries its text itself.
     if (typeof choice.text === "string" && choice.text !== "") events.push({ type: "text", text: choice.text });
     if (Array.isArray(delta.tool_calls)) {

@@ -117,6 +117,10 @@ function requestBody(ctx: ExchangeContext, opts: MessagesOptions): Record<string
   if (opts.minP !== null) body.min_p = opts.minP;
   if (opts.ignoreEos) body.ignore_eos = true;
   if (opts.logitBias !== null) body.logit_bias = Object.fromEntries(opts.logitBias);
+  if (opts.logprobs !== null) {
+    body.logprobs = true;
+    if (opts.logprobs > 0) body.top_logprobs = opts.logprobs;
+  }
   // OpenAI's response_format, which vLLM, SGLang and llama.cpp's server all take (llama.cpp's own json_schema
   // field goes as the same). A raw grammar is refused before this (UpstreamEngine.generate).
   const format = opts.format;
@@ -181,7 +185,7 @@ class DecodedAnswer {
     for (const ev of events) {
       if (ev.type === "text") {
         this.texts++;
-        yield { type: "text", text: ev.text };
+        yield { type: "text", text: ev.text, ...(ev.logprobs ? { logprobs: ev.logprobs } : {}) };
       } else if (ev.type === "finish") {
         this.finish = ev.reason === "length" ? "length" : ev.reason === "tool_calls" ? "tool_calls" : "stop";
       } else if (ev.type === "tool_call") {

@@ -11,6 +11,7 @@ import {
 import { httpError } from "../http-errors.js";
 import { streamSse } from "../sse.js";
 import { resolveChat } from "../../prompt/resolve.js";
+import type { TokenLogprob } from "../../engines/engine.js";
 import {
   consume,
   endStream,
@@ -61,9 +62,9 @@ async function streamCompletion(
       await sse.send(chunks.role());
       const finish = await consume(
         run,
-        (text, tokens) => {
+        (text, tokens, logprobs) => {
           charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
-          return sse.send(chunks.content(text));
+          return sse.send(chunks.content(text, logprobs));
         },
         async (piece) => {
           charge.text(piece.tokens, sse.writable);
@@ -90,11 +91,13 @@ async function jsonCompletion(reply: FastifyReply, run: Run, id: string): Promis
   const { outcome, charge } = run;
   let text = "";
   const calls: WireToolCall[] = [];
+  let logprobs: TokenLogprob[] | null = null;
   const finish = await consume(
     run,
-    (t, tokens) => {
+    (t, tokens, lp) => {
       charge.text(tokens, false); // delivered only with the whole answer
       text += t;
+      if (lp) (logprobs ??= []).push(...lp);
     },
     (piece) => {
       charge.text(piece.tokens, false);
@@ -117,6 +120,7 @@ async function jsonCompletion(reply: FastifyReply, run: Run, id: string): Promis
       end,
       usage(outcome.promptTokens, outcome.completionTokens),
       calls.filter((c) => c !== undefined), // a replica may skip an index
+      logprobs ?? (run.logprobs ? [] : null),
     ),
   );
 }

@@ -3,11 +3,13 @@ import { checkUnsupported } from "../../api/chat-request.js";
 import {
   checkCompletionUnsupported,
   CompletionBodySchema,
+  legacyLogprobsObject,
   promptOf,
   type CompletionBody,
 } from "../../api/completion-request.js";
 import { textCompletionId, textCompletionObject, TextChunkWriter, usage } from "../../api/responses.js";
 import { resolveText } from "../../prompt/resolve.js";
+import type { TokenLogprob } from "../../engines/engine.js";
 import {
   consume,
   endStream,
@@ -52,11 +54,13 @@ export function completionsRoute(app: FastifyInstance, opts: CompletionRouteOpti
 async function jsonText(reply: FastifyReply, run: Run, id: string, echo: string): Promise<void> {
   const { outcome, charge } = run;
   let text = echo;
+  const logprobs: TokenLogprob[] = [];
   const finish = await consume(
     run,
-    (t, tokens) => {
+    (t, tokens, lp) => {
       charge.text(tokens, false); // delivered only with the whole answer
       text += t;
+      if (lp) logprobs.push(...lp);
     },
     () => undefined, // no tools on a raw prompt
   );
@@ -70,6 +74,7 @@ async function jsonText(reply: FastifyReply, run: Run, id: string, echo: string)
       text,
       end,
       usage(outcome.promptTokens, outcome.completionTokens),
+      run.logprobs ? legacyLogprobsObject(logprobs, 0) : null,
     ),
   );
 }
@@ -93,11 +98,14 @@ async function streamText(
     keepaliveMs,
     async (sse) => {
       if (echo !== "") await sse.send(chunks.text(echo));
+      let offset = echo.length;
       const finish = await consume(
         run,
-        (text, tokens) => {
+        (text, tokens, lp) => {
           charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
-          return sse.send(chunks.text(text));
+          const chunk = chunks.text(text, run.logprobs ? legacyLogprobsObject(lp ?? [], offset) : null);
+          offset += text.length;
+          return sse.send(chunk);
         },
         () => undefined,
       );
