@@ -1,4 +1,5 @@
 import { base62 } from "../core/ids.js";
+import type { TokenLogprob } from "../engines/engine.js";
 
 /**
  * The Responses API's objects and stream events (OpenAI's shapes): the `response` object, its output items
@@ -14,7 +15,8 @@ export interface OutputText {
   type: "output_text";
   text: string;
   annotations: [];
-  logprobs: [];
+  /** The text's tokens' log-probabilities, when `top_logprobs` (or the include) asked for them; else empty. */
+  logprobs: TokenLogprob[];
 }
 
 export interface MessageItem {

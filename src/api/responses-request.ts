@@ -44,9 +44,9 @@ const REFUSED: Record<string, (v: unknown) => boolean> = {
   background: (v) => v === true,
   conversation: () => true,
   prompt: () => true,
-  top_logprobs: (v) => typeof v === "number" && v > 0,
   reasoning: (v) => isRecord(v) && Object.values(v).some((x) => x !== null && x !== undefined),
-  include: (v) => Array.isArray(v) && v.length > 0,
+  // What an answer can include beyond its output: its text's log-probabilities, nothing else here.
+  include: (v) => Array.isArray(v) && v.some((x) => x !== "message.output_text.logprobs"),
 };
 
 /** Output items of earlier answers, by id, for `item_reference` input items and `previous_response_id`. */
@@ -107,6 +107,16 @@ export function toChatBody(body: ResponsesBody, lookup: ItemLookup): { chat: Cha
     ...rest
   } = raw;
   const chat: Record<string, unknown> = { ...rest, messages: conversation, max_tokens: max_output_tokens };
+  // Log-probabilities: asked by top_logprobs (0 to 20 alternatives) or by the include, as OpenAI's.
+  const include = Array.isArray(raw.include) ? raw.include : [];
+  delete chat.include;
+  if (
+    include.includes("message.output_text.logprobs") ||
+    (typeof raw.top_logprobs === "number" && raw.top_logprobs > 0)
+  ) {
+    chat.logprobs = true;
+    chat.top_logprobs = raw.top_logprobs ?? 0;
+  } else delete chat.top_logprobs;
   const format = isRecord(text) ? text.format : undefined;
   if (format !== undefined && format !== null) chat.response_format = chatFormat(format);
   if (tools !== undefined && tools !== null) chat.tools = chatTools(tools);

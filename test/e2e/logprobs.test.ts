@@ -75,6 +75,29 @@ describe("logprobs", () => {
     assert.deepEqual(entries, whole.choices[0]?.logprobs?.content);
   });
 
+  test("the Responses API: top_logprobs fills output_text.logprobs, streamed with each delta", async () => {
+    const req = {
+      model: MODEL,
+      input: "Count to five.",
+      max_output_tokens: 8,
+      temperature: 0,
+      top_logprobs: 3,
+      include: ["message.output_text.logprobs" as const],
+    };
+    const res = await client.responses.create(req);
+    const part = res.output[0]?.type === "message" ? res.output[0].content[0] : undefined;
+    assert.ok(part?.type === "output_text");
+    const entries = part.logprobs ?? [];
+    assert.equal(entries.length, res.usage?.output_tokens);
+    assert.equal(entries.map((e) => e.token).join(""), part.text);
+    checkGreedy(entries);
+    const streamed: unknown[] = [];
+    for await (const ev of await client.responses.create({ ...req, stream: true })) {
+      if (ev.type === "response.output_text.delta") streamed.push(...ev.logprobs);
+    }
+    assert.deepEqual(streamed, entries);
+  });
+
   test("legacy completions: tokens, token_logprobs, top_logprobs and text_offset", async () => {
     const res = await client.completions.create({
       model: MODEL,

@@ -325,6 +325,8 @@ describe("POST /v1/responses", () => {
     ["typical_p", { model: MODEL, input: "x", typical_p: 0.5 }, "typical_p"],
     ["background", { model: MODEL, input: "x", background: true }, "background"],
     ["reasoning effort", { model: MODEL, input: "x", reasoning: { effort: "high" } }, "reasoning"],
+    ["an include of sources", { model: MODEL, input: "x", include: ["web_search_call.action.sources"] }, "include"],
+    ["top_logprobs 21", { model: MODEL, input: "x", top_logprobs: 21 }, "top_logprobs"],
   ];
   for (const [name, body, param] of BAD) {
     test(`${name}: 400 naming '${param}', nothing generated`, async (t) => {

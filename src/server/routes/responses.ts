@@ -172,9 +172,11 @@ async function jsonResponse(reply: FastifyReply, run: Run, answer: Answer, echo:
   const { outcome, charge } = run;
   const finish = await consume(
     run,
-    (text, tokens) => {
+    (text, tokens, logprobs) => {
       charge.text(tokens, false); // delivered only with the whole answer
-      answer.text().item.content[0]!.text += text;
+      const part = answer.text().item.content[0]!;
+      part.text += text;
+      if (logprobs) part.logprobs.push(...logprobs);
     },
     (piece) => {
       charge.text(piece.tokens, false);
@@ -221,7 +223,7 @@ async function streamResponse(
           output_index,
           content_index: 0,
           text: part.text,
-          logprobs: [],
+          logprobs: part.logprobs,
         }),
       );
       await sse.event(
@@ -251,7 +253,7 @@ async function streamResponse(
       await sse.event(events.event("response.in_progress", { response: snapshot() }));
       const finish = await consume(
         run,
-        async (text, tokens) => {
+        async (text, tokens, logprobs) => {
           charge.text(tokens, sse.writable); // the ledger is ahead of the client before the text goes out
           const { item, opened, index } = answer.text();
           if (opened) {
@@ -270,13 +272,14 @@ async function streamResponse(
             );
           }
           item.content[0]!.text += text;
+          if (logprobs) item.content[0]!.logprobs.push(...logprobs);
           await sse.event(
             events.event("response.output_text.delta", {
               item_id: item.id,
               output_index: index,
               content_index: 0,
               delta: text,
-              logprobs: [],
+              logprobs: logprobs ?? [],
             }),
           );
         },
