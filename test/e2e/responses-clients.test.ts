@@ -227,6 +227,13 @@ describe("the Responses API through real clients", () => {
     assert.ok(result.text.length > 0);
   });
 
+  test("openai models.retrieve: the model as the list has it; an unknown id is the client's NotFoundError", async () => {
+    const one = await client.models.retrieve(MODEL);
+    const list = await client.models.list();
+    assert.deepEqual(one, list.data[0]);
+    await assert.rejects(client.models.retrieve("no-such-model"), OpenAI.NotFoundError);
+  });
+
   test("LangChain ChatOpenAI with useResponsesApi: invoke and stream", async () => {
     const chat = new ChatOpenAI({
       model: MODEL,
