@@ -114,6 +114,7 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
     const lines = errors.slice(0, 5).map((e) => `  ${e.path || "/"}: ${e.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
+  checkKeys(merged.api_keys, (file.api_keys ?? []).length);
   checkModels(merged.models);
   if ((merged.tls_cert === null) !== (merged.tls_key === null)) {
     throw new ConfigError("invalid configuration:\n  TLS needs both a certificate (tls_cert) and a key (tls_key)");
@@ -140,6 +141,34 @@ function withUpstreamDefaults(m: ModelConfig): ModelConfig {
     ? u.replicas.map((r: unknown) => (typeof r === "object" && r !== null ? { api_key: null, ...r } : r))
     : u.replicas;
   return { ...m, upstream: { ...DEFAULT_UPSTREAM, ...u, replicas } as ModelConfig["upstream"] };
+}
+
+/** Characters after `sk-lucena-` a configured key needs to be taken for a random one. */
+export const MIN_KEY_CHARS = 32;
+
+/** Texts of the placeholders in the README, the API reference and the examples of other servers' docs. */
+const PLACEHOLDERS = /your[_-]?(api[_-]?)?key|replace[_-]?(me|with)|changeme|example|placeholder|x{8,}/i;
+
+/**
+ * Configured keys that work as written, so must not be guessable: a placeholder from a document, or a key too
+ * short to be random, is refused, naming where it is (never the key itself) and how to make a real one.
+ */
+function checkKeys(keys: readonly string[], fromFile: number): void {
+  keys.forEach((key, i) => {
+    const body = key.slice("sk-lucena-".length);
+    const where = i < fromFile ? `api_keys[${i}] in the config file` : `entry ${i - fromFile + 1} of LUCENA_API_KEYS`;
+    const why = PLACEHOLDERS.test(body)
+      ? "is a placeholder from an example"
+      : body.length < MIN_KEY_CHARS
+        ? `has ${body.length} characters after sk-lucena-, fewer than the ${MIN_KEY_CHARS} of a random key`
+        : null;
+    if (why) {
+      throw new ConfigError(
+        `invalid configuration:\n  ${where} ${why}. Make a real key with \`lucena keys create --name NAME\` ` +
+          "(kept hashed in the key store), or for a configured one: sk-lucena-$(openssl rand -hex 24)",
+      );
+    }
+  });
 }
 
 function checkModels(models: ModelConfig[]): void {

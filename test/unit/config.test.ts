@@ -16,8 +16,8 @@ function file(content: unknown): string {
   return path;
 }
 
-const KEY_A = "sk-lucena-AAAAAAAAAAAA";
-const KEY_B = "sk-lucena-bbbbbbbb_-12";
+const KEY_A = "sk-lucena-AAAAAAAAAAAAq7Rk2mWz9pLc4vTn8sJd1yFb";
+const KEY_B = "sk-lucena-bbbbbbbb_-12G5hJ3kL7mN9pQ2rS4tU6vW8";
 
 function assertConfigError(fn: () => unknown, ...mentions: (string | RegExp)[]): void {
   assert.throws(fn, (err: unknown) => {
@@ -146,6 +146,29 @@ describe("loadConfig: API keys", () => {
   test("a malformed key is a ConfigError", () => {
     assertConfigError(() => loadConfig({}, { LUCENA_API_KEYS: `${KEY_A},sk-other-12345678` }), "api_keys");
     assertConfigError(() => loadConfig({}, { LUCENA_API_KEYS: "sk-lucena-short" }), "api_keys");
+  });
+
+  test("keys that are not random are refused, naming where they are, never the key, and how to make one", () => {
+    const placeholders = ["sk-lucena-replace-with-a-long-random-key", "sk-lucena-your_key_here"];
+    for (const key of placeholders) {
+      for (const make of [
+        () => loadConfig({}, { LUCENA_API_KEYS: key }),
+        () => loadConfig({ config: file({ api_keys: [key] }) }, {}),
+      ]) {
+        assert.throws(make, (err: Error) => {
+          assert.match(err.message, /placeholder/);
+          assert.match(err.message, /lucena keys create/);
+          assert.ok(!err.message.includes(key), "the key is never repeated");
+          return true;
+        });
+      }
+    }
+    const short = "sk-lucena-abcdefghijklmnopqrstuvwxyz01234"; // 31 characters after the prefix
+    assert.throws(
+      () => loadConfig({}, { LUCENA_API_KEYS: `${KEY_A},${short}` }),
+      /entry 2 of LUCENA_API_KEYS has 31 characters/,
+    );
+    assert.equal(loadConfig({}, { LUCENA_API_KEYS: `${short}5` }).api_keys.length, 1, "32 characters are enough");
     assertConfigError(() => loadConfig({ config: file({ api_keys: ["lucena-sk-AAAAAAAAAAAA"] }) }, {}), "api_keys");
   });
 });
