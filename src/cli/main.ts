@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { keysCommand } from "./keys.js";
 import { makeModelCommand } from "./make-model.js";
@@ -11,8 +12,15 @@ function port(value: string): number {
   return n;
 }
 
+/** The version of the package this command comes from (package.json, two levels above dist/src/cli). */
+function packageVersion(): string {
+  const file = new URL("../../../package.json", import.meta.url);
+  return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+}
+
 const program = new Command()
   .name("lucena")
+  .version(packageVersion(), "-v, --version", "print the version")
   .description("Lucena One: a self-hosted, OpenAI-style LLM API server with an embedded llama.cpp engine")
   .showHelpAfterError();
 

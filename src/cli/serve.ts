@@ -110,17 +110,31 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   process.on("SIGINT", () => void shutdown("SIGINT"));
 
   if (ops) {
-    await ops.listen({ host: config.ops_host, port: config.ops_port! });
+    await listenOr(() => ops.listen({ host: config.ops_host, port: config.ops_port! }), {
+      what: "the operations listener's port",
+      host: config.ops_host,
+      port: config.ops_port!,
+      flag: "--ops-port (or LUCENA_OPS_PORT; ops_port null in the config turns it off)",
+    });
     const opsPort = (ops.server.address() as AddressInfo).port;
     log.info({ url: `http://${config.ops_host}:${opsPort}`, port: opsPort }, "ops listening");
   }
-  await app.listen({ host: config.host, port: config.port });
+  await listenOr(() => app.listen({ host: config.host, port: config.port }), {
+    what: "port",
+    host: config.host,
+    port: config.port,
+    flag: "--port (or LUCENA_PORT)",
+  });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   if (config.http_port !== null) {
     redirect = createRedirectServer({ httpsPort: port, maxHeaderBytes: config.max_header_bytes, limits, log });
-    await new Promise<void>((resolve, reject) =>
-      redirect!.once("error", reject).listen(config.http_port!, config.host, resolve),
+    await listenOr(
+      () =>
+        new Promise<void>((resolve, reject) =>
+          redirect!.once("error", reject).listen(config.http_port!, config.host, resolve),
+        ),
+      { what: "the redirect listener's port", host: config.host, port: config.http_port, flag: "--http-port" },
     );
     log.info({ port: (redirect.address() as AddressInfo).port, httpsPort: port }, "redirect listening");
   }
@@ -128,6 +142,32 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   log.info({ url, port, models: registry.ids() }, "listening");
   if (firstKey) announceFirstKey(firstKey.key, url, config.data_dir, log);
   await registry.loadAll(log);
+}
+
+/**
+ * Listens, or ends the process with one line when the address cannot be had (another process has the port, or
+ * a port below 1024 needs privileges): what, where, and the flag that changes it; exit 1.
+ */
+async function listenOr(
+  listen: () => Promise<unknown>,
+  at: { what: string; host: string; port: number; flag: string },
+): Promise<void> {
+  try {
+    await listen();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === "EADDRINUSE"
+        ? "is already in use by another process"
+        : code === "EACCES"
+          ? "needs privileges this process does not have"
+          : code === "EADDRNOTAVAIL"
+            ? "is on an address this machine does not have"
+            : null;
+    if (why === null) throw err;
+    process.stderr.write(`lucena: ${at.what} ${at.port} on ${at.host} ${why}; choose another with ${at.flag}\n`);
+    process.exit(1);
+  }
 }
 
 /**

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -8,7 +10,7 @@ import { promisify } from "node:util";
 import OpenAI from "openai";
 import { readGgufMetadata } from "../../src/gguf/reader.js";
 import { testModel } from "../helpers/models.js";
-import { cliPath, NO_SHARED, vocabDir } from "../helpers/paths.js";
+import { cliPath, NO_SHARED, repoRoot, vocabDir } from "../helpers/paths.js";
 import { startServer } from "../helpers/server.js";
 
 const MODEL = "lucena-coder-latest";
@@ -275,6 +277,48 @@ describe("lucena serve", () => {
     );
     assert.equal((res as { code: number }).code, 2);
     assert.match((res as { stderr: string }).stderr, /invalid configuration[\s\S]*\/port/);
+  });
+});
+
+describe("start-up stumbles", () => {
+  const fail = (args: string[], env: Record<string, string> = {}) =>
+    run(process.execPath, [cliPath, ...args], { env: { ...process.env, ...env } }).then(
+      () => ({ code: 0, stderr: "" }),
+      (e: { code: number; stderr: string }) => e,
+    );
+
+  test("a port in use: one line naming the port and the flag that changes it, exit 1, no stack trace", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const dataDir = mkdtempSync(join(tmpdir(), "lucena-port-"));
+      const common = ["--host", "127.0.0.1", "--data-dir", dataDir, "--model", testModel()];
+      const api = await fail(["serve", ...common, "--port", String(port), "--ops-port", "0"]);
+      assert.equal(api.code, 1);
+      assert.equal(api.stderr.trim().split("\n").length, 1, api.stderr);
+      assert.match(api.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use.*--port`));
+      const ops = await fail(["serve", ...common, "--port", "0", "--ops-port", String(port)]);
+      assert.equal(ops.code, 1);
+      assert.match(ops.stderr, /operations listener's port .* --ops-port/);
+      assert.ok(!/\bat \S+ \(/.test(api.stderr + ops.stderr), "no stack trace");
+    } finally {
+      taken.close();
+    }
+  });
+
+  test("lucena --version prints the package's version", async () => {
+    const { stdout } = await run(process.execPath, [cliPath, "--version"]);
+    const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string };
+    assert.equal(stdout.trim(), pkg.version);
+  });
+
+  test("a placeholder key in LUCENA_API_KEYS stops start-up with exit 2, never echoing the key", async () => {
+    const key = "sk-lucena-your_key_here";
+    const res = await fail(["serve", "--port", "0", "--ops-port", "0"], { LUCENA_API_KEYS: key });
+    assert.equal(res.code, 2);
+    assert.match(res.stderr, /placeholder.*lucena keys create/);
+    assert.ok(!res.stderr.includes(key));
   });
 });
 
