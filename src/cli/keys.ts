@@ -33,6 +33,26 @@ function withStore<T extends Common>(fn: (store: KeyStore, o: T, ...args: string
   };
 }
 
+/**
+ * The models a key is restricted to, against the configured ones: with --config, an unknown id is refused (the
+ * key would get 404 for it); without, the default configuration's models are all that is known, so a warning.
+ */
+function checkModels(o: Common & { models?: string }): void {
+  if (!o.models) return;
+  const known = loadConfig({ dataDir: o.dataDir, config: o.config }).models.map((m) => m.id);
+  const unknown = o.models
+    .split(",")
+    .map((m) => m.trim())
+    .filter((m) => m && !known.includes(m));
+  if (unknown.length === 0) return;
+  const list = `${unknown.map((m) => `"${m}"`).join(", ")} ${unknown.length === 1 ? "is" : "are"} not among the models`;
+  if (o.config) throw new KeyRequestError(`--models: ${list} of ${o.config} (${known.join(", ")})`, "models");
+  process.stderr.write(
+    `lucena keys: warning: ${list} of the default configuration (${known.join(", ")}); ` +
+      "pass --config with the server's file to check against its models\n",
+  );
+}
+
 const when = (t: number | null) => (t === null ? "-" : new Date(t * 1000).toISOString().replace(".000Z", "Z"));
 
 /** `lucena keys …`: issue, list, revoke keys and read the usage ledger, in the data directory's store. */
@@ -50,12 +70,20 @@ export function keysCommand(): Command {
     .option("--rpm <n>", "requests per minute")
     .option("--tpm <n>", "tokens per minute (prompt + completion)")
     .option("--concurrency <n>", "requests at once")
-    .option("--expires <duration>", "lifetime, e.g. 30d, 12h, 90m")
+    .option("--expires <duration>", "lifetime with its unit, e.g. 30d, 12h, 90m")
     .option("--models <ids>", "comma-separated model ids this key may use (default: all)")
     .action(
       withStore<
         Common & { name: string; rpm?: string; tpm?: string; concurrency?: string; expires?: string; models?: string }
       >((store, o) => {
+        checkModels(o);
+        const same = store.list().filter((k) => k.name === o.name.trim() && k.revokedAt === null);
+        if (same.length > 0) {
+          process.stderr.write(
+            `lucena keys: warning: ${same.length === 1 ? "a key" : `${same.length} keys`} named "${o.name.trim()}" ` +
+              `already exist${same.length === 1 ? "s" : ""} (${same.map((k) => k.id).join(", ")}); this one is another\n`,
+          );
+        }
         const made = createKey(store, o);
         if (o.json) {
           process.stdout.write(`${JSON.stringify(made)}\n`);

@@ -62,7 +62,11 @@ export function parseKeyRequest(r: KeyRequest): NewKey {
   };
   let expiresInMs: number | null = null;
   if (r.expires !== undefined && r.expires !== null) {
-    const d = typeof r.expires === "string" ? ms(r.expires as ms.StringValue) : undefined;
+    // A bare number would be milliseconds to `ms`: `--expires 90` made a key born expired. A unit is required.
+    if (typeof r.expires !== "string" || !/^\s*\d+(\.\d+)?\s*[a-z]+\s*$/i.test(r.expires)) {
+      throw new KeyRequestError("expires needs a unit: a duration such as 30d, 12h, 90m or 45s", "expires");
+    }
+    const d = ms(r.expires as ms.StringValue);
     if (typeof d !== "number" || !Number.isFinite(d) || d <= 0) {
       throw new KeyRequestError("expires must be a duration such as 30d, 12h, 90m or 45s", "expires");
     }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -319,6 +319,46 @@ describe("start-up stumbles", () => {
     assert.equal(res.code, 2);
     assert.match(res.stderr, /placeholder.*lucena keys create/);
     assert.ok(!res.stderr.includes(key));
+  });
+});
+
+describe("lucena keys create: what an operator gets wrong", () => {
+  const keys = (dataDir: string, ...args: string[]) =>
+    run(process.execPath, [cliPath, "keys", "create", "--json", "--data-dir", dataDir, ...args]).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+
+  test("--expires without a unit is refused; a model not in the config is refused, or warned of without one", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "lucena-keys-"));
+    const bare = await keys(dataDir, "--name", "a", "--expires", "90");
+    assert.equal(bare.code, 2);
+    assert.match(bare.stderr, /expires needs a unit/);
+    const config = join(dataDir, "config.json");
+    writeFileSync(config, JSON.stringify({ models: [{ id: "coder" }, { id: "chat" }] }));
+    const strict = await keys(dataDir, "--name", "b", "--models", "coder,nosuch", "--config", config);
+    assert.equal(strict.code, 2);
+    assert.match(strict.stderr, /"nosuch" is not among the models .*\(coder, chat\)/);
+    const loose = await keys(dataDir, "--name", "c", "--models", "nosuch");
+    assert.equal(loose.code, 0);
+    assert.match(loose.stderr, /warning: "nosuch" is not among the models of the default configuration/);
+    assert.match(JSON.parse(loose.stdout).key as string, /^sk-lucena-/);
+    const list = await run(process.execPath, [cliPath, "keys", "list", "--json", "--data-dir", dataDir]);
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as { name: string }[]).map((k) => k.name),
+      ["c"],
+      "nothing was made of the refused requests",
+    );
+  });
+
+  test("a second key of the same name is made, with a warning naming the first", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "lucena-keys-"));
+    const first = await keys(dataDir, "--name", "ci");
+    assert.equal(first.stderr, "");
+    const second = await keys(dataDir, "--name", "ci");
+    assert.equal(second.code, 0);
+    const id = (JSON.parse(first.stdout) as { id: string }).id;
+    assert.match(second.stderr, new RegExp(`warning: a key named "ci" already exists \\(${id}\\)`));
   });
 });
 

@@ -98,6 +98,8 @@ describe("parseKeyRequest", () => {
       ["tpm", 1.5],
       ["concurrency", "x"],
       ["expires", "soon"],
+      ["expires", "90"], // a bare number would be 90 milliseconds: a unit is required
+      ["expires", 90],
       ["models", []],
       ["name", ""],
     ] as const) {
