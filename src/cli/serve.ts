@@ -1,5 +1,6 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { missingModelFile } from "../config/sources.js";
 import { ConfigError, loadConfig, type CliOverrides } from "../config/load.js";
 import type { Engine } from "../engines/engine.js";
 import type { ModelConfig } from "../config/schema.js";
@@ -34,6 +35,15 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
       process.exit(2);
     }
     throw err;
+  }
+  // A local model file that is not there is said at once, not served as a model answering 503 forever.
+  const missing = missingModelFile(config.models);
+  if (missing) {
+    process.stderr.write(
+      `lucena: model "${missing.id}": the model file ${missing.path} does not exist (give a GGUF file that ` +
+        "does, or a hub URI such as hf:user/repo/file.gguf or a URL to download)\n",
+    );
+    process.exit(2);
   }
   const log = createLogger(config.log_level);
   // The certificate and key are read once, now; one that cannot be used stops start-up as a bad config does.
@@ -141,7 +151,22 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const url = `${tls ? "https" : "http"}://${config.host}:${port}`;
   log.info({ url, port, models: registry.ids() }, "listening");
   if (firstKey) announceFirstKey(firstKey.key, url, config.data_dir, log);
-  await registry.loadAll(log);
+  const failed = await registry.loadAll(log);
+  if (failed.length > 0 && config.on_load_failure === "exit" && !closing) {
+    // As llama.cpp's server does: a model that cannot be served ends the process, with the reason in one line.
+    const [first] = failed;
+    process.stderr.write(
+      `lucena: model "${first!.id}" could not be loaded: ${first!.reason}` +
+        ` (on_load_failure "degrade" in the config serves the other models instead)\n`,
+    );
+    closing = true;
+    await closeApp(app, 0);
+    await registry.close();
+    releaseThreadPools();
+    store.close();
+    await ops?.close();
+    process.exit(1);
+  }
 }
 
 /**

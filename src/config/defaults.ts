@@ -65,6 +65,7 @@ export const DEFAULT_CONFIG: Config = {
   ops_port: 9464,
   admin_token: null,
   shutdown_grace_seconds: 30,
+  on_load_failure: "exit",
 };
 
 /** Said at start and in /v1/models when the server makes and serves its own demo model. */

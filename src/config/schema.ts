@@ -151,6 +151,11 @@ export const ConfigSchema = Type.Object(
     ops_port: Type.Union([Type.Integer({ minimum: 0, maximum: 65535 }), Type.Null()]),
     /** After SIGTERM: how long requests in flight may go on before streams are ended with an error event. */
     shutdown_grace_seconds: Type.Number({ minimum: 0 }),
+    /**
+     * A model that cannot be downloaded or loaded: `exit` ends the process (exit 1, one line saying why), as
+     * llama.cpp's server does; `degrade` keeps serving the other models, that one answering 503.
+     */
+    on_load_failure: Type.Union([Type.Literal("exit"), Type.Literal("degrade")]),
     /** Bearer token for the admin API (/admin/…); null: the admin API is off. Never an ordinary key. */
     admin_token: Type.Union([Type.String({ minLength: 16 }), Type.Null()]),
   },

@@ -82,12 +82,17 @@ export class ModelRegistry {
     return m;
   }
 
-  /** Loads every model; a model that fails is logged and answers 503, the others serve. */
-  async loadAll(log: Logger): Promise<void> {
+  /** Loads every model; a model that fails is logged and answers 503, the others serve. Returns the failures. */
+  async loadAll(log: Logger): Promise<{ id: string; reason: string }[]> {
+    const failed: { id: string; reason: string }[] = [];
     for (const m of this.models) {
       if (m.demo) log.warn({ model: m.config.id }, DEMO_NOTICE);
-      await m.engine.load().catch(() => undefined); // the engine logged why
+      // The engine logged why; the first line of its reason is kept for the caller.
+      await m.engine.load().catch((err: unknown) => {
+        failed.push({ id: m.config.id, reason: String((err as Error).message ?? err).split("\n")[0]! });
+      });
     }
+    return failed;
   }
 
   async close(): Promise<void> {

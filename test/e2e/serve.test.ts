@@ -53,8 +53,12 @@ describe("lucena serve", () => {
     }
   });
 
-  test("it listens at once: a model that cannot be fetched answers 503 with Retry-After, the rest of the API serves", async () => {
-    const server = await startServer({ model: "hf:lucena-test/unreachable/model.gguf", waitReady: false });
+  test("it listens at once; with on_load_failure degrade, a model that cannot be fetched answers 503 with Retry-After, the rest of the API serves", async () => {
+    const server = await startServer({
+      model: "hf:lucena-test/unreachable/model.gguf",
+      config: { on_load_failure: "degrade" },
+      waitReady: false,
+    });
     try {
       const models = await fetch(`${server.url}/v1/models`, authed(server.key));
       assert.equal(models.status, 200, "the model list needs no loaded model");
@@ -305,6 +309,24 @@ describe("start-up stumbles", () => {
     } finally {
       taken.close();
     }
+  });
+
+  test("a model file that does not exist: exit 2 before listening, naming the path", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "lucena-model-"));
+    const path = join(dataDir, "no-such-model.gguf");
+    const res = await fail(["serve", "--data-dir", dataDir, "--port", "0", "--ops-port", "0", "--model", path]);
+    assert.equal(res.code, 2);
+    assert.match(res.stderr, new RegExp(`the model file ${path.replace(/[.]/g, "\\.")} does not exist`));
+  });
+
+  test("a model that fails to load ends the process with exit 1 and one line saying why", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "lucena-model-"));
+    const path = join(dataDir, "broken.gguf");
+    writeFileSync(path, "this is not a GGUF file");
+    const res = await fail(["serve", "--data-dir", dataDir, "--port", "0", "--ops-port", "0", "--model", path]);
+    assert.equal(res.code, 1);
+    const last = res.stderr.trim().split("\n").at(-1)!;
+    assert.match(last, /^lucena: model "lucena-coder-latest" could not be loaded: .+ \(on_load_failure "degrade"/);
   });
 
   test("lucena --version prints the package's version", async () => {

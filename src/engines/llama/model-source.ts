@@ -3,13 +3,9 @@ import { join, resolve } from "node:path";
 import { resolveModelFile } from "node-llama-cpp";
 import { makeModel } from "../../gguf/model-maker.js";
 import type { Logger } from "../../observability/log.js";
+import { isRemoteSource } from "../../config/sources.js";
 
 export const DEMO_MODEL_FILE = "lucena-demo-tiny.gguf";
-
-/** A hub URI (`hf:user/repo/file.gguf`, `hf:user/repo:quant`) or a URL; anything else is a local path. */
-export function isRemoteSource(source: string): boolean {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(source) || /^hf:/i.test(source);
-}
 
 /**
  * Resolves a model source to a local GGUF file: the demo model (made on first use) when there is no source,
