@@ -1,6 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { missingModelFile } from "../config/sources.js";
+import { DEMO_DEFAULT_MAX_TOKENS } from "../config/defaults.js";
 import { ConfigError, loadConfig, type CliOverrides } from "../config/load.js";
 import type { Engine } from "../engines/engine.js";
 import type { ModelConfig } from "../config/schema.js";
@@ -60,11 +61,14 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const dataDir = config.data_dir;
   const registry = new ModelRegistry(
     await Promise.all(
-      config.models.map(async (m) => ({
-        config: m,
-        engine: await makeEngine(m, dataDir, log),
-        demo: m.source === undefined && !m.upstream,
-      })),
+      config.models.map(async (configured) => {
+        const demo = configured.source === undefined && !configured.upstream;
+        const m =
+          demo && configured.default_max_tokens === null
+            ? { ...configured, default_max_tokens: DEMO_DEFAULT_MAX_TOKENS }
+            : configured;
+        return { config: m, engine: await makeEngine(m, dataDir, log), demo };
+      }),
     ),
   );
   const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });

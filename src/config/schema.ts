@@ -65,6 +65,12 @@ export const ModelSchema = Type.Object(
     max_input_tokens: Type.Integer({ minimum: 1 }),
     max_output_tokens: Type.Integer({ minimum: 1 }),
     context_window: Type.Integer({ minimum: 1 }),
+    /**
+     * The answer's length when neither the request (max_tokens) nor its shape gives one; null: as much as the
+     * context leaves, up to max_output_tokens (OpenAI's). The demo model's is 256 (random text is not worth
+     * waiting for).
+     */
+    default_max_tokens: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]),
     /** The default system prompt, used when neither the request nor a shape gives one. */
     system_prompt: Type.Union([Type.String(), Type.Null()]),
     shapes: Type.Record(Type.String({ minLength: 1 }), ShapeSchema),

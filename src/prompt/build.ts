@@ -154,7 +154,8 @@ export async function countPrompt(
       // Taken only where the output limit does not hang on the exact count: max_tokens is given (by the request
       // or its shape), or the model's output limit binds even at the bound.
       const outputKnown = (v: CountedPrompt) =>
-        (req.maxTokens ?? v.shape?.max_tokens ?? null) !== null || v.maxOutputTokens === model.max_output_tokens;
+        (req.maxTokens ?? v.shape?.max_tokens ?? model.default_max_tokens) !== null ||
+        v.maxOutputTokens === model.max_output_tokens;
       if (settled.done && outputKnown(settled.value)) {
         const { encoded: _bound, ...built } = settled.value;
         return { ...built, estimated: true };
@@ -186,7 +187,7 @@ async function countKept(
   const shapeId = req.shape ?? model.default_shape;
   const shapeMax =
     shapeId !== null && Object.hasOwn(model.shapes, shapeId) ? model.shapes[shapeId]?.max_tokens : undefined;
-  const maxTokens = req.maxTokens ?? shapeMax ?? null;
+  const maxTokens = req.maxTokens ?? shapeMax ?? model.default_max_tokens;
   const plan = planPrompt<KeptCount>(model, contextSize, req, (c) => c.tokens);
   let step = plan.next();
   while (!step.done) step = plan.next(await countKept(step.value.messages, maxTokens, req.tools));
@@ -242,7 +243,8 @@ function* planPrompt<E>(
   const shapeId = req.shape ?? model.default_shape;
   const shape = shapeId === null ? null : shapeOf(model, shapeId);
 
-  const requested = req.maxTokens ?? shape?.max_tokens ?? null;
+  // The request's, else its shape's, else the model's default; none: as much as the context leaves (OpenAI's).
+  const requested = req.maxTokens ?? shape?.max_tokens ?? model.default_max_tokens;
   if (requested !== null && requested > model.max_output_tokens) {
     throw errors.invalidRequest(
       `max_tokens is ${requested}, above this model's output limit of ${model.max_output_tokens}.`,

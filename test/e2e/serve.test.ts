@@ -48,6 +48,10 @@ describe("lucena serve", () => {
         messages: [{ role: "user", content: "hi" }],
       });
       assert.equal(res.usage?.completion_tokens, 5);
+      // Without max_tokens, the demo model's default answer length, not the whole context's worth of noise.
+      const plain = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "hi" }] });
+      assert.equal(plain.usage?.completion_tokens, 256);
+      assert.equal(plain.choices[0]?.finish_reason, "length");
     } finally {
       await server.stop();
     }

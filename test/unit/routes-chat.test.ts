@@ -278,6 +278,16 @@ describe("sampling options reach the engine", () => {
     assert.equal(engine.lastCall.maxTokens, 600 - GOOD_PROMPT);
   });
 
+  test("a model's default_max_tokens: taken without max_tokens; the request's and the shape's win", async (t) => {
+    const { app, engine } = setup(t, { model: { default_max_tokens: 7 } });
+    assert.equal((await chat(app, GOOD)).statusCode, 200);
+    assert.equal(engine.lastCall.maxTokens, 7);
+    assert.equal((await chat(app, { ...GOOD, max_tokens: 9 })).statusCode, 200);
+    assert.equal(engine.lastCall.maxTokens, 9);
+    assert.equal((await chat(app, { ...GOOD, shape: "terse" })).statusCode, 200);
+    assert.equal(engine.lastCall.maxTokens, 64, "the shape's max_tokens");
+  });
+
   test("max_completion_tokens wins over max_tokens", async (t) => {
     const { app, engine } = setup(t);
     await chat(app, { ...GOOD, max_tokens: 100, max_completion_tokens: 20 });
