@@ -7,7 +7,7 @@ import type { Engine } from "../engines/engine.js";
 import type { ModelConfig } from "../config/schema.js";
 import { createLogger, type Logger } from "../observability/log.js";
 import { buildApp, closeApp } from "../server/app.js";
-import { announceFirstKey } from "../keys/first-key.js";
+import { announceFirstKey, announceKeyStore } from "../keys/first-key.js";
 import { UsageLedger } from "../keys/ledger.js";
 import { RateLimiter } from "../keys/limiter.js";
 import { KeyStore } from "../keys/store.js";
@@ -75,7 +75,8 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
 
   const store = new KeyStore(config.data_dir);
   for (const warning of store.warnings) log.warn(warning);
-  const firstKey = store.createFirstKey();
+  // A first key only when there is none at all: keys given in the config or LUCENA_API_KEYS are the operator's.
+  const firstKey = config.api_keys.length === 0 ? store.createFirstKey() : null;
 
   const limits: ConnectionLimits = {
     headersTimeoutMs: config.headers_timeout_seconds * 1000,
@@ -155,6 +156,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const url = `${tls ? "https" : "http"}://${config.host}:${port}`;
   log.info({ url, port, models: registry.ids() }, "listening");
   if (firstKey) announceFirstKey(firstKey.key, url, config.data_dir, log);
+  else if (config.api_keys.length === 0) announceKeyStore(store.list().length, config.data_dir, log);
   const failed = await registry.loadAll(log);
   if (failed.length > 0 && config.on_load_failure === "exit" && !closing) {
     // As llama.cpp's server does: a model that cannot be served ends the process, with the reason in one line.

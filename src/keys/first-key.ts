@@ -26,3 +26,15 @@ export function announceFirstKey(key: string, baseUrl: string, dataDir: string, 
     "created the first API key: it is in this file (readable by this user only); read it, then delete the file",
   );
 }
+
+/**
+ * On a later start, with keys only in the key store (none configured): how to get one, since the first key was
+ * shown once and may be gone. On a terminal, a line there; always, a line in the log.
+ */
+export function announceKeyStore(count: number, dataDir: string, log: Logger): void {
+  const how = `lucena keys create --name NAME --data-dir ${dataDir}`;
+  if (process.stderr.isTTY) {
+    process.stderr.write(`\nAPI keys are in the key store (${count}). To make one for yourself: ${how}\n\n`);
+  }
+  log.info({ keys: count, command: how }, "API keys are in the key store; the command makes one");
+}

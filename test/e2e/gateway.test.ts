@@ -67,8 +67,19 @@ describe("keys: create, use, revoke, expire, restrict", () => {
     await a.stop();
     const b = await start({ noConfigKey: true, dataDir: a.dataDir });
     assert.ok(!b.logs.some((l) => l.includes("first API key")), "no second first key");
+    assert.ok(
+      b.logs.some((l) => l.includes("lucena keys create --name NAME --data-dir")),
+      "the second start says how to make a key",
+    );
     const listed = JSON.parse(await cli(a.dataDir, "list", "--json")) as unknown[];
     assert.equal(listed.length, 1);
+  });
+
+  test("with keys configured (LUCENA_API_KEYS), no first key is made", async () => {
+    const s = await start({});
+    assert.ok(!existsSync(join(s.dataDir, "first-key.txt")));
+    assert.ok(!s.logs.some((l) => l.includes("first API key")));
+    assert.deepEqual(JSON.parse(await cli(s.dataDir, "list", "--json")), []);
   });
 
   test("create → use → revoke: the next request gets 401, also in a second process on the same data directory", async () => {
