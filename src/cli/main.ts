@@ -18,6 +18,21 @@ function packageVersion(): string {
   return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
 }
 
+/** An integer option of at least `min`. */
+function count(min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`an integer of at least ${min}`);
+    return n;
+  };
+}
+
+// llama.cpp's server spells its parallel-sequences flag -np, two letters after one dash, which no option parser
+// reads as one short flag: it is taken as --parallel.
+const argv = process.argv.map((a) =>
+  a === "-np" ? "--parallel" : a.startsWith("-np=") ? `--parallel=${a.slice(4)}` : a,
+);
+
 const program = new Command()
   .name("lucena")
   .version(packageVersion(), "-v, --version", "print the version")
@@ -36,6 +51,10 @@ program
   .option("--tls-key <file>", "PEM private key for --tls-cert")
   .option("--http-port <n>", "with TLS, a plain-HTTP port that redirects to HTTPS", port)
   .option("--ops-port <n>", "port of the loopback operations listener (health, metrics; default 9464)", port)
+  .option("-t, --threads <n>", "the first model's engine threads (0: the server's choice)", count(0))
+  .option("-c, --ctx-size <n>", "the first model's context size per sequence, in tokens", count(64))
+  .option("--parallel <n>", "the first model's sequences decoded in parallel (-np, as llama.cpp's)", count(1))
+  .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (default info)")
   .option(
     "--upstream <urls>",
     "serve the default model from these OpenAI-compatible servers (comma-separated base URLs)",
@@ -61,4 +80,4 @@ program
   .option("--seed <n>", "seed for the weights", (v) => Number.parseInt(v, 10), 1234)
   .action(makeModelCommand);
 
-await program.parseAsync();
+await program.parseAsync(argv);

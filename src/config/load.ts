@@ -19,6 +19,11 @@ export interface CliOverrides {
   upstream?: string;
   /** The replicas' key for `upstream`. */
   upstreamKey?: string;
+  /** The first model's engine settings, as llama.cpp's server flags give them (-t, -c, -np). */
+  threads?: number;
+  ctxSize?: number;
+  parallel?: number;
+  logLevel?: string;
 }
 
 export class ConfigError extends Error {}
@@ -83,6 +88,13 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   const first = merged.models[0];
   const modelSource = cli.model ?? env.LUCENA_MODEL;
   if (modelSource && first) merged.models[0] = { ...first, source: modelSource };
+  if (merged.models[0]) {
+    const m = merged.models[0];
+    if (cli.threads !== undefined) m.threads = cli.threads;
+    if (cli.ctxSize !== undefined) m.context_size = cli.ctxSize;
+    if (cli.parallel !== undefined) m.parallel = cli.parallel;
+  }
+  if (cli.logLevel !== undefined) merged.log_level = cli.logLevel;
   const upstream = cli.upstream ?? env.LUCENA_UPSTREAM;
   if (upstream) {
     if (modelSource)

@@ -333,6 +333,24 @@ describe("start-up stumbles", () => {
     assert.match(last, /^lucena: model "lucena-coder-latest" could not be loaded: .+ \(on_load_failure "degrade"/);
   });
 
+  test("llama.cpp's flags -t, -c and -np set the engine of the default model", async () => {
+    const server = await startServer({ model: testModel(), args: ["-t", "1", "-c", "1024", "-np", "2"] });
+    try {
+      const res = await fetch(
+        `${server.url}/v1/tokens/count`,
+        authed(server.key, { model: MODEL, messages: [{ role: "user", content: "hi" }] }),
+      );
+      const counted = (await res.json()) as { limits: { context_size: number } };
+      assert.equal(counted.limits.context_size, 1024);
+      const stats = (await fetch(`${server.url}/v1/stats`, authed(server.key)).then((r) => r.json())) as {
+        models: Record<string, { sequences: number; threads: number }>;
+      };
+      assert.deepEqual([stats.models[MODEL].sequences, stats.models[MODEL].threads], [2, 1]);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test("lucena --version prints the package's version", async () => {
     const { stdout } = await run(process.execPath, [cliPath, "--version"]);
     const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string };

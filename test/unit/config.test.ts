@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
+import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import { ConfigError, loadConfig } from "../../src/config/load.js";
 
 const dir = mkdtempSync(join(tmpdir(), "lucena-config-test-"));
@@ -203,6 +204,26 @@ describe("loadConfig: invalid configurations are ConfigErrors with a useful mess
       {},
     );
     assert.equal(up.models[0].kind, "embedding");
+  });
+
+  test("engine flags (-t, -c, -np) set the first model's threads, context size and parallel; --log-level the log", () => {
+    const c = loadConfig(
+      {
+        threads: 3,
+        ctxSize: 4096,
+        parallel: 2,
+        logLevel: "warn",
+        config: file({ models: [{ id: "a" }, { id: "b" }] }),
+      },
+      {},
+    );
+    assert.deepEqual([c.models[0].threads, c.models[0].context_size, c.models[0].parallel], [3, 4096, 2]);
+    assert.deepEqual(
+      [c.models[1].threads, c.models[1].context_size],
+      [DEFAULT_MODEL.threads, DEFAULT_MODEL.context_size],
+    );
+    assert.equal(c.log_level, "warn");
+    assertConfigError(() => loadConfig({ logLevel: "loud" }, {}), "log_level");
   });
 
   test("an unknown log level", () => {
