@@ -55,6 +55,7 @@ program
   .option("-c, --ctx-size <n>", "the first model's context size per sequence, in tokens", count(64))
   .option("--parallel <n>", "the first model's sequences decoded in parallel (-np, as llama.cpp's)", count(1))
   .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (default info)")
+  .option("--log-format <format>", "auto (lines for people on a terminal, JSON elsewhere), json or pretty")
   .option(
     "--upstream <urls>",
     "serve the default model from these OpenAI-compatible servers (comma-separated base URLs)",

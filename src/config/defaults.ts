@@ -67,6 +67,7 @@ export const DEFAULT_CONFIG: Config = {
   admin_token: null,
   shutdown_grace_seconds: 30,
   on_load_failure: "exit",
+  log_format: "auto",
 };
 
 /**

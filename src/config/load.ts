@@ -24,6 +24,7 @@ export interface CliOverrides {
   ctxSize?: number;
   parallel?: number;
   logLevel?: string;
+  logFormat?: string;
 }
 
 export class ConfigError extends Error {}
@@ -95,6 +96,8 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
     if (cli.parallel !== undefined) m.parallel = cli.parallel;
   }
   if (cli.logLevel !== undefined) merged.log_level = cli.logLevel;
+  if (env.LUCENA_LOG_FORMAT) merged.log_format = env.LUCENA_LOG_FORMAT as Config["log_format"];
+  if (cli.logFormat !== undefined) merged.log_format = cli.logFormat as Config["log_format"];
   const upstream = cli.upstream ?? env.LUCENA_UPSTREAM;
   if (upstream) {
     if (modelSource)

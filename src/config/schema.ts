@@ -134,6 +134,8 @@ export const ConfigSchema = Type.Object(
     /** Token counts a key may make per minute, per chat completion its rpm allows. */
     count_rpm_factor: Type.Integer({ minimum: 1 }),
     log_level: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
+    /** `auto`: lines for people on a terminal, JSON elsewhere; `json` or `pretty` always. */
+    log_format: Type.Union([Type.Literal("auto"), Type.Literal("json"), Type.Literal("pretty")]),
     models: Type.Array(ModelSchema, { minItems: 1 }),
     /** PEM certificate and key files: with both, the API is served over HTTPS. */
     tls_cert: Type.Union([Type.String({ minLength: 1 }), Type.Null()]),

@@ -1,17 +1,18 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { promisify } from "node:util";
+import { promisify, stripVTControlCharacters } from "node:util";
 import OpenAI from "openai";
 import { readGgufMetadata } from "../../src/gguf/reader.js";
 import { testModel } from "../helpers/models.js";
 import { cliPath, NO_SHARED, repoRoot, vocabDir } from "../helpers/paths.js";
-import { startServer } from "../helpers/server.js";
+import { startServer, TEST_KEY } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
 
 const MODEL = "lucena-coder-latest";
 const run = promisify(execFile);
@@ -349,6 +350,40 @@ describe("start-up stumbles", () => {
     } finally {
       await server.stop();
     }
+  });
+
+  test("on a terminal the log is for people (time, level, message); --log-format json keeps JSON there", async (t) => {
+    if (!existsSync("/usr/bin/script")) return t.skip("util-linux's script, which gives a pseudo-terminal, is absent");
+    /** The server's first lines up to "listening", written to a pseudo-terminal. */
+    const onTerminal = async (extra: string): Promise<string> => {
+      const dataDir = mkdtempSync(join(tmpdir(), "lucena-tty-"));
+      const cmd = `${process.execPath} ${cliPath} serve --port 0 --ops-port 0 --data-dir ${dataDir} --model ${testModel()} ${extra}`;
+      const child = spawn("/usr/bin/script", ["-qfec", cmd, "/dev/null"], {
+        detached: true,
+        env: { ...process.env, LUCENA_API_KEYS: TEST_KEY, TERM: "xterm" },
+      });
+      let out = "";
+      child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+      try {
+        // Its own "listening" line (after Fastify's "Server listening at" and the operations listener's).
+        await until(
+          "the server to say it listens",
+          () => /(: listening\s*$|"msg":"listening")/m.test(stripVTControlCharacters(out)) || undefined,
+        );
+      } finally {
+        process.kill(-child.pid!, "SIGTERM");
+      }
+      return out;
+    };
+    const plain = stripVTControlCharacters(await onTerminal(""));
+    const line = plain.split(/\r?\n/).find((l) => /: listening\s*$/.test(l));
+    assert.ok(line, plain);
+    assert.match(line, /^\[\d\d:\d\d:\d\d(\.\d+)?\] INFO.*: listening/, "local time, the level's name, the message");
+    assert.ok(!plain.split(/\r?\n/).some((l) => l.startsWith('{"level"')), "no JSON on the terminal");
+    const json = await onTerminal("--log-format json");
+    const entry = json.split(/\r?\n/).find((l) => l.includes('"msg":"listening"'));
+    assert.ok(entry, json);
+    assert.match((JSON.parse(entry) as { time: string }).time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, "ISO time");
   });
 
   test("lucena --version prints the package's version", async () => {

@@ -51,7 +51,7 @@ const completionLines = (s: RunningServer, since: number, tokens?: number) =>
       e.msg === "request" &&
       e.path === "/v1/chat/completions" &&
       e.status === 200 &&
-      (e.time as number) >= since &&
+      Date.parse(e.time as string) >= since &&
       (tokens === undefined || (e.finish === "length" && e.completionTokens === tokens)),
   );
 const requestLine = (s: RunningServer, reqId: string) =>

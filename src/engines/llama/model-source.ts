@@ -32,11 +32,14 @@ export async function resolveModelPath(
     return path;
   }
   let lastTenth = -1;
+  // On a terminal, node-llama-cpp's one progress bar redraws in place; elsewhere a log line every tenth.
+  const terminal = Boolean(process.stderr.isTTY);
   return resolveModelFile(source, {
     directory: models,
-    cli: Boolean(process.stderr.isTTY),
+    cli: terminal,
     signal,
     onProgress: ({ totalSize, downloadedSize }) => {
+      if (terminal) return;
       const tenth = totalSize > 0 ? Math.floor((downloadedSize / totalSize) * 10) : 0;
       if (tenth !== lastTenth) {
         lastTenth = tenth;
