@@ -46,7 +46,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     );
     process.exit(2);
   }
-  const log = createLogger(config.log_level);
+  const log = createLogger(config.log_level, config.log_format);
   // The certificate and key are read once, now; one that cannot be used stops start-up as a bad config does.
   let tls: TlsFiles | null = null;
   if (config.tls_cert !== null && config.tls_key !== null) {
@@ -62,12 +62,8 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   const registry = new ModelRegistry(
     await Promise.all(
       config.models.map(async (configured) => {
-        const demo = configured.source === undefined && !configured.upstream;
-        const m =
-          demo && configured.default_max_tokens === null
-            ? { ...configured, default_max_tokens: DEMO_DEFAULT_MAX_TOKENS }
-            : configured;
-        return { config: m, engine: await makeEngine(m, dataDir, log), demo };
+        const m = withDemoDefaults(configured);
+        return { config: m, engine: await makeEngine(m, dataDir, log), demo: isDemo(m) };
       }),
     ),
   );
@@ -83,9 +79,10 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     requestTimeoutMs: config.request_timeout_seconds * 1000,
     maxConnections: config.max_connections,
   };
+  const configuredKeys = new StaticKeys(config.api_keys);
   const app = buildApp({
     registry,
-    keys: new KeyChain([new StaticKeys(config.api_keys), store]),
+    keys: new KeyChain([configuredKeys, store]),
     limiter: new RateLimiter({ countRpmFactor: config.count_rpm_factor }),
     ...(config.admin_token ? { admin: { token: config.admin_token, store } } : {}),
     observers: [metrics.observe],
@@ -121,6 +118,28 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     log.info("stopped");
     process.exit(0);
   };
+  // SIGHUP reloads the configuration, as nginx does: the configured keys, the log level and each model's
+  // settings that do not touch its engine; a configuration that does not load changes nothing. The key store's
+  // keys need no signal (every request sees the store's changes).
+  process.on("SIGHUP", () => {
+    let next;
+    try {
+      next = loadConfig(cli);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "SIGHUP: the configuration did not load; nothing changed");
+      return;
+    }
+    configuredKeys.replace(next.api_keys);
+    const needRestart = registry.reconfigure(next.models.map(withDemoDefaults));
+    // Said at the old level, then the new one applies: a reload to "warn" still says it happened.
+    log.info(
+      { keys: next.api_keys.length, logLevel: next.log_level, ...(needRestart.length ? { needRestart } : {}) },
+      needRestart.length
+        ? "SIGHUP: configuration reloaded; some changes need a restart"
+        : "SIGHUP: configuration reloaded",
+    );
+    log.level = next.log_level;
+  });
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
 
@@ -173,6 +192,13 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     await ops?.close();
     process.exit(1);
   }
+}
+
+const isDemo = (m: ModelConfig) => m.source === undefined && !m.upstream;
+
+/** The demo model answers DEMO_DEFAULT_MAX_TOKENS unless its configuration says otherwise. */
+function withDemoDefaults(m: ModelConfig): ModelConfig {
+  return isDemo(m) && m.default_max_tokens === null ? { ...m, default_max_tokens: DEMO_DEFAULT_MAX_TOKENS } : m;
 }
 
 /**

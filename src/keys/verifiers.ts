@@ -5,16 +5,28 @@ const UNLIMITED: Principal["limits"] = { rpm: null, tpm: null, concurrency: null
 
 /** Keys from configuration (`LUCENA_API_KEYS`, `api_keys`), held only as hashes. */
 export class StaticKeys implements KeyVerifier {
-  private readonly byHash = new Map<string, Principal>();
+  private byHash = new Map<string, Principal>();
 
   constructor(keys: readonly string[]) {
-    keys.forEach((k, i) =>
-      this.byHash.set(sha256Hex(k), { keyId: `config-${i + 1}`, limits: UNLIMITED, models: null }),
+    this.replace(keys);
+  }
+
+  /** The configured keys from now on (a reload): a key no longer listed stops working, mid-answer too. */
+  replace(keys: readonly string[]): void {
+    this.byHash = new Map(
+      keys.map((k, i) => [sha256Hex(k), { keyId: `config-${i + 1}`, limits: UNLIMITED, models: null }] as const),
     );
   }
 
   verify(presentedKey: string, hash = sha256Hex(presentedKey)): Principal | null {
     return this.byHash.get(hash) ?? null;
+  }
+
+  /** For a configured key's id: whether a key of that id is still configured; other ids are not this one's. */
+  stillUsable(keyId: string): boolean | undefined {
+    if (!keyId.startsWith("config-")) return undefined;
+    for (const p of this.byHash.values()) if (p.keyId === keyId) return true;
+    return false;
   }
 }
 

@@ -12,12 +12,61 @@ export interface ServedModel {
   readonly demo: boolean;
 }
 
+/** A model's settings that its engine was made with: a change needs a restart. */
+const ENGINE_FIELDS = [
+  "kind",
+  "source",
+  "upstream",
+  "context_size",
+  "parallel",
+  "queue_size",
+  "threads",
+  "batch_size",
+  "tpot_target_ms",
+  "flash_attention",
+  "mmap",
+] as const satisfies readonly (keyof ModelConfig)[];
+
 /** The configured models and their engines. Listing needs no engine; generating and counting need it ready. */
 export class ModelRegistry {
-  private readonly byId: Map<string, ServedModel>;
+  private byId: Map<string, ServedModel>;
+  private served: ServedModel[];
+  /** Counts reloads: what is derived from the models (the list's JSON) is made again when it changes. */
+  version = 0;
 
-  constructor(readonly models: readonly ServedModel[]) {
+  constructor(models: readonly ServedModel[]) {
+    this.served = [...models];
     this.byId = new Map(models.map((m) => [m.config.id, m]));
+  }
+
+  get models(): readonly ServedModel[] {
+    return this.served;
+  }
+
+  /**
+   * A reloaded configuration (SIGHUP): each model's settings that do not touch its engine (its identity and
+   * description, limits, system prompt, shapes, default answer length, temperature) take effect for the next
+   * request. Models added or removed, and engine settings changed, need a restart: they are listed, and the
+   * running model keeps its settings.
+   */
+  reconfigure(next: readonly ModelConfig[]): string[] {
+    const needRestart: string[] = [];
+    const ids = new Set(next.map((m) => m.id));
+    for (const m of this.served) if (!ids.has(m.config.id)) needRestart.push(`model "${m.config.id}" removed`);
+    this.served = this.served.map((m) => {
+      const config = next.find((c) => c.id === m.config.id);
+      if (!config) return m;
+      const changed = ENGINE_FIELDS.filter((f) => JSON.stringify(config[f]) !== JSON.stringify(m.config[f]));
+      if (changed.length > 0) {
+        needRestart.push(`model "${m.config.id}": ${changed.join(", ")}`);
+        return { ...m, config: { ...config, ...Object.fromEntries(ENGINE_FIELDS.map((f) => [f, m.config[f]])) } };
+      }
+      return { ...m, config };
+    });
+    for (const c of next) if (!this.byId.has(c.id)) needRestart.push(`model "${c.id}" added`);
+    this.byId = new Map(this.served.map((m) => [m.config.id, m]));
+    this.version++;
+    return needRestart;
   }
 
   ids(): string[] {
@@ -96,6 +145,6 @@ export class ModelRegistry {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.models.map((m) => m.engine.close()));
+    await Promise.all(this.served.map((m) => m.engine.close()));
   }
 }

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { testModel } from "../helpers/models.js";
+import { startServer } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
+
+const K1 = "sk-lucena-reload-one-0000000000000000000000000a";
+const K2 = "sk-lucena-reload-two-0000000000000000000000000b";
+
+/**
+ * SIGHUP reloads the configuration file, as nginx does: configured keys, the log level and the models' settings
+ * that do not touch an engine take effect at once; engine settings are named as needing a restart; a broken file
+ * changes nothing; the process never stops.
+ */
+describe("SIGHUP", () => {
+  test("reloads keys, log level, a model's identity and shapes; names what needs a restart; keeps serving", async () => {
+    const model = { id: "m", name: "Before", source: testModel(), context_size: 1024, parallel: 1 };
+    const server = await startServer({ noConfigKey: true, config: { api_keys: [K1], models: [model] } });
+    const file = join(server.dataDir, "config.json");
+    const get = (key: string, path = "/v1/models") =>
+      fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${key}` } });
+    const chat = (key: string, body: Record<string, unknown>) =>
+      fetch(`${server.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "m", max_tokens: 2, messages: [{ role: "user", content: "hi" }], ...body }),
+      });
+    const reloaded = async (from: number) =>
+      until("the reload's log line", () =>
+        server.logs.slice(from).find((l) => l.includes("SIGHUP: configuration") || l.includes("SIGHUP: the")),
+      );
+    try {
+      assert.equal((await get(K1)).status, 200);
+      assert.equal((await chat(K1, { shape: "brief" })).status, 400, "no such shape yet");
+
+      let from = server.logs.length;
+      writeFileSync(
+        file,
+        JSON.stringify({
+          api_keys: [K2],
+          log_level: "warn",
+          models: [{ ...model, name: "After", context_size: 2048, shapes: { brief: { max_tokens: 1 } } }],
+        }),
+      );
+      server.proc.kill("SIGHUP");
+      const line = JSON.parse(await reloaded(from)) as { msg: string; needRestart?: string[]; logLevel: string };
+      assert.equal(line.msg, "SIGHUP: configuration reloaded; some changes need a restart");
+      assert.deepEqual(line.needRestart, ['model "m": context_size']);
+      assert.equal((await get(K1)).status, 401, "the removed key stops working");
+      assert.equal((await get(K2)).status, 200, "the new key works");
+      const list = (await (await get(K2)).json()) as { data: { name: string; available_shapes: string[] }[] };
+      assert.deepEqual([list.data[0].name, list.data[0].available_shapes], ["After", ["brief"]]);
+      const shaped = await chat(K2, { shape: "brief", max_tokens: undefined });
+      assert.equal(shaped.status, 200);
+      assert.equal(((await shaped.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 1);
+      const count = await fetch(`${server.url}/v1/tokens/count`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${K2}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] }),
+      });
+      assert.equal(
+        ((await count.json()) as { limits: { context_size: number } }).limits.context_size,
+        1024,
+        "the engine's",
+      );
+
+      from = server.logs.length;
+      writeFileSync(file, "{ not json");
+      server.proc.kill("SIGHUP");
+      assert.match(await reloaded(from), /did not load; nothing changed/);
+      assert.equal((await get(K2)).status, 200, "a broken file changes nothing");
+      assert.equal(server.proc.exitCode, null, "still running");
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+});
