@@ -116,6 +116,7 @@ export function loadConfig(cli: CliOverrides = {}, env: NodeJS.ProcessEnv = proc
   if (env.LUCENA_TLS_KEY) merged.tls_key = env.LUCENA_TLS_KEY;
   if (env.LUCENA_ADMIN_TOKEN) merged.admin_token = env.LUCENA_ADMIN_TOKEN;
   merged.ops_port = envInt(env, "LUCENA_OPS_PORT") ?? merged.ops_port;
+  if (env.LUCENA_OPS_HOST) merged.ops_host = env.LUCENA_OPS_HOST;
   if (cli.host !== undefined) merged.host = cli.host;
   if (cli.tlsCert !== undefined) merged.tls_cert = cli.tlsCert;
   if (cli.tlsKey !== undefined) merged.tls_key = cli.tlsKey;
