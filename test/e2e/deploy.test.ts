@@ -20,7 +20,7 @@ describe("Dockerfile", () => {
     const d = dockerfile();
     const froms = d.getFROMs();
     assert.ok(froms.length >= 2, "a build stage and a run stage");
-    assert.equal(froms[0]!.getBuildStage(), "build");
+    assert.equal(froms[0].getBuildStage(), "build");
     const instructions = d.getInstructions();
     const runStart = instructions.indexOf(froms.at(-1)!);
     const run = instructions.slice(runStart);
@@ -28,7 +28,7 @@ describe("Dockerfile", () => {
     const user = keyword("USER").at(-1);
     assert.ok(user, "the run stage sets a USER");
     assert.notEqual(user.getArgumentsContent(), "root");
-    assert.ok(run.indexOf(user) < run.indexOf(keyword("ENTRYPOINT")[0]!), "the user is set before the entry point");
+    assert.ok(run.indexOf(user) < run.indexOf(keyword("ENTRYPOINT")[0]), "the user is set before the entry point");
     assert.match(keyword("VOLUME")[0]?.getArgumentsContent() ?? "", /\/data/);
     assert.deepEqual(
       keyword("EXPOSE")
@@ -46,7 +46,7 @@ describe("Dockerfile", () => {
     }
     assert.equal(instructions.filter((i) => i.getKeyword() === "ADD").length, 0);
     // The entry point in exec form: the server is PID 1 and gets SIGTERM (drain) and SIGHUP (reload) itself.
-    assert.match(keyword("ENTRYPOINT")[0]!.getArgumentsContent() ?? "", /^\[/);
+    assert.match(keyword("ENTRYPOINT")[0].getArgumentsContent() ?? "", /^\[/);
   });
 
   test("the build context leaves out node_modules, dist, data and the ledger", () => {
