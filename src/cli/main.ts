@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { keysCommand } from "./keys.js";
+import { modelsCommand, pullCommand } from "./models.js";
 import { makeModelCommand } from "./make-model.js";
 import { serveCommand } from "./serve.js";
 
@@ -67,6 +68,8 @@ program
   .action(serveCommand);
 
 program.addCommand(keysCommand());
+program.addCommand(pullCommand());
+program.addCommand(modelsCommand());
 
 program
   .command("make-model")

@@ -38,11 +38,11 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     throw err;
   }
   // A local model file that is not there is said at once, not served as a model answering 503 forever.
-  const missing = missingModelFile(config.models);
+  const missing = missingModelFile(config.models, config.data_dir);
   if (missing) {
     process.stderr.write(
       `lucena: model "${missing.id}": the model file ${missing.path} does not exist (give a GGUF file that ` +
-        "does, or a hub URI such as hf:user/repo/file.gguf or a URL to download)\n",
+        "does, a model `lucena models` lists, or a hub URI such as hf:user/repo/file.gguf or a URL to download)\n",
     );
     process.exit(2);
   }

@@ -3,7 +3,7 @@ import { join, resolve } from "node:path";
 import { resolveModelFile } from "node-llama-cpp";
 import { makeModel } from "../../gguf/model-maker.js";
 import type { Logger } from "../../observability/log.js";
-import { isRemoteSource } from "../../config/sources.js";
+import { isRemoteSource, localModelPath } from "../../config/sources.js";
 
 export const DEMO_MODEL_FILE = "lucena-demo-tiny.gguf";
 
@@ -27,8 +27,8 @@ export async function resolveModelPath(
     return path;
   }
   if (!isRemoteSource(source)) {
-    const path = resolve(source);
-    if (!existsSync(path)) throw new Error(`model file not found: ${path}`);
+    const path = localModelPath(source, dataDir);
+    if (path === null) throw new Error(`model file not found: ${resolve(source)}`);
     return path;
   }
   let lastTenth = -1;
