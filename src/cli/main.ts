@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { keysCommand } from "./keys.js";
 import { modelsCommand, pullCommand } from "./models.js";
+import { chatCommand } from "./chat.js";
 import { makeModelCommand } from "./make-model.js";
 import { serveCommand } from "./serve.js";
 
@@ -70,6 +71,7 @@ program
 program.addCommand(keysCommand());
 program.addCommand(pullCommand());
 program.addCommand(modelsCommand());
+program.addCommand(chatCommand());
 
 program
   .command("make-model")
