@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { createReadStream, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { createReadStream, existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import { testModel } from "../helpers/models.js";
 import { cliPath } from "../helpers/paths.js";
 import { startServer } from "../helpers/server.js";
+import { until } from "../helpers/until.js";
 
 const run = promisify(execFile);
 
@@ -22,6 +23,10 @@ describe("lucena pull and models", () => {
   let server: Server;
   let origin: string;
   const ranges: string[] = [];
+  /** Byte ranges sent whole. */
+  let finished = 0;
+  /** Hold back the file's second half (send nothing for a range starting there), so a download stops halfway. */
+  let stall = false;
   before(async () => {
     const size = statSync(source).size;
     server = createServer((req, res) => {
@@ -36,6 +41,8 @@ describe("lucena pull and models", () => {
         ...(m ? { "content-range": `bytes ${start}-${end}/${size}` } : {}),
       });
       if (req.method === "HEAD") return res.end();
+      res.on("finish", () => finished++);
+      if (stall && m && start >= size / 2) return; // the client gives up on it when it is killed
       createReadStream(source, { start, end }).pipe(res);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -73,6 +80,37 @@ describe("lucena pull and models", () => {
     } finally {
       await served.stop();
     }
+  });
+
+  test("a pull stopped halfway (the process killed) goes on from where it stopped", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "lucena-pull-"));
+    const url = `${origin}/resumed.gguf`;
+    stall = true;
+    ranges.length = 0;
+    finished = 0;
+    const first = spawn(process.execPath, [cliPath, "pull", url, "--data-dir", dataDir], { stdio: "ignore" });
+    try {
+      await until("the first half's parts to arrive whole", () => finished >= 2 || undefined);
+      await until(
+        "the partial file to be written",
+        () => existsSync(join(dataDir, "models", "resumed.gguf.ipull")) || undefined,
+      );
+      // The downloader records the parts it has after writing them: give it that moment.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    } finally {
+      first.kill("SIGKILL");
+    }
+    await new Promise((resolve) => first.once("exit", resolve));
+    assert.ok(!existsSync(join(dataDir, "models", "resumed.gguf")), "not finished");
+    stall = false;
+    ranges.length = 0;
+    await run(process.execPath, [cliPath, "pull", url, "--data-dir", dataDir]);
+    // Only what was missing is asked for again: fewer bytes than the file's (the downloader's first request, without
+    // a range, only reads the file's size).
+    const parts = ranges.map((r) => /bytes=(\d+)-(\d+)/.exec(r)).filter((m) => m !== null);
+    const asked = parts.reduce((n, m) => n + Number(m[2]) - Number(m[1]) + 1, 0);
+    assert.ok(parts.length > 0 && asked < statSync(source).size, `asked again: ${ranges.join(", ")}`);
+    assert.ok(readFileSync(join(dataDir, "models", "resumed.gguf")).equals(readFileSync(source)), "the same bytes");
   });
 
   test("pull refuses what is not a hub URI or URL, exit 2", async () => {
