@@ -386,6 +386,29 @@ describe("start-up stumbles", () => {
     assert.match((JSON.parse(entry) as { time: string }).time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, "ISO time");
   });
 
+  test("npm start starts the build npm install made, without compiling again", async () => {
+    const entry = join(repoRoot, "dist", "src", "cli", "main.js");
+    const before = statSync(entry).mtimeMs;
+    const dataDir = mkdtempSync(join(tmpdir(), "lucena-start-"));
+    const child = spawn(
+      "npm",
+      ["start", "--silent", "--", "--port", "0", "--ops-port", "0", "--data-dir", dataDir, "--model", testModel()],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, LUCENA_API_KEYS: TEST_KEY },
+        detached: true,
+      },
+    );
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    try {
+      await until("npm start to listen", () => /"msg":"listening"/.test(out) || undefined);
+    } finally {
+      process.kill(-child.pid!, "SIGTERM");
+    }
+    assert.equal(statSync(entry).mtimeMs, before, "dist/ was not written: nothing was compiled");
+  });
+
   test("lucena --version prints the package's version", async () => {
     const { stdout } = await run(process.execPath, [cliPath, "--version"]);
     const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string };
