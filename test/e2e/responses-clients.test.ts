@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createOpenAI } from "@ai-sdk/openai";
 import { ChatOpenAI } from "@langchain/openai";
-import { generateText, stepCountIs, streamText, tool } from "ai";
+import { generateText, streamText } from "ai";
 import OpenAI from "openai";
 import { zodTextFormat } from "openai/helpers/zod";
 import { z } from "zod";
+import { City, twoStepToolLoop } from "../helpers/ai-sdk.js";
 import { testModel } from "../helpers/models.js";
 import { ledgerRow, startServer, type RunningServer } from "../helpers/server.js";
 
@@ -22,7 +23,6 @@ const Ticket = z.object({
   priority: z.enum(["low", "high"]),
   estimate: z.int().min(1).max(5),
 });
-const City = z.object({ city: z.string().max(12), days: z.int().min(1).max(7) });
 
 /** OpenAI's documented order of a text answer's events. */
 const TEXT_SEQUENCE = [
@@ -201,30 +201,7 @@ describe("the Responses API through real clients", () => {
     assert.equal(text, await streamed.text);
     assert.ok(text.length > 0);
 
-    const seen: unknown[] = [];
-    const result = await generateText({
-      model,
-      messages: [{ role: "user", content: "Weather in Paris for 3 days?" }],
-      tools: {
-        weather: tool({
-          description: "The weather in a city",
-          inputSchema: City,
-          execute: (input) => {
-            seen.push(input);
-            return Promise.resolve({ temp: 21 });
-          },
-        }),
-      },
-      prepareStep: ({ stepNumber }) => ({ toolChoice: stepNumber === 0 ? "required" : "none" }),
-      stopWhen: stepCountIs(3),
-      maxOutputTokens: 200,
-      seed: 5,
-    });
-    assert.equal(result.steps.length, 2);
-    assert.equal(result.steps[0]?.finishReason, "tool-calls");
-    assert.equal(seen.length, result.steps[0]?.toolCalls.length);
-    for (const input of seen) assert.deepEqual(City.parse(input), input);
-    assert.ok(result.text.length > 0);
+    await twoStepToolLoop(model);
   });
 
   test("openai models.retrieve: the model as the list has it; an unknown id is the client's NotFoundError", async () => {

@@ -2,11 +2,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { ChatOpenAI } from "@langchain/openai";
-import { generateText, stepCountIs, tool } from "ai";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam, ChatCompletionTool } from "openai/resources/chat/completions";
-import { z } from "zod";
+import { City, twoStepToolLoop } from "../helpers/ai-sdk.js";
 import { testModel } from "../helpers/models.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
 
@@ -172,35 +171,11 @@ describe("tool calls through the AI SDK, LangChain and openai's runner", () => {
   after(async () => {
     assert.equal(await server.stop(), 0);
   });
-  const City = z.object({ city: z.string().max(12), days: z.int().min(1).max(7) });
 
   test("AI SDK generateText: a call, its result sent back, then an answer (two steps)", async () => {
     const provider = createOpenAICompatible({ name: "lucena", baseURL: `${server.url}/v1`, apiKey: server.key });
-    const seen: unknown[] = [];
-    const result = await generateText({
-      model: provider.chatModel(MODEL),
-      messages: [{ role: "user", content: "Weather in Paris for 3 days?" }],
-      tools: {
-        weather: tool({
-          description: "The weather in a city",
-          inputSchema: City,
-          execute: (input) => {
-            seen.push(input);
-            return Promise.resolve({ temp: 21 });
-          },
-        }),
-      },
-      prepareStep: ({ stepNumber }) => ({ toolChoice: stepNumber === 0 ? "required" : "none" }),
-      stopWhen: stepCountIs(3),
-      maxOutputTokens: 200,
-      seed: 5,
-    });
-    assert.equal(result.steps.length, 2);
-    assert.equal(result.steps[0]?.finishReason, "tool-calls");
-    assert.equal(seen.length, result.steps[0]?.toolCalls.length);
-    for (const input of seen) assert.deepEqual(City.parse(input), input);
+    const result = await twoStepToolLoop(provider.chatModel(MODEL));
     assert.ok(result.steps[1]?.request.body, "the second step sent the call and its result back");
-    assert.ok(result.text.length > 0);
   });
 
   test("LangChain: bindTools and withStructuredOutput (functionCalling)", async () => {
