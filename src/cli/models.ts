@@ -25,27 +25,11 @@ export function pullCommand(): Command {
         process.exitCode = 2;
         return;
       }
-      const dirPath = modelsDir(o);
-      const terminal = Boolean(process.stderr.isTTY);
-      let lastTenth = -1;
       // Loaded here only: other commands (and a gateway's serve) never load node-llama-cpp.
-      const { createModelDownloader } = await import("node-llama-cpp");
-      const downloader = await createModelDownloader({
-        modelUri: source,
-        dirPath,
-        // One bar that redraws in place on a terminal; elsewhere a line every tenth.
-        showCliProgress: terminal,
-        // A stopped download keeps what it has: the next pull of the same source goes on from there.
-        deleteTempFileOnCancel: false,
-        onProgress: ({ totalSize, downloadedSize }) => {
-          if (terminal || totalSize <= 0) return;
-          const tenth = Math.floor((downloadedSize / totalSize) * 10);
-          if (tenth === lastTenth) return;
-          lastTenth = tenth;
-          process.stderr.write(`lucena pull: ${tenth * 10}% of ${(totalSize / 2 ** 20).toFixed(1)} MiB\n`);
-        },
-      });
-      const path = await downloader.download();
+      const { pullModel } = await import("../engines/llama/model-source.js");
+      const path = await pullModel(source, modelsDir(o), (percent, total) =>
+        process.stderr.write(`lucena pull: ${percent}% of ${(total / 2 ** 20).toFixed(1)} MiB\n`),
+      );
       process.stdout.write(`${path}\nServe it with: lucena serve --model ${basename(path)}\n`);
     });
 }

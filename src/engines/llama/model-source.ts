@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { resolveModelFile } from "node-llama-cpp";
+import { createModelDownloader, resolveModelFile } from "node-llama-cpp";
 import { makeModel } from "../../gguf/model-maker.js";
 import type { Logger } from "../../observability/log.js";
 import { isRemoteSource, localModelPath } from "../../config/sources.js";
@@ -47,4 +47,32 @@ export async function resolveModelPath(
       }
     },
   });
+}
+
+/**
+ * Downloads a hub URI or URL into `dirPath` (`lucena pull`): one progress bar on a terminal, else `onTenth` every
+ * tenth; a download stopped before (even by a killed process) goes on from the parts it has. The file's path.
+ */
+export async function pullModel(
+  source: string,
+  dirPath: string,
+  onTenth: (percent: number, totalBytes: number) => void,
+): Promise<string> {
+  const terminal = Boolean(process.stderr.isTTY);
+  let lastTenth = -1;
+  const downloader = await createModelDownloader({
+    modelUri: source,
+    dirPath,
+    showCliProgress: terminal,
+    // A stopped download keeps what it has: the next pull of the same source goes on from there.
+    deleteTempFileOnCancel: false,
+    onProgress: ({ totalSize, downloadedSize }) => {
+      if (terminal || totalSize <= 0) return;
+      const tenth = Math.floor((downloadedSize / totalSize) * 10);
+      if (tenth === lastTenth) return;
+      lastTenth = tenth;
+      onTenth(tenth * 10, totalSize);
+    },
+  });
+  return downloader.download();
 }
