@@ -63,6 +63,11 @@ export default tseslint.config(
     },
   },
   {
+    // The web console's front-end: browser code, checked against the DOM's types (web/tsconfig.json).
+    files: ["web/**/*.ts", "web/**/*.tsx"],
+    languageOptions: { parserOptions: { project: "./web/tsconfig.json", tsconfigRootDir: import.meta.dirname } },
+  },
+  {
     files: ["**/*.js", "**/*.mjs"],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
