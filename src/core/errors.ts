@@ -12,6 +12,10 @@ export type ErrorKind =
   | "auth"
   /** What the request names does not exist. */
   | "not_found"
+  /** The credential is good but this is not allowed (a form from another site, requests closed). */
+  | "forbidden"
+  /** The thing named is not in a state that allows this (a request already decided, a key already shown). */
+  | "conflict"
   /** The key is over one of its limits for now. */
   | "rate_limited"
   /** The server cannot take it now (loading, busy, shutting down): retry later. */
@@ -33,7 +37,16 @@ export const ERROR_KINDS = {
   LUCENA_ROUTE_NOT_FOUND: "not_found",
   LUCENA_MODEL_NOT_FOUND: "not_found",
   LUCENA_KEY_NOT_FOUND: "not_found",
+  LUCENA_CONSOLE_SIGN_IN: "auth",
+  LUCENA_CSRF: "forbidden",
+  LUCENA_ACCESS_REQUESTS_CLOSED: "forbidden",
+  LUCENA_ACCESS_REQUEST_NOT_FOUND: "not_found",
+  LUCENA_ACCESS_REQUEST_DECIDED: "conflict",
+  LUCENA_KEY_NOT_READY: "conflict",
+  LUCENA_KEY_ALREADY_SHOWN: "conflict",
   LUCENA_RATE_LIMITED: "rate_limited",
+  LUCENA_SIGN_IN_LOCKED: "rate_limited",
+  LUCENA_TOO_MANY_ACCESS_REQUESTS: "rate_limited",
   LUCENA_MODEL_LOADING: "unavailable",
   LUCENA_MODEL_UNAVAILABLE: "unavailable",
   LUCENA_QUEUE_FULL: "unavailable",
@@ -119,6 +132,28 @@ export const errors = {
       "LUCENA_MODEL_NOT_FOUND",
       `The model '${echo(id)}' does not exist. Available models: ${available.map((m) => `'${m}'`).join(", ") || "none"}.`,
     ),
+  consoleSignIn: () => error("LUCENA_CONSOLE_SIGN_IN", "Sign in to the console with the admin token."),
+  csrf: () =>
+    error(
+      "LUCENA_CSRF",
+      "The form's security token is missing or stale, or it came from another site: reload the page.",
+    ),
+  accessRequestsClosed: () =>
+    error("LUCENA_ACCESS_REQUESTS_CLOSED", "This server does not take access requests now: ask its operator."),
+  accessRequestNotFound: () => error("LUCENA_ACCESS_REQUEST_NOT_FOUND", "No such access request."),
+  accessRequestDecided: (status: string) =>
+    error("LUCENA_ACCESS_REQUEST_DECIDED", `The access request was already decided (${status}).`),
+  keyNotReady: (status: string) =>
+    error("LUCENA_KEY_NOT_READY", `The access request is ${status}: there is no key to show.`),
+  keyAlreadyShown: () => error("LUCENA_KEY_ALREADY_SHOWN", "The key was already shown once and cannot be shown again."),
+  signInLocked: (retryAfterS: number) =>
+    error("LUCENA_SIGN_IN_LOCKED", "Too many failed sign-in attempts from this address: try again later.", {
+      retryAfterS,
+    }),
+  tooManyAccessRequests: (retryAfterS: number) =>
+    error("LUCENA_TOO_MANY_ACCESS_REQUESTS", "Too many access requests from this address: try again later.", {
+      retryAfterS,
+    }),
   keyNotFound: (id: string) => error("LUCENA_KEY_NOT_FOUND", `No key with id '${echo(id)}'.`),
   rateLimited: (message: string, retryAfterS: number, limits: Record<string, string>) =>
     error("LUCENA_RATE_LIMITED", message, { retryAfterS, limits }),

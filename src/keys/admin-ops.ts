@@ -1,5 +1,5 @@
 import ms from "ms";
-import type { KeyInfo, KeyStore, NewKey, UsageSummary } from "./store.js";
+import type { KeyInfo, KeyLimits, KeyStore, NewKey, UsageSummary } from "./store.js";
 
 /** A key as the admin API and `lucena keys … --json` show it (never the key or its hash). */
 export function keyJson(k: KeyInfo) {
@@ -48,51 +48,77 @@ export interface KeyRequest {
   models?: unknown;
 }
 
-/** Checks a key request from the CLI or the admin API; durations read like `30d`, `12h`, `90m`. */
+/** A limit as given: absent or null is none; otherwise a positive integer (a string of digits from the CLI). */
+function parseLimit(v: unknown, param: string): number | null {
+  if (v === undefined || v === null) return null;
+  const n = typeof v === "string" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
+    throw new KeyRequestError(`${param} must be a positive integer`, param);
+  return n;
+}
+
+/** A list of model ids, as an array or a comma-separated string; absent or null: all models. */
+function parseModels(v: unknown): string[] | null {
+  if (v === undefined || v === null) return null;
+  const list =
+    typeof v === "string"
+      ? v
+          .split(",")
+          .map((m) => m.trim())
+          .filter(Boolean)
+      : v;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((m) => typeof m === "string" && m.length > 0)) {
+    throw new KeyRequestError("models must be a non-empty list of model ids", "models");
+  }
+  return list as string[];
+}
+
+function parseExpires(v: unknown): number | null {
+  if (v === undefined || v === null) return null;
+  // A bare number would be milliseconds to `ms`: `--expires 90` made a key born expired. A unit is required.
+  if (typeof v !== "string" || !/^\s*\d+(\.\d+)?\s*[a-z]+\s*$/i.test(v)) {
+    throw new KeyRequestError("expires needs a unit: a duration such as 30d, 12h, 90m or 45s", "expires");
+  }
+  const d = ms(v as ms.StringValue);
+  if (typeof d !== "number" || !Number.isFinite(d) || d <= 0) {
+    throw new KeyRequestError("expires must be a duration such as 30d, 12h, 90m or 45s", "expires");
+  }
+  return d;
+}
+
+/** A key's limits, models and expiry as a request gives them (durations read like `30d`, `12h`, `90m`). */
+export function parseKeyLimits(r: Omit<KeyRequest, "name">): Omit<NewKey, "name" | "expiresAt"> {
+  return {
+    rpm: parseLimit(r.rpm, "rpm"),
+    tpm: parseLimit(r.tpm, "tpm"),
+    concurrency: parseLimit(r.concurrency, "concurrency"),
+    expiresInMs: parseExpires(r.expires),
+    models: parseModels(r.models),
+  };
+}
+
+/** Checks a key request from the CLI, the admin API or the console. */
 export function parseKeyRequest(r: KeyRequest): NewKey {
   if (typeof r.name !== "string" || r.name.trim() === "" || r.name.length > 200) {
     throw new KeyRequestError("name must be a non-empty string of at most 200 characters", "name");
   }
-  const limit = (v: unknown, param: string): number | null => {
-    if (v === undefined || v === null) return null;
-    const n = typeof v === "string" ? Number(v) : v;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
-      throw new KeyRequestError(`${param} must be a positive integer`, param);
-    return n;
-  };
-  let expiresInMs: number | null = null;
-  if (r.expires !== undefined && r.expires !== null) {
-    // A bare number would be milliseconds to `ms`: `--expires 90` made a key born expired. A unit is required.
-    if (typeof r.expires !== "string" || !/^\s*\d+(\.\d+)?\s*[a-z]+\s*$/i.test(r.expires)) {
-      throw new KeyRequestError("expires needs a unit: a duration such as 30d, 12h, 90m or 45s", "expires");
-    }
-    const d = ms(r.expires as ms.StringValue);
-    if (typeof d !== "number" || !Number.isFinite(d) || d <= 0) {
-      throw new KeyRequestError("expires must be a duration such as 30d, 12h, 90m or 45s", "expires");
-    }
-    expiresInMs = d;
+  return { name: r.name.trim(), ...parseKeyLimits(r) };
+}
+
+/**
+ * A change of a key's limits: each of rpm, tpm, concurrency and models that the request gives replaces the key's
+ * (null removes it); one it leaves out stays as it is.
+ */
+export function parseLimitChange(r: KeyRequest, current: KeyInfo): KeyLimits & { models: string[] | null } {
+  for (const field of ["name", "expires"] as const) {
+    if (r[field] !== undefined) throw new KeyRequestError(`${field} cannot be changed: make a new key`, field);
   }
-  let models: string[] | null = null;
-  if (r.models !== undefined && r.models !== null) {
-    const list =
-      typeof r.models === "string"
-        ? r.models
-            .split(",")
-            .map((m) => m.trim())
-            .filter(Boolean)
-        : r.models;
-    if (!Array.isArray(list) || list.length === 0 || !list.every((m) => typeof m === "string" && m.length > 0)) {
-      throw new KeyRequestError("models must be a non-empty list of model ids", "models");
-    }
-    models = list as string[];
-  }
+  const pick = <T>(field: keyof KeyRequest, parse: () => T, kept: T): T => (r[field] === undefined ? kept : parse());
   return {
-    name: r.name.trim(),
-    rpm: limit(r.rpm, "rpm"),
-    tpm: limit(r.tpm, "tpm"),
-    concurrency: limit(r.concurrency, "concurrency"),
-    expiresInMs,
-    models,
+    rpm: pick("rpm", () => parseLimit(r.rpm, "rpm"), current.rpm),
+    tpm: pick("tpm", () => parseLimit(r.tpm, "tpm"), current.tpm),
+    concurrency: pick("concurrency", () => parseLimit(r.concurrency, "concurrency"), current.concurrency),
+    models: pick("models", () => parseModels(r.models), current.models),
   };
 }
 

@@ -36,6 +36,8 @@ export interface NewKey {
   concurrency?: number | null;
   /** Milliseconds from now. */
   expiresInMs?: number | null;
+  /** An absolute expiry (epoch ms), instead of expiresInMs: a key issued later on limits decided earlier. */
+  expiresAt?: number | null;
   models?: string[] | null;
 }
 
@@ -128,6 +130,28 @@ const MIGRATIONS = [
   // the status the response would have had: they are client_closed.
   `ALTER TABLE usage ADD COLUMN state TEXT NOT NULL DEFAULT 'complete';
    UPDATE usage SET state = 'client_closed', status = ${CLIENT_CLOSED_STATUS} WHERE finish_reason = 'cancelled';`,
+  // 2: the web console: usage over time for all keys (its charts), and visitors' access requests
+  // (keys/access-requests.ts). The request's link token is kept only as a hash, as keys are.
+  `CREATE INDEX IF NOT EXISTS usage_by_time ON usage (created_at);
+   CREATE TABLE IF NOT EXISTS access_requests (
+     id          TEXT PRIMARY KEY,
+     token_hash  TEXT NOT NULL UNIQUE,
+     name        TEXT NOT NULL,
+     contact     TEXT NOT NULL,
+     purpose     TEXT NOT NULL,
+     address     TEXT NOT NULL,
+     status      TEXT NOT NULL DEFAULT 'pending',
+     created_at  INTEGER NOT NULL,
+     decided_at  INTEGER,
+     rpm         INTEGER,
+     tpm         INTEGER,
+     concurrency INTEGER,
+     models      TEXT,
+     expires_at  INTEGER,
+     key_id      TEXT
+   );
+   CREATE INDEX IF NOT EXISTS access_requests_by_address ON access_requests (address, created_at);
+   CREATE INDEX IF NOT EXISTS access_requests_by_status ON access_requests (status, created_at);`,
 ];
 
 /** Neither revoked nor expired. */
@@ -190,6 +214,9 @@ export class KeyStore implements KeyVerifier {
          VALUES (@id, @name, @hash, @prefix, @created_at, @expires_at, @rpm, @tpm, @concurrency, @models)`,
       ),
       revoke: this.db.prepare("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
+      limits: this.db.prepare(
+        "UPDATE keys SET rpm = @rpm, tpm = @tpm, concurrency = @concurrency, models = @models WHERE id = @id",
+      ),
       usage: this.db.prepare(
         `INSERT INTO usage (request_id, key_id, model, prompt_tokens, completion_tokens, status, state, finish_reason,
                             ttft_ms, duration_ms, stream, created_at)
@@ -225,7 +252,7 @@ export class KeyStore implements KeyVerifier {
       hash: sha256Hex(key),
       prefix: key.slice(0, KEY_PREFIX.length + DISPLAY_CHARS),
       created_at: now,
-      expires_at: k.expiresInMs == null ? null : now + k.expiresInMs,
+      expires_at: k.expiresAt ?? (k.expiresInMs == null ? null : now + k.expiresInMs),
       rpm: k.rpm ?? null,
       tpm: k.tpm ?? null,
       concurrency: k.concurrency ?? null,
@@ -256,6 +283,23 @@ export class KeyStore implements KeyVerifier {
     const changed = this.db.transaction(() => this.stmts.revoke.run(Date.now(), id).changes).immediate();
     this.cache.clear();
     return changed > 0;
+  }
+
+  /** Sets a key's limits and models (null: none); the next request with the key sees them. Null when there is no such key. */
+  setLimits(id: string, limits: KeyLimits & { models: string[] | null }): KeyInfo | null {
+    const row = { id, ...limits, models: limits.models === null ? null : JSON.stringify(limits.models) };
+    this.db.transaction(() => this.stmts.limits.run(row)).immediate();
+    // Another connection's commit clears the cache through data_version; this connection's own does not.
+    this.cache.clear();
+    return this.get(id);
+  }
+
+  /**
+   * The SQLite connection, for the stores that keep their tables in this file (access requests, usage reports).
+   * Their writes must be `BEGIN IMMEDIATE` transactions as the store's own are.
+   */
+  get database(): Database.Database {
+    return this.db;
   }
 
   verify(presentedKey: string, presentedHash?: string): Principal | null {

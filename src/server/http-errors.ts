@@ -6,11 +6,19 @@ import { errors, type ErrorCode, type ErrorKind, type LucenaError } from "../cor
  * `{"error":"Missing API Key"}` exactly.
  */
 export type WireErrorType =
-  "invalid_request_error" | "gateway_auth_error" | "not_found" | "rate_limit_error" | "server_error";
+  | "invalid_request_error"
+  | "gateway_auth_error"
+  | "permission_error"
+  | "conflict"
+  | "not_found"
+  | "rate_limit_error"
+  | "server_error";
 
 const BY_KIND: Record<ErrorKind, { status: number; type: WireErrorType }> = {
   invalid_request: { status: 400, type: "invalid_request_error" },
   auth: { status: 401, type: "gateway_auth_error" },
+  forbidden: { status: 403, type: "permission_error" },
+  conflict: { status: 409, type: "conflict" },
   not_found: { status: 404, type: "not_found" },
   rate_limited: { status: 429, type: "rate_limit_error" },
   unavailable: { status: 503, type: "server_error" },

@@ -25,6 +25,15 @@ describe("the error catalogue and its HTTP mapping", () => {
       errors.internal(),
       errors.upstreamRefused(422),
       errors.upstreamFailed(),
+      errors.consoleSignIn(),
+      errors.csrf(),
+      errors.accessRequestsClosed(),
+      errors.accessRequestNotFound(),
+      errors.accessRequestDecided("approved"),
+      errors.keyNotReady("pending"),
+      errors.keyAlreadyShown(),
+      errors.signInLocked(60),
+      errors.tooManyAccessRequests(60),
     ];
     assert.deepEqual(
       new Set(made.map((e) => e.code)),
@@ -43,6 +52,8 @@ describe("the error catalogue and its HTTP mapping", () => {
       [errors.queueFull("m", 1), 503, "server_error"],
       [errors.internal(), 500, "server_error"],
       [errors.bodyTooLarge(1024), 413, "invalid_request_error"],
+      [errors.csrf(), 403, "permission_error"],
+      [errors.keyAlreadyShown(), 409, "conflict"],
     ];
     for (const [err, status, type] of cases) {
       const http = httpError(err);
