@@ -1,23 +1,17 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { keysCommand } from "./keys.js";
 import { modelsCommand, pullCommand } from "./models.js";
 import { chatCommand } from "./chat.js";
 import { makeModelCommand } from "./make-model.js";
 import { serveCommand } from "./serve.js";
+import { packageVersion } from "../config/version.js";
 
 function port(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535)
     throw new InvalidArgumentError("a port is an integer from 0 to 65535");
   return n;
-}
-
-/** The version of the package this command comes from (package.json, two levels above dist/src/cli). */
-function packageVersion(): string {
-  const file = new URL("../../../package.json", import.meta.url);
-  return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
 }
 
 /** An integer option of at least `min`. */

@@ -13,6 +13,7 @@ import { RateLimiter } from "../keys/limiter.js";
 import { KeyStore } from "../keys/store.js";
 import { KeyChain, StaticKeys } from "../keys/verifiers.js";
 import { ModelRegistry } from "../server/registry.js";
+import { packageVersion } from "../config/version.js";
 import { releaseThreadPools } from "../engines/llama/thread-pool.js";
 import { Metrics } from "../observability/metrics.js";
 import { buildOpsApp } from "../server/ops.js";
@@ -85,6 +86,17 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     keys: new KeyChain([configuredKeys, store]),
     limiter: new RateLimiter({ countRpmFactor: config.count_rpm_factor }),
     ...(config.admin_token ? { admin: { token: config.admin_token, store } } : {}),
+    ...(config.console
+      ? {
+          console: {
+            store,
+            adminToken: config.admin_token,
+            accessRequests: { open: config.access_requests, perHour: config.access_requests_per_hour },
+            version: packageVersion(),
+          },
+        }
+      : {}),
+    trustProxy: config.trust_proxy,
     observers: [metrics.observe],
     usage: new UsageLedger(store, log),
     log,

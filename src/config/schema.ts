@@ -164,6 +164,22 @@ export const ConfigSchema = Type.Object(
      * llama.cpp's server does; `degrade` keeps serving the other models, that one answering 503.
      */
     on_load_failure: Type.Union([Type.Literal("exit"), Type.Literal("degrade")]),
+    /**
+     * The web console on the API's port: the visitor's page at `/` (and its access requests), the operator's
+     * console at `/console` (signed in with admin_token), the playground at `/playground`. false: every console
+     * path answers 404.
+     */
+    console: Type.Boolean(),
+    /** Whether visitors may ask for a key on the console's page; false closes the form (the console stays). */
+    access_requests: Type.Boolean(),
+    /** Access requests one client address may make per hour. */
+    access_requests_per_hour: Type.Integer({ minimum: 1 }),
+    /**
+     * Behind a reverse proxy: trust its X-Forwarded-For / -Proto for the client's address and scheme (per-address
+     * limits of the console, its cookies' Secure flag). true trusts any proxy; a string lists trusted addresses
+     * or CIDR ranges ("127.0.0.1,10.0.0.0/8"); false (default) uses the connection's own address.
+     */
+    trust_proxy: Type.Union([Type.Boolean(), Type.String({ minLength: 1 })]),
     /** Bearer token for the admin API (/admin/…); null: the admin API is off. Never an ordinary key. */
     admin_token: Type.Union([Type.String({ minLength: 16 }), Type.Null()]),
   },

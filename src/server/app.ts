@@ -28,6 +28,8 @@ import { ResponseStore } from "./response-store.js";
 import type { CompletionOutcome } from "./completion-flow.js";
 import type { CompletionSummary, RequestRecord } from "../core/request-record.js";
 import { modelsRoute } from "./routes/models.js";
+import { consolePlugin, type ConsoleOptions } from "./console/plugin.js";
+import { LiveView } from "../observability/live-view.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
 import {
@@ -58,6 +60,10 @@ export interface AppOptions {
   bodyLimit: number;
   alwaysStream: boolean;
   keepaliveMs: number;
+  /** The web console (server/console/); absent: off, every console path is a 404. */
+  console?: Omit<ConsoleOptions, "registry" | "keys" | "live" | "log">;
+  /** Fastify's trustProxy: whose X-Forwarded-For / -Proto to believe (config `trust_proxy`). */
+  trustProxy?: boolean | string;
   /** HTTPS, HSTS, CORS, the header limit, timeouts and connection cap (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
   transport?: TransportOptions;
 }
@@ -187,6 +193,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
     // While closing, the onRequest hook answers with the API's own 503 body instead.
     return503OnClosing: false,
+    trustProxy: opts.trustProxy ?? false,
   });
 
   // JSON only, and only valid UTF-8: a body with broken bytes is refused, not silently repaired. Large bodies are
@@ -202,6 +209,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
   applyTransport(app, opts.transport);
   if (opts.transport) capConnections(app.server, opts.transport.maxConnections, opts.log);
+  const observers = [...(opts.observers ?? [])];
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   const lifecycle = { closing: false, stop: new AbortController() };
@@ -220,7 +228,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       () =>
         void (req.completion?.settled ?? Promise.resolve()).then(() => {
           try {
-            reportRequest(req, recordedStatus(req, reply), !reply.raw.writableFinished, started, opts.observers ?? []);
+            reportRequest(req, recordedStatus(req, reply), !reply.raw.writableFinished, started, observers);
           } finally {
             inFlight--;
           }
@@ -231,6 +239,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     if (isCorsPreflight(req, opts.transport)) return;
     // Every route this app serves is API; an unmatched path needs a key when, decoded as the router decodes
     // it, it lies under /v1. (Checking the raw URL would let /%76%31/… reach a route without a key.)
+    // The console's routes check their own credential (none, a session, or a key): console/plugin.ts.
+    if (req.routeOptions.config.console) return;
     if (req.routeOptions.config.admin) {
       checkAdmin!(req.headers.authorization);
     } else if (!req.is404 || isApiPath(req.url)) {
@@ -257,6 +267,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       lingerOnClose(req.raw.socket);
       reply.header("connection", "close");
       apiErr = httpError(errors.bodyTooLarge(opts.bodyLimit));
+    } else if (err.code === "FST_CSRF_INVALID_TOKEN" || err.code === "FST_CSRF_MISSING_SECRET") {
+      apiErr = httpError(errors.csrf());
     } else if (err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
       const type = req.headers["content-type"];
       apiErr = httpError(type === undefined ? errors.missingMediaType() : errors.unsupportedMediaType(type));
@@ -299,6 +311,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);
+  if (opts.console) {
+    const live = new LiveView();
+    observers.push(live.observe);
+    void app.register(consolePlugin, {
+      ...opts.console,
+      registry: opts.registry,
+      keys: opts.keys,
+      live,
+      log: opts.log,
+    });
+  }
   return app;
 }
 

@@ -7,7 +7,8 @@ import { DEFAULT_MODEL } from "../../src/config/defaults.js";
 import type { ModelConfig } from "../../src/config/schema.js";
 import type { UsageJournal } from "../../src/keys/ledger.js";
 import type { RateLimiter } from "../../src/keys/limiter.js";
-import { buildApp } from "../../src/server/app.js";
+import { buildApp, type AppOptions } from "../../src/server/app.js";
+import type { Logger } from "../../src/observability/log.js";
 import { KeyChain, StaticKeys } from "../../src/keys/verifiers.js";
 import type { KeyVerifier } from "../../src/core/principal.js";
 import { ModelRegistry } from "../../src/server/registry.js";
@@ -241,6 +242,11 @@ export interface TestAppOptions {
   /** Keys besides TEST_KEY (which has no limits): e.g. a verifier of keys with limits. */
   keys?: KeyVerifier;
   limiter?: RateLimiter;
+  /** The web console (with its key store). */
+  console?: AppOptions["console"];
+  /** Browser origins for the API's CORS rules. */
+  corsOrigins?: string[];
+  log?: Logger;
 }
 
 export interface TestApp {
@@ -258,7 +264,21 @@ export function setup(t: TestContext, opts: TestAppOptions = {}): TestApp {
     keys: opts.keys ? new KeyChain([opts.keys, new StaticKeys([TEST_KEY])]) : new StaticKeys([TEST_KEY]),
     ...(opts.usage ? { usage: opts.usage } : {}),
     ...(opts.limiter ? { limiter: opts.limiter } : {}),
-    log: pino({ level: "silent" }),
+    ...(opts.console ? { console: opts.console } : {}),
+    ...(opts.corsOrigins
+      ? {
+          transport: {
+            tls: null,
+            hstsMaxAgeSeconds: 0,
+            corsOrigins: opts.corsOrigins,
+            maxHeaderBytes: 16 * 1024,
+            headersTimeoutMs: 20_000,
+            requestTimeoutMs: 60_000,
+            maxConnections: 1024,
+          },
+        }
+      : {}),
+    log: opts.log ?? pino({ level: "silent" }),
     bodyLimit: opts.bodyLimit ?? BODY_LIMIT,
     alwaysStream: opts.alwaysStream ?? false,
     keepaliveMs: opts.keepaliveMs ?? 60_000,
