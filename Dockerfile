@@ -35,6 +35,7 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/native ./native
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/dist/web ./dist/web
 USER lucena
 VOLUME ["/data"]
 EXPOSE 8080 9464
