@@ -3,7 +3,9 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import Database from "better-sqlite3";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
@@ -16,6 +18,7 @@ const NO_BROWSER = existsSync(CHROMIUM)
   : `no Chromium at ${CHROMIUM}: install Debian's chromium package (.ci/run does) or set LUCENA_CHROMIUM`;
 export const SCREENSHOTS = join(repoRoot, "dist", "test-artifacts", "screenshots");
 const ADMIN_TOKEN = "console-browser-test-admin-token";
+const VIEWPORT = { width: 1280, height: 900 };
 /** A name that would run script if it were ever rendered as HTML. */
 const XSS_NAME = "<img src=x onerror=alert(1)>";
 
@@ -67,8 +70,8 @@ describe("the web console in a real browser", { skip: NO_BROWSER }, () => {
   });
 
   /** A page that fails the test on any script dialog (an XSS would open one) or CSP violation. */
-  async function open(path: string): Promise<Page> {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  async function open(path: string, context?: BrowserContext): Promise<Page> {
+    const page = await (context ?? (await browser.newContext({ viewport: VIEWPORT }))).newPage();
     page.setDefaultTimeout(UNTIL_LIMIT_MS);
     page.on("dialog", (d) => {
       problems.push(`dialog: ${d.message()}`);
@@ -199,11 +202,67 @@ describe("the web console in a real browser", { skip: NO_BROWSER }, () => {
     await shot(playground, "playground-revoked");
 
     assert.deepEqual(problems, [], "no dialog, script error or CSP violation on any page");
+    problems.length = 0;
     const logs = server.logs.join("\n");
     assert.ok(!logs.includes(key), "the key is never logged");
     assert.ok(!logs.includes(ADMIN_TOKEN), "the admin token is never logged");
   });
+
+  test("a CSRF attempt from another origin, with the operator signed in, creates nothing", async () => {
+    const context = await browser.newContext({ viewport: VIEWPORT });
+    const operator = await open("/console", context);
+    await operator.getByTestId("signin-form").locator("input[name=token]").fill(ADMIN_TOKEN);
+    await operator.getByTestId("signin-submit").click();
+    await operator.getByTestId("tab-keys").waitFor();
+    const keysBefore = await keyNames(operator);
+    const attacker = await attackerSite(server.url);
+    try {
+      const evil = await context.newPage();
+      const refused = evil.waitForResponse(
+        (r) =>
+          r.url().endsWith("/console/api/keys") &&
+          r.request().method() === "POST" &&
+          r.request().postData()?.includes("evil-form") === true,
+      );
+      await evil.goto(attacker.url);
+      // The form's answer is the console's 403 body, shown in the evil page's tab.
+      assert.equal((await refused).status(), 403);
+      await evil.waitForURL(/\/console\/api\/keys$/);
+      assert.match((await evil.textContent("body")) ?? "", /security token/);
+    } finally {
+      attacker.server.close();
+    }
+    assert.deepEqual(await keyNames(operator), keysBefore, "no key was made");
+    assert.ok(!(await keyNames(operator)).some((n) => n.startsWith("evil")));
+    await context.close();
+  });
 });
+
+/** The names of the keys in the store, through the console's own API with the operator's session. */
+async function keyNames(operator: Page): Promise<string[]> {
+  const list = (await operator.evaluate(() => fetch("/console/api/keys").then((r) => r.json()))) as {
+    data: Array<{ name: string }>;
+  };
+  return list.data.map((k) => k.name);
+}
+
+/**
+ * A page of another origin (another port: the same site, so the browser sends the console's SameSite=Strict
+ * cookies with its requests) that posts to the console the ways a page can without reading anything back: a
+ * form (urlencoded), and a `no-cors` fetch with credentials. Both must be refused for want of the CSRF token.
+ */
+async function attackerSite(target: string): Promise<{ url: string; server: Server }> {
+  const page = `<!doctype html><html><body>
+<form id="f" method="POST" action="${target}/console/api/keys"><input name="name" value="evil-form"></form>
+<script>
+fetch("${target}/console/api/keys", { method: "POST", mode: "no-cors", credentials: "include",
+  headers: { "content-type": "text/plain" }, body: JSON.stringify({ name: "evil-fetch" }) })
+  .finally(() => { document.title = "fetched"; document.getElementById("f").submit(); });
+</script></body></html>`;
+  const server = createServer((_req, res) => res.writeHead(200, { "content-type": "text/html" }).end(page));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, server };
+}
 
 /** The id of the key issued for the request named `name` (the console's own API, with the operator's session). */
 async function issuedKeyId(operator: Page, name: string): Promise<string | undefined> {
