@@ -375,6 +375,12 @@ describe("admin API", () => {
     const list = (await call("GET", "/admin/v1/keys", admin).then((r) => r.json())) as { data: Array<{ id: string }> };
     assert.ok(list.data.some((k) => k.id === made.id));
     assert.ok(!JSON.stringify(list).includes(made.key));
+    const patched = await call("PATCH", `/admin/v1/keys/${made.id}`, admin, { rpm: 3, models: null });
+    assert.equal(patched.status, 200);
+    const changed = (await patched.json()) as { rpm: number; models: unknown };
+    assert.deepEqual([changed.rpm, changed.models], [3, null]);
+    assert.equal((await chat(s, made.key)).headers.get("x-ratelimit-limit-requests"), "3");
+    assert.equal((await call("PATCH", `/admin/v1/keys/${made.id}`, admin, { rpm: 0 })).status, 400);
     const revoked = await call("DELETE", `/admin/v1/keys/${made.id}`, admin);
     assert.equal(revoked.status, 200);
     assert.ok(((await revoked.json()) as { revoked_at: number | null }).revoked_at !== null);
@@ -383,7 +389,7 @@ describe("admin API", () => {
     const usage = (await call("GET", `/admin/v1/usage?key_id=${made.id}`, admin).then((r) => r.json())) as {
       data: Array<{ requests: number }>;
     };
-    assert.equal(usage.data[0].requests, 1);
+    assert.equal(usage.data[0].requests, 2);
   });
 
   test("without an admin token there is no admin API", async () => {

@@ -1,6 +1,13 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
-import { createKey, KeyRequestError, keyJson, usageJson, type KeyRequest } from "../../keys/admin-ops.js";
+import {
+  createKey,
+  KeyRequestError,
+  keyJson,
+  parseLimitChange,
+  usageJson,
+  type KeyRequest,
+} from "../../keys/admin-ops.js";
 import type { KeyStore } from "../../keys/store.js";
 import { bearerToken } from "../auth.js";
 import { errors } from "../../core/errors.js";
@@ -34,6 +41,18 @@ export function adminRoutes(app: FastifyInstance, store: KeyStore): void {
     }
   });
   app.get("/admin/v1/keys", { config }, async () => ({ object: "list", data: store.list().map(keyJson) }));
+  // A key's limits and models: each field given replaces the key's (null removes it), as in the console.
+  app.patch<{ Params: { id: string }; Body: KeyRequest }>("/admin/v1/keys/:id", { config }, async (req) => {
+    const key = store.get(req.params.id);
+    if (!key) throw errors.keyNotFound(req.params.id);
+    if (typeof req.body !== "object" || req.body === null) throw errors.invalidRequest("Send a JSON object.");
+    try {
+      return keyJson(store.setLimits(key.id, parseLimitChange(req.body, key))!);
+    } catch (err) {
+      if (err instanceof KeyRequestError) throw errors.invalidRequest(err.message, err.param);
+      throw err;
+    }
+  });
   app.delete<{ Params: { id: string } }>("/admin/v1/keys/:id", { config }, async (req) => {
     const key = store.get(req.params.id);
     if (!key) throw errors.keyNotFound(req.params.id);
