@@ -27,6 +27,7 @@ export function consoleApp(
     guard?: SignInGuard;
     log?: Logger;
     corsOrigins?: string[];
+    trustProxy?: boolean | string;
   } = {},
 ): ConsoleApp {
   const store = new KeyStore(mkdtempSync(join(tmpdir(), "lucena-console-")));
@@ -43,6 +44,7 @@ export function consoleApp(
     },
     ...(opts.log ? { log: opts.log } : {}),
     ...(opts.corsOrigins ? { corsOrigins: opts.corsOrigins } : {}),
+    ...(opts.trustProxy !== undefined ? { trustProxy: opts.trustProxy } : {}),
   });
   return { ...built, store };
 }

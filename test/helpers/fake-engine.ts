@@ -247,6 +247,7 @@ export interface TestAppOptions {
   /** Browser origins for the API's CORS rules. */
   corsOrigins?: string[];
   log?: Logger;
+  trustProxy?: boolean | string;
 }
 
 export interface TestApp {
@@ -265,6 +266,7 @@ export function setup(t: TestContext, opts: TestAppOptions = {}): TestApp {
     ...(opts.usage ? { usage: opts.usage } : {}),
     ...(opts.limiter ? { limiter: opts.limiter } : {}),
     ...(opts.console ? { console: opts.console } : {}),
+    ...(opts.trustProxy !== undefined ? { trustProxy: opts.trustProxy } : {}),
     ...(opts.corsOrigins
       ? {
           transport: {

@@ -107,6 +107,39 @@ describe("console security", () => {
     assertError(await operator.request({ url: "/console/api/keys" }), 401, "gateway_auth_error");
   });
 
+  test("behind a trusted proxy: visitors are counted by X-Forwarded-For, and HTTPS makes the cookies Secure", async (t) => {
+    const { app } = consoleApp(t, { trustProxy: "127.0.0.1", perHour: 1 });
+    const via = (address: string) => ({ "x-forwarded-for": address, "x-forwarded-proto": "https" });
+    const visitor = new Browser(app, "127.0.0.1");
+    const first = await visitor.post("/console/api/access-requests", REQUEST, { headers: via("203.0.113.1") });
+    assert.equal(first.statusCode, 201);
+    const second = await visitor.post("/console/api/access-requests", REQUEST, { headers: via("203.0.113.2") });
+    assert.equal(second.statusCode, 201, "another visitor behind the same proxy");
+    assertError(
+      await visitor.post("/console/api/access-requests", REQUEST, { headers: via("203.0.113.1") }),
+      429,
+      "rate_limit_error",
+    );
+    const signedIn = await visitor.post(
+      "/console/api/session",
+      { token: ADMIN_TOKEN },
+      { headers: via("203.0.113.3") },
+    );
+    assert.equal(signedIn.statusCode, 200);
+    assert.match(String(signedIn.headers["set-cookie"]), /lucena_console=[^;]+;.*Secure/i);
+    // An untrusted peer's X-Forwarded-For is not believed: both requests count against its own address.
+    const direct = new Browser(app, "192.0.2.9");
+    assert.equal(
+      (await direct.post("/console/api/access-requests", REQUEST, { headers: via("203.0.113.7") })).statusCode,
+      201,
+    );
+    assertError(
+      await direct.post("/console/api/access-requests", REQUEST, { headers: via("203.0.113.8") }),
+      429,
+      "rate_limit_error",
+    );
+  });
+
   test("without an admin token nobody signs in, and the page is told why", async (t) => {
     const { app } = consoleApp(t, { adminToken: null });
     const operator = new Browser(app);
