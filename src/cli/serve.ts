@@ -185,7 +185,11 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     log.info({ port: (redirect.address() as AddressInfo).port, httpsPort: port }, "redirect listening");
   }
   const url = `${tls ? "https" : "http"}://${config.host}:${port}`;
-  log.info({ url, port, models: registry.ids() }, "listening");
+  // The console's address is said with the API's, so that an operator starting the server finds it.
+  log.info(
+    { url, port, models: registry.ids(), ...(config.console ? { console: `${url}/console` } : {}) },
+    "listening",
+  );
   if (firstKey) announceFirstKey(firstKey.key, url, config.data_dir, log);
   else if (config.api_keys.length === 0) announceKeyStore(store.list().length, config.data_dir, log);
   const failed = await registry.loadAll(log);

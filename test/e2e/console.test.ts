@@ -24,6 +24,11 @@ describe("the console as `lucena serve` configures it", () => {
       info.models.map((m) => m.id),
       ["lucena-coder-latest"],
     );
+    // The start-up line says where the console is.
+    const listening = server.logs
+      .map((l) => JSON.parse(l) as { msg?: string; console?: string })
+      .find((l) => l.msg === "listening");
+    assert.equal(listening?.console, `${server.url}/console`);
   });
 
   test("console: false answers the API's 404 on every console path", async (t) => {
@@ -40,5 +45,9 @@ describe("the console as `lucena serve` configures it", () => {
       body: JSON.stringify({ name: "a", contact: "b", purpose: "c" }),
     });
     assert.equal(post.status, 404);
+    const listening = server.logs
+      .map((l) => JSON.parse(l) as { msg?: string; console?: string })
+      .find((l) => l.msg === "listening");
+    assert.equal(listening?.console, undefined);
   });
 });
