@@ -81,6 +81,8 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     maxConnections: config.max_connections,
   };
   const configuredKeys = new StaticKeys(config.api_keys);
+  // The console reads this on each request; SIGHUP replaces its fields.
+  const accessRequests = { open: config.access_requests, perHour: config.access_requests_per_hour };
   const app = buildApp({
     registry,
     keys: new KeyChain([configuredKeys, store]),
@@ -91,7 +93,7 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
           console: {
             store,
             adminToken: config.admin_token,
-            accessRequests: { open: config.access_requests, perHour: config.access_requests_per_hour },
+            accessRequests,
             version: packageVersion(),
           },
         }
@@ -130,9 +132,10 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
     log.info("stopped");
     process.exit(0);
   };
-  // SIGHUP reloads the configuration, as nginx does: the configured keys, the log level and each model's
-  // settings that do not touch its engine; a configuration that does not load changes nothing. The key store's
-  // keys need no signal (every request sees the store's changes).
+  // SIGHUP reloads the configuration, as nginx does: the configured keys, the log level, whether the console
+  // takes access requests (and how many), and each model's settings that do not touch its engine; a
+  // configuration that does not load changes nothing. The key store's keys need no signal (every request sees
+  // the store's changes).
   process.on("SIGHUP", () => {
     let next;
     try {
@@ -142,6 +145,8 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
       return;
     }
     configuredKeys.replace(next.api_keys);
+    accessRequests.open = next.access_requests;
+    accessRequests.perHour = next.access_requests_per_hour;
     const needRestart = registry.reconfigure(next.models.map(withDemoDefaults));
     // Said at the old level, then the new one applies: a reload to "warn" still says it happened.
     log.info(

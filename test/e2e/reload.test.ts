@@ -77,3 +77,43 @@ describe("SIGHUP", () => {
     }
   });
 });
+
+describe("SIGHUP and the console", () => {
+  test("access_requests: false closes the request form without a restart, and true opens it again", async (t) => {
+    const server = await startServer({ model: testModel(), config: {}, waitReady: false });
+    t.after(() => server.stop());
+    const file = join(server.dataDir, "config.json");
+    // A visitor's page: the CSRF token and its cookie, then the form's POST with both.
+    const csrf = await fetch(`${server.url}/console/api/csrf`);
+    const cookie = csrf.headers
+      .getSetCookie()
+      .map((c) => c.split(";")[0])
+      .join("; ");
+    const { csrf_token } = (await csrf.json()) as { csrf_token: string };
+    const ask = () =>
+      fetch(`${server.url}/console/api/access-requests`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-csrf-token": csrf_token, cookie },
+        body: JSON.stringify({ name: "Ada", contact: "ada@example.org", purpose: "tests" }),
+      });
+    const open = async () =>
+      ((await fetch(`${server.url}/console/api/info`).then((r) => r.json())) as { access_requests_open: boolean })
+        .access_requests_open;
+    const reload = async (config: Record<string, unknown>) => {
+      const from = server.logs.length;
+      writeFileSync(file, JSON.stringify(config));
+      server.proc.kill("SIGHUP");
+      await until("the reload's log line", () =>
+        server.logs.slice(from).find((l) => l.includes("SIGHUP: configuration reloaded")),
+      );
+    };
+    assert.equal((await ask()).status, 201);
+    await reload({ access_requests: false });
+    assert.equal(await open(), false);
+    assert.equal((await ask()).status, 403);
+    await reload({ access_requests: true, access_requests_per_hour: 2 });
+    assert.equal(await open(), true);
+    assert.equal((await ask()).status, 201);
+    assert.equal((await ask()).status, 429, "the new hourly limit (2) counts the requests already made");
+  });
+});

@@ -16,7 +16,7 @@ import { operatorOnly, operatorRoutes } from "./operator-routes.js";
 import { pageRoutes } from "./pages.js";
 import { ConsoleSessions, SignInGuard } from "./session.js";
 import { usageRoutes } from "./usage-routes.js";
-import { visitorRoutes } from "./visitor-routes.js";
+import { visitorRoutes, type AccessRequestPolicy } from "./visitor-routes.js";
 
 export interface ConsoleOptions {
   registry: ModelRegistry;
@@ -26,7 +26,8 @@ export interface ConsoleOptions {
   live: LiveView;
   /** The operator signs in with this; null: nobody can (the visitor's page and the playground still work). */
   adminToken: string | null;
-  accessRequests: { open: boolean; perHour: number };
+  /** Read on each request: `lucena serve` replaces its fields on SIGHUP (closing the form needs no restart). */
+  accessRequests: AccessRequestPolicy;
   version: string;
   log: Logger;
   /** The built front-end (web/build.mjs); dist/web/assets by default. */
@@ -96,7 +97,7 @@ export async function consolePlugin(app: FastifyInstance, o: ConsoleOptions): Pr
   const requests = new AccessRequests(o.store);
   const sessions = new ConsoleSessions();
   await pageRoutes(app, o.assetsDir ?? DEFAULT_ASSETS, o.log);
-  visitorRoutes(app, { registry: o.registry, requests, ...o.accessRequests, version: o.version });
+  visitorRoutes(app, { registry: o.registry, requests, policy: o.accessRequests, version: o.version });
   operatorRoutes(app, {
     store: o.store,
     requests,

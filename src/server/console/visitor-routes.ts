@@ -24,12 +24,17 @@ const TokenBody = Type.Object(
 /** The largest body a visitor's route reads: the three fields at their limits, escaped, with room to spare. */
 export const VISITOR_BODY_LIMIT = 64 * 1024;
 
+/** Whether the form is open (`access_requests`), and how many requests one address may make an hour. */
+export interface AccessRequestPolicy {
+  open: boolean;
+  perHour: number;
+}
+
 export interface VisitorOptions {
   registry: ModelRegistry;
   requests: AccessRequests;
-  /** Whether the form is open (`access_requests`), and how many requests one address may make an hour. */
-  open: boolean;
-  perHour: number;
+  /** Read on each request (a configuration reload may change it). */
+  policy: Readonly<AccessRequestPolicy>;
   version: string;
 }
 
@@ -44,7 +49,7 @@ export function visitorRoutes(app: FastifyInstance, o: VisitorOptions): void {
     reply.header("cache-control", "no-store").send({
       server: "Lucena One",
       version: o.version,
-      access_requests_open: o.open,
+      access_requests_open: o.policy.open,
       models: o.registry.models.map((m) => ({
         id: m.config.id,
         name: m.config.name,
@@ -70,12 +75,12 @@ export function visitorRoutes(app: FastifyInstance, o: VisitorOptions): void {
     "/console/api/access-requests",
     { ...limits, schema: { body: AccessRequestBody } },
     async (req, reply) => {
-      if (!o.open) throw errors.accessRequestsClosed();
+      if (!o.policy.open) throw errors.accessRequestsClosed();
       const fields = { name: req.body.name.trim(), contact: req.body.contact.trim(), purpose: req.body.purpose.trim() };
       for (const [name, value] of Object.entries(fields)) {
         if (value === "") throw errors.invalidRequest(`'${name}' must not be blank.`, name);
       }
-      const { token } = o.requests.submit({ ...fields, address: req.ip }, o.perHour);
+      const { token } = o.requests.submit({ ...fields, address: req.ip }, o.policy.perHour);
       req.log.info({ address: req.ip }, "access requested");
       return reply.code(201).send({ status: "pending", token, status_path: `/access#${token}` });
     },
