@@ -9,7 +9,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from "playwrig
 import { testModel } from "../helpers/models.js";
 import { repoRoot } from "../helpers/paths.js";
 import { startServer, type RunningServer } from "../helpers/server.js";
-import { UNTIL_LIMIT_MS } from "../helpers/until.js";
+import { until, UNTIL_LIMIT_MS } from "../helpers/until.js";
 
 /** Debian's Chromium (.ci/run installs it when missing); playwright-core drives it and never downloads one. */
 const CHROMIUM = process.env.LUCENA_CHROMIUM ?? "/usr/bin/chromium";
@@ -236,15 +236,79 @@ describe("the web console in a real browser", { skip: NO_BROWSER }, () => {
     assert.ok(!(await keyNames(operator)).some((n) => n.startsWith("evil")));
     await context.close();
   });
+
+  test("the operator makes a key (shown once), edits its limits, and rejects a request", async () => {
+    const context = await browser.newContext({ viewport: VIEWPORT });
+    const visitor = await open("/", context);
+    const form = visitor.getByTestId("request-form");
+    await form.locator("input[name=name]").fill("To be rejected");
+    await form.locator("input[name=contact]").fill("nobody@example.org");
+    await form.locator("textarea[name=purpose]").fill("Nothing good.");
+    await visitor.getByTestId("request-submit").click();
+    const link = new URL((await visitor.getByTestId("status-link").getAttribute("href"))!, server.url);
+
+    const operator = await open("/console", context);
+    await operator.getByTestId("signin-form").locator("input[name=token]").fill(ADMIN_TOKEN);
+    await operator.getByTestId("signin-submit").click();
+    await operator.getByTestId("tab-requests").click();
+    const row = operator.locator("[data-testid=request-row][data-status=pending]", { hasText: "To be rejected" });
+    await row.getByTestId("reject").click();
+    await operator.locator("[data-testid=request-row][data-status=rejected]", { hasText: "To be rejected" }).waitFor();
+    const access = await open(link.pathname + link.hash, context);
+    await access.locator("[data-testid=access-status][data-status=rejected]").waitFor();
+    assert.equal(await access.getByTestId("reveal-key").count(), 0);
+
+    await operator.getByTestId("tab-keys").click();
+    const create = operator.getByTestId("key-create-form");
+    await create.locator("input[name=name]").fill("ci-bot");
+    await create.locator("input[name=tpm]").fill("1000");
+    await create.locator("button[type=submit]").click();
+    const key = (await operator.getByTestId("created-key").textContent())!.trim();
+    assert.match(key, /^sk-lucena-[A-Za-z0-9]{43}$/);
+    await shot(operator, "console-key-created");
+    const id = (await keyList(operator)).find((k) => k.name === "ci-bot")!.id;
+    const line = operator.locator(`[data-testid=key-row][data-key-id="${id}"]`);
+    await line.locator("input[name=rpm]").fill("9");
+    await line.locator("input[name=tpm]").fill("");
+    await line.getByTestId("save-limits").click();
+    await until("the saved limits", async () => {
+      const k = (await keyList(operator)).find((k) => k.id === id)!;
+      return k.rpm === 9 && k.tpm === null ? k : undefined;
+    });
+    // The key answers with its new limit; the page never shows the key again.
+    const answered = await fetch(`${server.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "lucena-coder-latest",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 2,
+      }),
+    });
+    assert.equal(answered.status, 200);
+    assert.equal(answered.headers.get("x-ratelimit-limit-requests"), "9");
+    assert.equal(answered.headers.get("x-ratelimit-limit-tokens"), null, "the cleared tpm is gone");
+    await answered.arrayBuffer();
+    await operator.reload();
+    await operator.getByTestId("tab-keys").click();
+    await line.waitFor();
+    assert.ok(!(await operator.content()).includes(key), "the key is not on the page after a reload");
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
 });
 
-/** The names of the keys in the store, through the console's own API with the operator's session. */
-async function keyNames(operator: Page): Promise<string[]> {
+/** The keys in the store, through the console's own API with the operator's session. */
+async function keyList(
+  operator: Page,
+): Promise<Array<{ id: string; name: string; rpm: number | null; tpm: number | null }>> {
   const list = (await operator.evaluate(() => fetch("/console/api/keys").then((r) => r.json()))) as {
-    data: Array<{ name: string }>;
+    data: Array<{ id: string; name: string; rpm: number | null; tpm: number | null }>;
   };
-  return list.data.map((k) => k.name);
+  return list.data;
 }
+
+const keyNames = async (operator: Page) => (await keyList(operator)).map((k) => k.name);
 
 /**
  * A page of another origin (another port: the same site, so the browser sends the console's SameSite=Strict
