@@ -14,6 +14,8 @@ export const ACCESS_FIELD_LIMITS = { name: 100, contact: 200, purpose: 2000 } as
 
 /** Pending requests kept at most: beyond, new requests are refused until the operator decides some. */
 export const MAX_PENDING = 1000;
+/** Decided requests listed at most (the newest). */
+const DECIDED_LISTED = 500;
 
 const HOUR_MS = 3_600_000;
 /** 43 base62 characters: 256 bits, as keys have. */
@@ -103,16 +105,22 @@ export class AccessRequests {
       pending: this.db.prepare("SELECT COUNT(*) FROM access_requests WHERE status = 'pending'").pluck(),
       byToken: this.db.prepare<[string], Row>("SELECT * FROM access_requests WHERE token_hash = ?"),
       byId: this.db.prepare<[string], Row>("SELECT * FROM access_requests WHERE id = ?"),
-      list: this.db.prepare<[string, string], Row>(
-        "SELECT * FROM access_requests WHERE status = ? OR ? = 'all' ORDER BY created_at DESC, id LIMIT 500",
+      // Pending ones are bounded by MAX_PENDING and always all listed; decided ones, the latest DECIDED_LISTED.
+      pendingList: this.db.prepare<[], Row>(
+        "SELECT * FROM access_requests WHERE status = 'pending' ORDER BY created_at DESC, id",
+      ),
+      decidedList: this.db.prepare<[string, string], Row>(
+        `SELECT * FROM access_requests WHERE status != 'pending' AND (status = ? OR ? = 'all')
+         ORDER BY created_at DESC, id LIMIT ${DECIDED_LISTED}`,
       ),
       approve: this.db.prepare(
         `UPDATE access_requests SET status = 'approved', decided_at = @decidedAt, rpm = @rpm, tpm = @tpm,
                 concurrency = @concurrency, models = @models, expires_at = @expiresAt
          WHERE id = @id AND status = 'pending'`,
       ),
+      // An approval may be withdrawn until its key is revealed.
       reject: this.db.prepare(
-        "UPDATE access_requests SET status = 'rejected', decided_at = ? WHERE id = ? AND status = 'pending'",
+        "UPDATE access_requests SET status = 'rejected', decided_at = ? WHERE id = ? AND status IN ('pending', 'approved')",
       ),
       issue: this.db.prepare("UPDATE access_requests SET status = 'issued', key_id = ? WHERE id = ?"),
     };
@@ -148,9 +156,12 @@ export class AccessRequests {
     return row ? toRequest(row) : null;
   }
 
-  /** Newest first: those of one status, or all of them (at most 500). */
+  /** Newest first: those of one status, or all of them; every pending one, and the latest decided ones. */
   list(status: AccessStatus | "all"): AccessRequest[] {
-    return this.stmts.list.all(status, status).map(toRequest);
+    const pending = status === "pending" || status === "all" ? this.stmts.pendingList.all() : [];
+    const decided = status === "pending" ? [] : this.stmts.decidedList.all(status, status);
+    const rows = [...pending, ...decided].sort((a, b) => b.created_at - a.created_at || (a.id < b.id ? -1 : 1));
+    return rows.map(toRequest);
   }
 
   /** Approves a pending request with the key's limits (the key's name is the visitor's). */
@@ -169,6 +180,7 @@ export class AccessRequests {
     );
   }
 
+  /** Rejects a request still pending, or withdraws an approval whose key was not revealed yet. */
   reject(id: string): AccessRequest {
     return this.decide(id, () => this.stmts.reject.run(Date.now(), id));
   }
@@ -184,6 +196,8 @@ export class AccessRequests {
         if (!row) throw errors.accessRequestNotFound();
         if (row.status === "issued") throw errors.keyAlreadyShown();
         if (row.status !== "approved") throw errors.keyNotReady(row.status);
+        // A key born expired would only confuse: the visitor asks again.
+        if (row.expires_at !== null && row.expires_at <= Date.now()) throw errors.keyNotReady("expired");
         const made = this.keys.create({
           name: row.name,
           rpm: row.rpm,

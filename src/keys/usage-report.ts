@@ -56,11 +56,11 @@ export class UsageReports {
       ),
       byKey: db.prepare<Record<string, unknown>, UsageCountsJson & { key_id: string | null; name: string | null }>(
         `SELECT u.key_id AS key_id, k.name AS name, ${COUNTS} FROM usage u LEFT JOIN keys k ON k.id = u.key_id
-         WHERE ${WHERE} GROUP BY u.key_id ORDER BY prompt_tokens + completion_tokens DESC`,
+         WHERE ${WHERE} GROUP BY u.key_id ORDER BY SUM(u.prompt_tokens) + SUM(u.completion_tokens) DESC, u.key_id`,
       ),
       byModel: db.prepare<Record<string, unknown>, UsageCountsJson & { model: string }>(
         `SELECT u.model AS model, ${COUNTS} FROM usage u WHERE ${WHERE}
-         GROUP BY u.model ORDER BY prompt_tokens + completion_tokens DESC`,
+         GROUP BY u.model ORDER BY SUM(u.prompt_tokens) + SUM(u.completion_tokens) DESC, u.model`,
       ),
     };
   }

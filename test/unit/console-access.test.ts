@@ -110,6 +110,56 @@ describe("access requests: a visitor asks, the operator decides, the link shows 
   });
 });
 
+describe("access requests: decisions", () => {
+  test("an approval is withdrawn by rejecting it before the key is revealed; an expired approval shows no key", async (t) => {
+    const { app, store } = consoleApp(t);
+    const visitor = new Browser(app);
+    const first = (await visitor.post("/console/api/access-requests", REQUEST)).json().token as string;
+    const second = (await visitor.post("/console/api/access-requests", { ...REQUEST, name: "Bob" })).json()
+      .token as string;
+    const operator = new Browser(app);
+    await operator.signIn();
+    const ids = Object.fromEntries(
+      ((await operator.json("/console/api/requests")).data as Array<{ id: string; name: string }>).map((r) => [
+        r.name,
+        r.id,
+      ]),
+    );
+    for (const id of Object.values(ids)) {
+      assert.equal((await operator.post(`/console/api/requests/${id}/approve`, { expires: "1d" })).statusCode, 200);
+    }
+    assert.equal((await operator.post(`/console/api/requests/${ids.Ada}/reject`)).json().status, "rejected");
+    assertError(await visitor.post("/console/api/access-requests/key", { token: first }), 409, "conflict");
+    // Bob's approval expires before he reveals it (the clock moved on: its expiry is set in the past).
+    store.database.prepare("UPDATE access_requests SET expires_at = ? WHERE id = ?").run(Date.now() - 1000, ids.Bob);
+    assertError(await visitor.post("/console/api/access-requests/key", { token: second }), 409, "conflict", {
+      message: /expired/,
+    });
+    assert.equal(store.list().length, 0, "no key was made");
+  });
+
+  test("every pending request is listed, however many decided ones are newer", async (t) => {
+    const { app, store } = consoleApp(t);
+    const visitor = new Browser(app);
+    await visitor.post("/console/api/access-requests", { ...REQUEST, name: "Oldest pending" });
+    const insert = store.database.prepare(
+      `INSERT INTO access_requests (id, token_hash, name, contact, purpose, address, status, created_at, decided_at)
+       VALUES (?, ?, 'decided', 'c', 'p', 'a', 'rejected', ?, ?)`,
+    );
+    const now = Date.now();
+    for (let i = 0; i < 600; i++) insert.run(`req_d${i}`, `hash${i}`, now + 1000 + i, now + 1000 + i);
+    const operator = new Browser(app);
+    await operator.signIn();
+    const all = (await operator.json("/console/api/requests?status=all")).data as Array<{
+      name: string;
+      status: string;
+    }>;
+    assert.equal(all.filter((r) => r.status === "pending").length, 1);
+    assert.equal(all.at(-1)!.name, "Oldest pending", "newest first");
+    assert.equal(all.filter((r) => r.status === "rejected").length, 500, "the latest 500 decided ones");
+  });
+});
+
 describe("access requests: the spam guard", () => {
   test("per-address limit: the (n+1)th request in an hour is a 429 with Retry-After; another address still may", async (t) => {
     const { app, store } = consoleApp(t, { perHour: 2 });

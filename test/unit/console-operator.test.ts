@@ -65,15 +65,21 @@ describe("the operator's keys", () => {
 
 describe("usage over time and the live view", () => {
   test("the report's totals, per key and per model, match the ledger; a key holder sees only their own", async (t) => {
-    const { app, store } = consoleApp(t);
+    const { app, store, engine } = consoleApp(t);
     const operator = new Browser(app);
     await operator.signIn();
     const a = (await operator.post("/console/api/keys", { name: "a" })).json().key as string;
     const b = (await operator.post("/console/api/keys", { name: "b" })).json().key as string;
-    for (const key of [a, a, b]) {
+    // b's one row is larger than each of a's, a's sum larger than b's: the tables are ordered by the sums.
+    engine.script = Array.from({ length: 10 }, () => " x");
+    for (const [key, maxTokens] of [
+      [a, 5],
+      [a, 5],
+      [b, 8],
+    ] as const) {
       const res = await chat(
         app,
-        { model: TEST_MODEL.id, messages: USER_HELLO, max_tokens: 5 },
+        { model: TEST_MODEL.id, messages: USER_HELLO, max_tokens: maxTokens },
         { authorization: `Bearer ${key}` },
       );
       assert.equal(res.statusCode, 200);
