@@ -30,6 +30,7 @@ import type { CompletionSummary, RequestRecord } from "../core/request-record.js
 import { modelsRoute } from "./routes/models.js";
 import { consolePlugin, type ConsoleOptions } from "./console/plugin.js";
 import { LiveView } from "../observability/live-view.js";
+import { SignInGuard } from "./sign-in-guard.js";
 import { statsRoute } from "./routes/stats.js";
 import { tokensRoute } from "./routes/tokens.js";
 import {
@@ -61,7 +62,9 @@ export interface AppOptions {
   alwaysStream: boolean;
   keepaliveMs: number;
   /** The web console (server/console/); absent: off, every console path is a 404. */
-  console?: Omit<ConsoleOptions, "registry" | "keys" | "live" | "log">;
+  console?: Omit<ConsoleOptions, "registry" | "keys" | "live" | "log" | "guard">;
+  /** Failed admin-token attempts per address (a fresh guard when absent: 5 failures lock out for 15 minutes). */
+  signInGuard?: SignInGuard;
   /** Fastify's trustProxy: whose X-Forwarded-For / -Proto to believe (config `trust_proxy`). */
   trustProxy?: boolean | string;
   /** HTTPS, HSTS, CORS, the header limit, timeouts and connection cap (transport.ts); absent: plain HTTP, CORS off, Node's limits. */
@@ -205,7 +208,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     bodies.parse(body),
   );
 
-  const checkAdmin = opts.admin ? adminGuard(opts.admin.token) : null;
+  // Failed admin-token attempts per address: one count for the admin API and the console's sign-in.
+  const signIns = opts.signInGuard ?? new SignInGuard();
+  const checkAdmin = opts.admin ? adminGuard(opts.admin.token, signIns) : null;
   // HSTS and CORS come before the hook below, so that their headers are on every answer, a 401 included.
   applyTransport(app, opts.transport);
   if (opts.transport) capConnections(app.server, opts.transport.maxConnections, opts.log);
@@ -242,7 +247,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     // The console's routes check their own credential (none, a session, or a key): console/plugin.ts.
     if (req.routeOptions.config.console) return;
     if (req.routeOptions.config.admin) {
-      checkAdmin!(req.headers.authorization);
+      checkAdmin!(req.headers.authorization, req.ip);
     } else if (!req.is404 || isApiPath(req.url)) {
       req.principal = authenticate(req.headers.authorization, opts.keys);
     }
@@ -320,6 +325,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       keys: opts.keys,
       live,
       log: opts.log,
+      guard: signIns,
     });
   }
   return app;

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { TestContext } from "node:test";
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from "fastify";
 import { KeyStore } from "../../src/keys/store.js";
-import type { SignInGuard } from "../../src/server/console/session.js";
+import type { SignInGuard } from "../../src/server/sign-in-guard.js";
 import type { Logger } from "../../src/observability/log.js";
 import { UsageLedger } from "../../src/keys/ledger.js";
 import { pino } from "pino";
@@ -28,6 +28,8 @@ export function consoleApp(
     log?: Logger;
     corsOrigins?: string[];
     trustProxy?: boolean | string;
+    /** The admin API too, with the same token. */
+    adminApi?: boolean;
   } = {},
 ): ConsoleApp {
   const store = new KeyStore(mkdtempSync(join(tmpdir(), "lucena-console-")));
@@ -40,8 +42,9 @@ export function consoleApp(
       adminToken: opts.adminToken === undefined ? ADMIN_TOKEN : opts.adminToken,
       accessRequests: { open: opts.open ?? true, perHour: opts.perHour ?? 100 },
       version: "0.0.0-test",
-      ...(opts.guard ? { guard: opts.guard } : {}),
     },
+    ...(opts.guard ? { signInGuard: opts.guard } : {}),
+    ...(opts.adminApi ? { admin: { token: ADMIN_TOKEN, store } } : {}),
     ...(opts.log ? { log: opts.log } : {}),
     ...(opts.corsOrigins ? { corsOrigins: opts.corsOrigins } : {}),
     ...(opts.trustProxy !== undefined ? { trustProxy: opts.trustProxy } : {}),

@@ -248,6 +248,9 @@ export interface TestAppOptions {
   corsOrigins?: string[];
   log?: Logger;
   trustProxy?: boolean | string;
+  /** The admin API (with a key store). */
+  admin?: AppOptions["admin"];
+  signInGuard?: AppOptions["signInGuard"];
 }
 
 export interface TestApp {
@@ -267,6 +270,8 @@ export function setup(t: TestContext, opts: TestAppOptions = {}): TestApp {
     ...(opts.limiter ? { limiter: opts.limiter } : {}),
     ...(opts.console ? { console: opts.console } : {}),
     ...(opts.trustProxy !== undefined ? { trustProxy: opts.trustProxy } : {}),
+    ...(opts.admin ? { admin: opts.admin } : {}),
+    ...(opts.signInGuard ? { signInGuard: opts.signInGuard } : {}),
     ...(opts.corsOrigins
       ? {
           transport: {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { describe, test } from "node:test";
 import { pino } from "pino";
-import { SignInGuard } from "../../src/server/console/session.js";
+import { SignInGuard } from "../../src/server/sign-in-guard.js";
 import { PAGES } from "../../src/server/console/pages.js";
 import { assertError, setup } from "../helpers/fake-engine.js";
 import { ADMIN_TOKEN, Browser, consoleApp } from "../helpers/console.js";
@@ -85,6 +85,29 @@ describe("console security", () => {
     assert.match(log_, /console sign-in failed/);
     assert.ok(!/wrong-token|secret/.test(log_), "no presented token in the log");
     assert.ok(!log_.includes(ADMIN_TOKEN), "no admin token in the log");
+  });
+
+  test("the admin API and the console's sign-in share one lockout per address", async (t) => {
+    const { app } = consoleApp(t, { adminApi: true });
+    const admin = (token: string, address: string) =>
+      app.inject({ url: "/admin/v1/keys", remoteAddress: address, headers: { authorization: `Bearer ${token}` } });
+    for (let i = 0; i < 5; i++) assertError(await admin(`guess-${i}`, "192.0.2.70"), 401, "gateway_auth_error");
+    assertError(await admin(ADMIN_TOKEN, "192.0.2.70"), 429, "rate_limit_error");
+    assertError(await new Browser(app, "192.0.2.70").signIn(), 429, "rate_limit_error");
+    assert.equal((await admin(ADMIN_TOKEN, "192.0.2.71")).statusCode, 200, "another address is not locked out");
+    // Guesses made through the console lock the admin API out as well.
+    const console_ = new Browser(app, "192.0.2.72");
+    for (let i = 0; i < 5; i++) await console_.signIn(`guess-${i}`);
+    assertError(await admin(ADMIN_TOKEN, "192.0.2.72"), 429, "rate_limit_error");
+  });
+
+  test("an IPv6 client counts by its /64: stepping through addresses gains nothing", async (t) => {
+    const { app } = consoleApp(t, { perHour: 2 });
+    const from = (address: string) => new Browser(app, address).post("/console/api/access-requests", REQUEST);
+    assert.equal((await from("2001:db8:1:2::1")).statusCode, 201);
+    assert.equal((await from("2001:db8:1:2:ffff:ffff:ffff:ffff")).statusCode, 201);
+    assertError(await from("2001:0db8:0001:0002::abcd"), 429, "rate_limit_error");
+    assert.equal((await from("2001:db8:1:3::1")).statusCode, 201, "the next /64 is another subscriber");
   });
 
   test("the session cookie is HttpOnly and SameSite=Strict; operator routes need it; sign-out ends it", async (t) => {

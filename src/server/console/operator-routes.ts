@@ -12,7 +12,8 @@ import {
 } from "../../keys/admin-ops.js";
 import type { KeyInfo, KeyStore } from "../../keys/store.js";
 import type { ModelRegistry } from "../registry.js";
-import { SESSION_TTL_MS, type ConsoleSessions, type SignInGuard } from "./session.js";
+import { addressKey, type SignInGuard } from "../sign-in-guard.js";
+import { SESSION_TTL_MS, type ConsoleSessions } from "./session.js";
 
 export const SESSION_COOKIE = "lucena_console";
 
@@ -85,18 +86,19 @@ export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
   );
 
   app.post<{ Body: { token?: unknown } }>("/console/api/session", { bodyLimit: 4096 }, async (req, reply) => {
-    const lockedFor = o.guard.lockedFor(req.ip);
+    const address = addressKey(req.ip);
+    const lockedFor = o.guard.lockedFor(address);
     if (lockedFor > 0) throw errors.signInLocked(lockedFor);
     const token = typeof req.body?.token === "string" ? req.body.token : "";
     if (expected === null || !timingSafeEqual(digest(token), expected)) {
-      const failures = o.guard.fail(req.ip);
+      const failures = o.guard.fail(address);
       // The address and the count, never what was typed.
-      req.log.warn({ address: req.ip, failures }, "console sign-in failed");
+      req.log.warn({ address, failures }, "console sign-in failed");
       throw errors.invalidAdminToken();
     }
-    o.guard.succeed(req.ip);
+    o.guard.succeed(address);
     setSession(reply, req, o.sessions.create());
-    req.log.info({ address: req.ip }, "console sign-in");
+    req.log.info({ address }, "console sign-in");
     return { signed_in: true };
   });
 

@@ -14,7 +14,8 @@ import type { Logger } from "../../observability/log.js";
 import type { ModelRegistry } from "../registry.js";
 import { operatorOnly, operatorRoutes } from "./operator-routes.js";
 import { pageRoutes } from "./pages.js";
-import { ConsoleSessions, SignInGuard } from "./session.js";
+import { ConsoleSessions } from "./session.js";
+import type { SignInGuard } from "../sign-in-guard.js";
 import { usageRoutes } from "./usage-routes.js";
 import { visitorRoutes, type AccessRequestPolicy } from "./visitor-routes.js";
 
@@ -32,8 +33,8 @@ export interface ConsoleOptions {
   log: Logger;
   /** The built front-end (web/build.mjs); dist/web/assets by default. */
   assetsDir?: string;
-  /** Sign-in lockout (tests use a short one). */
-  guard?: SignInGuard;
+  /** Failed admin-token attempts per address, shared with the admin API (app.ts). */
+  guard: SignInGuard;
 }
 
 const DEFAULT_ASSETS = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "web", "assets");
@@ -103,7 +104,7 @@ export async function consolePlugin(app: FastifyInstance, o: ConsoleOptions): Pr
     requests,
     registry: o.registry,
     sessions,
-    guard: o.guard ?? new SignInGuard(),
+    guard: o.guard,
     adminToken: o.adminToken,
   });
   usageRoutes(app, {

@@ -4,6 +4,7 @@ import { errors } from "../../core/errors.js";
 import { ACCESS_FIELD_LIMITS, type AccessRequests } from "../../keys/access-requests.js";
 import { keyJson } from "../../keys/admin-ops.js";
 import type { ModelRegistry } from "../registry.js";
+import { addressKey } from "../sign-in-guard.js";
 
 const field = (max: number) => Type.String({ minLength: 1, maxLength: max });
 
@@ -80,8 +81,9 @@ export function visitorRoutes(app: FastifyInstance, o: VisitorOptions): void {
       for (const [name, value] of Object.entries(fields)) {
         if (value === "") throw errors.invalidRequest(`'${name}' must not be blank.`, name);
       }
-      const { token } = o.requests.submit({ ...fields, address: req.ip }, o.policy.perHour);
-      req.log.info({ address: req.ip }, "access requested");
+      const address = addressKey(req.ip);
+      const { token } = o.requests.submit({ ...fields, address }, o.policy.perHour);
+      req.log.info({ address }, "access requested");
       return reply.code(201).send({ status: "pending", token, status_path: `/access#${token}` });
     },
   );

@@ -11,17 +11,26 @@ import {
 import type { KeyStore } from "../../keys/store.js";
 import { bearerToken } from "../auth.js";
 import { errors } from "../../core/errors.js";
+import { addressKey, type SignInGuard } from "../sign-in-guard.js";
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
 
-/** Checks the admin bearer token in constant time; an ordinary API key never passes. */
-export function adminGuard(token: string): (header: string | undefined) => void {
+/**
+ * Checks the admin bearer token in constant time; an ordinary API key never passes. Failures count against the
+ * client's address in `guard`, shared with the console's sign-in: a locked-out address gets 429 here too.
+ */
+export function adminGuard(token: string, guard: SignInGuard): (header: string | undefined, ip: string) => void {
   const expected = digest(token);
-  return (header) => {
+  return (header, ip) => {
+    const address = addressKey(ip);
+    const lockedFor = guard.lockedFor(address);
+    if (lockedFor > 0) throw errors.signInLocked(lockedFor);
     const presented = bearerToken(header) ?? "";
     if (!timingSafeEqual(digest(presented), expected)) {
+      guard.fail(address);
       throw errors.invalidAdminToken();
     }
+    guard.succeed(address);
   };
 }
 
