@@ -70,6 +70,12 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
   );
   const metrics = new Metrics({ models: registry, activeStreams: openStreamCount });
 
+  if (config.trust_proxy === true) {
+    log.warn(
+      "trust_proxy is true: X-Forwarded-For is believed from any client, so a client can choose the address that " +
+        "per-address limits count; give the proxy's address (or CIDR range) instead",
+    );
+  }
   const store = new KeyStore(config.data_dir);
   for (const warning of store.warnings) log.warn(warning);
   // A first key only when there is none at all: keys given in the config or LUCENA_API_KEYS are the operator's.

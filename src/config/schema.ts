@@ -176,8 +176,9 @@ export const ConfigSchema = Type.Object(
     access_requests_per_hour: Type.Integer({ minimum: 1 }),
     /**
      * Behind a reverse proxy: trust its X-Forwarded-For / -Proto for the client's address and scheme (per-address
-     * limits of the console, its cookies' Secure flag). true trusts any proxy; a string lists trusted addresses
-     * or CIDR ranges ("127.0.0.1,10.0.0.0/8"); false (default) uses the connection's own address.
+     * limits of the console, its cookies' Secure flag). A string lists the proxies' addresses or CIDR ranges
+     * ("127.0.0.1,10.0.0.0/8"); true believes any client's header (then a client chooses its own address: warned
+     * at start); false (default): the connection's address. (Fastify ignores hop counts: it cannot check the peer.)
      */
     trust_proxy: Type.Union([Type.Boolean(), Type.String({ minLength: 1 })]),
     /** Bearer token for the admin API (/admin/…); null: the admin API is off. Never an ordinary key. */

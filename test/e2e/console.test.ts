@@ -50,4 +50,12 @@ describe("the console as `lucena serve` configures it", () => {
       .find((l) => l.msg === "listening");
     assert.equal(listening?.console, undefined);
   });
+
+  test("trust_proxy: true is warned of at start: any client could then choose its address", async (t) => {
+    const server = await startServer({ model: testModel(), config: { trust_proxy: true }, waitReady: false });
+    t.after(() => server.stop());
+    const warned = server.logs.find((l) => l.includes("trust_proxy is true"));
+    assert.ok(warned, "a warning at start");
+    assert.equal((JSON.parse(warned) as { level: number }).level, 40);
+  });
 });
