@@ -215,6 +215,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   applyTransport(app, opts.transport);
   if (opts.transport) capConnections(app.server, opts.transport.maxConnections, opts.log);
   const observers = [...(opts.observers ?? [])];
+  // What the console's live view knows: requests as they end, tokens as they are delivered.
+  const live = opts.console ? new LiveView() : null;
+  if (live) observers.push(live.observe);
   let inFlight = 0;
   app.decorate("inFlight", () => inFlight);
   const lifecycle = { closing: false, stop: new AbortController() };
@@ -307,7 +310,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     keepaliveMs: opts.keepaliveMs,
     stopping: lifecycle.stop.signal,
     keyWatch,
-    usage: opts.usage ?? NO_USAGE_JOURNAL,
+    // The console's live view counts tokens as the ledger is told of them.
+    usage: live ? live.journal(opts.usage ?? NO_USAGE_JOURNAL) : (opts.usage ?? NO_USAGE_JOURNAL),
   };
   chatRoute(app, completions);
   responsesRoute(app, { ...completions, store: new ResponseStore() });
@@ -316,9 +320,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   tokensRoute(app, opts.registry, limiter);
   statsRoute(app, opts.registry);
   if (opts.admin) adminRoutes(app, opts.admin.store);
-  if (opts.console) {
-    const live = new LiveView();
-    observers.push(live.observe);
+  if (opts.console && live) {
     void app.register(consolePlugin, {
       ...opts.console,
       registry: opts.registry,

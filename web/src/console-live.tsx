@@ -50,7 +50,9 @@ export function LiveTab() {
               <th>Status</th>
               <th class="num">Busy / sequences</th>
               <th class="num">Queue</th>
-              <th class="num">Tokens/s</th>
+              <th class="num" title="Completion tokens delivered per second, over the last minute">
+                Tokens/s (last min)
+              </th>
               <th class="num">Requests (last min)</th>
             </tr>
           </thead>
