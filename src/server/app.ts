@@ -36,6 +36,7 @@ import { tokensRoute } from "./routes/tokens.js";
 import {
   applyTransport,
   capConnections,
+  isApiPath,
   isCorsPreflight,
   lingerOnClose,
   serverOptions,
@@ -72,19 +73,6 @@ export interface AppOptions {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Whether a URL's path, percent-decoded, is /v1 or below it; an undecodable path counts as one. */
-function isApiPath(url: string): boolean {
-  const query = url.indexOf("?");
-  const raw = query === -1 ? url : url.slice(0, query);
-  let path: string;
-  try {
-    path = decodeURIComponent(raw);
-  } catch {
-    return true;
-  }
-  return path === "/v1" || path.startsWith("/v1/");
-}
 
 /** Ajv's first error → a 400 naming the parameter (`messages[0].role`, `temperature`, …). */
 function validationError(err: FastifyError): LucenaError {

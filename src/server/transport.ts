@@ -206,7 +206,7 @@ export function applyTransport(app: FastifyInstance, t: TransportOptions | undef
     });
   }
   if (t.corsOrigins.length > 0) {
-    void app.register(cors, {
+    const options = {
       origin: t.corsOrigins.includes("*") ? "*" : [...t.corsOrigins],
       methods: ["GET", "POST", "OPTIONS"],
       allowedHeaders: ["Authorization", "Content-Type", "X-Request-Id"],
@@ -226,8 +226,35 @@ export function applyTransport(app: FastifyInstance, t: TransportOptions | undef
       // for the plugin; the app lets only real ones (isCorsPreflight) through without a key.
       preflightContinue: true,
       strictPreflight: false,
-    });
+    };
+    // The rules are the API's (/v1, /admin): the web console's paths get no CORS header, preflights included
+    // (the plugin's OPTIONS route serves every path), so that no other site's script may call them.
+    void app.register(
+      cors,
+      () => (req: FastifyRequest, done: (err: Error | null, o: typeof options | { origin: false }) => void) =>
+        done(null, isApiPath(req.url) || isAdminPath(req.url) ? options : { origin: false }),
+    );
   }
+}
+
+/** A URL's path, percent-decoded as the router decodes it; null when it cannot be decoded. */
+function decodedPath(url: string): string | null {
+  const query = url.indexOf("?");
+  try {
+    return decodeURIComponent(query === -1 ? url : url.slice(0, query));
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a URL's path, percent-decoded, is /v1 or below it; an undecodable path counts as one. */
+export function isApiPath(url: string): boolean {
+  const path = decodedPath(url);
+  return path === null || path === "/v1" || path.startsWith("/v1/");
+}
+
+function isAdminPath(url: string): boolean {
+  return decodedPath(url)?.startsWith("/admin/") ?? false;
 }
 
 /**

@@ -59,6 +59,12 @@ describe("the operator's keys", () => {
     assertError(await chat(app, { model: TEST_MODEL.id, messages: USER_HELLO }, auth), 401, "gateway_auth_error");
     assert.equal(((await operator.json("/console/api/keys")).data as KeyRow[])[0].status, "revoked");
     assertError(await operator.post("/console/api/keys/key_nope/revoke"), 404, "not_found");
+    assertError(
+      await operator.request({ method: "PATCH", url: `/console/api/keys/${id}`, payload: { rpm: 3 } }),
+      400,
+      "invalid_request_error",
+      { param: "id" },
+    );
     assert.equal(store.list().length, 1);
   });
 });
@@ -116,6 +122,12 @@ describe("usage over time and the live view", () => {
     assertError(await operator.request({ url: "/console/api/usage?bucket=week" }), 400, "invalid_request_error", {
       param: "bucket",
     });
+    assertError(
+      await operator.request({ url: `/console/api/usage?key_id=${keyA.id}&key_id=${keyB.id}` }),
+      400,
+      "invalid_request_error",
+      { param: "key_id" },
+    );
 
     const mine = await app.inject({
       url: "/console/api/my-usage?bucket=day",

@@ -186,6 +186,16 @@ describe("console security", () => {
     }
     const api = await app.inject({ url: "/console/api/info", headers: origin });
     assert.equal(api.headers["access-control-allow-origin"], undefined);
+    // A preflight for a console route is answered without CORS headers: the browser sends nothing after it.
+    const preflight = (url: string) =>
+      app.inject({ method: "OPTIONS", url, headers: { ...origin, "access-control-request-method": "POST" } });
+    const refused = await preflight("/console/api/access-requests");
+    assert.equal(refused.headers["access-control-allow-origin"], undefined);
+    assert.equal(refused.headers["access-control-allow-methods"], undefined);
+    assert.equal(
+      (await preflight("/v1/chat/completions")).headers["access-control-allow-origin"],
+      "https://app.example",
+    );
     // The API keeps its CORS rules.
     const models = await app.inject({ url: "/v1/models", headers: { ...origin, authorization: "Bearer x" } });
     assert.equal(models.headers["access-control-allow-origin"], "https://app.example");

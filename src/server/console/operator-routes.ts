@@ -155,9 +155,13 @@ export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
   });
 
   app.patch<{ Params: { id: string } }>("/console/api/keys/:id", operator, async (req) => {
-    const change = checked(() => parseLimitChange(body(req), ownKey(req.params.id)));
+    const key = ownKey(req.params.id);
+    if (key.revokedAt !== null) throw errors.invalidRequest("The key is revoked: its limits cannot change.", "id");
+    const change = checked(() => parseLimitChange(body(req), key));
     knownModels(change.models);
-    return keyJson(o.store.setLimits(req.params.id, change)!);
+    const changed = o.store.setLimits(key.id, change)!;
+    req.log.info({ key: key.id }, "key limits changed in the console");
+    return keyJson(changed);
   });
 
   app.post<{ Params: { id: string } }>("/console/api/keys/:id/revoke", operator, async (req) => {

@@ -19,6 +19,14 @@ export interface UsageRouteOptions {
 
 type UsageQuery = { bucket?: string; key_id?: string; model?: string };
 
+/** One value each (a repeated field is a 400 naming it, not an array reaching SQLite). */
+const usageQuery = {
+  querystring: {
+    type: "object",
+    properties: { bucket: { type: "string" }, key_id: { type: "string" }, model: { type: "string" } },
+  },
+} as const;
+
 function bucketOf(q: UsageQuery): UsageBucket {
   const bucket = q.bucket ?? "hour";
   if (bucket !== "hour" && bucket !== "day") throw errors.invalidRequest("bucket must be hour or day.", "bucket");
@@ -32,11 +40,11 @@ const MiB = 1024 * 1024;
  * key as Bearer token, as on /v1), and the operator's live view of the models.
  */
 export function usageRoutes(app: FastifyInstance, o: UsageRouteOptions): void {
-  app.get<{ Querystring: UsageQuery }>("/console/api/usage", o.operator, async (req) =>
+  app.get<{ Querystring: UsageQuery }>("/console/api/usage", { ...o.operator, schema: usageQuery }, async (req) =>
     o.reports.report({ bucket: bucketOf(req.query), keyId: req.query.key_id || null, model: req.query.model || null }),
   );
 
-  app.get<{ Querystring: UsageQuery }>("/console/api/my-usage", async (req, reply) => {
+  app.get<{ Querystring: UsageQuery }>("/console/api/my-usage", { schema: usageQuery }, async (req, reply) => {
     const principal = authenticate(req.headers.authorization, o.keys);
     const { by_key: _byKey, ...report } = o.reports.report({ bucket: bucketOf(req.query), keyId: principal.keyId });
     const info = o.store.get(principal.keyId);
