@@ -1,4 +1,6 @@
 // A uPlot time-series chart as a Preact component: x in unix seconds, one line per series; resizes with its box.
+// Times are drawn in UTC: the server's buckets are UTC hours and days, and a day drawn in local time would sit
+// under the wrong date west of Greenwich (and hours at :30 in half-hour zones).
 import { useEffect, useRef } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
@@ -50,6 +52,7 @@ export function TimeChart({ title, x, series, height = 220, bars = false }: Prop
       axes: [{}, { size: 70 }],
       scales: { y: { range: (_u, min, max) => [Math.min(0, min), Math.max(1, max)] } },
       cursor: { drag: { x: false, y: false } },
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
     };
     const u = new uPlot(opts, data, el);
     plot.current = u;

@@ -1,7 +1,7 @@
 // The console's Usage tab: bucket, key and model filters; token and request charts; totals; by key and by model.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, errorText } from "./api";
-import { dateTime, num } from "./format";
+import { dateTimeUtc, num } from "./format";
 import { ErrorText } from "./layout";
 import type { ApiKey, Bucket, ServerInfo, UsageReport, UsageTotals } from "./types";
 import { UsageCharts } from "./usage-view";
@@ -140,7 +140,7 @@ export function UsageTab() {
       {report && (
         <>
           <p class="muted">
-            {dateTime(report.since)} – {dateTime(report.until)}
+            {dateTimeUtc(report.since)} – {dateTimeUtc(report.until)} (buckets are UTC hours and days)
           </p>
           <Totals t={report.totals} />
           <div data-testid="usage-chart">

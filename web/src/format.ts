@@ -23,6 +23,16 @@ export function dateTime(unixS: number | null | undefined): string {
   return new Date(unixS * 1000).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** Unix seconds as a UTC date and time, as the usage buckets are cut ("Dec 4, 2026, 12:00 PM UTC"). */
+export function dateTimeUtc(unixS: number): string {
+  const text = new Date(unixS * 1000).toLocaleString(undefined, {
+    dateStyle: "medium",
+    timeStyle: "short",
+    timeZone: "UTC",
+  });
+  return `${text} UTC`;
+}
+
 /** Unix milliseconds as a local time with seconds. */
 export function timeMs(unixMs: number): string {
   return new Date(unixMs).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
