@@ -60,7 +60,9 @@ const CSP = {
 /** A state-changing request whose Origin (when the browser sends one) is not this server's: refused as CSRF. */
 const sameOrigin: onRequestHookHandler = (req, _reply, done) => {
   const origin = req.headers.origin;
-  // Both through URL, so that a default port written or left out compares equal.
+  // Host and port, through URL so that a default port written or left out compares equal. Not the scheme:
+  // behind a proxy that ends TLS without trust_proxy the server sees http while the page is https; the CSRF
+  // token, which another site cannot read, is what stops a forged request.
   let same = true;
   if (origin !== undefined) {
     try {
