@@ -80,7 +80,9 @@ describe("SIGHUP", () => {
 
 describe("SIGHUP and the console", () => {
   test("access_requests: false closes the request form without a restart, and true opens it again", async (t) => {
-    const server = await startServer({ model: testModel(), config: {}, waitReady: false });
+    // An admin token: without one nobody could decide a request, and the form is closed.
+    const admin = { admin_token: "reload-test-admin-token-000" };
+    const server = await startServer({ model: testModel(), config: admin, waitReady: false });
     t.after(() => server.stop());
     const file = join(server.dataDir, "config.json");
     // A visitor's page: the CSRF token and its cookie, then the form's POST with both.
@@ -108,10 +110,10 @@ describe("SIGHUP and the console", () => {
       );
     };
     assert.equal((await ask()).status, 201);
-    await reload({ access_requests: false });
+    await reload({ ...admin, access_requests: false });
     assert.equal(await open(), false);
     assert.equal((await ask()).status, 403);
-    await reload({ access_requests: true, access_requests_per_hour: 2 });
+    await reload({ ...admin, access_requests: true, access_requests_per_hour: 2 });
     assert.equal(await open(), true);
     assert.equal((await ask()).status, 201);
     assert.equal((await ask()).status, 429, "the new hourly limit (2) counts the requests already made");

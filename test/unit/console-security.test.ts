@@ -163,11 +163,14 @@ describe("console security", () => {
     );
   });
 
-  test("without an admin token nobody signs in, and the page is told why", async (t) => {
+  test("without an admin token nobody signs in, the page is told why, and access requests are closed", async (t) => {
     const { app } = consoleApp(t, { adminToken: null });
     const operator = new Browser(app);
     assert.deepEqual(await operator.json("/console/api/session"), { signed_in: false, admin_configured: false });
     assertError(await operator.signIn(""), 401, "gateway_auth_error");
+    // Nobody could decide a request: the form is closed, and says so.
+    assert.equal((await operator.json("/console/api/info")).access_requests_open, false);
+    assertError(await operator.post("/console/api/access-requests", REQUEST), 403, "permission_error");
   });
 
   test("console pages: a strict Content-Security-Policy, no framing, no referrer; off the API's CORS rules", async (t) => {

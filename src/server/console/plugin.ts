@@ -100,7 +100,13 @@ export async function consolePlugin(app: FastifyInstance, o: ConsoleOptions): Pr
   const requests = new AccessRequests(o.store);
   const sessions = new ConsoleSessions();
   await pageRoutes(app, o.assetsDir ?? DEFAULT_ASSETS, o.log);
-  visitorRoutes(app, { registry: o.registry, requests, policy: o.accessRequests, version: o.version });
+  visitorRoutes(app, {
+    registry: o.registry,
+    requests,
+    policy: o.accessRequests,
+    operatorCanDecide: o.adminToken !== null,
+    version: o.version,
+  });
   operatorRoutes(app, {
     store: o.store,
     requests,

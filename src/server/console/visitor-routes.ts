@@ -36,6 +36,8 @@ export interface VisitorOptions {
   requests: AccessRequests;
   /** Read on each request (a configuration reload may change it). */
   policy: Readonly<AccessRequestPolicy>;
+  /** Without an admin token nobody could decide a request: the form is then closed whatever the policy says. */
+  operatorCanDecide: boolean;
   version: string;
 }
 
@@ -50,7 +52,7 @@ export function visitorRoutes(app: FastifyInstance, o: VisitorOptions): void {
     reply.header("cache-control", "no-store").send({
       server: "Lucena One",
       version: o.version,
-      access_requests_open: o.policy.open,
+      access_requests_open: o.policy.open && o.operatorCanDecide,
       models: o.registry.models.map((m) => ({
         id: m.config.id,
         name: m.config.name,
@@ -76,7 +78,7 @@ export function visitorRoutes(app: FastifyInstance, o: VisitorOptions): void {
     "/console/api/access-requests",
     { ...limits, schema: { body: AccessRequestBody } },
     async (req, reply) => {
-      if (!o.policy.open) throw errors.accessRequestsClosed();
+      if (!o.policy.open || !o.operatorCanDecide) throw errors.accessRequestsClosed();
       const fields = { name: req.body.name.trim(), contact: req.body.contact.trim(), purpose: req.body.purpose.trim() };
       for (const [name, value] of Object.entries(fields)) {
         if (value === "") throw errors.invalidRequest(`'${name}' must not be blank.`, name);
