@@ -76,6 +76,11 @@ export async function serveCommand(cli: CliOverrides): Promise<void> {
         "per-address limits count; give the proxy's address (or CIDR range) instead",
     );
   }
+  if (config.console && config.admin_token === null) {
+    log.info(
+      "the console's sign-in and its access requests are off: set admin_token (or LUCENA_ADMIN_TOKEN) to use them",
+    );
+  }
   const store = new KeyStore(config.data_dir);
   for (const warning of store.warnings) log.warn(warning);
   // A first key only when there is none at all: keys given in the config or LUCENA_API_KEYS are the operator's.

@@ -24,6 +24,10 @@ describe("the console as `lucena serve` configures it", () => {
       info.models.map((m) => m.id),
       ["lucena-coder-latest"],
     );
+    assert.ok(
+      server.logs.some((l) => l.includes("set admin_token (or LUCENA_ADMIN_TOKEN)")),
+      "without an admin token, the log says what the console lacks",
+    );
     // The start-up line says where the console is.
     const listening = server.logs
       .map((l) => JSON.parse(l) as { msg?: string; console?: string })
