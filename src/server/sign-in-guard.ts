@@ -1,4 +1,6 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import { isIPv6 } from "node:net";
+import { errors } from "../core/errors.js";
 
 /**
  * What per-address limits count a client by: its IPv4 address (an IPv4-mapped IPv6 one as IPv4), or the /64 of
@@ -77,4 +79,37 @@ export class SignInGuard {
       this.failures.delete(address);
     }
   }
+}
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** What one presentation of the admin token came to. */
+export interface AdminTokenAttempt {
+  ok: boolean;
+  /** The client's address as the guard counts it (addressKey). */
+  address: string;
+  /** Failures from this address in the guard's window, this one included (0 when ok). */
+  failures: number;
+}
+
+/**
+ * The one check of a presented admin token, for the admin API and the console's sign-in: compared in constant
+ * time (both sides hashed, so lengths do not show), failures counted per address in `guard`. A locked-out address
+ * gets the 429 whatever it presents. `token` null: no admin token is configured, and nothing matches.
+ */
+export function adminTokenCheck(
+  token: string | null,
+  guard: SignInGuard,
+): (presented: string, ip: string) => AdminTokenAttempt {
+  const expected = token === null ? null : digest(token);
+  return (presented, ip) => {
+    const address = addressKey(ip);
+    const lockedFor = guard.lockedFor(address);
+    if (lockedFor > 0) throw errors.signInLocked(lockedFor);
+    if (expected !== null && timingSafeEqual(digest(presented), expected)) {
+      guard.succeed(address);
+      return { ok: true, address, failures: 0 };
+    }
+    return { ok: false, address, failures: guard.fail(address) };
+  };
 }

@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from "fastify";
 import { errors } from "../../core/errors.js";
 import type { AccessRequest, AccessRequests, AccessStatus } from "../../keys/access-requests.js";
@@ -12,7 +11,7 @@ import {
 } from "../../keys/admin-ops.js";
 import type { KeyInfo, KeyStore } from "../../keys/store.js";
 import type { ModelRegistry } from "../registry.js";
-import { addressKey, type SignInGuard } from "../sign-in-guard.js";
+import { adminTokenCheck, type SignInGuard } from "../sign-in-guard.js";
 import { SESSION_TTL_MS, type ConsoleSessions } from "./session.js";
 
 export const SESSION_COOKIE = "lucena_console";
@@ -27,7 +26,6 @@ export interface OperatorOptions {
   adminToken: string | null;
 }
 
-const digest = (s: string) => createHash("sha256").update(s).digest();
 const secs = (t: number | null) => (t === null ? null : Math.floor(t / 1000));
 
 function requestJson(r: AccessRequest) {
@@ -71,7 +69,7 @@ function checked<T>(parse: () => T): T {
  * decide, keys, usage and the live view (usage-routes.ts). Every route but the session's needs a session.
  */
 export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
-  const expected = o.adminToken === null ? null : digest(o.adminToken);
+  const checkToken = adminTokenCheck(o.adminToken, o.guard);
   const signedIn = (req: FastifyRequest) => o.sessions.valid(req.cookies[SESSION_COOKIE]);
   const operator = operatorOnly(o.sessions);
   const knownModels = (models: string[] | null | undefined) => {
@@ -82,21 +80,18 @@ export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
   const ownKey = (id: string) => o.store.get(id) ?? throwKeyNotFound(id);
 
   app.get("/console/api/session", async (req, reply) =>
-    reply.header("cache-control", "no-store").send({ signed_in: signedIn(req), admin_configured: expected !== null }),
+    reply
+      .header("cache-control", "no-store")
+      .send({ signed_in: signedIn(req), admin_configured: o.adminToken !== null }),
   );
 
   app.post<{ Body: { token?: unknown } }>("/console/api/session", { bodyLimit: 4096 }, async (req, reply) => {
-    const address = addressKey(req.ip);
-    const lockedFor = o.guard.lockedFor(address);
-    if (lockedFor > 0) throw errors.signInLocked(lockedFor);
-    const token = typeof req.body?.token === "string" ? req.body.token : "";
-    if (expected === null || !timingSafeEqual(digest(token), expected)) {
-      const failures = o.guard.fail(address);
+    const { ok, address, failures } = checkToken(typeof req.body?.token === "string" ? req.body.token : "", req.ip);
+    if (!ok) {
       // The address and the count, never what was typed.
       req.log.warn({ address, failures }, "console sign-in failed");
       throw errors.invalidAdminToken();
     }
-    o.guard.succeed(address);
     setSession(reply, req, o.sessions.create());
     req.log.info({ address }, "console sign-in");
     return { signed_in: true };

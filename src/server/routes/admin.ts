@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import {
   createKey,
@@ -11,26 +10,16 @@ import {
 import type { KeyStore } from "../../keys/store.js";
 import { bearerToken } from "../auth.js";
 import { errors } from "../../core/errors.js";
-import { addressKey, type SignInGuard } from "../sign-in-guard.js";
-
-const digest = (s: string) => createHash("sha256").update(s).digest();
+import { adminTokenCheck, type SignInGuard } from "../sign-in-guard.js";
 
 /**
- * Checks the admin bearer token in constant time; an ordinary API key never passes. Failures count against the
- * client's address in `guard`, shared with the console's sign-in: a locked-out address gets 429 here too.
+ * Checks the admin bearer token (adminTokenCheck); an ordinary API key never passes. Failures count against the
+ * client's address, shared with the console's sign-in: a locked-out address gets 429 here too.
  */
 export function adminGuard(token: string, guard: SignInGuard): (header: string | undefined, ip: string) => void {
-  const expected = digest(token);
+  const check = adminTokenCheck(token, guard);
   return (header, ip) => {
-    const address = addressKey(ip);
-    const lockedFor = guard.lockedFor(address);
-    if (lockedFor > 0) throw errors.signInLocked(lockedFor);
-    const presented = bearerToken(header) ?? "";
-    if (!timingSafeEqual(digest(presented), expected)) {
-      guard.fail(address);
-      throw errors.invalidAdminToken();
-    }
-    guard.succeed(address);
+    if (!check(bearerToken(header) ?? "", ip).ok) throw errors.invalidAdminToken();
   };
 }
 
