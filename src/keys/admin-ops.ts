@@ -1,9 +1,12 @@
 import ms from "ms";
+import { errors } from "../core/errors.js";
 import type { KeyInfo, KeyLimits, KeyStore, NewKey, UsageSummary } from "./store.js";
+
+/** An epoch-ms time as the JSON answers give times: whole unix seconds (null stays null). */
+export const secs = (t: number | null): number | null => (t === null ? null : Math.floor(t / 1000));
 
 /** A key as the admin API and `lucena keys … --json` show it (never the key or its hash). */
 export function keyJson(k: KeyInfo) {
-  const secs = (t: number | null) => (t === null ? null : Math.floor(t / 1000));
   return {
     id: k.id,
     name: k.name,
@@ -46,6 +49,16 @@ export interface KeyRequest {
   concurrency?: unknown;
   expires?: unknown;
   models?: unknown;
+}
+
+/** Runs a key request's parse for an HTTP route: its KeyRequestError becomes the API's 400 naming the field. */
+export function parsedForApi<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    if (err instanceof KeyRequestError) throw errors.invalidRequest(err.message, err.param);
+    throw err;
+  }
 }
 
 /** A limit as given: absent or null is none; otherwise a positive integer (a string of digits from the CLI). */

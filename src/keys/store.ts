@@ -154,9 +154,15 @@ const MIGRATIONS = [
    CREATE INDEX IF NOT EXISTS access_requests_by_status ON access_requests (status, created_at);`,
 ];
 
+/** Where a key stands now: revoked (whatever its expiry), expired, or active. */
+export function keyStatus(k: Pick<KeyInfo, "revokedAt" | "expiresAt">): "active" | "revoked" | "expired" {
+  if (k.revokedAt !== null) return "revoked";
+  return k.expiresAt !== null && k.expiresAt <= Date.now() ? "expired" : "active";
+}
+
 /** Neither revoked nor expired. */
 function usable(k: Pick<KeyInfo, "revokedAt" | "expiresAt">): boolean {
-  return k.revokedAt === null && (k.expiresAt === null || k.expiresAt > Date.now());
+  return keyStatus(k) === "active";
 }
 
 function toInfo(r: KeyRow): KeyInfo {

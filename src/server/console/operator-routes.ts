@@ -2,14 +2,15 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptio
 import { errors } from "../../core/errors.js";
 import type { AccessRequest, AccessRequests, AccessStatus } from "../../keys/access-requests.js";
 import {
-  KeyRequestError,
   keyJson,
+  parsedForApi,
   parseKeyLimits,
   parseKeyRequest,
   parseLimitChange,
+  secs,
   type KeyRequest,
 } from "../../keys/admin-ops.js";
-import type { KeyInfo, KeyStore } from "../../keys/store.js";
+import { keyStatus, type KeyStore } from "../../keys/store.js";
 import type { ModelRegistry } from "../registry.js";
 import { adminTokenCheck, type SignInGuard } from "../sign-in-guard.js";
 import { SESSION_TTL_MS, type ConsoleSessions } from "./session.js";
@@ -25,8 +26,6 @@ export interface OperatorOptions {
   /** null: no admin token is configured, and nobody can sign in. */
   adminToken: string | null;
 }
-
-const secs = (t: number | null) => (t === null ? null : Math.floor(t / 1000));
 
 function requestJson(r: AccessRequest) {
   return {
@@ -47,21 +46,6 @@ function requestJson(r: AccessRequest) {
       expires_at: secs(r.limits.expiresAt),
     },
   };
-}
-
-function keyStatus(k: KeyInfo): "active" | "revoked" | "expired" {
-  if (k.revokedAt !== null) return "revoked";
-  return k.expiresAt !== null && k.expiresAt <= Date.now() ? "expired" : "active";
-}
-
-/** A key request's own error → the API's 400 naming the field. */
-function checked<T>(parse: () => T): T {
-  try {
-    return parse();
-  } catch (err) {
-    if (err instanceof KeyRequestError) throw errors.invalidRequest(err.message, err.param);
-    throw err;
-  }
 }
 
 /**
@@ -111,7 +95,7 @@ export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
   });
 
   app.post<{ Params: { id: string } }>("/console/api/requests/:id/approve", operator, async (req) => {
-    const limits = checked(() => parseKeyLimits(body(req)));
+    const limits = parsedForApi(() => parseKeyLimits(body(req)));
     knownModels(limits.models);
     const decided = o.requests.approve(req.params.id, limits);
     req.log.info({ request: decided.id }, "access request approved");
@@ -138,7 +122,7 @@ export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
   });
 
   app.post("/console/api/keys", operator, async (req, reply) => {
-    const wanted = checked(() => parseKeyRequest(body(req)));
+    const wanted = parsedForApi(() => parseKeyRequest(body(req)));
     knownModels(wanted.models);
     const { key, info } = o.store.create(wanted);
     req.log.info({ key: info.id }, "key created in the console");
@@ -152,7 +136,7 @@ export function operatorRoutes(app: FastifyInstance, o: OperatorOptions): void {
   app.patch<{ Params: { id: string } }>("/console/api/keys/:id", operator, async (req) => {
     const key = ownKey(req.params.id);
     if (key.revokedAt !== null) throw errors.invalidRequest("The key is revoked: its limits cannot change.", "id");
-    const change = checked(() => parseLimitChange(body(req), key));
+    const change = parsedForApi(() => parseLimitChange(body(req), key));
     knownModels(change.models);
     const changed = o.store.setLimits(key.id, change)!;
     req.log.info({ key: key.id }, "key limits changed in the console");

@@ -1,6 +1,7 @@
 import type { FastifyInstance, RouteShorthandOptions } from "fastify";
 import { errors } from "../../core/errors.js";
 import type { KeyVerifier } from "../../core/principal.js";
+import { secs } from "../../keys/admin-ops.js";
 import type { KeyStore } from "../../keys/store.js";
 import type { UsageBucket, UsageReports } from "../../keys/usage-report.js";
 import type { LiveView } from "../../observability/live-view.js";
@@ -56,7 +57,7 @@ export function usageRoutes(app: FastifyInstance, o: UsageRouteOptions): void {
       tpm: info.tpm,
       concurrency: info.concurrency,
       models: info.models,
-      expires_at: info.expiresAt === null ? null : Math.floor(info.expiresAt / 1000),
+      expires_at: secs(info.expiresAt),
     };
     return reply.header("cache-control", "no-store").send({ key: key ?? { id: principal.keyId }, ...report });
   });

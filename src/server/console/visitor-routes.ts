@@ -2,7 +2,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import type { FastifyInstance } from "fastify";
 import { errors } from "../../core/errors.js";
 import { ACCESS_FIELD_LIMITS, type AccessRequests } from "../../keys/access-requests.js";
-import { keyJson } from "../../keys/admin-ops.js";
+import { keyJson, secs } from "../../keys/admin-ops.js";
 import type { ModelRegistry } from "../registry.js";
 import { addressKey } from "../sign-in-guard.js";
 
@@ -40,8 +40,6 @@ export interface VisitorOptions {
   operatorCanDecide: boolean;
   version: string;
 }
-
-const secs = (t: number | null) => (t === null ? null : Math.floor(t / 1000));
 
 /**
  * What a visitor may do without a key: read what this server is, ask for access, and follow their request with

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from "fastify";
 import {
   createKey,
-  KeyRequestError,
   keyJson,
+  parsedForApi,
   parseLimitChange,
   usageJson,
   type KeyRequest,
@@ -31,12 +31,8 @@ export function adminRoutes(app: FastifyInstance, store: KeyStore): void {
   const config = { admin: true };
   app.post<{ Body: KeyRequest }>("/admin/v1/keys", { config }, async (req, reply) => {
     if (typeof req.body !== "object" || req.body === null) throw errors.invalidRequest("Send a JSON object.");
-    try {
-      return reply.code(201).send(createKey(store, req.body));
-    } catch (err) {
-      if (err instanceof KeyRequestError) throw errors.invalidRequest(err.message, err.param);
-      throw err;
-    }
+    const body = req.body;
+    return reply.code(201).send(parsedForApi(() => createKey(store, body)));
   });
   app.get("/admin/v1/keys", { config }, async () => ({ object: "list", data: store.list().map(keyJson) }));
   // A key's limits and models: each field given replaces the key's (null removes it), as in the console.
@@ -44,12 +40,13 @@ export function adminRoutes(app: FastifyInstance, store: KeyStore): void {
     const key = store.get(req.params.id);
     if (!key) throw errors.keyNotFound(req.params.id);
     if (typeof req.body !== "object" || req.body === null) throw errors.invalidRequest("Send a JSON object.");
-    try {
-      return keyJson(store.setLimits(key.id, parseLimitChange(req.body, key))!);
-    } catch (err) {
-      if (err instanceof KeyRequestError) throw errors.invalidRequest(err.message, err.param);
-      throw err;
-    }
+    const body = req.body;
+    return keyJson(
+      store.setLimits(
+        key.id,
+        parsedForApi(() => parseLimitChange(body, key)),
+      )!,
+    );
   });
   app.delete<{ Params: { id: string } }>("/admin/v1/keys/:id", { config }, async (req) => {
     const key = store.get(req.params.id);
