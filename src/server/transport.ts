@@ -232,7 +232,7 @@ export function applyTransport(app: FastifyInstance, t: TransportOptions | undef
     void app.register(
       cors,
       () => (req: FastifyRequest, done: (err: Error | null, o: typeof options | { origin: false }) => void) =>
-        done(null, isApiPath(req.url) || isAdminPath(req.url) ? options : { origin: false }),
+        done(null, underApiRules(req.url) ? options : { origin: false }),
     );
   }
 }
@@ -247,14 +247,17 @@ function decodedPath(url: string): string | null {
   }
 }
 
+const isV1 = (path: string | null) => path === null || path === "/v1" || path.startsWith("/v1/");
+
 /** Whether a URL's path, percent-decoded, is /v1 or below it; an undecodable path counts as one. */
 export function isApiPath(url: string): boolean {
-  const path = decodedPath(url);
-  return path === null || path === "/v1" || path.startsWith("/v1/");
+  return isV1(decodedPath(url));
 }
 
-function isAdminPath(url: string): boolean {
-  return decodedPath(url)?.startsWith("/admin/") ?? false;
+/** The paths the API's CORS rules cover: /v1 (isApiPath) and /admin; the path decoded once. */
+function underApiRules(url: string): boolean {
+  const path = decodedPath(url);
+  return isV1(path) || (path?.startsWith("/admin/") ?? false);
 }
 
 /**
