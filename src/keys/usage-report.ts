@@ -21,7 +21,8 @@ export interface UsageReport {
   until: number;
   /** Every bucket of the range, in order, empty ones as zeros; `t` is the bucket's start (unix seconds). */
   series: Array<UsageCountsJson & { t: number }>;
-  by_key: Array<UsageCountsJson & { key_id: string | null; name: string | null; total_tokens: number }>;
+  /** Absent when the filter asked for none (a key holder's own report). */
+  by_key?: Array<UsageCountsJson & { key_id: string | null; name: string | null; total_tokens: number }>;
   by_model: Array<UsageCountsJson & { model: string; total_tokens: number }>;
   totals: UsageCountsJson & { total_tokens: number };
 }
@@ -32,6 +33,8 @@ export interface UsageFilter {
   model?: string | null;
   /** Epoch ms; the clock by default. */
   now?: number;
+  /** The by-key table (default true); false leaves it out, and its query with it. */
+  byKey?: boolean;
 }
 
 const COUNTS = `COUNT(*) AS requests, COALESCE(SUM(u.prompt_tokens), 0) AS prompt_tokens,
@@ -91,7 +94,7 @@ export class UsageReports {
       since: since / 1000,
       until: until / 1000,
       series,
-      by_key: this.stmts.byKey.all(params).map(total),
+      ...(f.byKey === false ? {} : { by_key: this.stmts.byKey.all(params).map(total) }),
       by_model: this.stmts.byModel.all(params).map(total),
       totals: total(totals),
     };

@@ -47,7 +47,7 @@ export function usageRoutes(app: FastifyInstance, o: UsageRouteOptions): void {
 
   app.get<{ Querystring: UsageQuery }>("/console/api/my-usage", { schema: usageQuery }, async (req, reply) => {
     const principal = authenticate(req.headers.authorization, o.keys);
-    const { by_key: _byKey, ...report } = o.reports.report({ bucket: bucketOf(req.query), keyId: principal.keyId });
+    const report = o.reports.report({ bucket: bucketOf(req.query), keyId: principal.keyId, byKey: false });
     const info = o.store.get(principal.keyId);
     const key = info && {
       id: info.id,
