@@ -4,30 +4,7 @@ import { api, errorText } from "./api";
 import { dateTimeUtc, num } from "./format";
 import { ErrorText } from "./layout";
 import type { ApiKey, Bucket, ServerInfo, UsageReport, UsageTotals } from "./types";
-import { UsageCharts } from "./usage-view";
-
-function Totals({ t }: { t: UsageTotals }) {
-  return (
-    <dl class="totals">
-      <div>
-        <dt>Total tokens</dt>
-        <dd data-testid="usage-total-tokens">{String(t.total_tokens)}</dd>
-      </div>
-      <div>
-        <dt>Prompt tokens</dt>
-        <dd>{num(t.prompt_tokens)}</dd>
-      </div>
-      <div>
-        <dt>Completion tokens</dt>
-        <dd>{num(t.completion_tokens)}</dd>
-      </div>
-      <div>
-        <dt>Requests</dt>
-        <dd>{num(t.requests)}</dd>
-      </div>
-    </dl>
-  );
-}
+import { Totals, UsageCharts } from "./usage-view";
 
 function Head({ first }: { first: string }) {
   return (
@@ -142,7 +119,7 @@ export function UsageTab() {
           <p class="muted">
             {dateTimeUtc(report.since)} – {dateTimeUtc(report.until)} (buckets are UTC hours and days)
           </p>
-          <Totals t={report.totals} />
+          <Totals t={report.totals} totalTestId="usage-total-tokens" />
           <div data-testid="usage-chart">
             <UsageCharts series={report.series} />
           </div>

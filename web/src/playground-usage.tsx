@@ -1,9 +1,9 @@
 // The key holder's own usage in the playground: GET /console/api/my-usage with the key; totals and a small chart.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, errorText } from "./api";
-import { dateTime, limit, modelList, num } from "./format";
+import { dateTime, limit, modelList } from "./format";
 import type { Bucket, MyUsage } from "./types";
-import { UsageCharts } from "./usage-view";
+import { Totals, UsageCharts } from "./usage-view";
 
 /** `version` changes after each answer, to load the usage again. */
 export function MyUsagePanel({ apiKey, version }: { apiKey: string; version: number }) {
@@ -41,24 +41,7 @@ export function MyUsagePanel({ apiKey, version }: { apiKey: string; version: num
             {limit(usage.key.tpm)} tokens/min · {limit(usage.key.concurrency)} at a time · {modelList(usage.key.models)}
             {usage.key.expires_at ? ` · expires ${dateTime(usage.key.expires_at)}` : ""}
           </p>
-          <dl class="totals">
-            <div>
-              <dt>Total tokens</dt>
-              <dd data-testid="pg-usage-total">{String(usage.totals.total_tokens)}</dd>
-            </div>
-            <div>
-              <dt>Prompt</dt>
-              <dd>{num(usage.totals.prompt_tokens)}</dd>
-            </div>
-            <div>
-              <dt>Completion</dt>
-              <dd>{num(usage.totals.completion_tokens)}</dd>
-            </div>
-            <div>
-              <dt>Requests</dt>
-              <dd>{num(usage.totals.requests)}</dd>
-            </div>
-          </dl>
+          <Totals t={usage.totals} totalTestId="pg-usage-total" />
           <UsageCharts series={usage.series} compact />
         </>
       )}

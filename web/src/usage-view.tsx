@@ -1,6 +1,32 @@
-// The usage charts (tokens: prompt and completion; requests) shared by the console's Usage tab and the playground.
+// The usage totals and charts (tokens: prompt and completion; requests) shared by the console's Usage tab and the
+// playground.
 import { TimeChart } from "./chart";
-import type { UsagePoint } from "./types";
+import { num } from "./format";
+import type { UsagePoint, UsageTotals } from "./types";
+
+/** The four totals; the total tokens in plain digits under `totalTestId` (the browser test reads it). */
+export function Totals({ t, totalTestId }: { t: UsageTotals; totalTestId: string }) {
+  return (
+    <dl class="totals">
+      <div>
+        <dt>Total tokens</dt>
+        <dd data-testid={totalTestId}>{String(t.total_tokens)}</dd>
+      </div>
+      <div>
+        <dt>Prompt tokens</dt>
+        <dd>{num(t.prompt_tokens)}</dd>
+      </div>
+      <div>
+        <dt>Completion tokens</dt>
+        <dd>{num(t.completion_tokens)}</dd>
+      </div>
+      <div>
+        <dt>Requests</dt>
+        <dd>{num(t.requests)}</dd>
+      </div>
+    </dl>
+  );
+}
 
 export const colors = { prompt: "#2563eb", completion: "#16a34a", requests: "#9333ea" };
 
